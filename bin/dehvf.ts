@@ -1,0 +1,35 @@
+import { Command } from "commander";
+import { DehvfError } from "../grammar/diagnostics.ts";
+import { registerCheck } from "./commands/check.ts";
+import { registerCompile } from "./commands/compile.ts";
+import { registerRun } from "./commands/run.ts";
+
+const program = new Command()
+  .name("dehvf")
+  .description("Compile, check and run .dehvf vision-language models (DEHVF, MemVP, concat fusion)")
+  .version("0.1.0")
+  .showHelpAfterError();
+
+registerCheck(program);
+registerCompile(program);
+registerRun(program);
+
+/** Known failures print their located diagnostics; anything else is a bug in dehvf. */
+function report(err: unknown): number {
+  if (err instanceof DehvfError) {
+    process.stderr.write(`${err.render()}\n`);
+    return 1;
+  }
+  const e = err as Error;
+  process.stderr.write(`internal error: ${e?.message ?? String(err)}\n`);
+  if (process.env.DEHVF_DEBUG) process.stderr.write(`${e?.stack ?? ""}\n`);
+  else process.stderr.write("(this is a bug in dehvf; set DEHVF_DEBUG=1 for a stack trace)\n");
+  return 2;
+}
+
+try {
+  await program.parseAsync(process.argv);
+  process.exitCode ??= 0;
+} catch (err) {
+  process.exitCode = report(err);
+}

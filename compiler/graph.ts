@@ -1,0 +1,60 @@
+import type { Span } from "../grammar/source.ts";
+import { attrsKey, type Node, type Op, type OpAttrs } from "./ir.ts";
+import { shapeRules } from "./shape-rules.ts";
+
+/**
+ * Owns the hash-cons table: building a node identical to an existing one returns
+ * the existing node, so common subexpressions are shared for free.
+ */
+export class GraphBuilder {
+  private readonly table = new Map<string, Node>();
+  private readonly nodes: Node[] = [];
+  /** where each node was first built in DSL source */
+  readonly provenance = new Map<number, Span>();
+  /** the span the elaborator is evaluating; stamped on new nodes */
+  currentSpan: Span | undefined;
+
+  make<O extends Op>(op: O, src: readonly Node[], attrs: OpAttrs[O]): Node<O> {
+    const key = `${op}(${src.map((s) => s.id).join(",")})${attrsKey(attrs)}`;
+    const hit = this.table.get(key);
+    if (hit) return hit as Node<O>;
+    const { shape, dtype } = shapeRules[op](src, attrs);
+    const node: Node<O> = { id: this.nodes.length, op, src, attrs, shape, dtype, key };
+    this.table.set(key, node);
+    this.nodes.push(node);
+    if (this.currentSpan) this.provenance.set(node.id, this.currentSpan);
+    return node;
+  }
+
+  get size(): number {
+    return this.nodes.length;
+  }
+}
+
+/** Nodes reachable from the roots, sources before users (iterative: graphs get deep). */
+export function topoOrder(roots: readonly Node[]): Node[] {
+  const seen = new Set<number>();
+  const order: Node[] = [];
+  const stack: [Node, number][] = roots.map((r) => [r, 0]);
+  stack.reverse();
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [n, i] = top;
+    if (i === 0 && seen.has(n.id)) {
+      stack.pop();
+      continue;
+    }
+    if (i < n.src.length) {
+      top[1] = i + 1;
+      const s = n.src[i];
+      if (!seen.has(s.id)) stack.push([s, 0]);
+    } else {
+      stack.pop();
+      if (!seen.has(n.id)) {
+        seen.add(n.id);
+        order.push(n);
+      }
+    }
+  }
+  return order;
+}

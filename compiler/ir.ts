@@ -1,0 +1,86 @@
+import type { Span } from "../grammar/source.ts";
+import { type Dim, type Shape, dimStr, shapeStr } from "./dims.ts";
+
+/**
+ * The closed set of primitive ops. Everything the DSL offers (softmax, norms,
+ * attention, patchify, ...) lowers to these; per-op rules live in Record<Op, ...>
+ * tables so adding an op without its rules is a type error.
+ */
+export const OPS = [
+  // sources
+  "input", "param", "const", "size", "arange",
+  // elementwise unary
+  "neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast",
+  // elementwise binary / ternary (operands already broadcast to one shape)
+  "add", "mul", "max", "cmplt", "cmpeq", "where",
+  // reductions over one axis, keepdim
+  "sum", "rmax",
+  // movement
+  "reshape", "permute", "expand", "slice", "pad", "concat",
+  // contraction and lookup
+  "matmul", "gather",
+] as const;
+export type Op = (typeof OPS)[number];
+
+export type DType = "f32" | "i32";
+
+export type InitRule =
+  | { readonly kind: "zeros" }
+  | { readonly kind: "ones" }
+  | { readonly kind: "const"; readonly value: number }
+  | { readonly kind: "normal"; readonly std: number; readonly mean: number }
+  | { readonly kind: "uniform"; readonly bound: number }
+  | { readonly kind: "xavier" };
+
+/** Attributes each op carries; part of the hash-cons key. */
+export interface OpAttrs {
+  input: { readonly name: string; readonly shape: Shape; readonly dtype: DType };
+  param: { readonly name: string; readonly shape: Shape; readonly init: InitRule; readonly trainable: boolean };
+  const: { readonly value: number };
+  size: { readonly dim: Dim };
+  arange: { readonly n: Dim };
+  neg: {}; recip: {}; exp: {}; log: {}; sqrt: {}; sin: {}; cos: {}; tanh: {}; erf: {};
+  cast: { readonly dtype: DType };
+  add: {}; mul: {}; max: {}; cmplt: {}; cmpeq: {}; where: {};
+  sum: { readonly axis: number };
+  rmax: { readonly axis: number };
+  reshape: { readonly shape: Shape };
+  permute: { readonly perm: readonly number[] };
+  expand: { readonly shape: Shape };
+  slice: { readonly start: readonly Dim[]; readonly end: readonly Dim[] };
+  pad: { readonly before: readonly Dim[]; readonly after: readonly Dim[] };
+  concat: { readonly axis: number };
+  matmul: {};
+  gather: {};
+}
+
+export interface Node<O extends Op = Op> {
+  readonly id: number;
+  readonly op: O;
+  readonly src: readonly Node[];
+  readonly attrs: OpAttrs[O];
+  readonly shape: Shape;
+  readonly dtype: DType;
+  /** hash-cons key: op, attrs and source ids */
+  readonly key: string;
+}
+
+export function attrsKey(attrs: object): string {
+  return JSON.stringify(attrs, (_k, v: unknown) => (typeof v === "object" && v !== null && "terms" in v ? dimStr(v as Dim) : v));
+}
+
+/** Printed form of a node's attributes, for dumps and diagnostics. */
+export function attrsText(n: Node): string {
+  const a = n.attrs as Record<string, unknown>;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(a)) {
+    if (k === "shape" && (n.op === "input" || n.op === "param")) continue;
+    if (Array.isArray(v)) parts.push(`${k}=${k === "perm" ? `[${v.join(",")}]` : shapeStr(v as Dim[])}`);
+    else if (typeof v === "object" && v !== null && "terms" in v) parts.push(`${k}=${dimStr(v as Dim)}`);
+    else if (typeof v === "object" && v !== null) parts.push(`${k}=${attrsKey(v)}`);
+    else parts.push(`${k}=${typeof v === "string" ? JSON.stringify(v) : String(v)}`);
+  }
+  return parts.join(" ");
+}
+
+export type Provenance = ReadonlyMap<number, Span>;

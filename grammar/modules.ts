@@ -1,0 +1,108 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BlockDecl, FileAst, ImportDecl } from "./ast.ts";
+import { cstToAst } from "./cst-to-ast.ts";
+import { type Diagnostic, DehvfError } from "./diagnostics.ts";
+import { parseText } from "./parser.ts";
+import { SourceFile } from "./source.ts";
+import { syntaxDiagnostic } from "./syntax-errors.ts";
+
+/** `import "std/vit.dehvf"` falls back to this folder: the shipped model library. */
+export const MODELS_ROOT = fileURLToPath(new URL("../models/", import.meta.url));
+
+export interface Program {
+  readonly entry: FileAst;
+  readonly files: ReadonlyMap<string, FileAst>;
+  readonly sources: ReadonlyMap<string, SourceFile>;
+  /** every block and model by name, across the entry file and its imports */
+  readonly decls: ReadonlyMap<string, BlockDecl>;
+}
+
+/** Paths in diagnostics are relative to the working directory when that is shorter. */
+function displayPath(abs: string): string {
+  const rel = relative(process.cwd(), abs);
+  return rel.length < abs.length && !rel.startsWith("..") ? rel : abs;
+}
+
+export function parseSource(src: SourceFile): { ast?: FileAst; diagnostics: Diagnostic[] } {
+  const out = parseText(src.text);
+  const diagnostics: Diagnostic[] = out.lexErrors.map((e) => ({
+    phase: "syntax" as const,
+    message: `unexpected character \`${src.text.slice(e.offset, e.offset + Math.max(1, e.length)).slice(0, 1)}\``,
+    span: src.span(e.offset, e.offset + Math.max(1, e.length)),
+  }));
+  for (const e of out.parseErrors) diagnostics.push(syntaxDiagnostic(e, src));
+  if (diagnostics.length) return { diagnostics };
+  return { ast: cstToAst(out.cst, src), diagnostics };
+}
+
+/**
+ * Loads a file and everything it imports (depth first), reporting syntax errors of
+ * every file, missing files and import cycles together.
+ */
+export function loadProgram(entryPath: string): Program {
+  const files = new Map<string, FileAst>();
+  const sources = new Map<string, SourceFile>();
+  const diagnostics: Diagnostic[] = [];
+  const onStack: string[] = [];
+
+  const resolveImport = (from: string, imp: ImportDecl): string | undefined => {
+    const candidates = [resolve(dirname(from), imp.path), resolve(MODELS_ROOT, imp.path)];
+    const hit = candidates.find((c) => existsSync(c) && statSync(c).isFile());
+    if (!hit)
+      diagnostics.push({
+        phase: "import",
+        message: `cannot find imported file "${imp.path}"`,
+        span: imp.span,
+        hint: `looked in ${candidates.map(displayPath).join(" and ")}`,
+      });
+    return hit;
+  };
+
+  const visit = (abs: string, via?: ImportDecl): void => {
+    const shown = displayPath(abs);
+    if (onStack.includes(abs)) {
+      const cycle = [...onStack.slice(onStack.indexOf(abs)), abs].map(displayPath).join(" → ");
+      diagnostics.push({ phase: "import", message: `import cycle: ${cycle}`, span: via?.span });
+      return;
+    }
+    if (files.has(abs) || sources.has(shown)) return;
+    let text: string;
+    try {
+      text = readFileSync(abs, "utf8");
+    } catch (err) {
+      diagnostics.push({ phase: "import", message: `cannot read ${shown}: ${(err as Error).message}`, span: via?.span });
+      return;
+    }
+    const src = new SourceFile(shown, text);
+    sources.set(shown, src);
+    const { ast, diagnostics: ds } = parseSource(src);
+    diagnostics.push(...ds);
+    if (!ast) return;
+    files.set(abs, ast);
+    onStack.push(abs);
+    for (const imp of ast.imports) {
+      const target = resolveImport(abs, imp);
+      if (target) visit(target, imp);
+    }
+    onStack.pop();
+  };
+
+  const entryAbs = resolve(entryPath);
+  if (!existsSync(entryAbs)) throw new DehvfError([{ phase: "input", message: `no such file: ${entryPath}` }]);
+  visit(entryAbs);
+
+  const decls = new Map<string, BlockDecl>();
+  for (const ast of files.values())
+    for (const d of ast.decls) {
+      const prev = decls.get(d.name.name);
+      if (prev) {
+        const p = sources.get(prev.span.file)!.position(prev.span.start);
+        diagnostics.push({ phase: "link", message: `\`${d.name.name}\` is defined twice`, span: d.name.span, hint: `first defined at ${prev.span.file}:${p.line}:${p.col}` });
+      } else decls.set(d.name.name, d);
+    }
+
+  if (diagnostics.length) throw new DehvfError(diagnostics).withSources(sources);
+  return { entry: files.get(entryAbs)!, files, sources, decls };
+}

@@ -1,0 +1,411 @@
+import { CstParser, type CstNode, type IRecognitionException } from "chevrotain";
+import * as T from "./tokens.ts";
+
+/**
+ * The concrete grammar of .dehvf files. Recovery is on so one run reports several
+ * syntax errors; cst-to-ast.ts only runs on error-free trees.
+ */
+class DehvfParser extends CstParser {
+  constructor() {
+    super(T.allTokens, { recoveryEnabled: true, nodeLocationTracking: "full", maxLookahead: 3 });
+    this.performSelfAnalysis();
+  }
+
+  file = this.RULE("file", () => {
+    this.MANY(() =>
+      this.OR([
+        { ALT: () => this.SUBRULE(this.importDecl) },
+        { ALT: () => this.SUBRULE(this.blockDecl) },
+        { ALT: () => this.SUBRULE(this.trainDecl) },
+      ]),
+    );
+  });
+
+  importDecl = this.RULE("importDecl", () => {
+    this.CONSUME(T.Import);
+    this.CONSUME(T.StringLit);
+  });
+
+  blockDecl = this.RULE("blockDecl", () => {
+    this.OR([{ ALT: () => this.CONSUME(T.Block, { LABEL: "keyword" }) }, { ALT: () => this.CONSUME(T.Model, { LABEL: "keyword" }) }]);
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.OPTION(() => {
+      this.CONSUME(T.LParen);
+      this.OPTION2(() => {
+        this.SUBRULE(this.blockParam);
+        this.MANY(() => {
+          this.CONSUME(T.Comma);
+          this.SUBRULE2(this.blockParam);
+        });
+      });
+      this.CONSUME(T.RParen);
+    });
+    this.CONSUME(T.LBrace);
+    this.MANY2(() => this.SUBRULE(this.member));
+    this.CONSUME(T.RBrace);
+  });
+
+  blockParam = this.RULE("blockParam", () => {
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.CONSUME(T.Colon);
+    this.CONSUME2(T.Identifier, { LABEL: "type" });
+    this.OPTION(() => {
+      this.CONSUME(T.Equals);
+      this.SUBRULE(this.expr, { LABEL: "default" });
+    });
+  });
+
+  member = this.RULE("member", () => {
+    this.OR([
+      { ALT: () => this.SUBRULE(this.paramDecl) },
+      { ALT: () => this.SUBRULE(this.forwardDecl) },
+      { ALT: () => this.SUBRULE(this.fusionDecl) },
+      { ALT: () => this.SUBRULE(this.instanceDecl) },
+    ]);
+  });
+
+  paramDecl = this.RULE("paramDecl", () => {
+    this.CONSUME(T.Param);
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.CONSUME(T.Colon);
+    this.SUBRULE(this.exprList, { LABEL: "shape" });
+    this.OPTION(() => {
+      this.CONSUME(T.Init);
+      this.CONSUME2(T.Identifier, { LABEL: "init" });
+      this.OPTION2(() => this.SUBRULE(this.callArgs));
+    });
+    this.OPTION3(() => this.CONSUME(T.Frozen));
+    this.OPTION4(() => {
+      this.CONSUME(T.If);
+      this.SUBRULE(this.expr, { LABEL: "when" });
+    });
+  });
+
+  instanceDecl = this.RULE("instanceDecl", () => {
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.CONSUME(T.Equals);
+    this.OPTION(() => {
+      this.CONSUME(T.Repeat);
+      this.CONSUME(T.LParen);
+      this.SUBRULE(this.expr, { LABEL: "repeat" });
+      this.CONSUME(T.RParen);
+    });
+    this.CONSUME2(T.Identifier, { LABEL: "block" });
+    this.SUBRULE(this.callArgs);
+    this.OPTION2(() => this.CONSUME(T.Frozen));
+    this.OPTION3(() => {
+      this.CONSUME(T.If);
+      this.SUBRULE2(this.expr, { LABEL: "when" });
+    });
+  });
+
+  fusionDecl = this.RULE("fusionDecl", () => {
+    this.CONSUME(T.Fusion);
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.CONSUME(T.Equals);
+    this.CONSUME2(T.Identifier, { LABEL: "block" });
+    this.SUBRULE(this.callArgs);
+    this.OPTION(() => this.CONSUME(T.Each));
+    this.CONSUME(T.LBrace);
+    this.MANY(() => this.SUBRULE(this.fusionClause));
+    this.CONSUME(T.RBrace);
+  });
+
+  fusionClause = this.RULE("fusionClause", () => {
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.SUBRULE(this.expr);
+  });
+
+  forwardDecl = this.RULE("forwardDecl", () => {
+    this.CONSUME(T.Forward);
+    this.CONSUME(T.LParen);
+    this.OPTION(() => {
+      this.SUBRULE(this.fwdParam);
+      this.MANY(() => {
+        this.CONSUME(T.Comma);
+        this.SUBRULE2(this.fwdParam);
+      });
+    });
+    this.CONSUME(T.RParen);
+    this.OPTION2(() => {
+      this.CONSUME(T.Arrow);
+      this.SUBRULE(this.tensorType, { LABEL: "result" });
+    });
+    this.OR([
+      {
+        ALT: () => {
+          this.CONSUME(T.Equals);
+          this.SUBRULE(this.expr);
+        },
+      },
+      {
+        ALT: () => {
+          this.CONSUME(T.LBrace);
+          this.MANY2(() => this.SUBRULE(this.stmt));
+          this.CONSUME(T.RBrace);
+        },
+      },
+    ]);
+  });
+
+  fwdParam = this.RULE("fwdParam", () => {
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.CONSUME(T.Colon);
+    this.OR([{ ALT: () => this.SUBRULE(this.tensorType) }, { ALT: () => this.CONSUME2(T.Identifier, { LABEL: "scalar" }) }]);
+  });
+
+  tensorType = this.RULE("tensorType", () => {
+    this.CONSUME(T.LBracket);
+    this.SUBRULE(this.dimPattern);
+    this.MANY(() => {
+      this.CONSUME(T.Comma);
+      this.SUBRULE2(this.dimPattern);
+    });
+    this.CONSUME(T.RBracket);
+    this.OPTION(() => this.CONSUME(T.Identifier, { LABEL: "dtype" }));
+  });
+
+  dimPattern = this.RULE("dimPattern", () => {
+    this.OR([{ ALT: () => this.CONSUME(T.Ellipsis) }, { ALT: () => this.SUBRULE(this.expr) }]);
+  });
+
+  stmt = this.RULE("stmt", () => {
+    this.OR([
+      {
+        ALT: () => {
+          this.OR2([{ ALT: () => this.CONSUME(T.Let, { LABEL: "keyword" }) }, { ALT: () => this.CONSUME(T.Tap, { LABEL: "keyword" }) }]);
+          this.CONSUME(T.Identifier, { LABEL: "name" });
+          this.CONSUME(T.Equals);
+          this.SUBRULE(this.expr);
+        },
+      },
+      {
+        ALT: () => {
+          this.CONSUME(T.Return, { LABEL: "keyword" });
+          this.SUBRULE2(this.expr);
+        },
+      },
+      { ALT: () => this.SUBRULE3(this.expr) },
+    ]);
+    this.OPTION(() => this.CONSUME(T.Semicolon));
+  });
+
+  trainDecl = this.RULE("trainDecl", () => {
+    this.CONSUME(T.Train);
+    this.OPTION(() => this.CONSUME(T.Identifier, { LABEL: "name" }));
+    this.CONSUME(T.LBrace);
+    this.MANY(() => this.SUBRULE(this.trainEntry));
+    this.CONSUME(T.RBrace);
+  });
+
+  trainEntry = this.RULE("trainEntry", () => {
+    this.CONSUME(T.Identifier, { LABEL: "key" });
+    this.CONSUME(T.Equals);
+    this.SUBRULE(this.expr);
+  });
+
+  // ---- expressions, loosest first ----
+  expr = this.RULE("expr", () => {
+    this.OR([{ ALT: () => this.SUBRULE(this.ifExpr) }, { ALT: () => this.SUBRULE(this.orExpr) }]);
+  });
+
+  ifExpr = this.RULE("ifExpr", () => {
+    this.CONSUME(T.If);
+    this.SUBRULE(this.expr, { LABEL: "cond" });
+    this.CONSUME(T.Then);
+    this.SUBRULE2(this.expr, { LABEL: "then" });
+    this.CONSUME(T.Else);
+    this.SUBRULE3(this.expr, { LABEL: "else" });
+  });
+
+  orExpr = this.RULE("orExpr", () => {
+    this.SUBRULE(this.andExpr, { LABEL: "operands" });
+    this.MANY(() => {
+      this.CONSUME(T.Or, { LABEL: "ops" });
+      this.SUBRULE2(this.andExpr, { LABEL: "operands" });
+    });
+  });
+
+  andExpr = this.RULE("andExpr", () => {
+    this.SUBRULE(this.cmpExpr, { LABEL: "operands" });
+    this.MANY(() => {
+      this.CONSUME(T.And, { LABEL: "ops" });
+      this.SUBRULE2(this.cmpExpr, { LABEL: "operands" });
+    });
+  });
+
+  cmpExpr = this.RULE("cmpExpr", () => {
+    this.SUBRULE(this.addExpr, { LABEL: "operands" });
+    this.OPTION(() => {
+      this.CONSUME(T.Compare, { LABEL: "ops" });
+      this.SUBRULE2(this.addExpr, { LABEL: "operands" });
+    });
+  });
+
+  addExpr = this.RULE("addExpr", () => {
+    this.SUBRULE(this.mulExpr, { LABEL: "operands" });
+    this.MANY(() => {
+      this.OR([{ ALT: () => this.CONSUME(T.Plus, { LABEL: "ops" }) }, { ALT: () => this.CONSUME(T.Minus, { LABEL: "ops" }) }]);
+      this.SUBRULE2(this.mulExpr, { LABEL: "operands" });
+    });
+  });
+
+  mulExpr = this.RULE("mulExpr", () => {
+    this.SUBRULE(this.unaryExpr, { LABEL: "operands" });
+    this.MANY(() => {
+      this.OR([
+        { ALT: () => this.CONSUME(T.Star, { LABEL: "ops" }) },
+        { ALT: () => this.CONSUME(T.Slash, { LABEL: "ops" }) },
+        { ALT: () => this.CONSUME(T.Percent, { LABEL: "ops" }) },
+        { ALT: () => this.CONSUME(T.At, { LABEL: "ops" }) },
+      ]);
+      this.SUBRULE2(this.unaryExpr, { LABEL: "operands" });
+    });
+  });
+
+  unaryExpr = this.RULE("unaryExpr", () => {
+    this.OR([
+      {
+        ALT: () => {
+          this.OR2([{ ALT: () => this.CONSUME(T.Minus, { LABEL: "op" }) }, { ALT: () => this.CONSUME(T.Not, { LABEL: "op" }) }]);
+          this.SUBRULE(this.unaryExpr, { LABEL: "operand" });
+        },
+      },
+      { ALT: () => this.SUBRULE(this.postfixExpr) },
+    ]);
+  });
+
+  postfixExpr = this.RULE("postfixExpr", () => {
+    this.SUBRULE(this.primary);
+    this.MANY(() => this.SUBRULE(this.postfixOp));
+  });
+
+  postfixOp = this.RULE("postfixOp", () => {
+    this.OR([
+      { ALT: () => this.SUBRULE(this.callArgs) },
+      {
+        ALT: () => {
+          this.CONSUME(T.LBracket);
+          this.SUBRULE(this.indexItem);
+          this.MANY(() => {
+            this.CONSUME(T.Comma);
+            this.SUBRULE2(this.indexItem);
+          });
+          this.CONSUME(T.RBracket);
+        },
+      },
+      { ALT: () => this.CONSUME(T.Transpose) },
+      {
+        ALT: () => {
+          this.CONSUME(T.Dot);
+          this.CONSUME(T.Identifier, { LABEL: "member" });
+        },
+      },
+    ]);
+  });
+
+  indexItem = this.RULE("indexItem", () => {
+    this.OR([
+      { ALT: () => this.CONSUME(T.Star) },
+      { ALT: () => this.CONSUME(T.Ellipsis) },
+      {
+        ALT: () => {
+          this.CONSUME(T.Colon, { LABEL: "colon" });
+          this.OPTION(() => this.SUBRULE(this.expr, { LABEL: "end" }));
+        },
+      },
+      {
+        ALT: () => {
+          this.SUBRULE2(this.expr, { LABEL: "start" });
+          this.OPTION2(() => {
+            this.CONSUME2(T.Colon, { LABEL: "colon" });
+            this.OPTION3(() => this.SUBRULE3(this.expr, { LABEL: "end" }));
+          });
+        },
+      },
+    ]);
+  });
+
+  callArgs = this.RULE("callArgs", () => {
+    this.CONSUME(T.LParen);
+    this.OPTION(() => {
+      this.SUBRULE(this.arg);
+      this.MANY(() => {
+        this.CONSUME(T.Comma);
+        this.SUBRULE2(this.arg);
+      });
+    });
+    this.CONSUME(T.RParen);
+  });
+
+  arg = this.RULE("arg", () => {
+    this.OPTION({
+      GATE: () => this.LA(2).tokenType === T.Colon,
+      DEF: () => {
+        this.CONSUME(T.Identifier, { LABEL: "name" });
+        this.CONSUME(T.Colon);
+      },
+    });
+    this.SUBRULE(this.expr);
+  });
+
+  exprList = this.RULE("exprList", () => {
+    this.CONSUME(T.LBracket);
+    this.OPTION(() => {
+      this.SUBRULE(this.expr);
+      this.MANY(() => {
+        this.CONSUME(T.Comma);
+        this.SUBRULE2(this.expr);
+      });
+    });
+    this.CONSUME(T.RBracket);
+  });
+
+  primary = this.RULE("primary", () => {
+    this.OR([
+      { ALT: () => this.CONSUME(T.Integer) },
+      { ALT: () => this.CONSUME(T.Float) },
+      { ALT: () => this.CONSUME(T.StringLit) },
+      { ALT: () => this.CONSUME(T.True) },
+      { ALT: () => this.CONSUME(T.False) },
+      { ALT: () => this.CONSUME(T.Identifier) },
+      {
+        ALT: () => {
+          this.CONSUME(T.LParen);
+          this.SUBRULE(this.expr);
+          this.CONSUME(T.RParen);
+        },
+      },
+      { ALT: () => this.SUBRULE(this.exprList) },
+      { ALT: () => this.SUBRULE(this.siteExpr) },
+    ]);
+  });
+
+  siteExpr = this.RULE("siteExpr", () => {
+    this.CONSUME(T.Site);
+    this.CONSUME(T.Identifier, { LABEL: "name" });
+    this.SUBRULE(this.callArgs);
+    this.CONSUME(T.Default);
+    this.SUBRULE(this.unaryExpr, { LABEL: "fallback" });
+  });
+}
+
+/** One parser instance is reused (Chevrotain's self-analysis is the expensive part). */
+export const parser = new DehvfParser();
+
+export interface ParseOutcome {
+  cst: CstNode;
+  lexErrors: { offset: number; length: number; message: string }[];
+  parseErrors: IRecognitionException[];
+}
+
+export function parseText(text: string): ParseOutcome {
+  const lex = T.dehvfLexer.tokenize(text);
+  parser.input = lex.tokens;
+  const cst = parser.file();
+  return {
+    cst,
+    lexErrors: lex.errors.map((e) => ({ offset: e.offset, length: e.length, message: e.message })),
+    parseErrors: [...parser.errors],
+  };
+}
