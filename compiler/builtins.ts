@@ -3,7 +3,7 @@ import { type Dim, dimDivExact, dimMul, dimStr, shapeStr } from "./dims.ts";
 import type { Node } from "./ir.ts";
 import { ShapeError } from "./shape-rules.ts";
 import type { TensorOps } from "./tensor-ops.ts";
-import { floatV, intV, tensorV, type Value } from "./values.ts";
+import { boolV, floatV, intV, tensorV, type Value } from "./values.ts";
 
 /** Problems with a builtin's arguments (not shapes); the elaborator locates them. */
 export class ArgError extends Error {
@@ -252,6 +252,14 @@ export const builtins: Record<string, Builtin> = {
     impl: (a, t) => {
       const x = a.tensor("x");
       return intV(x.shape[t.axis(a.int("axis"), x.shape.length)]);
+    },
+  },
+  /** a precondition in the model author's words: `require(slots >= N, "...")` */
+  require: {
+    params: ["cond", "message"],
+    impl: (a) => {
+      if (!a.bool("cond", false)) throw new ArgError(a.string("message", "requirement failed"));
+      return boolV(true);
     },
   },
   pow: {

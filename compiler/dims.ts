@@ -95,10 +95,20 @@ export function numelKey(s: Shape): string {
   const factors: string[] = [];
   for (const d of s) {
     if (typeof d === "number") k *= d;
-    else factors.push(d.toString());
+    else {
+      // pull the integer content out, so `[2*T]` (repeat_interleave) matches `[T, 2]`
+      const g = d.terms.reduce((acc, [, c]) => gcd(acc, c), d.constant);
+      k *= g;
+      factors.push(dimStr(dimDivExact(d, g)!));
+    }
   }
   if (k === 0) return "0";
   return [k, ...factors.sort()].join("*");
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return Math.abs(a);
 }
 
 export function symbolsOf(s: Shape): string[] {

@@ -5,6 +5,7 @@ import type { Span } from "../grammar/source.ts";
 import { ArgError, type ArgValue, BuiltinArgs, builtinNames, builtins } from "./builtins.ts";
 import { type Dim, type Shape, dimAdd, dimDivExact, dimEq, dimMul, dimStr, dimSub, shapeStr, sym } from "./dims.ts";
 import { GraphBuilder } from "./graph.ts";
+import { link } from "./link.ts";
 import { makeInitRule, INIT_RULES } from "./init-rules.ts";
 import type { DType, InitRule, Node } from "./ir.ts";
 import { Scope } from "./scope.ts";
@@ -49,7 +50,6 @@ interface Attachment {
   readonly target: string;
 }
 
-const SCALAR_TYPES = new Set(["int", "float", "bool", "string"]);
 
 /** Static scan of a forward body for `site` and `tap` names (fusion targets and sources). */
 function scanForward(fwd: A.ForwardDecl | undefined): { sites: Set<string>; taps: Set<string> } {
@@ -143,10 +143,10 @@ class Elaborator {
 
   // ---------- instance tree ----------
 
+  /** Names, arities and types were checked by the link phase: a miss here is a dehvf bug. */
   private blockDecl(name: A.Ident): A.BlockDecl {
     const d = this.program.decls.get(name.name);
-    if (!d) fail("link", `unknown block \`${name.name}\``, name.span, didYouMean(name.name, this.program.decls.keys()));
-    if (d.kind === "model") fail("link", `\`${name.name}\` is a model; only blocks can be instantiated`, name.span);
+    if (!d || d.kind === "model") throw new Error(`internal: block \`${name.name}\` passed link unresolved`);
     return d;
   }
 
@@ -156,27 +156,13 @@ class Elaborator {
     const given = new Map<string, { value: Value; span: Span }>();
     let positional = 0;
     for (const a of args) {
-      if (a.name) {
-        const p = decl.params.find((q) => q.name.name === a.name!.name);
-        if (!p) fail("link", `\`${decl.name.name}\` has no parameter \`${a.name.name}\``, a.name.span, didYouMean(a.name.name, decl.params.map((q) => q.name.name)) ?? `its parameters: ${decl.params.map((q) => q.name.name).join(", ") || "none"}`);
-        if (given.has(p.name.name)) fail("link", `parameter \`${p.name.name}\` is given twice`, a.span);
-        given.set(p.name.name, { value: this.eval(a.value, argScope), span: a.span });
-      } else {
-        const p = decl.params[positional++];
-        if (!p) fail("link", `\`${decl.name.name}\` takes ${decl.params.length} parameter${decl.params.length === 1 ? "" : "s"}, but ${args.filter((x) => !x.name).length} positional arguments were given`, a.span);
-        given.set(p.name.name, { value: this.eval(a.value, argScope), span: a.span });
-      }
+      const p = a.name ? decl.params.find((q) => q.name.name === a.name!.name)! : decl.params[positional++];
+      given.set(p.name.name, { value: this.eval(a.value, argScope), span: a.span });
     }
     const defaults = new Scope(undefined);
     for (const p of decl.params) {
-      const type = p.type.name;
-      if (!SCALAR_TYPES.has(type)) fail("type", `unknown parameter type \`${type}\``, p.type.span, didYouMean(type, SCALAR_TYPES) ?? "use int, float, bool or string");
-      let g = given.get(p.name.name);
-      if (!g) {
-        if (!p.default) fail("link", `\`${decl.name.name}\` needs parameter \`${p.name.name}: ${type}\``, callSpan, `declared at ${this.where(p.span)}`);
-        g = { value: this.eval(p.default, defaults), span: p.default.span };
-      }
-      const v = this.coerceScalar(g.value, type, `parameter \`${p.name.name}\` of \`${decl.name.name}\``, g.span);
+      const g = given.get(p.name.name) ?? { value: this.eval(p.default!, defaults), span: p.default!.span };
+      const v = this.coerceScalar(g.value, p.type.name, `parameter \`${p.name.name}\` of \`${decl.name.name}\``, g.span);
       bound.set(p.name.name, v);
       defaults.vars.set(p.name.name, v);
     }
@@ -190,7 +176,9 @@ class Elaborator {
     }
     if (type === "float" && (v.kind === "float" || (v.kind === "int" && typeof v.value === "number"))) return floatV(Number(v.value));
     if (type === v.kind && (type === "bool" || type === "string")) return v;
-    return fail("type", `${what} must be ${type === "int" ? "an int" : `a ${type}`}, got ${describeValue(v)}`, span);
+    // Usually `d / heads` with heads not dividing d: int `/` then yields a float.
+    const hint = type === "int" && v.kind === "float" ? "`/` of ints gives a float when the division is not exact: check that the dimensions divide evenly" : undefined;
+    return fail("type", `${what} must be ${type === "int" ? "an int" : `a ${type}`}, got ${describeValue(v)}`, span, hint);
   }
 
   private constInt(v: Value, what: string, span: Span): number {
@@ -205,22 +193,40 @@ class Elaborator {
     return v.value;
   }
 
+  /** blocks being instantiated, with their arguments: a block may contain itself only with different ones */
+  private readonly nesting: string[] = [];
+
   instantiate(decl: A.BlockDecl, path: string, args: Map<string, Value>, frozen: boolean, span: Span): Instance {
-    const forwards = decl.members.filter((m): m is A.ForwardDecl => m.kind === "forward");
-    if (forwards.length > 1) fail("link", `\`${decl.name.name}\` has ${forwards.length} forward definitions; keep one`, forwards[1].span);
-    const { sites, taps } = scanForward(forwards[0]);
-    const inst: Instance = { path, decl, args, params: new Map(), children: new Map(), frozen, forward: forwards[0], sites, taps, span };
+    const key = `${decl.name.name}(${[...args].map(([k, v]) => `${k}=${v.kind}:${(v as { value?: unknown }).value}`).join(", ")})`;
+    if (this.nesting.includes(key))
+      fail("link", `block \`${decl.name.name}\` contains itself with the same arguments, so it never ends`, span, "guard the inner instance with an `if` that eventually turns false");
+    if (this.nesting.length >= 100) fail("link", `blocks nest more than 100 deep at \`${decl.name.name}\``, span, "does a block contain itself under an `if` that never turns false?");
+    this.nesting.push(key);
+    try {
+      return this.instantiateMembers(decl, path, args, frozen, span);
+    } finally {
+      this.nesting.pop();
+    }
+  }
+
+  /** instantiate, noting the declaration: an error deep inside a std block then leads back to the user's line */
+  private child(block: A.BlockDecl, path: string, args: Map<string, Value>, frozen: boolean, span: Span): Instance {
+    try {
+      return this.instantiate(block, path, args, frozen, span);
+    } catch (e) {
+      if (e instanceof DehvfError) e.addNote(`in \`${path.length > 60 ? `…${path.slice(-59)}` : path}\` (${block.name.name}), declared at ${this.where(span)}`);
+      throw e;
+    }
+  }
+
+  private instantiateMembers(decl: A.BlockDecl, path: string, args: Map<string, Value>, frozen: boolean, span: Span): Instance {
+    const forward = decl.members.find((m): m is A.ForwardDecl => m.kind === "forward");
+    const { sites, taps } = scanForward(forward);
+    const inst: Instance = { path, decl, args, params: new Map(), children: new Map(), frozen, forward, sites, taps, span };
     const scope = new Scope(inst);
-    const names = new Map<string, Span>();
-    const claim = (id: A.Ident) => {
-      if (names.has(id.name) || args.has(id.name))
-        fail("link", `\`${id.name}\` is declared twice in \`${decl.name.name}\``, id.span, names.has(id.name) ? `first declared at ${this.where(names.get(id.name)!)}` : "it is also a parameter of the block");
-      names.set(id.name, id.span);
-    };
     const sub = (name: string) => (path ? `${path}.${name}` : name);
     for (const m of decl.members) {
       if (m.kind === "param") {
-        claim(m.name);
         if (!this.condition(m.when, scope)) continue;
         const shape = m.shape.map((e) => {
           const n = this.constInt(this.eval(e, scope), `dimension \`${this.text(e.span)}\` of parameter \`${m.name.name}\``, e.span);
@@ -231,7 +237,6 @@ class Elaborator {
         inst.params.set(m.name.name, info);
         this.params.push(info);
       } else if (m.kind === "instance") {
-        claim(m.name);
         if (!this.condition(m.when, scope)) continue;
         const block = this.blockDecl(m.block);
         const childArgs = this.bindBlockArgs(block, m.args, scope, m.span);
@@ -240,11 +245,9 @@ class Elaborator {
           if (n < 1) fail("shape", `repeat count is ${n}; it must be at least 1`, m.repeat.span);
           inst.children.set(
             m.name.name,
-            Array.from({ length: n }, (_, i) => this.instantiate(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span)),
+            Array.from({ length: n }, (_, i) => this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span)),
           );
-        } else inst.children.set(m.name.name, this.instantiate(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span));
-      } else if (m.kind === "fusion" && decl.kind !== "model") {
-        fail("link", `fusions belong in a \`model\`, not in block \`${decl.name.name}\``, m.span);
+        } else inst.children.set(m.name.name, this.child(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span));
       }
     }
     return inst;
@@ -253,12 +256,9 @@ class Elaborator {
   private initRule(init: A.InitRule | undefined, scope: Scope): InitRule {
     if (!init) return { kind: "normal", std: 0.02, mean: 0 };
     const kind = init.name.name as InitRule["kind"];
-    const names = INIT_RULES[kind];
-    if (!names) fail("link", `unknown init rule \`${init.name.name}\``, init.name.span, didYouMean(init.name.name, Object.keys(INIT_RULES)) ?? `known: ${Object.keys(INIT_RULES).join(", ")}`);
     const vals: Record<string, number> = {};
     init.args.forEach((a, i) => {
-      const name = a.name?.name ?? names[i];
-      if (!name || !names.includes(name)) fail("link", `init rule \`${kind}\` takes ${names.length ? names.join(", ") : "no arguments"}`, a.span);
+      const name = a.name?.name ?? INIT_RULES[kind][i];
       const v = this.eval(a.value, scope);
       if (v.kind !== "float" && (v.kind !== "int" || typeof v.value !== "number")) fail("type", `init argument must be a number`, a.span);
       vals[name] = Number(v.value);
@@ -269,13 +269,14 @@ class Elaborator {
   // ---------- model ----------
 
   elaborateModel(model: A.BlockDecl): CompiledModel {
-    const root = this.instantiate(model, "", new Map(), false, model.span);
+    // A model is never called, so its parameters (if any) take their defaults.
+    const root = this.instantiate(model, "", this.bindBlockArgs(model, [], new Scope(undefined), model.name.span), false, model.span);
     const rootScope = new Scope(root);
     const fusions: FusionInfo[] = [];
     for (const f of model.members.filter((m): m is A.FusionDecl => m.kind === "fusion")) fusions.push(this.setupFusion(f, root, rootScope));
 
     const fwd = root.forward;
-    if (!fwd) fail("link", `model \`${model.name.name}\` has no forward`, model.name.span, "add `forward(image: [B, 3, 224, 224], tokens: [B, T] int) -> [B, T, vocab] { ... }`");
+    if (!fwd) throw new Error(`internal: model ${model.name.name} passed link without a forward`);
     const scope = rootScope.child();
     this.modelScope = scope;
     const inputs: InputInfo[] = [];
@@ -284,7 +285,7 @@ class Elaborator {
       const tt = p.type.type;
       const shape = tt.dims.map((d): Dim => {
         if (d.kind === "ellipsis") fail("type", "`...` is not allowed in model inputs: give every dimension", d.span);
-        if (d.expr.kind === "name" && !scope.local(d.expr.name)) {
+        if (d.expr.kind === "name" && !scope.local(d.expr.name) && !root.args.has(d.expr.name)) {
           this.symbols.add(d.expr.name);
           const s = sym(d.expr.name);
           scope.vars.set(d.expr.name, intV(s));
@@ -328,8 +329,8 @@ class Elaborator {
     if (root.children.has(f.name.name)) fail("link", `\`${f.name.name}\` is declared twice in the model`, f.name.span);
     const args = this.bindBlockArgs(block, f.args, rootScope, f.span);
     const instances = f.each
-      ? targets.map((_, i) => this.instantiate(block, `${f.name.name}.${i}`, args, false, f.span))
-      : [this.instantiate(block, f.name.name, args, false, f.span)];
+      ? targets.map((_, i) => this.child(block, `${f.name.name}.${i}`, args, false, f.span))
+      : [this.child(block, f.name.name, args, false, f.span)];
     root.children.set(f.name.name, f.each ? instances : instances[0]);
 
     const fwd = instances[0].forward;
@@ -396,7 +397,7 @@ class Elaborator {
     const n = tt.dtypeName?.name;
     if (n === undefined || n === "float" || n === "f32") return "f32";
     if (n === "int" || n === "i32") return "i32";
-    return fail("type", `unknown element type \`${n}\``, tt.dtypeName!.span, "use `int` or `float` (the default)");
+    throw new Error(`internal: element type ${n} passed link`);
   }
 
   /**
@@ -448,7 +449,7 @@ class Elaborator {
         this.recordTap(inst, s.name.name, v.node);
       }
     }
-    return fail("link", "forward has no `return`", fwd.span, "end the body with `return <expression>`, or write `forward(...) = <expression>`");
+    throw new Error("internal: a forward without `return` passed link");
   }
 
   private recordTap(inst: Instance, name: string, node: Node): void {
@@ -853,8 +854,10 @@ class Elaborator {
   }
 }
 
-/** Elaborates the named model (default: the entry file's first model). */
+/** Links every loaded file, then elaborates the named model (default: the entry file's first). */
 export function elaborate(program: Program, modelName?: string): CompiledModel {
+  const linkErrors = link(program);
+  if (linkErrors.length) throw new DehvfError(linkErrors).withSources(program.sources);
   const models = program.entry.decls.filter((d) => d.kind === "model");
   let model: A.BlockDecl | undefined;
   if (modelName) {

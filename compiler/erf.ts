@@ -13,6 +13,7 @@ export function erf(x: number): number {
     sum += term;
     if (term < sum * 1e-17) break;
   }
-  const v = (2 / Math.sqrt(Math.PI)) * Math.exp(-ax * ax) * sum;
+  // for x above ~5.5 rounding can push the product just past 1; erf never exceeds 1
+  const v = Math.min(1, (2 / Math.sqrt(Math.PI)) * Math.exp(-ax * ax) * sum);
   return x < 0 ? -v : v;
 }

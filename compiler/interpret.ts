@@ -161,7 +161,8 @@ export const evalRules: { [O in Op]: Eval<O> } = {
   matmul: (_n, [a, b]) => {
     const r = a.shape.length;
     const [m, k, nn] = [a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]];
-    const batch = a.shape.slice(0, r - 2).map((d, i) => Math.max(d, b.shape[i]));
+    // broadcast as the shape rule does: a size-1 side takes the other's size, even 0
+    const batch = a.shape.slice(0, r - 2).map((d, i) => (d === 1 ? b.shape[i] : d));
     const nb = numel(batch);
     const out = new Float64Array(nb * m * nn);
     const bst = stridesOf(batch);

@@ -66,7 +66,12 @@ export interface Node<O extends Op = Op> {
 }
 
 export function attrsKey(attrs: object): string {
-  return JSON.stringify(attrs, (_k, v: unknown) => (typeof v === "object" && v !== null && "terms" in v ? dimStr(v as Dim) : v));
+  return JSON.stringify(attrs, (_k, v: unknown) => {
+    if (typeof v === "object" && v !== null && "terms" in v) return dimStr(v as Dim);
+    // JSON writes NaN and ±Infinity as null and -0 as 0: spell them out, or the consts would merge
+    if (typeof v === "number" && (!Number.isFinite(v) || Object.is(v, -0))) return Object.is(v, -0) ? "-0" : String(v);
+    return v;
+  });
 }
 
 /** Printed form of a node's attributes, for dumps and diagnostics. */

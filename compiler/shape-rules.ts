@@ -82,6 +82,11 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     check(start.length === s.length && end.length === s.length, () => `slice bounds do not match rank ${s.length}`);
     const out = s.map((_, i) => dimSub(end[i], start[i]));
     out.forEach((d, i) => check(typeof d !== "number" || d >= 0, () => `empty or reversed slice ${dimStr(start[i])}:${dimStr(end[i])} on dim ${i}`));
+    // out-of-range bounds would otherwise only fail when the interpreter runs
+    s.forEach((d, i) => {
+      const [lo, past] = [start[i], dimSub(end[i], d)];
+      check((typeof lo !== "number" || lo >= 0) && (typeof past !== "number" || past <= 0), () => `slice ${dimStr(lo)}:${dimStr(end[i])} is out of range for dim ${i} of size ${dimStr(d)}`);
+    });
     return { shape: out, dtype: src[0].dtype };
   },
   pad: (src, { before, after }) => {

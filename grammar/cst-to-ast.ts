@@ -1,5 +1,6 @@
 import type { CstElement, CstNode, IToken } from "chevrotain";
 import type * as A from "./ast.ts";
+import { fail } from "./diagnostics.ts";
 import type { SourceFile, Span } from "./source.ts";
 
 /**
@@ -10,6 +11,8 @@ export function cstToAst(cst: CstNode, src: SourceFile): A.FileAst {
   const b = new AstBuilder(src);
   return b.file(cst);
 }
+
+const ESCAPES = new Map([['"', '"'], ["\\", "\\"], ["/", "/"], ["b", "\b"], ["f", "\f"], ["n", "\n"], ["r", "\r"], ["t", "\t"]]);
 
 function isToken(e: CstElement): e is IToken {
   return (e as IToken).image !== undefined;
@@ -44,10 +47,37 @@ class AstBuilder {
     return { name: t.image, span: this.tokSpan(t) };
   }
 
+  /**
+   * Decodes JSON-style escapes by hand: the lexer accepts any `\x` (and raw tabs),
+   * which JSON.parse would reject with an unlocated exception.
+   */
+  private string(t: IToken): string {
+    const s = t.image;
+    let out = "";
+    for (let i = 1; i < s.length - 1; i++) {
+      if (s[i] !== "\\") {
+        out += s[i];
+        continue;
+      }
+      const e = s[i + 1];
+      const hex = s.slice(i + 2, i + 6);
+      if (e === "u" && /^[0-9a-fA-F]{4}$/.test(hex)) {
+        out += String.fromCharCode(parseInt(hex, 16));
+        i += 5;
+        continue;
+      }
+      const c = ESCAPES.get(e);
+      if (c === undefined) fail("syntax", `invalid escape \`\\${e}\` in a string`, this.src.span(t.startOffset + i, t.startOffset + i + 2), "use \\\" \\\\ \\n \\t or \\uXXXX");
+      out += c;
+      i++;
+    }
+    return out;
+  }
+
   file(n: CstNode): A.FileAst {
     const imports = this.nodes(n, "importDecl").map((c): A.ImportDecl => ({
       kind: "import",
-      path: JSON.parse(this.token(c, "StringLit")!.image) as string,
+      path: this.string(this.token(c, "StringLit")!),
       span: this.nodeSpan(c),
     }));
     const decls = this.nodes(n, "blockDecl").map((c) => this.blockDecl(c));
@@ -262,7 +292,7 @@ class AstBuilder {
     let tok: IToken | undefined;
     if ((tok = t("Integer"))) return { kind: "number", value: Number(tok.image), isInt: true, span };
     if ((tok = t("Float"))) return { kind: "number", value: Number(tok.image), isInt: false, span };
-    if ((tok = t("StringLit"))) return { kind: "string", value: JSON.parse(tok.image) as string, span };
+    if ((tok = t("StringLit"))) return { kind: "string", value: this.string(tok), span };
     if (t("True")) return { kind: "bool", value: true, span };
     if (t("False")) return { kind: "bool", value: false, span };
     if ((tok = t("Identifier"))) return { kind: "name", name: tok.image, span };

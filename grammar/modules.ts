@@ -27,14 +27,22 @@ function displayPath(abs: string): string {
 
 export function parseSource(src: SourceFile): { ast?: FileAst; diagnostics: Diagnostic[] } {
   const out = parseText(src.text);
-  const diagnostics: Diagnostic[] = out.lexErrors.map((e) => ({
-    phase: "syntax" as const,
-    message: `unexpected character \`${src.text.slice(e.offset, e.offset + Math.max(1, e.length)).slice(0, 1)}\``,
-    span: src.span(e.offset, e.offset + Math.max(1, e.length)),
-  }));
+  const diagnostics: Diagnostic[] = out.lexErrors.map((e) => {
+    const ch = src.text.slice(e.offset, e.offset + 1);
+    // A lone `"` can only be a string the lexer could not close on its line.
+    return ch === '"'
+      ? { phase: "syntax" as const, message: "unterminated string", span: src.span(e.offset, e.offset + 1), hint: 'close it with `"` on the same line' }
+      : { phase: "syntax" as const, message: `unexpected character \`${ch}\``, span: src.span(e.offset, e.offset + Math.max(1, e.length)) };
+  });
   for (const e of out.parseErrors) diagnostics.push(syntaxDiagnostic(e, src));
   if (diagnostics.length) return { diagnostics };
-  return { ast: cstToAst(out.cst, src), diagnostics };
+  try {
+    return { ast: cstToAst(out.cst, src), diagnostics };
+  } catch (err) {
+    // cst-to-ast rejects what the grammar cannot (bad string escapes), with a span.
+    if (err instanceof DehvfError) return { diagnostics: [...err.diagnostics] };
+    throw err;
+  }
 }
 
 /**
@@ -46,6 +54,8 @@ export function loadProgram(entryPath: string): Program {
   const sources = new Map<string, SourceFile>();
   const diagnostics: Diagnostic[] = [];
   const onStack: string[] = [];
+  /** files after everything they import: a clash is reported at the later (importing) definition */
+  const importsFirst: FileAst[] = [];
 
   const resolveImport = (from: string, imp: ImportDecl): string | undefined => {
     const candidates = [resolve(dirname(from), imp.path), resolve(MODELS_ROOT, imp.path)];
@@ -53,7 +63,7 @@ export function loadProgram(entryPath: string): Program {
     if (!hit)
       diagnostics.push({
         phase: "import",
-        message: `cannot find imported file "${imp.path}"`,
+        message: `cannot find imported file ${JSON.stringify(imp.path)}`,
         span: imp.span,
         hint: `looked in ${candidates.map(displayPath).join(" and ")}`,
       });
@@ -87,6 +97,7 @@ export function loadProgram(entryPath: string): Program {
       if (target) visit(target, imp);
     }
     onStack.pop();
+    importsFirst.push(ast);
   };
 
   const entryAbs = resolve(entryPath);
@@ -94,7 +105,7 @@ export function loadProgram(entryPath: string): Program {
   visit(entryAbs);
 
   const decls = new Map<string, BlockDecl>();
-  for (const ast of files.values())
+  for (const ast of importsFirst)
     for (const d of ast.decls) {
       const prev = decls.get(d.name.name);
       if (prev) {

@@ -35,8 +35,10 @@ export function syntaxDiagnostic(e: IRecognitionException & { previousToken?: IT
   const tok = e.token;
   const atEof = tok.tokenType === EOF || Number.isNaN(tok.startOffset);
   const anchor = atEof ? (e.previousToken && !Number.isNaN(e.previousToken.startOffset) ? e.previousToken : undefined) : tok;
+  // At end of file, point just past the last token, clamped: the text may end right there.
+  const past = (o: number) => Math.min(o, src.text.length);
   const span = anchor
-    ? src.span(atEof ? anchor.endOffset! + 1 : anchor.startOffset, atEof ? anchor.endOffset! + 2 : anchor.endOffset! + 1)
+    ? atEof ? src.span(past(anchor.endOffset! + 1), past(anchor.endOffset! + 2)) : src.span(anchor.startOffset, anchor.endOffset! + 1)
     : src.span(Math.max(0, src.text.length - 1), src.text.length);
   const names = [...new Set([...e.message.matchAll(/(?:-->\s*|\[)(\w+)/g)].map((m) => m[1]))].filter((n) => allTokens.some((t: TokenType) => t.name === n));
   const expected = names.slice(0, 6).map(describeTokenType);

@@ -1,0 +1,102 @@
+import { create, globals } from "webgpu";
+
+/**
+ * The process-wide Dawn instance. It must stay referenced for the life of the process:
+ * if V8 collects it, Dawn crashes (see ../shared/notes/webgpu-on-cpu.md).
+ */
+let instance: GPU | undefined;
+
+export interface DeviceInfo {
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly description: string;
+  readonly isFallback: boolean;
+  readonly subgroupMin: number;
+  readonly subgroupMax: number;
+  readonly features: readonly string[];
+  readonly limits: Readonly<Record<string, number>>;
+}
+
+export interface Gpu {
+  readonly device: GPUDevice;
+  readonly info: DeviceInfo;
+  readonly hasSubgroups: boolean;
+  readonly hasF16: boolean;
+  readonly hasTimestamps: boolean;
+  destroy(): void;
+}
+
+export class NoAdapterError extends Error {
+  constructor() {
+    super(
+      [
+        "no WebGPU adapter found.",
+        "dehvf runs on any Vulkan device through Dawn; on a machine without a GPU it uses Mesa's",
+        "lavapipe (software Vulkan, Mesa >= 24). On Debian 12 / Ubuntu:",
+        "  npm run setup                  # installs it from bookworm-backports when missing",
+        "or by hand:",
+        "  sudo apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1",
+        "(Debian 12's own Mesa 22 is too old; add bookworm-backports to apt sources first.)",
+      ].join("\n"),
+    );
+    this.name = "NoAdapterError";
+  }
+}
+
+/**
+ * While a GPU promise is pending, Dawn's binding re-arms `setImmediate`, keeping one
+ * core busy; on a 2-core machine that starves lavapipe. Routing the re-arms through
+ * setTimeout(0) costs ~1 ms per wait and was measured +50-60% on large kernels.
+ */
+function yieldToLavapipe(): void {
+  const g = globalThis as unknown as { setImmediate: (f: (...a: unknown[]) => void, ...a: unknown[]) => unknown };
+  g.setImmediate = (f, ...a) => setTimeout(f, 0, ...a);
+}
+
+const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "subgroups", "timestamp-query"];
+
+export async function acquireGpu(): Promise<Gpu> {
+  process.env.XDG_RUNTIME_DIR ??= "/tmp";
+  if (!instance) {
+    Object.assign(globalThis, globals);
+    instance = create([]);
+  }
+  const adapter = await instance.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new NoAdapterError();
+  const features = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const L = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+    maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+    maxBufferSize: L.maxBufferSize,
+    maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+    maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: L.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+  };
+  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  const ai = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number; isFallbackAdapter?: boolean };
+  const isFallback = Boolean(ai.isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader/i.test(`${ai.description} ${ai.architecture} ${ai.vendor}`);
+  if (isFallback) yieldToLavapipe();
+  const limits: Record<string, number> = {};
+  for (const k of Object.keys(requiredLimits)) limits[k] = (device.limits as unknown as Record<string, number>)[k];
+  const info: DeviceInfo = {
+    vendor: ai.vendor,
+    architecture: ai.architecture,
+    description: ai.description,
+    isFallback,
+    subgroupMin: ai.subgroupMinSize ?? 0,
+    subgroupMax: ai.subgroupMaxSize ?? 0,
+    features,
+    limits,
+  };
+  return {
+    device,
+    info,
+    hasSubgroups: features.includes("subgroups"),
+    hasF16: features.includes("shader-f16"),
+    hasTimestamps: features.includes("timestamp-query"),
+    destroy: () => device.destroy(),
+  };
+}
