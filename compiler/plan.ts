@@ -1,0 +1,114 @@
+import type { Span } from "../grammar/source.ts";
+import { epilogueInputs, matmulKernel } from "../kernels/matmul-epilogue.ts";
+import type { KernelTarget } from "../kernels/matmul.ts";
+import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
+import type { CompiledModel } from "./elaborate.ts";
+import type { Node } from "./ir.ts";
+import { type MemoryPlan, planMemory } from "./memory-plan.ts";
+import { runPipeline, type Root } from "./pipeline.ts";
+import { type Kernel, type Schedule, schedule } from "./schedule.ts";
+import { numel } from "./tensor.ts";
+
+/** What the plan builder needs to know about the device: kernel shape choices and limits. */
+export interface PlanTarget extends KernelTarget {
+  readonly maxStorageBuffers: number;
+  readonly maxBindingBytes: number;
+}
+
+export interface PlanBinding {
+  readonly binding: number;
+  readonly slot: number;
+  readonly write: boolean;
+}
+
+export interface PlanKernel {
+  readonly index: number;
+  readonly kind: Kernel["kind"];
+  readonly label: string;
+  readonly wgsl: string;
+  readonly workgroups: readonly [number, number, number];
+  readonly bindings: readonly PlanBinding[];
+  /** DSL locations of what it computes, outermost last */
+  readonly spans: readonly Span[];
+  readonly flops: number;
+  readonly bytes: number;
+  /** IR nodes folded into this kernel */
+  readonly fused: number;
+  readonly variant: string;
+}
+
+export interface PlanTensor {
+  readonly name: string;
+  readonly slot: number;
+  readonly shape: readonly number[];
+  readonly dtype: "f32" | "i32";
+}
+
+/** Everything the executor needs; pure data, no device objects. */
+export interface Plan {
+  readonly model: string;
+  readonly dims: Readonly<Record<string, number>>;
+  readonly kernels: readonly PlanKernel[];
+  readonly memory: MemoryPlan;
+  readonly inputs: readonly PlanTensor[];
+  readonly params: readonly PlanTensor[];
+  readonly outputs: readonly PlanTensor[];
+  /** IR nodes after the pass pipeline */
+  readonly irNodes: number;
+}
+
+function flopsOf(k: Kernel, s: Schedule): number {
+  const out = numel(s.shapes.get(k.output)!);
+  if (k.matmul) {
+    const a = s.shapes.get(k.matmul.node.src[0])!;
+    return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
+  }
+  if (k.kind === "reduce") return numel(s.shapes.get(k.output.src[0])!) * k.fused;
+  return out * k.fused;
+}
+
+function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
+  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim };
+  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target);
+  if (k.kind === "reduce") return reduceKernel(body);
+  return elementwiseKernel(body);
+}
+
+export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[]): Plan {
+  const rs = roots ?? runPipeline(model.outputs, model.graph);
+  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers });
+  const memory = planMemory(sched, rs.map((r) => r.node));
+  const slot = (n: Node) => memory.slotOf.get(n)!.id;
+  const maxBinding = target.maxBindingBytes;
+  for (const sl of memory.slots)
+    if (sl.size > maxBinding)
+      throw new Error(
+        `tensor ${sl.tensors.map((t) => (t.op === "param" || t.op === "input" ? (t.attrs as { name: string }).name : t.op)).join("/")} needs ${(sl.size / 2 ** 20).toFixed(1)} MiB, over this device's ${(maxBinding / 2 ** 20).toFixed(0)} MiB storage-binding limit; splitting large tensors across bindings is not implemented yet`,
+      );
+  const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
+    const g = generate(k, sched, target);
+    const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
+    if (k.matmul) {
+      bindings.push({ binding: 1, slot: slot(k.matmul.a.base), write: false }, { binding: 2, slot: slot(k.matmul.b.base), write: false });
+      epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
+    } else k.inputs.forEach((n, i) => bindings.push({ binding: i + 1, slot: slot(n), write: false }));
+    const spans = [k.matmul?.node, k.output].map((n) => (n ? model.graph.provenance.get(n.id) : undefined)).filter((x): x is Span => Boolean(x));
+    const bytes = [k.output, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
+    const label = k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "reduce" ? k.output.op : k.output.op;
+    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
+  });
+  const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
+  const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));
+  const params: PlanTensor[] = [];
+  for (const n of sched.materialized) if (n.op === "param") params.push(tensor(n, (n.attrs as { name: string }).name));
+  return {
+    model: model.name,
+    dims,
+    kernels,
+    memory,
+    inputs,
+    params,
+    outputs: rs.map((r) => tensor(r.node, r.name)),
+    irNodes: sched.irNodes,
+  };
+}

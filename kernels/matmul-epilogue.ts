@@ -1,0 +1,74 @@
+import type { Node } from "../compiler/ir.ts";
+import type { Kernel, StridedView } from "../compiler/schedule.ts";
+import { generateMatmul, type KernelTarget, type MatmulSpec } from "./matmul.ts";
+import type { GeneratedKernel } from "./pointwise.ts";
+import { Renderer, WGSL_HELPERS, wgslType } from "./render.ts";
+
+/** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
+function operand(v: StridedView, shape: readonly number[], batchShape: readonly number[]): MatmulSpec["a"] {
+  const r = shape.length;
+  return {
+    offset: v.offset,
+    batchStrides: batchShape.map((_, i) => (shape[i] === 1 ? 0 : v.strides[i])),
+    rowStride: v.strides[r - 2],
+    colStride: v.strides[r - 1],
+  };
+}
+
+/**
+ * A matmul kernel whose store runs the consumer's elementwise tree (bias, activation,
+ * residual, scale) with the accumulator in place of the matmul: one pass over C.
+ */
+export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget): GeneratedKernel & { variant: string } {
+  const mm = k.matmul!;
+  const outShape = shapes.get(mm.node)!;
+  const r = outShape.length;
+  const batchShape = outShape.slice(0, r - 2);
+  const spec: MatmulSpec = {
+    batchShape,
+    M: outShape[r - 2],
+    N: outShape[r - 1],
+    K: shapes.get(mm.node.src[0])![r - 1],
+    a: operand(mm.a, shapes.get(mm.node.src[0])!, batchShape),
+    b: operand(mm.b, shapes.get(mm.node.src[1])!, batchShape),
+  };
+  const gen = generateMatmul(spec, target);
+  const extras = epilogueInputs(k);
+  const names = new Map(extras.map((n, i) => [n, `ep${3 + i}`]));
+  const decls = extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`).join("\n");
+  let epilogue: string;
+  let helpers = "";
+  if (k.output === mm.node) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
+  else {
+    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]) });
+    const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
+    const v = ren.value(k.output, idx);
+    helpers = [...ren.helpers].map((h) => WGSL_HELPERS[h]).join("\n");
+    epilogue = `fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 {\n${ren.lines.join("\n")}\n  return ${v};\n}`;
+  }
+  return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant };
+}
+
+/**
+ * Buffers the epilogue reads, in binding order from 3: every materialized node reached
+ * from the output without passing through the matmul. An operand's base that the
+ * epilogue also reads (`x @ w + x`) is bound a second time, read-only.
+ */
+export function epilogueInputs(k: Kernel): Node[] {
+  const mm = k.matmul!;
+  if (k.output === mm.node) return [];
+  const inputs = new Set(k.inputs);
+  const out = new Set<Node>();
+  const seen = new Set<Node>();
+  const visit = (x: Node, top: boolean): void => {
+    if (x === mm.node || seen.has(x)) return;
+    seen.add(x);
+    if (!top && inputs.has(x)) {
+      out.add(x);
+      return;
+    }
+    x.src.forEach((s) => visit(s, false));
+  };
+  visit(k.output, true);
+  return [...out];
+}

@@ -1,0 +1,100 @@
+import type { Node } from "../compiler/ir.ts";
+import { numel } from "../compiler/tensor.ts";
+import { Renderer, type RenderContext, WGSL_HELPERS, wgslType } from "./render.ts";
+
+/** A generated compute shader plus how to launch it. */
+export interface GeneratedKernel {
+  readonly wgsl: string;
+  readonly workgroups: readonly [number, number, number];
+}
+
+export const WORKGROUP = 64;
+
+/** Spreads `groups` workgroups over x and y so neither exceeds the per-dimension limit. */
+export function grid(groups: number, maxPerDim: number): [number, number, number] {
+  const gx = Math.min(Math.max(groups, 1), maxPerDim);
+  const gy = Math.ceil(Math.max(groups, 1) / gx);
+  if (gy > maxPerDim) throw new Error(`kernel needs ${groups} workgroups, more than ${maxPerDim}² — too large for one dispatch`);
+  return [gx, gy, 1];
+}
+
+export function bindingDecls(output: Node, outVar: string, inputs: readonly { node: Node; name: string; binding: number }[]): string {
+  const lines = [`@group(0) @binding(0) var<storage, read_write> ${outVar}: array<${wgslType(output)}>;`];
+  for (const i of inputs) lines.push(`@group(0) @binding(${i.binding}) var<storage, read> ${i.name}: array<${wgslType(i.node)}>;`);
+  return lines.join("\n");
+}
+
+export function helpersText(r: Renderer): string {
+  return [...r.helpers].map((h) => WGSL_HELPERS[h]).join("\n");
+}
+
+interface Body {
+  readonly output: Node;
+  readonly inputs: readonly Node[];
+  readonly shapes: ReadonlyMap<Node, readonly number[]>;
+  readonly maxWorkgroupsPerDim: number;
+}
+
+function setup(k: Body): { ctx: RenderContext; decls: string } {
+  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
+  const ctx: RenderContext = { shapes: k.shapes, bufferVar: (n) => names.get(n) };
+  return { ctx, decls: bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
+}
+
+function prelude(total: number, gx: number): string {
+  return `  let lin = (wid.y * ${gx}u + wid.x) * ${WORKGROUP}u + lid;
+  if (lin >= ${total}u) { return; }`;
+}
+
+/** One invocation per output element: the whole inline tree evaluated at that index. */
+export function elementwiseKernel(k: Body): GeneratedKernel {
+  const { ctx, decls } = setup(k);
+  const shape = k.shapes.get(k.output)!;
+  const total = numel(shape);
+  const wg = grid(Math.ceil(total / WORKGROUP), k.maxWorkgroupsPerDim);
+  const r = new Renderer(ctx);
+  const idx = Renderer.delinear("lin", shape);
+  // The output node itself is materialized; render its definition, not a load of itself.
+  const v = r.value(k.output, idx);
+  const wgsl = `${decls}
+${helpersText(r)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${prelude(total, wg[0])}
+${r.lines.join("\n")}
+  out0[lin] = ${v};
+}
+`;
+  return { wgsl, workgroups: wg };
+}
+
+/** One invocation per output element, looping over the reduced axis (its input inlined). */
+export function reduceKernel(k: Body): GeneratedKernel {
+  const { ctx, decls } = setup(k);
+  const out = k.output;
+  const axis = (out.attrs as { axis: number }).axis;
+  const inShape = k.shapes.get(out.src[0])!;
+  const shape = k.shapes.get(out)!;
+  const total = numel(shape);
+  const wg = grid(Math.ceil(total / WORKGROUP), k.maxWorkgroupsPerDim);
+  const outer = new Renderer(ctx);
+  const idx = Renderer.delinear("lin", shape);
+  const inner = new Renderer(ctx, "    ", "w");
+  const v = inner.value(out.src[0], idx.map((e, i) => (i === axis ? "r" : e)));
+  const isMax = out.op === "rmax";
+  const helpers = new Set([...outer.helpers, ...inner.helpers]);
+  const wgsl = `${decls}
+${[...helpers].map((h) => WGSL_HELPERS[h]).join("\n")}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${prelude(total, wg[0])}
+  var acc: f32 = ${isMax ? "-3.402823e38" : "0.0"};
+  for (var r = 0u; r < ${inShape[axis]}u; r++) {
+${inner.lines.join("\n")}
+    acc = ${isMax ? `max(acc, ${v})` : `acc + ${v}`};
+  }
+  out0[lin] = acc;
+}
+`;
+  return { wgsl, workgroups: wg };
+}

@@ -1,0 +1,166 @@
+import type { SourceMap } from "../grammar/diagnostics.ts";
+import type { Plan, PlanKernel, PlanTensor } from "../compiler/plan.ts";
+import type { Tensor } from "../compiler/tensor.ts";
+import type { Gpu } from "./device.ts";
+
+/** A generated shader that the device rejected: shows it numbered, with its DSL origin. */
+export class ShaderError extends Error {
+  constructor(kernel: PlanKernel, messages: string[], sources?: SourceMap) {
+    const numbered = kernel.wgsl
+      .split("\n")
+      .map((l, i) => `${String(i + 1).padStart(4)} | ${l}`)
+      .join("\n");
+    const origin = kernel.spans
+      .map((s) => {
+        const p = sources?.get(s.file)?.position(s.start);
+        return p ? `${s.file}:${p.line}:${p.col}` : s.file;
+      })
+      .join(", ");
+    super(`WGSL for kernel #${kernel.index} (${kernel.label}${origin ? `, from ${origin}` : ""}) failed to compile:\n${messages.join("\n")}\n${numbered}`);
+    this.name = "ShaderError";
+  }
+}
+
+/** Pipelines keyed by WGSL text: identical kernels (e.g. every layer's) compile once. */
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+async function pipelineFor(device: GPUDevice, k: PlanKernel, sources?: SourceMap): Promise<GPUComputePipeline> {
+  let cache = pipelineCache.get(device);
+  if (!cache) pipelineCache.set(device, (cache = new Map()));
+  const key = k.wgsl;
+  let p = cache.get(key);
+  if (!p) {
+    p = (async () => {
+      device.pushErrorScope("validation");
+      const module = device.createShaderModule({ code: k.wgsl });
+      const info = await module.getCompilationInfo();
+      const errors = info.messages.filter((m) => m.type === "error").map((m) => `line ${m.lineNum}:${m.linePos}: ${m.message}`);
+      const scopeError = await device.popErrorScope();
+      if (errors.length || scopeError) throw new ShaderError(k, errors.length ? errors : [scopeError!.message], sources);
+      const layout = device.createBindGroupLayout({
+        entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.write ? "storage" : "read-only-storage" } })),
+      });
+      return device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" } });
+    })();
+    cache.set(key, p);
+  }
+  return p;
+}
+
+const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
+
+function toTyped(t: Tensor, dtype: "f32" | "i32"): Float32Array | Int32Array {
+  return dtype === "i32" ? Int32Array.from(t.data) : Float32Array.from(t.data);
+}
+
+/**
+ * Owns the device buffers of one plan: one per memory slot (pooled intermediates share),
+ * parameters uploaded once and kept on the device. A run is one command buffer.
+ */
+export class PlanExecutor {
+  private constructor(
+    private readonly gpu: Gpu,
+    readonly plan: Plan,
+    private readonly buffers: GPUBuffer[],
+    private readonly pipelines: GPUComputePipeline[],
+    private readonly bindGroups: GPUBindGroup[],
+  ) {}
+
+  static async create(gpu: Gpu, plan: Plan, sources?: SourceMap): Promise<PlanExecutor> {
+    const { device } = gpu;
+    const buffers = plan.memory.slots.map((s) =>
+      device.createBuffer({ size: align4(s.size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: `slot${s.id}:${s.role}` }),
+    );
+    const pipelines = await Promise.all(plan.kernels.map((k) => pipelineFor(device, k, sources)));
+    const bindGroups = plan.kernels.map((k, i) =>
+      device.createBindGroup({
+        layout: pipelines[i].getBindGroupLayout(0),
+        entries: k.bindings.map((b) => ({ binding: b.binding, resource: { buffer: buffers[b.slot] } })),
+      }),
+    );
+    return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups);
+  }
+
+  private write(t: PlanTensor, value: Tensor): void {
+    const want = t.shape.join(",");
+    if (value.shape.join(",") !== want) throw new Error(`\`${t.name}\` has shape [${value.shape.join(", ")}], the plan expects [${t.shape.join(", ")}]`);
+    this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(value, t.dtype));
+  }
+
+  writeParams(params: ReadonlyMap<string, Tensor>): void {
+    for (const p of this.plan.params) {
+      const v = params.get(p.name);
+      if (!v) throw new Error(`no value for parameter \`${p.name}\``);
+      this.write(p, v);
+    }
+  }
+
+  /** Runs the whole plan in one command buffer and reads the outputs back. */
+  async run(inputs: ReadonlyMap<string, Tensor>): Promise<Tensor[]> {
+    const { device } = this.gpu;
+    for (const i of this.plan.inputs) {
+      const v = inputs.get(i.name);
+      if (!v) throw new Error(`no value for input \`${i.name}\``);
+      this.write(i, v);
+    }
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.plan.kernels.forEach((k, i) => {
+      pass.setPipeline(this.pipelines[i]);
+      pass.setBindGroup(0, this.bindGroups[i]);
+      pass.dispatchWorkgroups(...k.workgroups);
+    });
+    pass.end();
+    const staging = this.plan.outputs.map((o) => {
+      const size = align4(o.shape.reduce((a, b) => a * b, 1) * 4);
+      const buf = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      enc.copyBufferToBuffer(this.buffers[o.slot], 0, buf, 0, size);
+      return buf;
+    });
+    device.queue.submit([enc.finish()]);
+    const out: Tensor[] = [];
+    for (const [k, o] of this.plan.outputs.entries()) {
+      const buf = staging[k];
+      await buf.mapAsync(GPUMapMode.READ);
+      const raw = buf.getMappedRange();
+      const n = o.shape.reduce((a, b) => a * b, 1);
+      const view = o.dtype === "i32" ? new Int32Array(raw, 0, n) : new Float32Array(raw, 0, n);
+      out.push({ shape: o.shape, data: Float64Array.from(view) });
+      buf.unmap();
+      buf.destroy();
+    }
+    return out;
+  }
+
+  /** Per-kernel GPU time in ms (timestamp queries, one pass per kernel), for --profile. */
+  async profile(inputs: ReadonlyMap<string, Tensor>): Promise<number[]> {
+    const { device } = this.gpu;
+    if (!this.gpu.hasTimestamps) throw new Error("this adapter has no timestamp-query feature");
+    for (const i of this.plan.inputs) this.write(i, inputs.get(i.name)!);
+    const n = this.plan.kernels.length;
+    const qs = device.createQuerySet({ type: "timestamp", count: 2 * n });
+    const resolve = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = device.createCommandEncoder();
+    this.plan.kernels.forEach((k, i) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(this.pipelines[i]);
+      pass.setBindGroup(0, this.bindGroups[i]);
+      pass.dispatchWorkgroups(...k.workgroups);
+      pass.end();
+    });
+    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+    device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange());
+    const ms = Array.from({ length: n }, (_, i) => Number(t[2 * i + 1] - t[2 * i]) / 1e6);
+    read.unmap();
+    [qs, resolve, read].forEach((x) => x.destroy());
+    return ms;
+  }
+
+  destroy(): void {
+    for (const b of this.buffers) b.destroy();
+  }
+}
