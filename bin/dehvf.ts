@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { DehvfError } from "../grammar/diagnostics.ts";
 import { registerCheck } from "./commands/check.ts";
 import { registerCompile } from "./commands/compile.ts";
+import { registerInfo } from "./commands/info.ts";
 import { registerRun } from "./commands/run.ts";
 
 const program = new Command()
@@ -13,6 +14,7 @@ const program = new Command()
 registerCheck(program);
 registerCompile(program);
 registerRun(program);
+registerInfo(program);
 
 /** Known failures print their located diagnostics; anything else is a bug in dehvf. */
 function report(err: unknown): number {
@@ -27,9 +29,11 @@ function report(err: unknown): number {
   return 2;
 }
 
+let code = 0;
 try {
   await program.parseAsync(process.argv);
-  process.exitCode ??= 0;
 } catch (err) {
-  process.exitCode = report(err);
+  code = report(err);
 }
+// Exit explicitly: Dawn's binding can keep the event loop alive after the device is gone.
+process.exit(code);

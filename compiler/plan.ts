@@ -1,4 +1,5 @@
 import type { Span } from "../grammar/source.ts";
+import { attentionKernel } from "../kernels/attention.ts";
 import { epilogueInputs, matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { KernelTarget } from "../kernels/matmul.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
@@ -59,6 +60,12 @@ export interface Plan {
 
 function flopsOf(k: Kernel, s: Schedule): number {
   const out = numel(s.shapes.get(k.output)!);
+  if (k.chain) {
+    const q = s.shapes.get(k.chain.first.src[0])!;
+    const v = s.shapes.get(k.chain.v.base)!;
+    const scores = numel(s.shapes.get(k.chain.first)!);
+    return 2 * scores * q[q.length - 1] + 2 * scores * v[v.length - 1] + out * (k.fused - 2);
+  }
   if (k.matmul) {
     const a = s.shapes.get(k.matmul.node.src[0])!;
     return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
@@ -69,6 +76,7 @@ function flopsOf(k: Kernel, s: Schedule): number {
 
 function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
   const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim };
+  if (k.kind === "attention") return attentionKernel(k, s.shapes, target.maxWorkgroupsPerDim);
   if (k.kind === "matmul") return matmulKernel(k, s.shapes, target);
   if (k.kind === "reduce") return reduceKernel(body);
   return elementwiseKernel(body);
@@ -88,13 +96,13 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
     const g = generate(k, sched, target);
     const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
-    if (k.matmul) {
-      bindings.push({ binding: 1, slot: slot(k.matmul.a.base), write: false }, { binding: 2, slot: slot(k.matmul.b.base), write: false });
+    if (k.kind === "matmul") {
+      bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false });
       epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
     } else k.inputs.forEach((n, i) => bindings.push({ binding: i + 1, slot: slot(n), write: false }));
     const spans = [k.matmul?.node, k.output].map((n) => (n ? model.graph.provenance.get(n.id) : undefined)).filter((x): x is Span => Boolean(x));
     const bytes = [k.output, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
-    const label = k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "reduce" ? k.output.op : k.output.op;
+    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "reduce" ? k.output.op : k.output.op;
     return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });

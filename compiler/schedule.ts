@@ -12,7 +12,23 @@ import { numel, stridesOf } from "./tensor.ts";
  * them; a matmul folds into its consumer's kernel as the accumulator of an epilogue.
  */
 
-export type KernelKind = "elementwise" | "reduce" | "matmul";
+export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention";
+
+/**
+ * Two chained matmuls with a row-wise step between, computed in one kernel without
+ * materializing the scores: attention (`softmax(S(Q Kᵀ)) V`, online softmax) and the
+ * FFN memory branch (`act(x Kᵀ) V`, pointwise).
+ */
+export interface ChainedMatmul {
+  readonly kind: "softmax" | "pointwise";
+  /** the first matmul (scores); inside the kernel its value is `dot` */
+  readonly first: Node;
+  readonly q: StridedView;
+  readonly k: StridedView;
+  /** softmax: the masked/scaled scores S; pointwise: the probabilities P */
+  readonly scores: Node;
+  readonly v: StridedView;
+}
 
 export interface StridedView {
   readonly base: Node;
@@ -28,6 +44,7 @@ export interface Kernel {
   readonly inputs: readonly Node[];
   /** for matmul kernels: the matmul node (its result is `acc` inside the epilogue) and operand views */
   readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView };
+  readonly chain?: ChainedMatmul;
   /** number of IR nodes this kernel computes (itself plus what it inlines) */
   readonly fused: number;
 }
@@ -133,12 +150,83 @@ function reshapeView(v: StridedView, from: readonly number[], to: readonly numbe
   return { ...v, strides: out };
 }
 
-/** Cheap to recompute wherever used: constants and pure index remaps of buffers/constants. */
-function cheap(n: Node, isMat: (n: Node) => boolean): boolean {
-  if (isMat(n) || LEAF_CONST.has(n.op)) return true;
-  if (n.op === "reshape" || n.op === "permute" || n.op === "expand" || n.op === "slice" || n.op === "cast") return cheap(n.src[0], isMat);
-  return false;
+const unwrap = (n: Node): Node => (n.op === "expand" || n.op === "reshape" ? unwrap(n.src[0]) : n);
+
+/** `mul(E, expand(recip(sum(E, last))))`, `E = exp(S + expand(neg(rmax(S, last))))`: S, or undefined. */
+function softmaxScores(p: Node, rank: number): { s: Node; e: Node; parts: Node[] } | undefined {
+  if (p.op !== "mul") return undefined;
+  for (const [e, x] of [[p.src[0], p.src[1]], [p.src[1], p.src[0]]]) {
+    if (e.op !== "exp") continue;
+    const recip = unwrap(x);
+    const sum = recip.op === "recip" ? unwrap(recip.src[0]) : undefined;
+    if (!sum || sum.op !== "sum" || sum.src[0] !== e || (sum.attrs as { axis: number }).axis !== rank - 1) continue;
+    const add = e.src[0];
+    if (add.op !== "add") continue;
+    for (const [sNode, y] of [[add.src[0], add.src[1]], [add.src[1], add.src[0]]]) {
+      let m = unwrap(y);
+      if (m.op !== "neg") continue;
+      m = unwrap(m.src[0]);
+      if (m.op === "rmax" && m.src[0] === sNode && (m.attrs as { axis: number }).axis === rank - 1) return { s: sNode, e, parts: [p, e, add, sum, recip, m] };
+    }
+  }
+  return undefined;
 }
+
+/** The single matmul of an elementwise tree at its own shape, if that is what the tree is. */
+function soleMatmul(root: Node, isMat: (n: Node) => boolean, shapes: ReadonlyMap<Node, readonly number[]>): Node | undefined {
+  const found: Node[] = [];
+  const seen = new Set<Node>();
+  const visit = (n: Node): boolean => {
+    if (seen.has(n) || isMat(n) || LEAF_CONST.has(n.op)) return true;
+    seen.add(n);
+    if (n.op === "matmul") {
+      found.push(n);
+      return true;
+    }
+    if (n.op === "sum" || n.op === "rmax" || n.op === "gather") return false;
+    return n.src.every(visit);
+  };
+  if (!visit(root) || found.length !== 1) return undefined;
+  return shapes.get(found[0])!.join() === shapes.get(root)!.join() ? found[0] : undefined;
+}
+
+/** Nodes of the inline tree under `root` (stopping at buffers and constants). */
+function inlineNodes(root: Node, isMat: (n: Node) => boolean): Node[] {
+  const seen = new Set<Node>();
+  const visit = (n: Node) => {
+    if (seen.has(n) || (isMat(n) && n.op !== "matmul") || LEAF_CONST.has(n.op)) return;
+    seen.add(n);
+    if (n.op !== "matmul") n.src.forEach(visit);
+  };
+  visit(root);
+  return [...seen];
+}
+
+/** Whether the inline tree of `end` holds a matmul other than `mm` (one accumulator per kernel). */
+function hasMatmulBelow(end: Node, mm: Node, mat: ReadonlySet<Node>): boolean {
+  const seen = new Set<Node>();
+  const visit = (x: Node, top: boolean): boolean => {
+    if (x === mm || seen.has(x) || (!top && mat.has(x))) return false;
+    seen.add(x);
+    if (x.op === "matmul" && !top) return true;
+    return x.src.some((s) => visit(s, false));
+  };
+  return visit(end, true);
+}
+
+/** Arithmetic ops per element to recompute `n` inline (index math counts as free). */
+function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number>): number {
+  if (isMat(n) || LEAF_CONST.has(n.op)) return 0;
+  const hit = memo.get(n);
+  if (hit !== undefined) return hit;
+  let c = n.src.reduce((acc, s) => acc + inlineCost(s, isMat, memo), 0);
+  if (!MOVEMENT.has(n.op) && n.op !== "cast") c += 1;
+  memo.set(n, c);
+  return c;
+}
+
+/** Recomputing up to this many ops per element is cheaper than a kernel and a round trip through memory. */
+const RECOMPUTE_BUDGET = 4;
 
 /** `forced`: nodes that must get a buffer (grown when a kernel would exceed the binding limit). */
 export function schedule(roots: readonly Root[], dims: Readonly<Record<string, number>>, limits: ScheduleLimits, forced: ReadonlySet<Node> = new Set()): Schedule {
@@ -157,41 +245,91 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     else if (LEAF_CONST.has(n.op)) continue;
     else if (n.op === "matmul") mat.add(n); // may be absorbed below
   }
-  for (const n of [...order].reverse()) {
+  const cost = new Map<Node, number>();
+  for (const n of order) {
     if (mat.has(n) || LEAF_CONST.has(n.op)) continue;
     const us = users.get(n) ?? [];
-    const shared = us.length > 1 && !cheap(n, isMat);
-    const broadcast = us.some((u) => u.op === "expand" && numel(shapes.get(u)!) > numel(shapes.get(n)!)) && !cheap(n, isMat);
-    const gathered = us.some((u) => u.op === "gather" && u.src[0] === n) && !cheap(n, isMat);
-    if (shared || broadcast || gathered) mat.add(n);
+    const c = inlineCost(n, isMat, cost);
+    // a value used k times, or broadcast over k elements each, is recomputed k times
+    const fanout = us.length + us.filter((u) => u.op === "expand" && numel(shapes.get(u)!) > numel(shapes.get(n)!)).length;
+    const gathered = us.some((u) => u.op === "gather" && u.src[0] === n);
+    if ((fanout > 1 && c > RECOMPUTE_BUDGET) || (gathered && c > 0)) {
+      mat.add(n);
+      cost.clear();
+    }
   }
-  // 2. Matmul operands must be strided views of buffers.
+  // 2. Chained matmuls (attention, FFN memory) become one kernel; other matmul
+  //    operands must be strided views of buffers.
+  const chains = new Map<Node, ChainedMatmul>();
+  const single = (n: Node) => (users.get(n)?.length ?? 0) === 1 && !rootSet.has(n);
+  // Prefer giving the buffer to the value under a head split / transpose, so the
+  // operand is a zero-copy view; copy the operand itself only when no view exists.
+  const asView = (x: Node): StridedView | undefined => {
+    const direct = stridedView(x, isMat, shapes);
+    if (direct) return direct;
+    let base = x;
+    while (MOVEMENT.has(base.op) && base.op !== "pad" && base.op !== "concat") base = base.src[0];
+    if (base === x || LEAF_CONST.has(base.op) || mat.has(base)) return undefined;
+    mat.add(base);
+    const v = stridedView(x, isMat, shapes);
+    if (!v) mat.delete(base);
+    return v;
+  };
   for (const n of order) {
     if (n.op !== "matmul") continue;
-    for (const s of n.src) if (!stridedView(s, isMat, shapes)) mat.add(s);
-  }
-  // 3. Absorb a matmul into its consumer's kernel when the path to that kernel's output
-  //    is single-consumer elementwise at the matmul's own shape (an epilogue).
-  const absorbedInto = new Map<Node, Node>();
-  for (const n of order) {
-    if (n.op !== "matmul" || rootSet.has(n)) continue;
-    let cur = n;
-    let target: Node | undefined;
-    for (;;) {
-      const us = users.get(cur) ?? [];
-      if (us.length !== 1) break;
-      const u = us[0];
-      if (!ELEMENTWISE.has(u.op) || shapes.get(u)!.join() !== shapes.get(n)!.join()) break;
-      if (mat.has(u)) {
-        target = u;
-        break;
+    const [p, vNode] = n.src;
+    const rank = shapes.get(p)!.length;
+    // operands of a chain that are computed (rotary q, k) get their own buffer
+    const viewOrCopy = (x: Node): StridedView | undefined => {
+      const v = asView(x);
+      if (v || LEAF_CONST.has(x.op)) return v;
+      mat.add(x);
+      return stridedView(x, isMat, shapes);
+    };
+    const v = viewOrCopy(vNode);
+    if (v && single(p) && !isMat(p)) {
+      const sm = softmaxScores(p, rank);
+      const scores = sm ? sm.s : p;
+      // matmuls are provisionally materialized at this point; look through them
+      const first = soleMatmul(scores, (x) => isMat(x) && x.op !== "matmul" && !(sm?.parts.includes(x) ?? false), shapes);
+      // A pointwise chain pays off for per-example keys (the FFN memory: Z + P_k);
+      // with shared weights as keys (a plain MLP) two tuned matmuls are faster.
+      const perExample = (x: Node) => shapes.get(x)!.slice(0, rank - 2).some((d) => d > 1);
+      const q = first && viewOrCopy(first.src[0]);
+      const k = first && viewOrCopy(first.src[1]);
+      // the scores may be used several times, but only inside the chain (silu(s) = s·σ(s))
+      const inside = new Set<Node>(inlineNodes(p, (x) => isMat(x) && !(sm?.parts.includes(x) ?? false)));
+      // index-only views of buffers (a broadcast bias) may be shared freely
+      const contained = (x: Node) => MOVEMENT.has(x.op) || x.op === "cast" || (!rootSet.has(x) && (users.get(x) ?? []).every((u) => inside.has(u)));
+      if (first && q && k && contained(first) && [...inside].every((x) => x === p || contained(x)) && shapes.get(first)!.length === rank && (sm || perExample(first.src[1]))) {
+        for (const x of sm?.parts ?? []) mat.delete(x);
+        mat.delete(first);
+        chains.set(n, { kind: sm ? "softmax" : "pointwise", first, q, k, scores, v });
+        continue;
       }
-      cur = u;
     }
-    if (target && ![...absorbedInto.values()].includes(target)) {
-      mat.delete(n);
-      absorbedInto.set(n, target);
+    for (const s of n.src) if (!asView(s)) mat.add(s);
+  }
+  // 3. Absorb a matmul into the kernel at the end of its single-consumer elementwise
+  //    chain (bias, activation, residual, scale) at the matmul's own shape: an epilogue.
+  //    That end gets the buffer instead of the matmul, so no kernel is added.
+  const absorbedInto = new Set<Node>();
+  const chainFirsts = new Set([...chains.values()].map((c) => c.first));
+  for (const n of order) {
+    if (n.op !== "matmul" || rootSet.has(n) || chainFirsts.has(n)) continue;
+    let end = n;
+    for (;;) {
+      const us = users.get(end) ?? [];
+      if (us.length !== 1 || mat.has(end) && end !== n) break;
+      const u = us[0];
+      if (!ELEMENTWISE.has(u.op) || shapes.get(u)!.join() !== shapes.get(n)!.join() || absorbedInto.has(u)) break;
+      end = u;
+      if (mat.has(u)) break;
     }
+    if (end === n || hasMatmulBelow(end, n, mat)) continue;
+    mat.delete(n);
+    mat.add(end);
+    absorbedInto.add(end);
   }
 
   // 4. Kernels: one per materialized non-source node, with its inline tree.
@@ -207,7 +345,8 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       }
       if (seen.has(n)) return;
       seen.add(n);
-      if (!top && n.op === "matmul") mm = n;
+      // the outermost matmul is the kernel's (a chained first matmul lies below it)
+      if (!top && n.op === "matmul") mm ??= n;
       for (const s of n.src) visit(s, false);
     };
     visit(out, true);
@@ -223,7 +362,10 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       return schedule(roots, dims, limits, new Set([...forced, wide]));
     }
     const mmNode = n.op === "matmul" ? n : tree.mm;
-    if (mmNode) {
+    const chain = mmNode && chains.get(mmNode);
+    if (mmNode && chain) {
+      kernels.push({ kind: "attention", output: n, inputs: tree.inputs, matmul: { node: mmNode, a: chain.q, b: chain.v }, chain, fused: tree.count });
+    } else if (mmNode) {
       const a = stridedView(mmNode.src[0], isMat, shapes)!;
       const b = stridedView(mmNode.src[1], isMat, shapes)!;
       const ins = new Set(tree.inputs);

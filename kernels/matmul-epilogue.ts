@@ -19,7 +19,7 @@ function operand(v: StridedView, shape: readonly number[], batchShape: readonly 
  * A matmul kernel whose store runs the consumer's elementwise tree (bias, activation,
  * residual, scale) with the accumulator in place of the matmul: one pass over C.
  */
-export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget): GeneratedKernel & { variant: string } {
+export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget, dims: Readonly<Record<string, number>> = {}): GeneratedKernel & { variant: string } {
   const mm = k.matmul!;
   const outShape = shapes.get(mm.node)!;
   const r = outShape.length;
@@ -40,7 +40,7 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
   let helpers = "";
   if (k.output === mm.node) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
   else {
-    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]) });
+    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
     const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
     const v = ren.value(k.output, idx);
     helpers = [...ren.helpers].map((h) => WGSL_HELPERS[h]).join("\n");

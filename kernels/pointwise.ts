@@ -1,6 +1,6 @@
 import type { Node } from "../compiler/ir.ts";
 import { numel } from "../compiler/tensor.ts";
-import { Renderer, type RenderContext, WGSL_HELPERS, wgslType } from "./render.ts";
+import { f32Literal, Renderer, type RenderContext, WGSL_HELPERS, wgslType } from "./render.ts";
 
 /** A generated compute shader plus how to launch it. */
 export interface GeneratedKernel {
@@ -33,11 +33,13 @@ interface Body {
   readonly inputs: readonly Node[];
   readonly shapes: ReadonlyMap<Node, readonly number[]>;
   readonly maxWorkgroupsPerDim: number;
+  /** run-time dims, for symbolic attributes (see RenderContext.dims) */
+  readonly dims?: Readonly<Record<string, number>>;
 }
 
 function setup(k: Body): { ctx: RenderContext; decls: string } {
   const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
-  const ctx: RenderContext = { shapes: k.shapes, bufferVar: (n) => names.get(n) };
+  const ctx: RenderContext = { shapes: k.shapes, bufferVar: (n) => names.get(n), dims: k.dims };
   return { ctx, decls: bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
 }
 
@@ -82,13 +84,18 @@ export function reduceKernel(k: Body): GeneratedKernel {
   const inner = new Renderer(ctx, "    ", "w");
   const v = inner.value(out.src[0], idx.map((e, i) => (i === axis ? "r" : e)));
   const isMax = out.op === "rmax";
+  // Accumulate in the output's own type (an i32 sum stays i32, as in the interpreter).
+  // rmax starts at -inf, not -FLT_MAX: a row of -inf (fully masked) must reduce to -inf.
+  const type = wgslType(out);
+  const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
+  if (init.includes("nonfinite_bits")) inner.helpers.add("nonfinite_");
   const helpers = new Set([...outer.helpers, ...inner.helpers]);
   const wgsl = `${decls}
 ${[...helpers].map((h) => WGSL_HELPERS[h]).join("\n")}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${prelude(total, wg[0])}
-  var acc: f32 = ${isMax ? "-3.402823e38" : "0.0"};
+  var acc: ${type} = ${init};
   for (var r = 0u; r < ${inShape[axis]}u; r++) {
 ${inner.lines.join("\n")}
     acc = ${isMax ? `max(acc, ${v})` : `acc + ${v}`};

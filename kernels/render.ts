@@ -13,6 +13,11 @@ export interface RenderContext {
   bufferVar(n: Node): string | undefined;
   /** a node whose value is already in a WGSL variable (a matmul accumulator) */
   readonly given?: ReadonlyMap<Node, string>;
+  /**
+   * Run-time dims, for attributes that are symbolic (`size` of T, a slice starting at T,
+   * a pad of T): without them those nodes cannot be rendered. Shapes come from `shapes`.
+   */
+  readonly dims?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -74,7 +79,11 @@ export class Renderer {
   ) {}
 
   private shape(n: Node): readonly number[] {
-    return this.ctx.shapes.get(n) ?? shapeEval(n.shape, {});
+    return this.ctx.shapes.get(n) ?? shapeEval(n.shape, this.dims);
+  }
+
+  private get dims(): Readonly<Record<string, number>> {
+    return this.ctx.dims ?? {};
   }
 
   private bind(expr: string, type: string): string {
@@ -131,13 +140,14 @@ export class Renderer {
         return lit;
       }
       case "size":
-        return f32Literal(shapeEval([a.dim as never], {})[0]);
+        return f32Literal(shapeEval([a.dim as never], this.dims)[0]);
       case "arange":
         return `f32(${idx[0]})`;
       case "cast":
         return this.bind(`${wgslType(n)}(${this.value(src[0], idx)})`, wgslType(n));
       case "where":
-        return this.bind(`select(${this.value(src[2], idx)}, ${this.value(src[1], idx)}, ${this.value(src[0], idx)} != 0.0)`, wgslType(n));
+        // the condition may be i32 (the shape rule allows it): compare with a zero of its own type
+        return this.bind(`select(${this.value(src[2], idx)}, ${this.value(src[1], idx)}, ${this.value(src[0], idx)} != ${wgslType(src[0])}(0))`, wgslType(n));
       case "reshape": {
         const out = this.shape(n);
         return this.value(src[0], Renderer.delinear(Renderer.linear(idx, out), this.shape(src[0])));
@@ -153,11 +163,11 @@ export class Renderer {
         return this.value(src[0], idx.map((e, i) => (from[i] === 1 ? "0u" : e)));
       }
       case "slice": {
-        const start = shapeEval(a.start as Node["shape"], {});
+        const start = shapeEval(a.start as Node["shape"], this.dims);
         return this.value(src[0], idx.map((e, i) => (start[i] === 0 ? e : `(${e} + ${start[i]}u)`)));
       }
       case "pad": {
-        const before = shapeEval(a.before as Node["shape"], {});
+        const before = shapeEval(a.before as Node["shape"], this.dims);
         const from = this.shape(src[0]);
         const conds: string[] = [];
         const si = idx.map((e, i) => {

@@ -2,9 +2,52 @@ import type { Command } from "commander";
 import { DehvfError } from "../../grammar/diagnostics.ts";
 import { opHistogram, printGraph } from "../../compiler/print-graph.ts";
 import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
-import { loadModel } from "./load.ts";
+import type { SourceMap } from "../../grammar/diagnostics.ts";
+import { buildPlan, type Plan, type PlanTarget } from "../../compiler/plan.ts";
+import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
+import { planTarget } from "../../runtime/webgpu-backend.ts";
+import { intOption, loadModel } from "./load.ts";
 
-const EMITS = ["graph", "summary"] as const;
+const EMITS = ["summary", "graph", "plan", "wgsl"] as const;
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
+
+/** The plan needs device limits; without an adapter, WebGPU's guaranteed defaults stand in. */
+async function target(): Promise<{ target: PlanTarget; device: string; release: () => void }> {
+  try {
+    const gpu = await acquireGpu();
+    return { target: planTarget(gpu), device: gpu.info.description || gpu.info.vendor, release: () => gpu.destroy() };
+  } catch (e) {
+    if (!(e instanceof NoAdapterError)) throw e;
+    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20 };
+    return { target: t, device: "no adapter: WebGPU default limits", release: () => {} };
+  }
+}
+
+function printPlan(plan: Plan, sources: SourceMap, device: string): string {
+  const where = (k: Plan["kernels"][number]) =>
+    k.spans
+      .map((sp) => {
+        const p = sources.get(sp.file)?.position(sp.start);
+        return p ? `${sp.file}:${p.line}:${p.col}` : sp.file;
+      })
+      .join(" ← ");
+  const lines = [`plan for ${plan.model} at ${Object.entries(plan.dims).map(([k, v]) => `${k}=${v}`).join(" ")} on ${device}`, ""];
+  lines.push(`${"#".padStart(5)}  ${"kernel".padEnd(14)} ${"variant".padEnd(12)} ${"grid".padEnd(14)} ${"MFLOP".padStart(9)} ${"KiB".padStart(9)} ${"ops".padStart(4)}  from`);
+  for (const k of plan.kernels)
+    lines.push(`${String(k.index).padStart(5)}  ${k.label.padEnd(14)} ${k.variant.padEnd(12)} ${k.workgroups.join("x").padEnd(14)} ${(k.flops / 1e6).toFixed(3).padStart(9)} ${(k.bytes / 1024).toFixed(1).padStart(9)} ${String(k.fused).padStart(4)}  ${where(k)}`);
+  const flops = plan.kernels.reduce((a, k) => a + k.flops, 0);
+  const bytes = plan.kernels.reduce((a, k) => a + k.bytes, 0);
+  const m = plan.memory;
+  lines.push(
+    "",
+    `kernels        ${plan.kernels.length} for ${plan.irNodes} IR nodes (${(plan.irNodes / Math.max(1, plan.kernels.length)).toFixed(1)}x fewer)`,
+    `work           ${(flops / 1e9).toFixed(3)} GFLOP, ${mib(bytes)} moved`,
+    `memory         intermediates: peak ${mib(m.pooledBytes)} planned vs ${mib(m.naiveBytes)} naive (${((100 * m.pooledBytes) / Math.max(1, m.naiveBytes)).toFixed(1)}%) in ${m.slots.filter((s) => s.role === "pooled").length} pooled buffers`,
+    `               resident (inputs, parameters, outputs): ${mib(m.residentBytes)}`,
+  );
+  return lines.join("\n");
+}
 
 export function registerCompile(program: Command): void {
   program
@@ -12,9 +55,11 @@ export function registerCompile(program: Command): void {
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to compile (default: the file's first model)")
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
+    .option("--batch <n>", "batch size B for --emit plan/wgsl", intOption("batch"), 2)
+    .option("--seq <n>", "text length T for --emit plan/wgsl", intOption("seq"), 8)
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action((file: string, opts: { model?: string; emit: string; dumpAfter: string[] }) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; batch: number; seq: number }) => {
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
@@ -23,7 +68,16 @@ export function registerCompile(program: Command): void {
       const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
         if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
       });
-      if (opts.emit === "graph") process.stdout.write(`${printGraph(roots, m.graph.provenance, sources)}\n`);
+      if (opts.emit === "plan" || opts.emit === "wgsl") {
+        const t = await target();
+        try {
+          const plan = buildPlan(m, { B: opts.batch, T: opts.seq }, t.target, roots);
+          if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, sources, t.device)}\n`);
+          else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
+        } finally {
+          t.release();
+        }
+      } else if (opts.emit === "graph") process.stdout.write(`${printGraph(roots, m.graph.provenance, sources)}\n`);
       else {
         const h = opHistogram(roots.map((r) => r.node));
         const n = [...h.values()].reduce((a, b) => a + b, 0);

@@ -1,7 +1,10 @@
 import type { Command } from "commander";
 import { shapeStr } from "../../compiler/dims.ts";
 import { DehvfError } from "../../grammar/diagnostics.ts";
-import { checksum, initAllParams, runInterp } from "../../runtime/interp-backend.ts";
+import type { Tensor } from "../../compiler/tensor.ts";
+import { acquireGpu } from "../../runtime/device.ts";
+import { checksum, initAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
+import { runWebgpu } from "../../runtime/webgpu-backend.ts";
 import { intOption, loadModel } from "./load.ts";
 
 export function registerRun(program: Command): void {
@@ -9,14 +12,16 @@ export function registerRun(program: Command): void {
     .command("run")
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to run (default: the file's first model)")
-    .option("--backend <name>", "execution backend: interp (float64 reference interpreter)", "interp")
+    .option("--backend <name>", "execution backend: webgpu (generated WGSL on Dawn) or interp (float64 reference interpreter)", "webgpu")
+    .option("--compare", "also run the float64 interpreter and report the largest difference")
+    .option("--profile", "print per-kernel GPU times (timestamp queries)")
     .option("--seed <n>", "seed for parameter init and the synthetic batch", intOption("seed"), 0)
     .option("--batch <n>", "batch size (B)", intOption("batch"), 2)
     .option("--seq <n>", "text length (T)", intOption("seq"), 8)
     .option("--dim <name=value...>", "value of another run-time dimension symbol")
     .description("random-init the weights, run one synthetic batch and print output shapes and checksums")
-    .action((file: string, opts: { model?: string; backend: string; seed: number; batch: number; seq: number; dim?: string[] }) => {
-      if (opts.backend !== "interp") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: interp (the WebGPU backend is not built yet)" }]);
+    .action(async (file: string, opts: { model?: string; backend: string; seed: number; batch: number; seq: number; dim?: string[]; compare?: boolean; profile?: boolean }) => {
+      if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       const m = loadModel(file, opts.model);
       const dims: Record<string, number> = { B: opts.batch, T: opts.seq };
       for (const kv of opts.dim ?? []) {
@@ -28,16 +33,50 @@ export function registerRun(program: Command): void {
         if (dims[s] === undefined) throw new DehvfError([{ phase: "input", message: `run-time dimension \`${s}\` has no value`, hint: `pass --dim ${s}=<n>` }]);
       const t0 = performance.now();
       const params = initAllParams(m, opts.seed);
+      const inputs = syntheticInputs(m, opts.seed, dims);
       const t1 = performance.now();
-      const outs = runInterp(m, params, { seed: opts.seed, dims });
-      const t2 = performance.now();
-      process.stdout.write(`model ${m.name}  backend interp (float64)  seed ${opts.seed}  ${m.symbols.map((s) => `${s}=${dims[s]}`).join(" ")}\n`);
-      for (const i of m.inputs) process.stdout.write(`input  ${i.name.padEnd(12)} ${i.dtype}${shapeStr(i.shape)}\n`);
-      m.outputs.forEach((o, k) => {
-        const t = outs[k];
-        const c = checksum(t);
-        process.stdout.write(`output ${o.name.padEnd(12)} [${t.shape.join(", ")}]  sum ${c.sum.toPrecision(12)}  mean|x| ${c.absMean.toPrecision(8)}  hash ${c.hash}\n`);
-      });
-      process.stdout.write(`init ${(t1 - t0).toFixed(0)} ms, run ${(t2 - t1).toFixed(0)} ms\n`);
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      const show = (label: string, outs: Tensor[]) =>
+        m.outputs.forEach((o, k) => {
+          const c = checksum(outs[k]);
+          say(`${label} ${o.name.padEnd(12)} [${outs[k].shape.join(", ")}]  sum ${c.sum.toPrecision(12)}  mean|x| ${c.absMean.toPrecision(8)}  hash ${c.hash}`);
+        });
+      say(`model ${m.name}  seed ${opts.seed}  ${m.symbols.map((s) => `${s}=${dims[s]}`).join(" ")}`);
+      for (const i of m.inputs) say(`input  ${i.name.padEnd(12)} ${i.dtype}${shapeStr(i.shape)}`);
+      let reference: Tensor[] | undefined;
+      if (opts.backend === "interp" || opts.compare) {
+        const s = performance.now();
+        reference = runInterp(m, params, { seed: opts.seed, dims, inputs });
+        show("output", reference);
+        say(`interp (float64): init ${(t1 - t0).toFixed(0)} ms, run ${(performance.now() - s).toFixed(0)} ms`);
+      }
+      if (opts.backend === "webgpu") {
+        const gpu = await acquireGpu();
+        try {
+          const r = await runWebgpu(gpu, m, params, inputs, dims, opts.profile);
+          show("output", r.outputs);
+          say(`webgpu (${gpu.info.description || gpu.info.vendor}): ${r.plan.kernels.length} kernels, plan+pipelines ${r.compileMs.toFixed(0)} ms, first run ${r.firstRunMs.toFixed(0)} ms, warm run ${r.runMs.toFixed(1)} ms`);
+          if (reference) {
+            let err = 0;
+            let mag = 0;
+            reference.forEach((t, k) => t.data.forEach((x, i) => {
+              err = Math.max(err, Math.abs(x - r.outputs[k].data[i]));
+              mag = Math.max(mag, Math.abs(x));
+            }));
+            say(`max abs error vs interp: ${err.toExponential(3)} (max |x| ${mag.toPrecision(4)})`);
+          }
+          if (r.kernelMs) {
+            const rows = r.kernelMs.map((ms, i) => ({ ms, k: r.plan.kernels[i] })).sort((a, b) => b.ms - a.ms);
+            const total = r.kernelMs.reduce((a, b) => a + b, 0);
+            say(`per-kernel GPU time (total ${total.toFixed(2)} ms), slowest first:`);
+            for (const { ms, k } of rows.slice(0, 15)) {
+              const where = k.spans.map((sp) => { const p = m.program.sources.get(sp.file)?.position(sp.start); return p ? `${sp.file}:${p.line}:${p.col}` : sp.file; }).join(" ← ");
+              say(`  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${where}`);
+            }
+          }
+        } finally {
+          gpu.destroy();
+        }
+      }
     });
 }

@@ -1,0 +1,107 @@
+import type { Node } from "../compiler/ir.ts";
+import type { Kernel, StridedView } from "../compiler/schedule.ts";
+import { numel } from "../compiler/tensor.ts";
+import { bindingDecls, type GeneratedKernel, grid, WORKGROUP } from "./pointwise.ts";
+import { Renderer, WGSL_HELPERS } from "./render.ts";
+
+/** Output columns one invocation accumulates in registers. */
+const COLUMNS = 64;
+
+/** `base[offset + Σ batch strides + r*rs + c*cs]` for a view, at batch index `b`. */
+function at(name: string, v: StridedView, shape: readonly number[], batchShape: readonly number[], r: string, c: string): string {
+  const rank = shape.length;
+  let acc = 1;
+  const terms: string[] = [String(v.offset) + "u"];
+  for (let d = batchShape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && v.strides[d] !== 0) terms.push(`((b / ${acc}u) % ${batchShape[d]}u) * ${v.strides[d]}u`);
+    acc *= batchShape[d];
+  }
+  terms.push(`${r} * ${v.strides[rank - 2]}u`, `${c} * ${v.strides[rank - 1]}u`);
+  return `${name}[${terms.join(" + ")}]`;
+}
+
+/**
+ * Chained matmuls in one pass, flash-attention style: one invocation per (batch, query
+ * row, block of output columns) walks the keys once, computing each score as a dot
+ * product, applying the scores' elementwise tree (scale, mask), then either an online
+ * softmax (running max and sum, rescaling the accumulators) or a pointwise
+ * activation, and accumulating score × value row. The scores never touch memory.
+ */
+export function attentionKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
+  const chain = k.chain!;
+  const second = k.matmul!.node;
+  const outShape = shapes.get(second)!;
+  const r = outShape.length;
+  const batchShape = outShape.slice(0, r - 2);
+  const nb = numel(batchShape);
+  const [nq, dv] = [outShape[r - 2], outShape[r - 1]];
+  const qShape = shapes.get(chain.first.src[0])!;
+  const kShape = shapes.get(chain.first.src[1])!;
+  const vShape = shapes.get(second.src[1])!;
+  const [dk, nk] = [qShape[r - 1], kShape[r - 1]];
+  const cols = Math.min(dv, COLUMNS);
+  const blocks = Math.ceil(dv / cols);
+  const total = nb * nq * blocks;
+  const wg = grid(Math.ceil(total / WORKGROUP), maxWorkgroupsPerDim);
+
+  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
+  const bufferVar = (n: Node) => names.get(n);
+  const bidx = Renderer.delinear("b", batchShape);
+  const scoreR = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]) }, "    ", "s");
+  const s = scoreR.value(chain.scores, [...bidx, "i", "j"]);
+  const epiR = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]) }, "      ", "e");
+  const out = epiR.value(k.output, [...bidx, "i", "col"]);
+  const helpers = new Set([...scoreR.helpers, ...epiR.helpers]);
+  const qv = names.get(chain.q.base)!;
+  const kv = names.get(chain.k.base)!;
+  const vv = names.get(chain.v.base)!;
+  const softmax = chain.kind === "softmax";
+  // the query row is reused for every key: keep it in registers when it is short
+  const cacheQ = dk <= 256;
+  const wgsl = `${bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 })))}
+${[...helpers].map((h) => WGSL_HELPERS[h]).join("\n")}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lin = (wid.y * ${wg[0]}u + wid.x) * ${WORKGROUP}u + lid;
+  if (lin >= ${total}u) { return; }
+  let blk = lin % ${blocks}u;
+  let i = (lin / ${blocks}u) % ${nq}u;
+  let b = lin / ${blocks * nq}u;
+  var acc: array<f32, ${cols}>;
+  var m = -3.402823e38;
+  var l = 0.0;
+${cacheQ ? `  var qrow: array<f32, ${dk}>;
+  for (var kk = 0u; kk < ${dk}u; kk++) { qrow[kk] = ${at(qv, chain.q, qShape, batchShape, "i", "kk")}; }` : ""}
+  for (var j = 0u; j < ${nk}u; j++) {
+    var dot = 0.0;
+    for (var kk = 0u; kk < ${dk}u; kk++) {
+      dot += ${cacheQ ? "qrow[kk]" : at(qv, chain.q, qShape, batchShape, "i", "kk")} * ${at(kv, chain.k, kShape, batchShape, "kk", "j")};
+    }
+${scoreR.lines.join("\n")}
+${
+  softmax
+    ? `    let mn = max(m, ${s});
+    let scale = exp(m - mn);
+    let p = exp(${s} - mn);
+    l = l * scale + p;
+    m = mn;`
+    : `    let scale = 1.0;
+    let p = ${s};`
+}
+    for (var c = 0u; c < ${cols}u; c++) {
+      let col = min(blk * ${cols}u + c, ${dv - 1}u);
+      acc[c] = acc[c] * scale + p * ${at(vv, chain.v, vShape, batchShape, "j", "col")};
+    }
+  }
+  for (var c = 0u; c < ${cols}u; c++) {
+    let col = blk * ${cols}u + c;
+    if (col < ${dv}u) {
+      let res = acc[c]${softmax ? " / l" : ""};
+${epiR.lines.join("\n")}
+      out0[${Renderer.linear([...bidx, "i", "col"], outShape).replace(/\bb\b/g, "b")}] = ${out};
+    }
+  }
+}
+`;
+  return { wgsl, workgroups: wg, variant: chain.kind === "softmax" ? "flash" : "kv-memory" };
+}

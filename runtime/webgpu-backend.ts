@@ -1,0 +1,40 @@
+import type { CompiledModel } from "../compiler/elaborate.ts";
+import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import type { Tensor } from "../compiler/tensor.ts";
+import { targetFromGpu } from "../kernels/matmul.ts";
+import type { Gpu } from "./device.ts";
+import { PlanExecutor } from "./executor.ts";
+
+export function planTarget(gpu: Gpu): PlanTarget {
+  return {
+    ...targetFromGpu(gpu),
+    maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
+    maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize,
+  };
+}
+
+export interface WebgpuRun {
+  readonly plan: Plan;
+  readonly outputs: Tensor[];
+  readonly compileMs: number;
+  readonly firstRunMs: number;
+  /** a second run, pipelines warm */
+  readonly runMs: number;
+  readonly kernelMs?: number[];
+}
+
+/** Plans the model for these dims, uploads the parameters, runs twice (cold, warm). */
+export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, profile = false): Promise<WebgpuRun> {
+  const t0 = performance.now();
+  const plan = buildPlan(model, dims, planTarget(gpu));
+  const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
+  const t1 = performance.now();
+  ex.writeParams(params);
+  await ex.run(inputs);
+  const t2 = performance.now();
+  const outputs = await ex.run(inputs);
+  const t3 = performance.now();
+  const kernelMs = profile ? await ex.profile(inputs) : undefined;
+  ex.destroy();
+  return { plan, outputs, compileMs: t1 - t0, firstRunMs: t2 - t1, runMs: t3 - t2, kernelMs };
+}
