@@ -35,5 +35,8 @@ try {
 } catch (err) {
   code = report(err);
 }
-// Exit explicitly: Dawn's binding can keep the event loop alive after the device is gone.
+// Exit explicitly (Dawn's binding can keep the event loop alive after the device is
+// gone), but only once stdout and stderr are flushed: piped output is written async.
+const drained = (s: NodeJS.WriteStream) => new Promise<void>((done) => s.write("", () => done()));
+await Promise.all([drained(process.stdout), drained(process.stderr)]);
 process.exit(code);
