@@ -82,9 +82,15 @@ function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel &
   return elementwiseKernel(body);
 }
 
-export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[]): Plan {
+export interface PlanOptions {
+  /** false: one kernel per IR op (baseline for benchmarks) */
+  readonly fuse?: boolean;
+}
+
+/** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
+export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const rs = roots ?? runPipeline(model.outputs, model.graph);
-  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers });
+  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse });
   const memory = planMemory(sched, rs.map((r) => r.node));
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   const maxBinding = target.maxBindingBytes;

@@ -60,6 +60,8 @@ export interface Schedule {
 export interface ScheduleLimits {
   /** storage buffers one kernel may bind (output included) */
   readonly maxBindings: number;
+  /** false: one kernel per IR op, nothing inlined (the baseline the benchmarks compare with) */
+  readonly fuse?: boolean;
 }
 
 const ELEMENTWISE = new Set<Op>(["neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast", "add", "mul", "max", "cmplt", "cmpeq", "where"]);
@@ -258,6 +260,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       cost.clear();
     }
   }
+  if (limits.fuse === false) for (const n of order) if (!LEAF_CONST.has(n.op)) mat.add(n);
   // 2. Chained matmuls (attention, FFN memory) become one kernel; other matmul
   //    operands must be strided views of buffers.
   const chains = new Map<Node, ChainedMatmul>();
@@ -287,7 +290,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       return stridedView(x, isMat, shapes);
     };
     const v = viewOrCopy(vNode);
-    if (v && single(p) && !isMat(p)) {
+    if (v && single(p) && !isMat(p) && limits.fuse !== false) {
       const sm = softmaxScores(p, rank);
       const scores = sm ? sm.s : p;
       // matmuls are provisionally materialized at this point; look through them
@@ -316,7 +319,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   const absorbedInto = new Set<Node>();
   const chainFirsts = new Set([...chains.values()].map((c) => c.first));
   for (const n of order) {
-    if (n.op !== "matmul" || rootSet.has(n) || chainFirsts.has(n)) continue;
+    if (n.op !== "matmul" || rootSet.has(n) || chainFirsts.has(n) || limits.fuse === false) continue;
     let end = n;
     for (;;) {
       const us = users.get(end) ?? [];
