@@ -14,6 +14,8 @@ import { numel } from "./tensor.ts";
 export interface PlanTarget extends KernelTarget {
   readonly maxStorageBuffers: number;
   readonly maxBindingBytes: number;
+  /** whether chained matmuls run as one kernel on this device (see runtime/webgpu-backend.ts) */
+  readonly fuseChains: boolean;
 }
 
 export interface PlanBinding {
@@ -76,7 +78,7 @@ function flopsOf(k: Kernel, s: Schedule): number {
 
 function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
   const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim };
-  if (k.kind === "attention") return attentionKernel(k, s.shapes, target.maxWorkgroupsPerDim);
+  if (k.kind === "attention") return attentionKernel(k, s.shapes, target);
   if (k.kind === "matmul") return matmulKernel(k, s.shapes, target);
   if (k.kind === "reduce") return reduceKernel(body);
   return elementwiseKernel(body);
@@ -85,12 +87,14 @@ function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel &
 export interface PlanOptions {
   /** false: one kernel per IR op (baseline for benchmarks) */
   readonly fuse?: boolean;
+  /** fuse attention / FFN-memory chains (default: the target's choice) */
+  readonly fuseChains?: boolean;
 }
 
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const rs = roots ?? runPipeline(model.outputs, model.graph);
-  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse });
+  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
   const memory = planMemory(sched, rs.map((r) => r.node));
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   const maxBinding = target.maxBindingBytes;

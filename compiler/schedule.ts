@@ -62,6 +62,8 @@ export interface ScheduleLimits {
   readonly maxBindings: number;
   /** false: one kernel per IR op, nothing inlined (the baseline the benchmarks compare with) */
   readonly fuse?: boolean;
+  /** fuse chained matmuls (attention, FFN memory) into one kernel */
+  readonly fuseChains?: boolean;
 }
 
 const ELEMENTWISE = new Set<Op>(["neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast", "add", "mul", "max", "cmplt", "cmpeq", "where"]);
@@ -290,7 +292,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       return stridedView(x, isMat, shapes);
     };
     const v = viewOrCopy(vNode);
-    if (v && single(p) && !isMat(p) && limits.fuse !== false) {
+    if (v && single(p) && !isMat(p) && limits.fuse !== false && limits.fuseChains !== false) {
       const sm = softmaxScores(p, rank);
       const scores = sm ? sm.s : p;
       // matmuls are provisionally materialized at this point; look through them

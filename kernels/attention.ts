@@ -27,7 +27,135 @@ function at(name: string, v: StridedView, shape: readonly number[], batchShape: 
  * softmax (running max and sum, rescaling the accumulators) or a pointwise
  * activation, and accumulating score × value row. The scores never touch memory.
  */
-export function attentionKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
+/**
+ * Real GPUs: a workgroup per query row with scores in workgroup memory. CPU adapters
+ * (lavapipe): one invocation per row with an online softmax, since workgroup memory
+ * and barriers are slow there (the row variant measured 3x slower, and minutes of
+ * shader compilation).
+ */
+export function attentionKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: { maxWorkgroupsPerDim: number; maxWorkgroupStorage: number; isFallback: boolean }): GeneratedKernel & { variant: string } {
+  const keys = shapes.get(k.chain!.first)!;
+  if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim);
+  const maxWorkgroupsPerDim = target.maxWorkgroupsPerDim;
+  return onlineKernel(k, shapes, maxWorkgroupsPerDim);
+}
+
+interface ChainParts {
+  readonly batchShape: number[];
+  readonly nb: number;
+  readonly nq: number;
+  readonly nk: number;
+  readonly dk: number;
+  readonly dv: number;
+  readonly outShape: readonly number[];
+  readonly qAt: (r: string, c: string) => string;
+  readonly kAt: (r: string, c: string) => string;
+  readonly vAt: (r: string, c: string) => string;
+  readonly decls: string;
+  readonly score: Renderer;
+  readonly s: string;
+  readonly epilogue: Renderer;
+  readonly out: string;
+  readonly helpers: string;
+}
+
+function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: string): ChainParts {
+  const chain = k.chain!;
+  const second = k.matmul!.node;
+  const outShape = shapes.get(second)!;
+  const r = outShape.length;
+  const batchShape = outShape.slice(0, r - 2);
+  const qShape = shapes.get(chain.first.src[0])!;
+  const kShape = shapes.get(chain.first.src[1])!;
+  const vShape = shapes.get(second.src[1])!;
+  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
+  const bufferVar = (n: Node) => names.get(n);
+  const bidx = Renderer.delinear("b", batchShape);
+  const score = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]) }, indent, "s");
+  const s = score.value(chain.scores, [...bidx, "i", "j"]);
+  const epilogue = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]) }, indent, "e");
+  const out = epilogue.value(k.output, [...bidx, "i", "col"]);
+  return {
+    batchShape,
+    nb: numel(batchShape),
+    nq: outShape[r - 2],
+    nk: kShape[r - 1],
+    dk: qShape[r - 1],
+    dv: outShape[r - 1],
+    outShape,
+    qAt: (a, c) => at(names.get(chain.q.base)!, chain.q, qShape, batchShape, a, c),
+    kAt: (a, c) => at(names.get(chain.k.base)!, chain.k, kShape, batchShape, a, c),
+    vAt: (a, c) => at(names.get(chain.v.base)!, chain.v, vShape, batchShape, a, c),
+    decls: bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))),
+    score,
+    s,
+    epilogue,
+    out,
+    helpers: [...new Set([...score.helpers, ...epilogue.helpers])].map((h) => WGSL_HELPERS[h]).join("\n"),
+  };
+}
+
+/**
+ * One workgroup per query row: threads split the keys and leave the row's scores in
+ * workgroup memory; softmax is two tree reductions (max, sum); then threads split the
+ * output columns. No score is computed twice and every value read is shared.
+ */
+function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
+  const P = parts(k, shapes, "    ");
+  const softmax = k.chain!.kind === "softmax";
+  const rows = P.nb * P.nq;
+  const wg = grid(rows, maxWorkgroupsPerDim);
+  const reduce = (op: (a: string, b: string) => string) => `  for (var h = ${WORKGROUP / 2}u; h > 0u; h = h >> 1u) {
+    if (lid < h) { red[lid] = ${op("red[lid]", "red[lid + h]")}; }
+    workgroupBarrier();
+  }`;
+  const wgsl = `${P.decls}
+${P.helpers}
+var<workgroup> p: array<f32, ${P.nk}>;
+var<workgroup> red: array<f32, ${WORKGROUP}>;
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * ${wg[0]}u + wid.x;
+  if (row >= ${rows}u) { return; }
+  let i = row % ${P.nq}u;
+  let b = row / ${P.nq}u;
+  for (var j = lid; j < ${P.nk}u; j += ${WORKGROUP}u) {
+    var dot = 0.0;
+    for (var kk = 0u; kk < ${P.dk}u; kk++) { dot += ${P.qAt("i", "kk")} * ${P.kAt("kk", "j")}; }
+${P.score.lines.join("\n")}
+    p[j] = ${P.s};
+  }
+  workgroupBarrier();
+${
+  softmax
+    ? `  var mx = -3.402823e38;
+  for (var j = lid; j < ${P.nk}u; j += ${WORKGROUP}u) { mx = max(mx, p[j]); }
+  red[lid] = mx;
+  workgroupBarrier();
+${reduce((a, b) => `max(${a}, ${b})`)}
+  let m = red[0];
+  workgroupBarrier();
+  var sm = 0.0;
+  for (var j = lid; j < ${P.nk}u; j += ${WORKGROUP}u) { let e = exp(p[j] - m); p[j] = e; sm += e; }
+  red[lid] = sm;
+  workgroupBarrier();
+${reduce((a, b) => `${a} + ${b}`)}
+  let l = red[0];`
+    : "  let l = 1.0;"
+}
+  for (var col = lid; col < ${P.dv}u; col += ${WORKGROUP}u) {
+    var acc = 0.0;
+    for (var j = 0u; j < ${P.nk}u; j++) { acc += p[j] * ${P.vAt("j", "col")}; }
+    let res = acc / l;
+${P.epilogue.lines.join("\n")}
+    out0[${Renderer.linear([...Renderer.delinear("b", P.batchShape), "i", "col"], P.outShape)}] = ${P.out};
+  }
+}
+`;
+  return { wgsl, workgroups: wg, variant: softmax ? "row-softmax" : "row-kv" };
+}
+
+function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
   const chain = k.chain!;
   const second = k.matmul!.node;
   const outShape = shapes.get(second)!;

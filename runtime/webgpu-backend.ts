@@ -10,6 +10,7 @@ export function planTarget(gpu: Gpu): PlanTarget {
     ...targetFromGpu(gpu),
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
     maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize,
+    fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
   };
 }
 

@@ -19,7 +19,7 @@ async function target(): Promise<{ target: PlanTarget; device: string; release: 
     return { target: planTarget(gpu), device: gpu.info.description || gpu.info.vendor, release: () => gpu.destroy() };
   } catch (e) {
     if (!(e instanceof NoAdapterError)) throw e;
-    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20 };
+    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, fuseChains: true };
     return { target: t, device: "no adapter: WebGPU default limits", release: () => {} };
   }
 }
