@@ -1,13 +1,13 @@
 import type { Span } from "../grammar/source.ts";
 import { attentionKernel } from "../kernels/attention.ts";
-import { epilogueInputs, matmulKernel } from "../kernels/matmul-epilogue.ts";
+import { matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { KernelTarget } from "../kernels/matmul.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
 import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
 import { runPipeline, type Root } from "./pipeline.ts";
-import { type Kernel, type Schedule, schedule } from "./schedule.ts";
+import { epilogueInputs, type Kernel, type Schedule, schedule } from "./schedule.ts";
 import { numel } from "./tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
@@ -77,9 +77,9 @@ function flopsOf(k: Kernel, s: Schedule): number {
 }
 
 function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
-  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim };
-  if (k.kind === "attention") return attentionKernel(k, s.shapes, target);
-  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target);
+  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim, dims: s.dims };
+  if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
+  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims);
   if (k.kind === "reduce") return reduceKernel(body);
   return elementwiseKernel(body);
 }

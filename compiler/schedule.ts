@@ -53,6 +53,8 @@ export interface Schedule {
   readonly kernels: readonly Kernel[];
   readonly materialized: ReadonlySet<Node>;
   readonly shapes: ReadonlyMap<Node, readonly number[]>;
+  /** the run-time dims this schedule is specialised to */
+  readonly dims: Readonly<Record<string, number>>;
   /** IR nodes reachable from the roots */
   readonly irNodes: number;
 }
@@ -82,10 +84,10 @@ export function concreteShapes(order: readonly Node[], dims: Readonly<Record<str
  * or undefined when the chain needs a copy. Matmul operands must be views so the
  * matmul kernel can read them directly (a transposed weight costs nothing).
  */
-export function stridedView(n: Node, isMat: (n: Node) => boolean, shapes: ReadonlyMap<Node, readonly number[]>): StridedView | undefined {
+export function stridedView(n: Node, isMat: (n: Node) => boolean, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>> = {}): StridedView | undefined {
   if (isMat(n)) return { base: n, offset: 0, strides: stridesOf(shapes.get(n)!) };
   const src = n.src[0];
-  const inner = () => stridedView(src, isMat, shapes);
+  const inner = () => stridedView(src, isMat, shapes, dims);
   switch (n.op) {
     case "permute": {
       const v = inner();
@@ -101,7 +103,7 @@ export function stridedView(n: Node, isMat: (n: Node) => boolean, shapes: Readon
     case "slice": {
       const v = inner();
       if (!v) return undefined;
-      const start = shapeEval((n.attrs as { start: Node["shape"] }).start, {}).map(Number);
+      const start = shapeEval((n.attrs as { start: Node["shape"] }).start, dims);
       return { ...v, offset: v.offset + start.reduce((acc, s, i) => acc + s * v.strides[i], 0) };
     }
     case "reshape": {
@@ -270,13 +272,13 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   // Prefer giving the buffer to the value under a head split / transpose, so the
   // operand is a zero-copy view; copy the operand itself only when no view exists.
   const asView = (x: Node): StridedView | undefined => {
-    const direct = stridedView(x, isMat, shapes);
+    const direct = stridedView(x, isMat, shapes, dims);
     if (direct) return direct;
     let base = x;
     while (MOVEMENT.has(base.op) && base.op !== "pad" && base.op !== "concat") base = base.src[0];
     if (base === x || LEAF_CONST.has(base.op) || mat.has(base)) return undefined;
     mat.add(base);
-    const v = stridedView(x, isMat, shapes);
+    const v = stridedView(x, isMat, shapes, dims);
     if (!v) mat.delete(base);
     return v;
   };
@@ -289,26 +291,27 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       const v = asView(x);
       if (v || LEAF_CONST.has(x.op)) return v;
       mat.add(x);
-      return stridedView(x, isMat, shapes);
+      return stridedView(x, isMat, shapes, dims);
     };
     const v = viewOrCopy(vNode);
     if (v && single(p) && !isMat(p) && limits.fuse !== false && limits.fuseChains !== false) {
       const sm = softmaxScores(p, rank);
       const scores = sm ? sm.s : p;
-      // matmuls are provisionally materialized at this point; look through them
-      const first = soleMatmul(scores, (x) => isMat(x) && x.op !== "matmul" && !(sm?.parts.includes(x) ?? false), shapes);
+      // Inside a chain, only real buffers bound the tree: values given a buffer for
+      // fan-out within the chain (scores read by max and by exp) are inlined again.
+      const hard = (x: Node) => (x.op === "input" || x.op === "param" || rootSet.has(x) || forced.has(x)) && !(sm?.parts.includes(x) ?? false);
+      const first = soleMatmul(scores, hard, shapes);
       // A pointwise chain pays off for per-example keys (the FFN memory: Z + P_k);
       // with shared weights as keys (a plain MLP) two tuned matmuls are faster.
       const perExample = (x: Node) => shapes.get(x)!.slice(0, rank - 2).some((d) => d > 1);
       const q = first && viewOrCopy(first.src[0]);
       const k = first && viewOrCopy(first.src[1]);
       // the scores may be used several times, but only inside the chain (silu(s) = s·σ(s))
-      const inside = new Set<Node>(inlineNodes(p, (x) => isMat(x) && !(sm?.parts.includes(x) ?? false)));
+      const inside = new Set<Node>(inlineNodes(p, hard));
       // index-only views of buffers (a broadcast bias) may be shared freely
       const contained = (x: Node) => MOVEMENT.has(x.op) || x.op === "cast" || (!rootSet.has(x) && (users.get(x) ?? []).every((u) => inside.has(u)));
       if (first && q && k && contained(first) && [...inside].every((x) => x === p || contained(x)) && shapes.get(first)!.length === rank && (sm || perExample(first.src[1]))) {
-        for (const x of sm?.parts ?? []) mat.delete(x);
-        mat.delete(first);
+        for (const x of inside) mat.delete(x);
         chains.set(n, { kind: sm ? "softmax" : "pointwise", first, q, k, scores, v });
         continue;
       }
@@ -360,10 +363,13 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   for (const n of order) {
     if (!mat.has(n) || n.op === "input" || n.op === "param") continue;
     const tree = inlineTree(n);
-    if (tree.inputs.length + 1 > limits.maxBindings) {
+    const mmOf = n.op === "matmul" ? n : tree.mm;
+    // a plain matmul kernel binds A and B at 1 and 2 and each epilogue buffer from 3 (again, if shared)
+    const bindings = mmOf && !chains.has(mmOf) ? 3 + epilogueInputs({ kind: "matmul", output: n, inputs: tree.inputs, matmul: { node: mmOf } as Kernel["matmul"], fused: 0 }).length : tree.inputs.length + 1;
+    if (bindings > limits.maxBindings) {
       // Too many bindings: materialize the widest inline operand and reschedule.
       const wide = n.src.filter((s) => !mat.has(s) && !LEAF_CONST.has(s.op)).sort((a, b) => inlineTree(b).inputs.length - inlineTree(a).inputs.length)[0];
-      if (!wide) throw new Error(`kernel for ${n.op} needs ${tree.inputs.length + 1} bindings, more than the device's ${limits.maxBindings}`);
+      if (!wide) throw new Error(`kernel for ${n.op} needs ${bindings} bindings, more than the device's ${limits.maxBindings}`);
       return schedule(roots, dims, limits, new Set([...forced, wide]));
     }
     const mmNode = n.op === "matmul" ? n : tree.mm;
@@ -371,13 +377,37 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     if (mmNode && chain) {
       kernels.push({ kind: "attention", output: n, inputs: tree.inputs, matmul: { node: mmNode, a: chain.q, b: chain.v }, chain, fused: tree.count });
     } else if (mmNode) {
-      const a = stridedView(mmNode.src[0], isMat, shapes)!;
-      const b = stridedView(mmNode.src[1], isMat, shapes)!;
+      const a = stridedView(mmNode.src[0], isMat, shapes, dims)!;
+      const b = stridedView(mmNode.src[1], isMat, shapes, dims)!;
       const ins = new Set(tree.inputs);
       ins.add(a.base);
       ins.add(b.base);
       kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b }, fused: tree.count });
     } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
-  return { kernels, materialized: mat, shapes, irNodes: order.length };
+  return { kernels, materialized: mat, shapes, dims, irNodes: order.length };
+}
+
+/**
+ * Buffers the epilogue reads, in binding order from 3: every materialized node reached
+ * from the output without passing through the matmul. An operand's base that the
+ * epilogue also reads (`x @ w + x`) is bound a second time, read-only.
+ */
+export function epilogueInputs(k: Kernel): Node[] {
+  const mm = k.matmul!;
+  if (k.output === mm.node) return [];
+  const inputs = new Set(k.inputs);
+  const out = new Set<Node>();
+  const seen = new Set<Node>();
+  const visit = (x: Node, top: boolean): void => {
+    if (x === mm.node || seen.has(x)) return;
+    seen.add(x);
+    if (!top && inputs.has(x)) {
+      out.add(x);
+      return;
+    }
+    x.src.forEach((s) => visit(s, false));
+  };
+  visit(k.output, true);
+  return [...out];
 }

@@ -33,11 +33,16 @@ function at(name: string, v: StridedView, shape: readonly number[], batchShape: 
  * and barriers are slow there (the row variant measured 3x slower, and minutes of
  * shader compilation).
  */
-export function attentionKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: { maxWorkgroupsPerDim: number; maxWorkgroupStorage: number; isFallback: boolean }): GeneratedKernel & { variant: string } {
+export function attentionKernel(
+  k: Kernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  target: { maxWorkgroupsPerDim: number; maxWorkgroupStorage: number; isFallback: boolean },
+  dims: Readonly<Record<string, number>> = {},
+): GeneratedKernel & { variant: string } {
   const keys = shapes.get(k.chain!.first)!;
-  if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim);
+  if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
   const maxWorkgroupsPerDim = target.maxWorkgroupsPerDim;
-  return onlineKernel(k, shapes, maxWorkgroupsPerDim);
+  return onlineKernel(k, shapes, maxWorkgroupsPerDim, dims);
 }
 
 interface ChainParts {
@@ -59,7 +64,7 @@ interface ChainParts {
   readonly helpers: string;
 }
 
-function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: string): ChainParts {
+function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: string, dims: Readonly<Record<string, number>>): ChainParts {
   const chain = k.chain!;
   const second = k.matmul!.node;
   const outShape = shapes.get(second)!;
@@ -71,9 +76,9 @@ function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: 
   const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
   const bufferVar = (n: Node) => names.get(n);
   const bidx = Renderer.delinear("b", batchShape);
-  const score = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]) }, indent, "s");
+  const score = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]), dims }, indent, "s");
   const s = score.value(chain.scores, [...bidx, "i", "j"]);
-  const epilogue = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]) }, indent, "e");
+  const epilogue = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]), dims }, indent, "e");
   const out = epilogue.value(k.output, [...bidx, "i", "col"]);
   return {
     batchShape,
@@ -100,8 +105,8 @@ function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: 
  * workgroup memory; softmax is two tree reductions (max, sum); then threads split the
  * output columns. No score is computed twice and every value read is shared.
  */
-function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
-  const P = parts(k, shapes, "    ");
+function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+  const P = parts(k, shapes, "    ", dims);
   const softmax = k.chain!.kind === "softmax";
   const rows = P.nb * P.nq;
   const wg = grid(rows, maxWorkgroupsPerDim);
@@ -155,7 +160,7 @@ ${P.epilogue.lines.join("\n")}
   return { wgsl, workgroups: wg, variant: softmax ? "row-softmax" : "row-kv" };
 }
 
-function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number): GeneratedKernel & { variant: string } {
+function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const chain = k.chain!;
   const second = k.matmul!.node;
   const outShape = shapes.get(second)!;
@@ -175,9 +180,9 @@ function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, m
   const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
   const bufferVar = (n: Node) => names.get(n);
   const bidx = Renderer.delinear("b", batchShape);
-  const scoreR = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]) }, "    ", "s");
+  const scoreR = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]), dims }, "    ", "s");
   const s = scoreR.value(chain.scores, [...bidx, "i", "j"]);
-  const epiR = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]) }, "      ", "e");
+  const epiR = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]), dims }, "      ", "e");
   const out = epiR.value(k.output, [...bidx, "i", "col"]);
   const helpers = new Set([...scoreR.helpers, ...epiR.helpers]);
   const qv = names.get(chain.q.base)!;

@@ -1,5 +1,5 @@
 import type { Node } from "../compiler/ir.ts";
-import type { Kernel, StridedView } from "../compiler/schedule.ts";
+import { epilogueInputs, type Kernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec } from "./matmul.ts";
 import type { GeneratedKernel } from "./pointwise.ts";
 import { Renderer, WGSL_HELPERS, wgslType } from "./render.ts";
@@ -49,26 +49,3 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
   return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant };
 }
 
-/**
- * Buffers the epilogue reads, in binding order from 3: every materialized node reached
- * from the output without passing through the matmul. An operand's base that the
- * epilogue also reads (`x @ w + x`) is bound a second time, read-only.
- */
-export function epilogueInputs(k: Kernel): Node[] {
-  const mm = k.matmul!;
-  if (k.output === mm.node) return [];
-  const inputs = new Set(k.inputs);
-  const out = new Set<Node>();
-  const seen = new Set<Node>();
-  const visit = (x: Node, top: boolean): void => {
-    if (x === mm.node || seen.has(x)) return;
-    seen.add(x);
-    if (!top && inputs.has(x)) {
-      out.add(x);
-      return;
-    }
-    x.src.forEach((s) => visit(s, false));
-  };
-  visit(k.output, true);
-  return [...out];
-}

@@ -1,0 +1,333 @@
+/**
+ * f32 square matmul, C = A·B at n = 256, 512, 1024, 2048: our generated kernel (the best
+ * variant for the adapter) against TensorFlow.js's WebGPU backend on the same Dawn device
+ * and TensorFlow.js's WASM backend, in one run. Prints GFLOP/s (medians after warm-up),
+ * the ratios ours/peer, and the max abs difference between ours and each peer.
+ *
+ * Timing: ours and tfjs-webgpu batch many dispatches per submit and wait once
+ * (onSubmittedWorkDone); ours is cross-checked with timestamp queries when the device has
+ * them. tfjs-wasm runs synchronously on one thread.
+ *
+ *   npm run bench -- matmul [--sizes 256,512] [--quick]
+ */
+import { createRequire } from "node:module";
+import { loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import { create } from "webgpu";
+import { createMatmulRun, type MatmulRun } from "./matmul-runner.ts";
+import { generateMatmul, targetFromGpu, type MatmulSpec } from "../kernels/matmul.ts";
+import { acquireGpu, type Gpu } from "../runtime/device.ts";
+
+const require = createRequire(import.meta.url);
+
+interface Options {
+  sizes: number[];
+  /** minimum seconds per timed batch */
+  batchSeconds: number;
+  batches: number;
+}
+
+function parseArgs(argv: readonly string[]): Options {
+  const o: Options = { sizes: [256, 512, 1024, 2048], batchSeconds: 0.4, batches: 5 };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--sizes") o.sizes = argv[++i].split(",").map(Number);
+    else if (argv[i] === "--quick") Object.assign(o, { batchSeconds: 0.15, batches: 3 });
+  }
+  return o;
+}
+
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/** deterministic uniform(-1, 1) */
+function randomMatrix(n: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = (s / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
+
+/** max |x - y| over all entries, as text ("0" when bitwise equal, NaN-aware) */
+const maxAbsDiff = (x: Float32Array, y: Float32Array): string => {
+  if (x.length !== y.length) return "size mismatch";
+  let m = 0;
+  for (let i = 0; i < x.length; i++) {
+    const d = Math.abs(x[i] - y[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m === 0 ? "0" : m.toExponential(1);
+};
+
+/**
+ * One thing being timed: `batch(reps)` runs `reps` calls and waits for them (it may return
+ * the device-side seconds, from timestamp queries).
+ */
+interface Contender {
+  readonly name: string;
+  batch(reps: number): Promise<number | void>;
+  reps?: number;
+  readonly wall: number[];
+  readonly dev: number[];
+}
+
+const contender = (name: string, batch: (reps: number) => Promise<number | void>): Contender => ({ name, batch, wall: [], dev: [] });
+
+/**
+ * Warm-up and calibrate each contender (reps per batch to last `batchSeconds`), then run
+ * `batches` rounds in which every contender runs one batch: all of them see the same
+ * background load. Returns seconds per call (median over rounds) by name.
+ */
+async function race(cs: Contender[], o: Options): Promise<Map<string, { s: number; device?: number }>> {
+  for (const c of cs) {
+    await c.batch(1); // warm-up: pipeline compile, first touch of buffers
+    const t0 = performance.now();
+    await c.batch(1);
+    const once = (performance.now() - t0) / 1000;
+    c.reps = Math.max(1, Math.min(200, Math.round(o.batchSeconds / Math.max(once, 1e-6))));
+  }
+  for (let r = 0; r < o.batches; r++)
+    for (const c of cs) {
+      const t = performance.now();
+      const d = await c.batch(c.reps!);
+      c.wall.push((performance.now() - t) / 1000 / c.reps!);
+      if (typeof d === "number") c.dev.push(d / c.reps!);
+    }
+  return new Map(cs.map((c) => [c.name, { s: median(c.wall), ...(c.dev.length ? { device: median(c.dev) } : {}) }]));
+}
+
+// ---------------------------------------------------------------------------------------
+// ours
+
+interface Ours {
+  readonly run: MatmulRun;
+  /** seconds on the device for `reps` dispatches, from timestamp queries */
+  batch(reps: number, fill: boolean): Promise<number | void>;
+  result(): Promise<Float32Array>;
+}
+
+async function ours(gpu: Gpu, n: number, a: Float32Array, b: Float32Array, variant?: "sg-buffer"): Promise<Ours> {
+  const spec: MatmulSpec = {
+    batchShape: [],
+    M: n,
+    N: n,
+    K: n,
+    a: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
+    b: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
+  };
+  const kernel = generateMatmul(spec, targetFromGpu(gpu), variant ? { variant } : { allowTexture: true });
+  const run = await createMatmulRun(gpu.device, kernel, { aElems: n * n, bElems: n * n, cElems: n * n });
+  run.write(a, b);
+  await run.run(); // compiles, fills the B texture once
+  const dev = gpu.device;
+  const query = gpu.hasTimestamps ? dev.createQuerySet({ type: "timestamp", count: 2 }) : undefined;
+  const resolve = query && dev.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const readTs = query && dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  return {
+    run,
+    async batch(reps, fill) {
+      const enc = dev.createCommandEncoder();
+      run.encode(enc, reps, { fill, ...(query ? { timestamps: { querySet: query, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {}) });
+      if (query) {
+        enc.resolveQuerySet(query, 0, 2, resolve!, 0);
+        enc.copyBufferToBuffer(resolve!, 0, readTs!, 0, 16);
+      }
+      dev.queue.submit([enc.finish()]);
+      await dev.queue.onSubmittedWorkDone();
+      if (!query) return;
+      await readTs!.mapAsync(GPUMapMode.READ);
+      const [t0, t1] = new BigUint64Array(readTs!.getMappedRange());
+      readTs!.unmap();
+      return t1 > t0 ? Number(t1 - t0) / 1e9 : undefined;
+    },
+    result: () => run.run(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// TensorFlow.js peers
+
+type Tf = typeof import("@tensorflow/tfjs-core");
+
+/** the dawn instance tfjs's "is WebGPU supported" check looks for; kept referenced (see device.ts) */
+let dawnForTfjs: GPU | undefined;
+
+async function loadTf(gpu: Gpu): Promise<{ tf: Tf; webgpu: boolean; wasm: string | undefined }> {
+  const tf = require("@tensorflow/tfjs-core") as Tf;
+  // tfjs-backend-webgpu checks globalThis.navigator.gpu. Import it first (so it does not
+  // register its own device), then expose Dawn and register the backend on *our* device.
+  const { WebGPUBackend } = require("@tensorflow/tfjs-backend-webgpu") as typeof import("@tensorflow/tfjs-backend-webgpu");
+  dawnForTfjs ??= create([]);
+  if (!(globalThis as { navigator?: unknown }).navigator)
+    Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
+  (globalThis.navigator as unknown as { gpu: GPU }).gpu = dawnForTfjs;
+  let webgpu = false;
+  try {
+    tf.registerBackend("webgpu", () => new WebGPUBackend(gpu.device, { vendor: gpu.info.vendor, architecture: gpu.info.architecture } as GPUAdapterInfo));
+    webgpu = await tf.setBackend("webgpu");
+  } catch (e) {
+    console.log(`tfjs-webgpu unavailable: ${(e as Error).message}`);
+  }
+  const wasmMod = require("@tensorflow/tfjs-backend-wasm") as typeof import("@tensorflow/tfjs-backend-wasm");
+  // the .wasm files ship in the package: no download
+  wasmMod.setWasmPaths(join(dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json")), "dist") + "/");
+  let wasm: string | undefined;
+  try {
+    if (await tf.setBackend("wasm")) {
+      const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
+      wasm = `${simd ? "simd" : "no simd"}, ${wasmMod.getThreadsCount()} thread(s)`;
+    }
+  } catch (e) {
+    console.log(`tfjs-wasm unavailable: ${(e as Error).message}`);
+  }
+  return { tf, webgpu, wasm };
+}
+
+interface Peer {
+  readonly contender: Contender;
+  /** C = A·B once, read back */
+  result(): Promise<Float32Array>;
+  dispose(): void;
+}
+
+async function tfjsWebgpu(tf: Tf, gpu: Gpu, n: number, a: Float32Array, b: Float32Array): Promise<Peer> {
+  await tf.setBackend("webgpu");
+  const ta = tf.tensor2d(a, [n, n]);
+  const tb = tf.tensor2d(b, [n, n]);
+  // flush tfjs's open command encoder the way its own readback does, then wait on the
+  // queue (the device is shared) without reading anything back
+  const backend = tf.backend() as unknown as { ensureCommandEncoderReady(): void; endComputePassEncoder(): void; submitQueue(): void };
+  return {
+    contender: contender("tfjs-webgpu", async (reps) => {
+      await tf.setBackend("webgpu");
+      for (let r = 0; r < reps; r++) tf.matMul(ta, tb).dispose();
+      backend.ensureCommandEncoderReady();
+      backend.endComputePassEncoder();
+      backend.submitQueue();
+      await gpu.device.queue.onSubmittedWorkDone();
+    }),
+    async result() {
+      await tf.setBackend("webgpu");
+      const tc = tf.matMul(ta, tb);
+      const c = (await tc.data()) as Float32Array;
+      tc.dispose();
+      return c;
+    },
+    dispose: () => tf.dispose([ta, tb]),
+  };
+}
+
+async function tfjsWasm(tf: Tf, n: number, a: Float32Array, b: Float32Array): Promise<Peer> {
+  await tf.setBackend("wasm");
+  const ta = tf.tensor2d(a, [n, n]);
+  const tb = tf.tensor2d(b, [n, n]);
+  return {
+    contender: contender("tfjs-wasm", async (reps) => {
+      await tf.setBackend("wasm");
+      for (let r = 0; r < reps; r++) tf.matMul(ta, tb).dispose(); // synchronous
+    }),
+    async result() {
+      await tf.setBackend("wasm");
+      const tc = tf.matMul(ta, tb);
+      const c = tc.dataSync() as Float32Array;
+      tc.dispose();
+      return c;
+    },
+    dispose: () => tf.dispose([ta, tb]),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+
+export async function main(argv: readonly string[] = []): Promise<void> {
+  const o = parseArgs(argv);
+  const gpu = await acquireGpu();
+  const info = gpu.info;
+  console.log(`# matmul f32, C = A·B (n×n), GFLOP/s = 2n³/t; after warm-up, median of ${o.batches} rounds in which every contender runs one batch`);
+  console.log(`# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`);
+  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(" ");
+  console.log(`# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${load()} (other work on the machine slows every column)`);
+  const { tf, webgpu, wasm } = await loadTf(gpu);
+  console.log(`# peers: tfjs-core ${tf.version_core}, tfjs-webgpu ${webgpu ? "on the same Dawn device" : "unavailable"}, tfjs-wasm ${wasm ?? "unavailable"}`);
+  const rows: string[][] = [];
+  const head = ["n", "ours variant", "ours", "ours+fill", "ts-check", "sg-buffer", "tfjs-webgpu", "tfjs-wasm", "ours/webgpu", "ours/wasm", "max|Δ| webgpu", "max|Δ| wasm"];
+  for (const n of o.sizes) {
+    const a = randomMatrix(n * n, 1);
+    const b = randomMatrix(n * n, 2);
+    const gf = (s: number): number => (2 * n ** 3) / s / 1e9;
+    const best = await ours(gpu, n, a, b);
+    const hasTex = Boolean(best.run.kernel.bTexture);
+    const buf = hasTex ? await ours(gpu, n, a, b, "sg-buffer") : undefined;
+    const w = webgpu ? await tfjsWebgpu(tf, gpu, n, a, b) : undefined;
+    const m = wasm ? await tfjsWasm(tf, n, a, b) : undefined;
+    const cs = [
+      contender("ours", (reps) => best.batch(reps, false)),
+      ...(hasTex ? [contender("ours+fill", (reps) => best.batch(reps, true))] : []),
+      ...(buf ? [contender("sg-buffer", (reps) => buf.batch(reps, false))] : []),
+      ...(w ? [w.contender] : []),
+      ...(m ? [m.contender] : []),
+    ];
+    const t = await race(cs, o);
+    const cOurs = await best.result();
+    const cW = w && (await w.result());
+    const cM = m && (await m.result());
+    for (const x of [best, buf]) x?.run.destroy();
+    for (const x of [w, m]) x?.dispose();
+    const f = (x: number | undefined): string => (x === undefined ? "-" : x.toFixed(1));
+    const g = (name: string): number | undefined => {
+      const x = t.get(name);
+      return x && gf(x.s);
+    };
+    const ratio = (peer: string, digits: number): string => {
+      const p = t.get(peer);
+      return p ? `${(p.s / t.get("ours")!.s).toFixed(digits)}×` : "-";
+    };
+    const dev = t.get("ours")!.device;
+    rows.push([
+      String(n),
+      best.run.kernel.variant,
+      f(g("ours")),
+      f(g("ours+fill")),
+      f(dev && gf(dev)),
+      f(g("sg-buffer")),
+      f(g("tfjs-webgpu")),
+      f(g("tfjs-wasm")),
+      ratio("tfjs-webgpu", 1),
+      ratio("tfjs-wasm", 2),
+      cW ? maxAbsDiff(cOurs, cW) : "-",
+      cM ? maxAbsDiff(cOurs, cM) : "-",
+    ]);
+    console.log(`  n=${n} done`);
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
+  console.log(line(head));
+  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+  for (const r of rows) console.log(line(r));
+  console.log(
+    "ours: matmul dispatches only, B already in its texture (a weight); ours+fill: B copied into the texture every call;\n" +
+      "ts-check: ours from timestamp queries; sg-buffer: our storage-buffer-only kernel (what plans use without textures).\n" +
+      "max|Δ|: max abs difference of C between ours and the peer (entries ~ ±sqrt(n/9)); 0 = bitwise equal.",
+  );
+  console.log(`# load average at the end: ${load()}`);
+  tf.engine().reset();
+  gpu.destroy();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2))
+    .then(() => process.exit(0))
+    .catch((e) => {
+      console.error(e);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,238 @@
+/**
+ * Every matmul variant the local adapter can run, against a float64 reference, on awkward
+ * shapes: 1-sized dims, primes, sizes that are not multiples of any tile, K = 1, a
+ * transposed B through strides, offsets, a broadcast batch, a grid folded into y/z by a
+ * small per-dimension limit, and a custom epilogue.
+ *
+ * Runs on any WebGPU adapter (lavapipe in CI). Without one it skips, saying why.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { createMatmulRun } from "../bench/matmul-runner.ts";
+import {
+  DEFAULT_EPILOGUE,
+  generateMatmul,
+  supportedVariants,
+  targetFromGpu,
+  type KernelTarget,
+  type MatmulOperand,
+  type MatmulSpec,
+  type MatmulVariant,
+} from "../kernels/matmul.ts";
+import { acquireGpu, type Gpu } from "../runtime/device.ts";
+
+/** deterministic uniform(-1, 1) */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return (s / 2 ** 32) * 2 - 1;
+  };
+}
+
+const prod = (v: readonly number[]): number => v.reduce((x, y) => x * y, 1);
+
+/** elements a strided operand spans (the buffer it needs) */
+function extent(op: MatmulOperand, batch: readonly number[], rows: number, cols: number): number {
+  return op.offset + (rows - 1) * op.rowStride + (cols - 1) * op.colStride + batch.reduce((acc, d, i) => acc + (d - 1) * op.batchStrides[i], 0) + 1;
+}
+
+function unravel(b: number, shape: readonly number[]): number[] {
+  const idx = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx[d] = b % shape[d];
+    b = Math.floor(b / shape[d]);
+  }
+  return idx;
+}
+
+/** float64 reference C and the per-element bound Σ|a||b| */
+function reference(s: MatmulSpec, a: Float32Array, b: Float32Array): { c: Float64Array; mag: Float64Array } {
+  const nb = prod(s.batchShape);
+  const c = new Float64Array(nb * s.M * s.N);
+  const mag = new Float64Array(c.length);
+  for (let bi = 0; bi < nb; bi++) {
+    const idx = unravel(bi, s.batchShape);
+    const ao = s.a.offset + idx.reduce((acc, v, d) => acc + v * s.a.batchStrides[d], 0);
+    const bo = s.b.offset + idx.reduce((acc, v, d) => acc + v * s.b.batchStrides[d], 0);
+    for (let i = 0; i < s.M; i++)
+      for (let j = 0; j < s.N; j++) {
+        let acc = 0;
+        let m = 0;
+        for (let k = 0; k < s.K; k++) {
+          const x = a[ao + i * s.a.rowStride + k * s.a.colStride];
+          const y = b[bo + k * s.b.rowStride + j * s.b.colStride];
+          acc += x * y;
+          m += Math.abs(x * y);
+        }
+        c[(bi * s.M + i) * s.N + j] = acc;
+        mag[(bi * s.M + i) * s.N + j] = m;
+      }
+  }
+  return { c, mag };
+}
+
+const contiguous = (batch: readonly number[], rows: number, cols: number, offset = 0): MatmulOperand => {
+  const strides: number[] = [];
+  let st = rows * cols;
+  for (let d = batch.length - 1; d >= 0; d--) {
+    strides.unshift(st);
+    st *= batch[d];
+  }
+  return { offset, batchStrides: strides, rowStride: cols, colStride: 1 };
+};
+
+interface Case {
+  readonly name: string;
+  readonly spec: MatmulSpec;
+  /** tweak the target (e.g. a tiny per-dimension workgroup limit) */
+  readonly target?: Partial<KernelTarget>;
+  readonly epilogue?: { readonly wgsl: string; readonly f: (acc: number, b: number, i: number, j: number) => number };
+  /** also run the workgroup-tiled kernel (slow to compile on lavapipe: only some cases) */
+  readonly tiled?: boolean;
+}
+
+const plain = (M: number, N: number, K: number): MatmulSpec => ({ batchShape: [], M, N, K, a: contiguous([], M, K), b: contiguous([], K, N) });
+
+const CASES: Case[] = [
+  { name: "primes 7x13x5", spec: plain(7, 13, 5) },
+  { name: "1x1x1", spec: plain(1, 1, 1) },
+  { name: "M=1 (vector-matrix) 1x33x17", spec: plain(1, 33, 17) },
+  { name: "N=1 (matrix-vector) 19x1x9", spec: plain(19, 1, 9) },
+  { name: "K=1 (outer product) 10x12x1", spec: plain(10, 12, 1) },
+  { name: "non-multiples of every tile 67x130x70", spec: plain(67, 130, 70), tiled: true },
+  {
+    name: "aligned vec4 paths, batch [2], 36x72x44",
+    spec: { batchShape: [2], M: 36, N: 72, K: 44, a: contiguous([2], 36, 44), b: contiguous([2], 44, 72) },
+    tiled: true,
+  },
+  {
+    name: "transposed B (rowStride 1, colStride K) with offsets 23x17x29",
+    spec: {
+      batchShape: [],
+      M: 23,
+      N: 17,
+      K: 29,
+      a: { offset: 3, batchStrides: [], rowStride: 29, colStride: 1 },
+      b: { offset: 5, batchStrides: [], rowStride: 1, colStride: 29 },
+    },
+  },
+  {
+    name: "transposed A, broadcast batch [3,2] (A stride 0 on dim 1, B stride 0 on dim 0) 9x11x6",
+    spec: {
+      batchShape: [3, 2],
+      M: 9,
+      N: 11,
+      K: 6,
+      // A[b0, i, k] transposed storage [3][K][M], broadcast over b1
+      a: { offset: 0, batchStrides: [54, 0], rowStride: 1, colStride: 9 },
+      // B[b1, k, j] contiguous [2][K][N], broadcast over b0
+      b: { offset: 0, batchStrides: [0, 66], rowStride: 11, colStride: 1 },
+    },
+  },
+  {
+    name: "batch 37 with the grid folded into y and z (max 5 workgroups per dimension) 5x20x12",
+    spec: { batchShape: [37], M: 5, N: 20, K: 12, a: contiguous([37], 5, 12), b: contiguous([37], 12, 20) },
+    target: { maxWorkgroupsPerDim: 5 },
+    tiled: true,
+  },
+  {
+    name: "custom epilogue acc * 2.0 + f32(j) + 100.0 * f32(b) + 0.5 * f32(i), batch [2]",
+    spec: { batchShape: [2], M: 13, N: 21, K: 19, a: contiguous([2], 13, 19), b: contiguous([2], 19, 21) },
+    epilogue: {
+      wgsl: "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc * 2.0 + f32(j) + 100.0 * f32(b) + 0.5 * f32(i); }",
+      f: (acc, b, i, j) => acc * 2 + j + 100 * b + 0.5 * i,
+    },
+    tiled: true,
+  },
+];
+
+/**
+ * The variants to try for a case: every supported one, and the tiled kernel in its GPU
+ * configuration too (tiled kernels only where the case asks: each costs lavapipe ~1-2 s
+ * to compile).
+ */
+function variantsFor(spec: MatmulSpec, target: KernelTarget, tiled: boolean): { label: string; variant: MatmulVariant; target: KernelTarget }[] {
+  const out: { label: string; variant: MatmulVariant; target: KernelTarget }[] = supportedVariants(spec, target)
+    .filter((v) => tiled || v !== "tiled")
+    .map((v) => ({ label: v, variant: v, target }));
+  if (target.isFallback && tiled) {
+    const gpuLike = { ...target, isFallback: false };
+    if (supportedVariants(spec, gpuLike).includes("tiled")) out.push({ label: "tiled (GPU configuration)", variant: "tiled", target: gpuLike });
+  }
+  return out;
+}
+
+let gpu: Gpu | undefined;
+let skip: string | false = false;
+
+describe("generated matmul kernels vs float64 reference", () => {
+  before(async () => {
+    try {
+      gpu = await acquireGpu();
+    } catch (e) {
+      skip = `no WebGPU adapter: ${(e as Error).message.split("\n")[0]} (install Mesa lavapipe: npm run setup)`;
+    }
+  });
+  after(() => gpu?.destroy());
+
+  it("generator: shapes, grids and variant choice are consistent", () => {
+    const cpu: KernelTarget = { isFallback: true, subgroupSize: 8, subgroupMaxSize: 8, maxWorkgroupStorage: 32768, maxInvocations: 1024, maxWorkgroupsPerDim: 65535 };
+    const big: MatmulSpec = { batchShape: [4096], M: 64, N: 64, K: 8, a: contiguous([4096], 64, 8), b: contiguous([4096], 8, 64) };
+    for (const v of supportedVariants(big, cpu)) {
+      const k = generateMatmul(big, cpu, { variant: v });
+      assert.ok(k.workgroups.every((g) => g >= 1 && g <= 65535), `${v}: ${k.workgroups}`);
+    }
+    assert.equal(generateMatmul(big, cpu).variant.split(" ")[0], "sg-buffer");
+    // 4096 batches × K rows exceed the 8192-texel texture height: no texture variant
+    assert.equal(generateMatmul(big, cpu, { allowTexture: true }).variant.split(" ")[0], "sg-buffer");
+    const small = { ...big, batchShape: [4], a: contiguous([4], 64, 8), b: contiguous([4], 8, 64) };
+    const tex = generateMatmul(small, cpu, { allowTexture: true });
+    assert.equal(tex.variant.split(" ")[0], "sg-texture");
+    assert.deepEqual([tex.bTexture?.width, tex.bTexture?.height], [16, 32]);
+    const gpuT: KernelTarget = { isFallback: false, subgroupSize: 32, subgroupMaxSize: 32, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535 };
+    assert.equal(generateMatmul(big, gpuT).variant.split(" ")[0], "tiled");
+    const tiny: KernelTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 0, maxInvocations: 64, maxWorkgroupsPerDim: 65535 };
+    assert.equal(generateMatmul(big, tiny).variant, "simple");
+    // the subgroup kernels need a known, fixed subgroup size
+    assert.ok(!supportedVariants(big, { ...cpu, subgroupMaxSize: 16 }).includes("sg-buffer"));
+    assert.throws(() => generateMatmul(big, tiny, { variant: "sg-buffer" }), /not available/);
+    assert.throws(() => generateMatmul({ ...big, K: 0 }, cpu), /K must be/);
+    assert.ok(generateMatmul(big, cpu).wgsl.includes("epilogue("));
+  });
+
+  for (const c of CASES) {
+    it(c.name, async (t) => {
+      if (skip || !gpu) return t.skip(skip || "no device");
+      const s = c.spec;
+      const r = rng(s.M * 7919 + s.N * 104729 + s.K);
+      const a = Float32Array.from({ length: extent(s.a, s.batchShape, s.M, s.K) }, r);
+      const b = Float32Array.from({ length: extent(s.b, s.batchShape, s.K, s.N) }, r);
+      const { c: ref, mag } = reference(s, a, b);
+      const target = { ...targetFromGpu(gpu), ...c.target };
+      for (const v of variantsFor(s, target, c.tiled ?? false)) {
+        const t0 = performance.now();
+        const kernel = generateMatmul(s, v.target, { variant: v.variant });
+        const run = await createMatmulRun(gpu.device, kernel, { aElems: a.length, bElems: b.length, cElems: ref.length }, c.epilogue?.wgsl ?? DEFAULT_EPILOGUE);
+        run.write(a, b);
+        const out = await run.run();
+        run.destroy();
+        t.diagnostic(`${kernel.variant}: ${(performance.now() - t0).toFixed(0)} ms (compile + run)`);
+        for (let e = 0; e < ref.length; e++) {
+          const bi = Math.floor(e / (s.M * s.N));
+          const i = Math.floor(e / s.N) % s.M;
+          const j = e % s.N;
+          const want = c.epilogue ? c.epilogue.f(ref[e], bi, i, j) : ref[e];
+          const scale = c.epilogue ? 2 : 1;
+          const tol = 1e-4 * scale * mag[e] + 1e-5 * Math.abs(want) + 1e-6;
+          if (!(Math.abs(out[e] - want) <= tol))
+            assert.fail(`${v.label} (${kernel.variant}), ${c.name}: C[${bi}, ${i}, ${j}] = ${out[e]}, want ${want} (tol ${tol.toExponential(2)})`);
+        }
+      }
+    });
+  }
+});
