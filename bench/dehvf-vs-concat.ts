@@ -1,4 +1,4 @@
-import type { Gpu } from "../runtime/device.ts";
+import { acquireGpu, type Gpu } from "../runtime/device.ts";
 import { loadBenchModel, table, timePlan } from "./measure.ts";
 
 /**
@@ -16,4 +16,13 @@ export async function benchDehvfVsConcat(gpu: Gpu): Promise<void> {
     rows.push([T, d.ms.toFixed(1), c.ms.toFixed(1), `${(c.ms / d.ms).toFixed(2)}x`, `${(flops(c) / flops(d)).toFixed(2)}x`, (flops(d) / 1e9).toFixed(3), (flops(c) / 1e9).toFixed(3)]);
   }
   console.log(`\n(c) DEHVF vs concat (B=2, 256 visual tokens, same backbones)\n${table(rows)}`);
+}
+
+export async function main(): Promise<void> {
+  const gpu = await acquireGpu();
+  try {
+    await benchDehvfVsConcat(gpu);
+  } finally {
+    gpu.destroy();
+  }
 }

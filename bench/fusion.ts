@@ -1,4 +1,4 @@
-import type { Gpu } from "../runtime/device.ts";
+import { acquireGpu, type Gpu } from "../runtime/device.ts";
 import { loadBenchModel, mib, table, timePlan } from "./measure.ts";
 
 /** (d) What fusion buys: kernels, planned memory and time, fused vs one kernel per op. */
@@ -23,4 +23,13 @@ export async function benchFusion(gpu: Gpu): Promise<void> {
     ]);
   }
   console.log(`\n(d) fusion: kernels, planned intermediate memory and forward time, fused vs unfused\n${table(rows)}`);
+}
+
+export async function main(): Promise<void> {
+  const gpu = await acquireGpu();
+  try {
+    await benchFusion(gpu);
+  } finally {
+    gpu.destroy();
+  }
 }

@@ -4,6 +4,8 @@
  */
 const BENCHES: Record<string, () => Promise<{ main(argv: readonly string[]): Promise<void> }>> = {
   matmul: () => import("./matmul.ts"),
+  "dehvf-vs-concat": () => import("./dehvf-vs-concat.ts"),
+  fusion: () => import("./fusion.ts"),
 };
 
 async function run(): Promise<void> {

@@ -10,15 +10,10 @@
  *
  *   npm run bench -- matmul [--sizes 256,512] [--quick]
  */
-import { createRequire } from "node:module";
-import { loadavg } from "node:os";
-import { dirname, join } from "node:path";
-import { create } from "webgpu";
 import { createMatmulRun, type MatmulRun } from "./matmul-runner.ts";
 import { generateMatmul, targetFromGpu, type MatmulSpec } from "../kernels/matmul.ts";
 import { acquireGpu, type Gpu } from "../runtime/device.ts";
-
-const require = createRequire(import.meta.url);
+import { type Contender, contender, flushTfjsWebgpu, loadAverage, loadPeers, maxAbsDiff, peersLine, race, randomMatrix, type Tf } from "./peers.ts";
 
 interface Options {
   sizes: number[];
@@ -34,75 +29,6 @@ function parseArgs(argv: readonly string[]): Options {
     else if (argv[i] === "--quick") Object.assign(o, { batchSeconds: 0.15, batches: 3 });
   }
   return o;
-}
-
-const median = (v: number[]): number => {
-  const s = [...v].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-/** deterministic uniform(-1, 1) */
-function randomMatrix(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = (s / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
-
-/** max |x - y| over all entries, as text ("0" when bitwise equal, NaN-aware) */
-const maxAbsDiff = (x: Float32Array, y: Float32Array): string => {
-  if (x.length !== y.length) return "size mismatch";
-  let m = 0;
-  for (let i = 0; i < x.length; i++) {
-    const d = Math.abs(x[i] - y[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m === 0 ? "0" : m.toExponential(1);
-};
-
-/**
- * One thing being timed: `batch(reps)` runs `reps` calls and waits for them (it may return
- * the device-side seconds, from timestamp queries).
- */
-interface Contender {
-  readonly name: string;
-  batch(reps: number): Promise<number | void>;
-  reps?: number;
-  readonly wall: number[];
-  readonly dev: number[];
-}
-
-const contender = (name: string, batch: (reps: number) => Promise<number | void>): Contender => ({ name, batch, wall: [], dev: [] });
-
-/**
- * Warm-up and calibrate each contender (reps per batch to last `batchSeconds`), then run
- * `batches` rounds in which every contender runs one batch: all of them see the same
- * background load. Returns seconds per call (median over rounds) by name.
- */
-async function race(cs: Contender[], o: Options): Promise<Map<string, { s: number; device?: number }>> {
-  for (const c of cs) {
-    await c.batch(1); // warm-up: pipeline compile, first touch of buffers
-    const t0 = performance.now();
-    await c.batch(1);
-    const once = (performance.now() - t0) / 1000;
-    c.reps = Math.max(1, Math.min(200, Math.round(o.batchSeconds / Math.max(once, 1e-6))));
-  }
-  for (let r = 0; r < o.batches; r++)
-    for (const c of cs) {
-      const t = performance.now();
-      const d = await c.batch(c.reps!);
-      c.wall.push((performance.now() - t) / 1000 / c.reps!);
-      if (typeof d === "number") c.dev.push(d / c.reps!);
-    }
-  return new Map(cs.map((c) => [c.name, { s: median(c.wall), ...(c.dev.length ? { device: median(c.dev) } : {}) }]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,42 +82,6 @@ async function ours(gpu: Gpu, n: number, a: Float32Array, b: Float32Array, varia
 // ---------------------------------------------------------------------------------------
 // TensorFlow.js peers
 
-type Tf = typeof import("@tensorflow/tfjs-core");
-
-/** the dawn instance tfjs's "is WebGPU supported" check looks for; kept referenced (see device.ts) */
-let dawnForTfjs: GPU | undefined;
-
-async function loadTf(gpu: Gpu): Promise<{ tf: Tf; webgpu: boolean; wasm: string | undefined }> {
-  const tf = require("@tensorflow/tfjs-core") as Tf;
-  // tfjs-backend-webgpu checks globalThis.navigator.gpu. Import it first (so it does not
-  // register its own device), then expose Dawn and register the backend on *our* device.
-  const { WebGPUBackend } = require("@tensorflow/tfjs-backend-webgpu") as typeof import("@tensorflow/tfjs-backend-webgpu");
-  dawnForTfjs ??= create([]);
-  if (!(globalThis as { navigator?: unknown }).navigator)
-    Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
-  (globalThis.navigator as unknown as { gpu: GPU }).gpu = dawnForTfjs;
-  let webgpu = false;
-  try {
-    tf.registerBackend("webgpu", () => new WebGPUBackend(gpu.device, { vendor: gpu.info.vendor, architecture: gpu.info.architecture } as GPUAdapterInfo));
-    webgpu = await tf.setBackend("webgpu");
-  } catch (e) {
-    console.log(`tfjs-webgpu unavailable: ${(e as Error).message}`);
-  }
-  const wasmMod = require("@tensorflow/tfjs-backend-wasm") as typeof import("@tensorflow/tfjs-backend-wasm");
-  // the .wasm files ship in the package: no download
-  wasmMod.setWasmPaths(join(dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json")), "dist") + "/");
-  let wasm: string | undefined;
-  try {
-    if (await tf.setBackend("wasm")) {
-      const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
-      wasm = `${simd ? "simd" : "no simd"}, ${wasmMod.getThreadsCount()} thread(s)`;
-    }
-  } catch (e) {
-    console.log(`tfjs-wasm unavailable: ${(e as Error).message}`);
-  }
-  return { tf, webgpu, wasm };
-}
-
 interface Peer {
   readonly contender: Contender;
   /** C = A·B once, read back */
@@ -203,17 +93,11 @@ async function tfjsWebgpu(tf: Tf, gpu: Gpu, n: number, a: Float32Array, b: Float
   await tf.setBackend("webgpu");
   const ta = tf.tensor2d(a, [n, n]);
   const tb = tf.tensor2d(b, [n, n]);
-  // flush tfjs's open command encoder the way its own readback does, then wait on the
-  // queue (the device is shared) without reading anything back
-  const backend = tf.backend() as unknown as { ensureCommandEncoderReady(): void; endComputePassEncoder(): void; submitQueue(): void };
   return {
     contender: contender("tfjs-webgpu", async (reps) => {
       await tf.setBackend("webgpu");
       for (let r = 0; r < reps; r++) tf.matMul(ta, tb).dispose();
-      backend.ensureCommandEncoderReady();
-      backend.endComputePassEncoder();
-      backend.submitQueue();
-      await gpu.device.queue.onSubmittedWorkDone();
+      await flushTfjsWebgpu(tf, gpu);
     }),
     async result() {
       await tf.setBackend("webgpu");
@@ -254,10 +138,10 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const info = gpu.info;
   console.log(`# matmul f32, C = A·B (n×n), GFLOP/s = 2n³/t; after warm-up, median of ${o.batches} rounds in which every contender runs one batch`);
   console.log(`# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`);
-  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(" ");
-  console.log(`# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${load()} (other work on the machine slows every column)`);
-  const { tf, webgpu, wasm } = await loadTf(gpu);
-  console.log(`# peers: tfjs-core ${tf.version_core}, tfjs-webgpu ${webgpu ? "on the same Dawn device" : "unavailable"}, tfjs-wasm ${wasm ?? "unavailable"}`);
+  console.log(`# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${loadAverage()} (other work on the machine slows every column)`);
+  const peers = await loadPeers(gpu);
+  const { tf, webgpu, wasm } = peers;
+  console.log(peersLine(peers));
   const rows: string[][] = [];
   const head = ["n", "ours variant", "ours", "ours+fill", "ts-check", "sg-buffer", "tfjs-webgpu", "tfjs-wasm", "ours/webgpu", "ours/wasm", "max|Δ| webgpu", "max|Δ| wasm"];
   for (const n of o.sizes) {
@@ -318,7 +202,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
       "ts-check: ours from timestamp queries; sg-buffer: our storage-buffer-only kernel (what plans use without textures).\n" +
       "max|Δ|: max abs difference of C between ours and the peer (entries ~ ±sqrt(n/9)); 0 = bitwise equal.",
   );
-  console.log(`# load average at the end: ${load()}`);
+  console.log(`# load average at the end: ${loadAverage()}`);
   tf.engine().reset();
   gpu.destroy();
 }

@@ -463,6 +463,8 @@ class Elaborator {
     const bname = inst.decl.name.name;
     if (!fwd) fail("link", `block \`${bname}\` has no forward, so \`${inst.path}\` cannot be called`, callSpan);
     if (++this.depth > 200) fail("link", `blocks call each other without end (depth 200 reached at \`${inst.path}\`)`, callSpan);
+    const outerPath = this.graph.currentPath;
+    this.graph.currentPath = inst.path;
     try {
       if (positional.length > fwd.params.length)
         fail("type", `\`${bname}.forward\` takes ${fwd.params.length} argument${fwd.params.length === 1 ? "" : "s"}, got ${positional.length}`, callSpan, `declared at ${this.where(fwd.span)}`);
@@ -493,6 +495,7 @@ class Elaborator {
       throw e;
     } finally {
       this.depth--;
+      this.graph.currentPath = outerPath;
     }
   }
 

@@ -13,6 +13,9 @@ export class GraphBuilder {
   readonly provenance = new Map<number, Span>();
   /** the span the elaborator is evaluating; stamped on new nodes */
   currentSpan: Span | undefined;
+  /** the block instance each node was built in (`language.layer.3.attn`), for plans and profiles */
+  readonly instancePath = new Map<number, string>();
+  currentPath: string | undefined;
 
   make<O extends Op>(op: O, src: readonly Node[], attrs: OpAttrs[O]): Node<O> {
     const key = `${op}(${src.map((s) => s.id).join(",")})${attrsKey(attrs)}`;
@@ -23,6 +26,7 @@ export class GraphBuilder {
     this.table.set(key, node);
     this.nodes.push(node);
     if (this.currentSpan) this.provenance.set(node.id, this.currentSpan);
+    if (this.currentPath !== undefined) this.instancePath.set(node.id, this.currentPath);
     return node;
   }
 

@@ -33,6 +33,8 @@ export interface PlanKernel {
   readonly bindings: readonly PlanBinding[];
   /** DSL locations of what it computes, outermost last */
   readonly spans: readonly Span[];
+  /** the block instance it belongs to, e.g. `language.layer.3.attn` */
+  readonly path: string;
   readonly flops: number;
   readonly bytes: number;
   /** IR nodes folded into this kernel */
@@ -110,10 +112,13 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
       bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false });
       epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
     } else k.inputs.forEach((n, i) => bindings.push({ binding: i + 1, slot: slot(n), write: false }));
-    const spans = [k.matmul?.node, k.output].map((n) => (n ? model.graph.provenance.get(n.id) : undefined)).filter((x): x is Span => Boolean(x));
+    const spans = [k.matmul?.node, k.output]
+      .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))
+      .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
+    const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
     const bytes = [k.output, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
     const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "reduce" ? k.output.op : k.output.op;
-    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
+    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));

@@ -63,11 +63,14 @@ export function rewriteGraph(roots: readonly Node[], g: GraphBuilder, rules: rea
     if (done) return done;
     // nodes built while rewriting n inherit n's DSL location (g stamps currentSpan)
     const outer = g.currentSpan;
+    const outerPath = g.currentPath;
     g.currentSpan = g.provenance.get(n.id) ?? outer;
+    g.currentPath = g.instancePath.get(n.id) ?? outerPath;
     try {
       return normaliseAt(n);
     } finally {
       g.currentSpan = outer;
+      g.currentPath = outerPath;
     }
   }
 

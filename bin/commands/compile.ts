@@ -33,9 +33,11 @@ function printPlan(plan: Plan, sources: SourceMap, device: string): string {
       })
       .join(" ← ");
   const lines = [`plan for ${plan.model} at ${Object.entries(plan.dims).map(([k, v]) => `${k}=${v}`).join(" ")} on ${device}`, ""];
-  lines.push(`${"#".padStart(5)}  ${"kernel".padEnd(14)} ${"variant".padEnd(12)} ${"grid".padEnd(14)} ${"MFLOP".padStart(9)} ${"KiB".padStart(9)} ${"ops".padStart(4)}  from`);
+  const vw = Math.max(12, ...plan.kernels.map((k) => k.variant.length));
+  const pw = Math.max(8, ...plan.kernels.map((k) => k.path.length));
+  lines.push(`${"#".padStart(5)}  ${"kernel".padEnd(14)} ${"variant".padEnd(vw)} ${"grid".padEnd(12)} ${"MFLOP".padStart(9)} ${"KiB".padStart(9)} ${"ops".padStart(4)}  ${"instance".padEnd(pw)}  from`);
   for (const k of plan.kernels)
-    lines.push(`${String(k.index).padStart(5)}  ${k.label.padEnd(14)} ${k.variant.padEnd(12)} ${k.workgroups.join("x").padEnd(14)} ${(k.flops / 1e6).toFixed(3).padStart(9)} ${(k.bytes / 1024).toFixed(1).padStart(9)} ${String(k.fused).padStart(4)}  ${where(k)}`);
+    lines.push(`${String(k.index).padStart(5)}  ${k.label.padEnd(14)} ${k.variant.padEnd(vw)} ${k.workgroups.join("x").padEnd(12)} ${(k.flops / 1e6).toFixed(3).padStart(9)} ${(k.bytes / 1024).toFixed(1).padStart(9)} ${String(k.fused).padStart(4)}  ${(k.path || "model").padEnd(pw)}  ${where(k)}`);
   const flops = plan.kernels.reduce((a, k) => a + k.flops, 0);
   const bytes = plan.kernels.reduce((a, k) => a + k.bytes, 0);
   const m = plan.memory;

@@ -71,7 +71,7 @@ export function registerRun(program: Command): void {
             say(`per-kernel GPU time (total ${total.toFixed(2)} ms), slowest first:`);
             for (const { ms, k } of rows.slice(0, 15)) {
               const where = k.spans.map((sp) => { const p = m.program.sources.get(sp.file)?.position(sp.start); return p ? `${sp.file}:${p.line}:${p.col}` : sp.file; }).join(" ← ");
-              say(`  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${where}`);
+              say(`  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${(k.path || "model").padEnd(28)} ${where}`);
             }
           }
         } finally {
