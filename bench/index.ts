@@ -4,6 +4,7 @@
  */
 const BENCHES: Record<string, () => Promise<{ main(argv: readonly string[]): Promise<void> }>> = {
   matmul: () => import("./matmul.ts"),
+  layer: () => import("./layer.ts"),
   "dehvf-vs-concat": () => import("./dehvf-vs-concat.ts"),
   fusion: () => import("./fusion.ts"),
 };

@@ -206,12 +206,3 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   tf.engine().reset();
   gpu.destroy();
 }
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2))
-    .then(() => process.exit(0))
-    .catch((e) => {
-      console.error(e);
-      process.exit(1);
-    });
-}

@@ -47,6 +47,8 @@ export interface PlanTensor {
   readonly slot: number;
   readonly shape: readonly number[];
   readonly dtype: "f32" | "i32";
+  /** stored transposed on the device (2-D parameters read only as `wᵀ`) */
+  readonly transposed?: boolean;
 }
 
 /** Everything the executor needs; pure data, no device objects. */
@@ -123,7 +125,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));
   const params: PlanTensor[] = [];
-  for (const n of sched.materialized) if (n.op === "param") params.push(tensor(n, (n.attrs as { name: string }).name));
+  for (const n of sched.materialized) if (n.op === "param") params.push({ ...tensor(n, (n.attrs as { name: string }).name), transposed: sched.transposedParams.has(n) || undefined });
   return {
     model: model.name,
     dims,

@@ -47,6 +47,13 @@ async function pipelineFor(device: GPUDevice, k: PlanKernel, sources?: SourceMap
   return p;
 }
 
+function transpose2d(t: Tensor): Tensor {
+  const [r, c] = t.shape;
+  const out = new Float64Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
+  return { shape: [c, r], data: out };
+}
+
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 
 function toTyped(t: Tensor, dtype: "f32" | "i32"): Float32Array | Int32Array {
@@ -84,7 +91,7 @@ export class PlanExecutor {
   private write(t: PlanTensor, value: Tensor): void {
     const want = t.shape.join(",");
     if (value.shape.join(",") !== want) throw new Error(`\`${t.name}\` has shape [${value.shape.join(", ")}], the plan expects [${t.shape.join(", ")}]`);
-    this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(value, t.dtype));
+    this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(t.transposed ? transpose2d(value) : value, t.dtype));
   }
 
   writeParams(params: ReadonlyMap<string, Tensor>): void {

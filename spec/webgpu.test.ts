@@ -780,6 +780,8 @@ describe("tiny-vqa models", () => {
       const want = runInterp(m, params, { seed: 0, dims, inputs });
       const r = await runWebgpu(g, m, params, inputs, dims);
       assert.equal(r.outputs.length, want.length);
+      // the projection weights are read only as wᵀ, so they are stored transposed on the device
+      assert.ok(r.plan.params.some((p) => p.transposed && p.name.endsWith(".wq.w")), "no transposed weights in the plan");
       want.forEach((w, i) => compare(r.outputs[i], w, 1e-4, `${name} ${m.outputs[i].name}`, r.plan));
     });
 });
