@@ -330,21 +330,43 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     }
     for (const s of n.src) if (!asView(s)) mat.add(s);
   }
-  // 3. Absorb a matmul into the kernel at the end of its single-consumer elementwise
-  //    chain (bias, activation, residual, scale) at the matmul's own shape: an epilogue.
-  //    That end gets the buffer instead of the matmul, so no kernel is added.
+  // 3. Absorb a matmul into an epilogue: the elementwise region above it at its own
+  //    shape (bias, activation, residual, scale) whose values are used only inside the
+  //    region, up to one exit node. GELU reads its input twice and still qualifies. The
+  //    exit gets the buffer instead of the matmul, so no kernel is added.
   const absorbedInto = new Set<Node>();
   const chainFirsts = new Set([...chains.values()].map((c) => c.first));
+  const sameShape = (x: Node, n: Node) => shapes.get(x)!.join() === shapes.get(n)!.join();
   for (const n of order) {
     if (n.op !== "matmul" || rootSet.has(n) || chainFirsts.has(n) || limits.fuse === false) continue;
+    // candidates: elementwise nodes reachable upward through same-shape elementwise users
+    const region = new Set<Node>([n]);
+    const queue = [n];
+    while (queue.length && region.size < 32) {
+      const x = queue.shift()!;
+      if (x !== n && mat.has(x)) continue;
+      for (const u of users.get(x) ?? [])
+        // a buffer (an output, say) may be the exit, never an interior node: see `closed`
+        if (!region.has(u) && ELEMENTWISE.has(u.op) && sameShape(u, n) && !absorbedInto.has(u)) {
+          region.add(u);
+          queue.push(u);
+        }
+    }
+    // the exit: the latest candidate whose ancestors within the region keep all their users inside
     let end = n;
-    for (;;) {
-      const us = users.get(end) ?? [];
-      if (us.length !== 1 || mat.has(end) && end !== n) break;
-      const u = us[0];
-      if (!ELEMENTWISE.has(u.op) || shapes.get(u)!.join() !== shapes.get(n)!.join() || absorbedInto.has(u)) break;
-      end = u;
-      if (mat.has(u)) break;
+    for (const e of order) {
+      if (e === n || !region.has(e)) continue;
+      const inside = new Set<Node>([e]);
+      const collect = (x: Node): void => {
+        for (const src of x.src) if (region.has(src) && !inside.has(src)) {
+          inside.add(src);
+          collect(src);
+        }
+      };
+      collect(e);
+      if (!inside.has(n)) continue;
+      const closed = [...inside].every((x) => x === e || (!(x !== n && mat.has(x)) && (users.get(x) ?? []).every((u) => inside.has(u))));
+      if (closed) end = e;
     }
     if (end === n || hasMatmulBelow(end, n, mat)) continue;
     mat.delete(n);

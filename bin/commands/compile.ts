@@ -6,7 +6,7 @@ import type { SourceMap } from "../../grammar/diagnostics.ts";
 import { buildPlan, type Plan, type PlanTarget } from "../../compiler/plan.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
-import { intOption, loadModel } from "./load.ts";
+import { dimOptions, loadModel, resolveDims } from "./load.ts";
 
 const EMITS = ["summary", "graph", "plan", "wgsl"] as const;
 
@@ -52,16 +52,13 @@ function printPlan(plan: Plan, sources: SourceMap, device: string): string {
 }
 
 export function registerCompile(program: Command): void {
-  program
-    .command("compile")
+  dimOptions(program.command("compile"))
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to compile (default: the file's first model)")
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
-    .option("--batch <n>", "batch size B for --emit plan/wgsl", intOption("batch"), 2)
-    .option("--seq <n>", "text length T for --emit plan/wgsl", intOption("seq"), 8)
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; batch: number; seq: number }) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; batch: number; seq: number; dim?: string[] }) => {
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
@@ -73,7 +70,7 @@ export function registerCompile(program: Command): void {
       if (opts.emit === "plan" || opts.emit === "wgsl") {
         const t = await target();
         try {
-          const plan = buildPlan(m, { B: opts.batch, T: opts.seq }, t.target, roots);
+          const plan = buildPlan(m, resolveDims(m, opts), t.target, roots);
           if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, sources, t.device)}\n`);
           else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
         } finally {

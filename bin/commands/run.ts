@@ -5,32 +5,21 @@ import type { Tensor } from "../../compiler/tensor.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { checksum, initAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
 import { runWebgpu } from "../../runtime/webgpu-backend.ts";
-import { intOption, loadModel } from "./load.ts";
+import { dimOptions, intOption, loadModel, resolveDims } from "./load.ts";
 
 export function registerRun(program: Command): void {
-  program
-    .command("run")
+  dimOptions(program.command("run"))
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to run (default: the file's first model)")
     .option("--backend <name>", "execution backend: webgpu (generated WGSL on Dawn) or interp (float64 reference interpreter)", "webgpu")
     .option("--compare", "also run the float64 interpreter and report the largest difference")
     .option("--profile", "print per-kernel GPU times (timestamp queries)")
     .option("--seed <n>", "seed for parameter init and the synthetic batch", intOption("seed"), 0)
-    .option("--batch <n>", "batch size (B)", intOption("batch"), 2)
-    .option("--seq <n>", "text length (T)", intOption("seq"), 8)
-    .option("--dim <name=value...>", "value of another run-time dimension symbol")
     .description("random-init the weights, run one synthetic batch and print output shapes and checksums")
     .action(async (file: string, opts: { model?: string; backend: string; seed: number; batch: number; seq: number; dim?: string[]; compare?: boolean; profile?: boolean }) => {
       if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       const m = loadModel(file, opts.model);
-      const dims: Record<string, number> = { B: opts.batch, T: opts.seq };
-      for (const kv of opts.dim ?? []) {
-        const [k, v] = kv.split("=");
-        if (!k || !Number.isInteger(Number(v))) throw new DehvfError([{ phase: "input", message: `--dim expects name=integer, got "${kv}"` }]);
-        dims[k] = Number(v);
-      }
-      for (const s of m.symbols)
-        if (dims[s] === undefined) throw new DehvfError([{ phase: "input", message: `run-time dimension \`${s}\` has no value`, hint: `pass --dim ${s}=<n>` }]);
+      const dims = resolveDims(m, opts);
       const t0 = performance.now();
       const params = initAllParams(m, opts.seed);
       const inputs = syntheticInputs(m, opts.seed, dims);
