@@ -14,6 +14,7 @@ import { RewriteError, type Rule, rewriteGraph, rule } from "../compiler/rewrite
 import type { Tensor } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
+import { rng } from "../compiler/param-init.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -44,16 +45,6 @@ function rewriteLogged(roots: readonly Node[], g: GraphBuilder, rules: readonly 
   return { out, fired };
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Values chosen to trip up unsound folds: signed zeros, NaN, infinities, a subnormal, a huge one.
 const SPECIAL = [0, -0, 1, -1, 2, 0.5, -3, NaN, Infinity, -Infinity, 1e-310, 1e308];
@@ -89,7 +80,7 @@ const BINARY = ["add", "mul", "max", "cmplt", "cmpeq"] as const;
 
 function buildSpec(spec: Spec) {
   const g = new GraphBuilder();
-  const rnd = mulberry32(spec.seed);
+  const rnd = rng(spec.seed);
   const inputs = new Map<string, Tensor>();
   const dims = { T: spec.t };
   const pool: Node[] = [];

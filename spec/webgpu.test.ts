@@ -24,6 +24,7 @@ import { PlanExecutor } from "../runtime/executor.ts";
 import { initAllParams, runInterp, syntheticInputs } from "../runtime/interp-backend.ts";
 import { planTarget, runWebgpu } from "../runtime/webgpu-backend.ts";
 import { GraphKit } from "./graph-model.ts";
+import { rng } from "../compiler/param-init.ts";
 
 // ---------------------------------------------------------------------------
 // Device: acquired once, destroyed at the end.
@@ -57,16 +58,6 @@ function device(t: TestContext): Gpu | undefined {
 // Random data: a seeded generator; floats are f32-representable so the device sees the
 // same inputs as the float64 interpreter (comparisons and masks then agree exactly).
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Gen = (rand: () => number, i: number) => number;
 const uniform = (lo: number, hi: number): Gen => (r) => Math.fround(lo + (hi - lo) * r());
@@ -84,7 +75,7 @@ class Case extends GraphKit {
     readonly dims: Readonly<Record<string, number>> = {},
   ) {
     super();
-    this.rand = mulberry32(seed);
+    this.rand = rng(seed);
   }
 
   private fill(shape: readonly number[], gen: Gen): Tensor {
