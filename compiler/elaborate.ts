@@ -151,7 +151,7 @@ class Elaborator {
   }
 
   /** Binds a block's declared parameters from call arguments and defaults. */
-  private bindBlockArgs(decl: A.BlockDecl, args: readonly A.Arg[], argScope: Scope, callSpan: Span): Map<string, Value> {
+  private bindBlockArgs(decl: A.BlockDecl, args: readonly A.Arg[], argScope: Scope): Map<string, Value> {
     const bound = new Map<string, Value>();
     const given = new Map<string, { value: Value; span: Span }>();
     let positional = 0;
@@ -239,7 +239,7 @@ class Elaborator {
       } else if (m.kind === "instance") {
         if (!this.condition(m.when, scope)) continue;
         const block = this.blockDecl(m.block);
-        const childArgs = this.bindBlockArgs(block, m.args, scope, m.span);
+        const childArgs = this.bindBlockArgs(block, m.args, scope);
         if (m.repeat) {
           const n = this.constInt(this.eval(m.repeat, scope), "repeat count", m.repeat.span);
           if (n < 1) fail("shape", `repeat count is ${n}; it must be at least 1`, m.repeat.span);
@@ -270,7 +270,7 @@ class Elaborator {
 
   elaborateModel(model: A.BlockDecl): CompiledModel {
     // A model is never called, so its parameters (if any) take their defaults.
-    const root = this.instantiate(model, "", this.bindBlockArgs(model, [], new Scope(undefined), model.name.span), false, model.span);
+    const root = this.instantiate(model, "", this.bindBlockArgs(model, [], new Scope(undefined)), false, model.span);
     const rootScope = new Scope(root);
     const fusions: FusionInfo[] = [];
     for (const f of model.members.filter((m): m is A.FusionDecl => m.kind === "fusion")) fusions.push(this.setupFusion(f, root, rootScope));
@@ -327,7 +327,7 @@ class Elaborator {
       fail("link", targetClauses.length ? `fusion \`${f.name.name}\` has ${targetClauses.length} \`target\` clauses; give one` : `fusion \`${f.name.name}\` has no \`target\` clause`, f.name.span, "e.g. `target language.layer[*].memory`");
     const targets = this.resolveTargets(targetClauses[0].value, root);
     if (root.children.has(f.name.name)) fail("link", `\`${f.name.name}\` is declared twice in the model`, f.name.span);
-    const args = this.bindBlockArgs(block, f.args, rootScope, f.span);
+    const args = this.bindBlockArgs(block, f.args, rootScope);
     const instances = f.each
       ? targets.map((_, i) => this.child(block, `${f.name.name}.${i}`, args, false, f.span))
       : [this.child(block, f.name.name, args, false, f.span)];

@@ -1,4 +1,4 @@
-import type { CstElement, CstNode, IToken } from "chevrotain";
+import type { CstNode, IToken } from "chevrotain";
 import type * as A from "./ast.ts";
 import { fail } from "./diagnostics.ts";
 import type { SourceFile, Span } from "./source.ts";
@@ -14,9 +14,6 @@ export function cstToAst(cst: CstNode, src: SourceFile): A.FileAst {
 
 const ESCAPES = new Map([['"', '"'], ["\\", "\\"], ["/", "/"], ["b", "\b"], ["f", "\f"], ["n", "\n"], ["r", "\r"], ["t", "\t"]]);
 
-function isToken(e: CstElement): e is IToken {
-  return (e as IToken).image !== undefined;
-}
 
 class AstBuilder {
   constructor(private readonly src: SourceFile) {}
