@@ -1,5 +1,6 @@
 import type { Span } from "../grammar/source.ts";
 import { attentionKernel } from "../kernels/attention.ts";
+import { softmaxKernel } from "../kernels/softmax.ts";
 import { matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { KernelTarget } from "../kernels/matmul.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
@@ -77,11 +78,13 @@ function flopsOf(k: Kernel, s: Schedule): number {
     return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
   }
   if (k.kind === "reduce") return numel(s.shapes.get(k.output.src[0])!) * k.fused;
+  if (k.kind === "softmax") return out * (k.fused + 4);
   return out * k.fused;
 }
 
 function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
   const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim, dims: s.dims };
+  if (k.kind === "softmax") return softmaxKernel(k, s.shapes, target.maxWorkgroupsPerDim, s.dims);
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
   if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims);
   if (k.kind === "reduce") return reduceKernel(body);
@@ -119,7 +122,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
       .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
     const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
     const bytes = [k.output, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
-    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "reduce" ? k.output.op : k.output.op;
+    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "softmax" ? "softmax" : k.output.op;
     return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });

@@ -12,7 +12,7 @@ import { numel, stridesOf } from "./tensor.ts";
  * them; a matmul folds into its consumer's kernel as the accumulator of an epilogue.
  */
 
-export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention";
+export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention" | "softmax";
 
 /**
  * Two chained matmuls with a row-wise step between, computed in one kernel without
@@ -45,6 +45,8 @@ export interface Kernel {
   /** for matmul kernels: the matmul node (its result is `acc` inside the epilogue) and operand views */
   readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView };
   readonly chain?: ChainedMatmul;
+  /** softmax kernels: the scores S of `softmax(S, last axis)`, rendered inline per row */
+  readonly scores?: Node;
   /** number of IR nodes this kernel computes (itself plus what it inlines) */
   readonly fused: number;
 }
@@ -374,6 +376,21 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     absorbedInto.add(end);
   }
 
+  // 3b. A softmax over the last axis whose result needs a buffer is one kernel (max,
+  //     sum and normalise in three passes over each row) instead of two reductions and
+  //     an elementwise pass that each recompute exp.
+  const softmaxes = new Map<Node, Node>();
+  for (const n of order) {
+    if (!mat.has(n) || n.op !== "mul" || limits.fuse === false) continue;
+    const sm = softmaxScores(n, shapes.get(n)!.length);
+    if (!sm) continue;
+    const inside = new Set(inlineNodes(n, (x) => mat.has(x) && !sm.parts.includes(x)));
+    const internal = [...inside].filter((x) => x !== n && !MOVEMENT.has(x.op) && x.op !== "cast");
+    if (internal.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u)))) continue;
+    for (const x of internal) mat.delete(x);
+    softmaxes.set(n, sm.s);
+  }
+
   // 4. Kernels: one per materialized non-source node, with its inline tree.
   const kernels: Kernel[] = [];
   const inlineTree = (out: Node): { inputs: Node[]; mm?: Node; count: number } => {
@@ -405,6 +422,11 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       const wide = n.src.filter((s) => !mat.has(s) && !LEAF_CONST.has(s.op)).sort((a, b) => inlineTree(b).inputs.length - inlineTree(a).inputs.length)[0];
       if (!wide) throw new Error(`kernel for ${n.op} needs ${bindings} bindings, more than the device's ${limits.maxBindings}`);
       return schedule(roots, dims, limits, new Set([...forced, wide]));
+    }
+    const scores = softmaxes.get(n);
+    if (scores) {
+      kernels.push({ kind: "softmax", output: n, inputs: tree.inputs, scores, fused: tree.count });
+      continue;
     }
     const mmNode = n.op === "matmul" ? n : tree.mm;
     const chain = mmNode && chains.get(mmNode);
