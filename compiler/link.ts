@@ -51,14 +51,18 @@ export function link(program: Program): Diagnostic[] {
     if (target.kind === "model") return err(`\`${callee.name}\` is a model; only blocks can be instantiated`, callee);
     const params = target.params.map((p) => p.name.name);
     const given = new Set<string>();
-    args.forEach((a, i) => {
+    let positional = 0;
+    let sawNamed = false;
+    for (const a of args) {
       if (a.name) {
+        sawNamed = true;
         if (!params.includes(a.name.name)) err(`\`${callee.name}\` has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, params) ?? `its parameters: ${params.join(", ") || "none"}`);
         else if (given.has(a.name.name)) err(`parameter \`${a.name.name}\` is given twice`, a);
         given.add(a.name.name);
-      } else if (i >= params.length) err(`\`${callee.name}\` takes ${params.length} parameter${params.length === 1 ? "" : "s"}, but ${args.filter((x) => !x.name).length} positional arguments were given`, a);
-      else given.add(params[i]);
-    });
+      } else if (sawNamed) err("positional arguments must come before named ones", a, "name this argument too, like the ones before it");
+      else if (positional >= params.length) err(`\`${callee.name}\` takes ${params.length} parameter${params.length === 1 ? "" : "s"}, but ${args.filter((x) => !x.name).length} positional arguments were given`, a);
+      else given.add(params[positional++]);
+    }
     const missing = target.params.filter((p) => !p.default && !given.has(p.name.name)).map((p) => `\`${p.name.name}: ${p.type.name}\``);
     if (missing.length) out.push({ phase: "link", message: `\`${callee.name}\` needs ${missing.join(", ")}`, span, hint: "give them as named arguments, e.g. `d: 128`" });
   };

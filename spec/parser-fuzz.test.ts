@@ -9,6 +9,7 @@ import { elaborate } from "../compiler/elaborate.ts";
 import { DehvfError, type Diagnostic, renderAll, type SourceMap } from "../grammar/diagnostics.ts";
 import { loadProgram, parseSource } from "../grammar/modules.ts";
 import { SourceFile } from "../grammar/source.ts";
+import { fcRuns } from "./fc-runs.ts";
 
 /**
  * Random damage to the shipped models must end in a DehvfError with located
@@ -115,7 +116,7 @@ describe("parser fuzz", () => {
       fc.property(base, fc.array(mutation, { minLength: 1, maxLength: 3 }), ({ text, path }, muts) => {
         compileMutant(muts.reduce(mutate, text), path);
       }),
-      { numRuns: RUNS, includeErrorInReport: true },
+      { ...fcRuns(RUNS), includeErrorInReport: true },
     );
   });
 
@@ -134,7 +135,7 @@ describe("parser fuzz", () => {
         assert.equal(out.match(/^error\[syntax\]: /gm)?.length, diagnostics.length);
         assert.equal(out.match(/--> fuzz\.dehvf:\d+:\d+$/gm)?.length, diagnostics.filter((d) => d.span).length);
       }),
-      { numRuns: RUNS * 4, includeErrorInReport: true },
+      { ...fcRuns(RUNS * 4), includeErrorInReport: true },
     );
   });
 });

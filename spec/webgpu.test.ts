@@ -25,6 +25,7 @@ import { initAllParams, runInterp, syntheticInputs } from "../runtime/interp-bac
 import { planTarget, runWebgpu } from "../runtime/webgpu-backend.ts";
 import { GraphKit } from "./graph-model.ts";
 import { rng } from "../compiler/param-init.ts";
+import { fcRuns } from "./fc-runs.ts";
 
 // ---------------------------------------------------------------------------
 // Device: acquired once, destroyed at the end.
@@ -204,12 +205,7 @@ function shuffle(r: number, rand: () => number): number[] {
   return p;
 }
 
-/**
- * fast-check parameters. The seed is fixed so CI is deterministic (and Mesa's shader
- * cache makes repeated runs cheap); FC_SEED=<n> picks another, FC_SEED=random a fresh one.
- */
-const FC_SEED = process.env.FC_SEED === "random" ? undefined : Number.parseInt(process.env.FC_SEED ?? "20251124", 10) || 20251124;
-const runs = (numRuns: number): fc.Parameters<unknown> => ({ numRuns, ...(FC_SEED === undefined ? {} : { seed: FC_SEED }) });
+const runs = fcRuns;
 
 // ---------------------------------------------------------------------------
 
