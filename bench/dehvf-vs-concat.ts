@@ -1,5 +1,5 @@
-import { acquireGpu, type Gpu } from "../runtime/device.ts";
-import { loadBenchModel, table, timePlan } from "./measure.ts";
+import type { Gpu } from "../runtime/device.ts";
+import { loadBenchModel, withGpu, table, timePlan } from "./measure.ts";
 
 /**
  * (c) Same backbones, 256 visual tokens: DEHVF keeps the text at T, concat runs the LLM
@@ -18,11 +18,4 @@ export async function benchDehvfVsConcat(gpu: Gpu): Promise<void> {
   console.log(`\n(c) DEHVF vs concat (B=2, 256 visual tokens, same backbones)\n${table(rows)}`);
 }
 
-export async function main(): Promise<void> {
-  const gpu = await acquireGpu();
-  try {
-    await benchDehvfVsConcat(gpu);
-  } finally {
-    gpu.destroy();
-  }
-}
+export const main = (): Promise<void> => withGpu(benchDehvfVsConcat);

@@ -1,5 +1,5 @@
-import { acquireGpu, type Gpu } from "../runtime/device.ts";
-import { loadBenchModel, mib, table, timePlan } from "./measure.ts";
+import type { Gpu } from "../runtime/device.ts";
+import { loadBenchModel, withGpu, mib, table, timePlan } from "./measure.ts";
 
 /** (d) What fusion buys: kernels, planned memory and time, fused vs one kernel per op. */
 export async function benchFusion(gpu: Gpu): Promise<void> {
@@ -25,11 +25,4 @@ export async function benchFusion(gpu: Gpu): Promise<void> {
   console.log(`\n(d) fusion: kernels, planned intermediate memory and forward time, fused vs unfused\n${table(rows)}`);
 }
 
-export async function main(): Promise<void> {
-  const gpu = await acquireGpu();
-  try {
-    await benchFusion(gpu);
-  } finally {
-    gpu.destroy();
-  }
-}
+export const main = (): Promise<void> => withGpu(benchFusion);

@@ -3,7 +3,7 @@ import { buildPlan, type Plan } from "../compiler/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { loadProgram } from "../grammar/modules.ts";
-import type { Gpu } from "../runtime/device.ts";
+import { acquireGpu, type Gpu } from "../runtime/device.ts";
 import { PlanExecutor } from "../runtime/executor.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
@@ -54,4 +54,14 @@ export const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
 export function table(rows: (string | number)[][]): string {
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
   return rows.map((r) => r.map((x, c) => (c === 0 ? String(x).padEnd(w[c]) : String(x).padStart(w[c]))).join("  ")).join("\n");
+}
+
+/** Runs `f` on a freshly acquired device and always releases it. */
+export async function withGpu(f: (gpu: Gpu) => Promise<void>): Promise<void> {
+  const gpu = await acquireGpu();
+  try {
+    await f(gpu);
+  } finally {
+    gpu.destroy();
+  }
 }

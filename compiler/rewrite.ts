@@ -1,6 +1,7 @@
 import { shapeEq, shapeStr } from "./dims.ts";
 import { type GraphBuilder, topoOrder } from "./graph.ts";
 import type { Node, Op } from "./ir.ts";
+import type { Pass } from "./pipeline.ts";
 
 /**
  * One named local rewrite. `ops` says which ops it looks at (dispatch, so a rule is
@@ -111,4 +112,20 @@ function check(before: Node, after: Node, what: string): void {
     throw new RewriteError(
       `${what}: ${before.op} node ${before.id} ${shapeStr(before.shape)} ${before.dtype} was replaced by ${after.op} node ${after.id} ${shapeStr(after.shape)} ${after.dtype}`,
     );
+}
+
+/** A pipeline pass that rewrites the graph to a fixpoint of `rules`. */
+export function rulePass(name: string, description: string, rules: readonly Rule[]): Pass {
+  return {
+    name,
+    description,
+    run(roots, g) {
+      const out = rewriteGraph(
+        roots.map((r) => r.node),
+        g,
+        rules,
+      );
+      return roots.map((r, i) => ({ name: r.name, node: out[i] }));
+    },
+  };
 }

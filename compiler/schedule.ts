@@ -279,6 +279,16 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     }
   }
   if (limits.fuse === false) for (const n of order) if (!LEAF_CONST.has(n.op)) mat.add(n);
+  /**
+   * The inline region under `root` (stopping at `boundary`) if none of its computed
+   * values is an output or used outside it (index-only views of buffers, such as a
+   * broadcast bias, may be shared freely); `computed` excludes `root` and those views.
+   */
+  const closedRegion = (root: Node, boundary: (x: Node) => boolean): { inside: Set<Node>; computed: Node[] } | undefined => {
+    const inside = new Set(inlineNodes(root, boundary));
+    const computed = [...inside].filter((x) => x !== root && !MOVEMENT.has(x.op) && x.op !== "cast");
+    return computed.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u))) ? undefined : { inside, computed };
+  };
   // 2. Chained matmuls (attention, FFN memory) become one kernel; other matmul
   //    operands must be strided views of buffers.
   const chains = new Map<Node, ChainedMatmul>();
@@ -321,11 +331,9 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       const q = first && viewOrCopy(first.src[0]);
       const k = first && viewOrCopy(first.src[1]);
       // the scores may be used several times, but only inside the chain (silu(s) = s·σ(s))
-      const inside = new Set<Node>(inlineNodes(p, hard));
-      // index-only views of buffers (a broadcast bias) may be shared freely
-      const contained = (x: Node) => MOVEMENT.has(x.op) || x.op === "cast" || (!rootSet.has(x) && (users.get(x) ?? []).every((u) => inside.has(u)));
-      if (first && q && k && contained(first) && [...inside].every((x) => x === p || contained(x)) && shapes.get(first)!.length === rank && (sm || perExample(first.src[1]))) {
-        for (const x of inside) mat.delete(x);
+      const region = first && closedRegion(p, hard);
+      if (first && q && k && region && shapes.get(first)!.length === rank && (sm || perExample(first.src[1]))) {
+        for (const x of region.inside) mat.delete(x);
         chains.set(n, { kind: sm ? "softmax" : "pointwise", first, q, k, scores, v });
         continue;
       }
@@ -384,10 +392,9 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     if (!mat.has(n) || n.op !== "mul" || limits.fuse === false) continue;
     const sm = softmaxScores(n, shapes.get(n)!.length);
     if (!sm) continue;
-    const inside = new Set(inlineNodes(n, (x) => mat.has(x) && !sm.parts.includes(x)));
-    const internal = [...inside].filter((x) => x !== n && !MOVEMENT.has(x.op) && x.op !== "cast");
-    if (internal.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u)))) continue;
-    for (const x of internal) mat.delete(x);
+    const region = closedRegion(n, (x) => mat.has(x) && !sm.parts.includes(x));
+    if (!region) continue;
+    for (const x of region.computed) mat.delete(x);
     softmaxes.set(n, sm.s);
   }
 

@@ -1,8 +1,8 @@
 import type { Node } from "../compiler/ir.ts";
 import type { Kernel, StridedView } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
-import { bindingDecls, type GeneratedKernel, grid, WORKGROUP } from "./pointwise.ts";
-import { Renderer, WGSL_HELPERS } from "./render.ts";
+import { entry, type GeneratedKernel, grid, helpersText, kernelBuffers, WORKGROUP } from "./pointwise.ts";
+import { Renderer } from "./render.ts";
 
 /** Output columns one invocation accumulates in registers. */
 const COLUMNS = 64;
@@ -41,8 +41,7 @@ export function attentionKernel(
 ): GeneratedKernel & { variant: string } {
   const keys = shapes.get(k.chain!.first)!;
   if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
-  const maxWorkgroupsPerDim = target.maxWorkgroupsPerDim;
-  return onlineKernel(k, shapes, maxWorkgroupsPerDim, dims);
+  return onlineKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
 }
 
 interface ChainParts {
@@ -73,12 +72,11 @@ function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: 
   const qShape = shapes.get(chain.first.src[0])!;
   const kShape = shapes.get(chain.first.src[1])!;
   const vShape = shapes.get(second.src[1])!;
-  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
-  const bufferVar = (n: Node) => names.get(n);
+  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
   const bidx = Renderer.delinear("b", batchShape);
   const score = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]), dims }, indent, "s");
   const s = score.value(chain.scores, [...bidx, "i", "j"]);
-  const epilogue = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]), dims }, indent, "e");
+  const epilogue = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]), dims }, `${indent}  `, "e");
   const out = epilogue.value(k.output, [...bidx, "i", "col"]);
   return {
     batchShape,
@@ -88,15 +86,15 @@ function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: 
     dk: qShape[r - 1],
     dv: outShape[r - 1],
     outShape,
-    qAt: (a, c) => at(names.get(chain.q.base)!, chain.q, qShape, batchShape, a, c),
-    kAt: (a, c) => at(names.get(chain.k.base)!, chain.k, kShape, batchShape, a, c),
-    vAt: (a, c) => at(names.get(chain.v.base)!, chain.v, vShape, batchShape, a, c),
-    decls: bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))),
+    qAt: (a, c) => at(bufferVar(chain.q.base)!, chain.q, qShape, batchShape, a, c),
+    kAt: (a, c) => at(bufferVar(chain.k.base)!, chain.k, kShape, batchShape, a, c),
+    vAt: (a, c) => at(bufferVar(chain.v.base)!, chain.v, vShape, batchShape, a, c),
+    decls,
     score,
     s,
     epilogue,
     out,
-    helpers: [...new Set([...score.helpers, ...epilogue.helpers])].map((h) => WGSL_HELPERS[h]).join("\n"),
+    helpers: helpersText(score, epilogue),
   };
 }
 
@@ -161,80 +159,55 @@ ${P.epilogue.lines.join("\n")}
 }
 
 function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
-  const chain = k.chain!;
-  const second = k.matmul!.node;
-  const outShape = shapes.get(second)!;
-  const r = outShape.length;
-  const batchShape = outShape.slice(0, r - 2);
-  const nb = numel(batchShape);
-  const [nq, dv] = [outShape[r - 2], outShape[r - 1]];
-  const qShape = shapes.get(chain.first.src[0])!;
-  const kShape = shapes.get(chain.first.src[1])!;
-  const vShape = shapes.get(second.src[1])!;
-  const [dk, nk] = [qShape[r - 1], kShape[r - 1]];
-  const cols = Math.min(dv, COLUMNS);
-  const blocks = Math.ceil(dv / cols);
-  const total = nb * nq * blocks;
+  const P = parts(k, shapes, "    ", dims);
+  const cols = Math.min(P.dv, COLUMNS);
+  const blocks = Math.ceil(P.dv / cols);
+  const total = P.nb * P.nq * blocks;
   const wg = grid(Math.ceil(total / WORKGROUP), maxWorkgroupsPerDim);
-
-  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
-  const bufferVar = (n: Node) => names.get(n);
-  const bidx = Renderer.delinear("b", batchShape);
-  const scoreR = new Renderer({ shapes, bufferVar, given: new Map([[chain.first, "dot"]]), dims }, "    ", "s");
-  const s = scoreR.value(chain.scores, [...bidx, "i", "j"]);
-  const epiR = new Renderer({ shapes, bufferVar, given: new Map([[second, "res"]]), dims }, "      ", "e");
-  const out = epiR.value(k.output, [...bidx, "i", "col"]);
-  const helpers = new Set([...scoreR.helpers, ...epiR.helpers]);
-  const qv = names.get(chain.q.base)!;
-  const kv = names.get(chain.k.base)!;
-  const vv = names.get(chain.v.base)!;
-  const softmax = chain.kind === "softmax";
+  const softmax = k.chain!.kind === "softmax";
   // the query row is reused for every key: keep it in registers when it is short
-  const cacheQ = dk <= 256;
-  const wgsl = `${bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 })))}
-${[...helpers].map((h) => WGSL_HELPERS[h]).join("\n")}
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lin = (wid.y * ${wg[0]}u + wid.x) * ${WORKGROUP}u + lid;
-  if (lin >= ${total}u) { return; }
+  const cacheQ = P.dk <= 256;
+  const wgsl = `${P.decls}
+${P.helpers}
+${entry(total, wg[0])}
   let blk = lin % ${blocks}u;
-  let i = (lin / ${blocks}u) % ${nq}u;
-  let b = lin / ${blocks * nq}u;
+  let i = (lin / ${blocks}u) % ${P.nq}u;
+  let b = lin / ${blocks * P.nq}u;
   var acc: array<f32, ${cols}>;
   var m = -3.402823e38;
   var l = 0.0;
-${cacheQ ? `  var qrow: array<f32, ${dk}>;
-  for (var kk = 0u; kk < ${dk}u; kk++) { qrow[kk] = ${at(qv, chain.q, qShape, batchShape, "i", "kk")}; }` : ""}
-  for (var j = 0u; j < ${nk}u; j++) {
+${cacheQ ? `  var qrow: array<f32, ${P.dk}>;
+  for (var kk = 0u; kk < ${P.dk}u; kk++) { qrow[kk] = ${P.qAt("i", "kk")}; }` : ""}
+  for (var j = 0u; j < ${P.nk}u; j++) {
     var dot = 0.0;
-    for (var kk = 0u; kk < ${dk}u; kk++) {
-      dot += ${cacheQ ? "qrow[kk]" : at(qv, chain.q, qShape, batchShape, "i", "kk")} * ${at(kv, chain.k, kShape, batchShape, "kk", "j")};
+    for (var kk = 0u; kk < ${P.dk}u; kk++) {
+      dot += ${cacheQ ? "qrow[kk]" : P.qAt("i", "kk")} * ${P.kAt("kk", "j")};
     }
-${scoreR.lines.join("\n")}
+${P.score.lines.join("\n")}
 ${
   softmax
-    ? `    let mn = max(m, ${s});
+    ? `    let mn = max(m, ${P.s});
     let scale = exp(m - mn);
-    let p = exp(${s} - mn);
+    let p = exp(${P.s} - mn);
     l = l * scale + p;
     m = mn;`
     : `    let scale = 1.0;
-    let p = ${s};`
+    let p = ${P.s};`
 }
     for (var c = 0u; c < ${cols}u; c++) {
-      let col = min(blk * ${cols}u + c, ${dv - 1}u);
-      acc[c] = acc[c] * scale + p * ${at(vv, chain.v, vShape, batchShape, "j", "col")};
+      let col = min(blk * ${cols}u + c, ${P.dv - 1}u);
+      acc[c] = acc[c] * scale + p * ${P.vAt("j", "col")};
     }
   }
   for (var c = 0u; c < ${cols}u; c++) {
     let col = blk * ${cols}u + c;
-    if (col < ${dv}u) {
+    if (col < ${P.dv}u) {
       let res = acc[c]${softmax ? " / l" : ""};
-${epiR.lines.join("\n")}
-      out0[${Renderer.linear([...bidx, "i", "col"], outShape).replace(/\bb\b/g, "b")}] = ${out};
+${P.epilogue.lines.join("\n")}
+      out0[${Renderer.linear([...Renderer.delinear("b", P.batchShape), "i", "col"], P.outShape)}] = ${P.out};
     }
   }
 }
 `;
-  return { wgsl, workgroups: wg, variant: chain.kind === "softmax" ? "flash" : "kv-memory" };
+  return { wgsl, workgroups: wg, variant: softmax ? "flash" : "kv-memory" };
 }

@@ -1,8 +1,8 @@
 import type { Node } from "../compiler/ir.ts";
 import { epilogueInputs, type Kernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec } from "./matmul.ts";
-import type { GeneratedKernel } from "./pointwise.ts";
-import { Renderer, WGSL_HELPERS, wgslType } from "./render.ts";
+import { type GeneratedKernel, helpersText } from "./pointwise.ts";
+import { Renderer, wgslType } from "./render.ts";
 
 /** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
 function operand(v: StridedView, shape: readonly number[], batchShape: readonly number[]): MatmulSpec["a"] {
@@ -43,7 +43,7 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
     const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
     const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
     const v = ren.value(k.output, idx);
-    helpers = [...ren.helpers].map((h) => WGSL_HELPERS[h]).join("\n");
+    helpers = helpersText(ren);
     epilogue = `fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 {\n${ren.lines.join("\n")}\n  return ${v};\n}`;
   }
   return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant };

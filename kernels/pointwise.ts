@@ -24,8 +24,23 @@ export function bindingDecls(output: Node, outVar: string, inputs: readonly { no
   return lines.join("\n");
 }
 
-export function helpersText(r: Renderer): string {
-  return [...r.helpers].map((h) => WGSL_HELPERS[h]).join("\n");
+/** The WGSL helper functions the renderers of one module used, each once. */
+export function helpersText(...renderers: Renderer[]): string {
+  return [...new Set(renderers.flatMap((r) => [...r.helpers]))].map((h) => WGSL_HELPERS[h]).join("\n");
+}
+
+/** A kernel's buffers: the output at binding 0 as `out0`, its inputs from 1 as `in1`, `in2`, … */
+export function kernelBuffers(output: Node, inputs: readonly Node[]): { bufferVar: (n: Node) => string | undefined; decls: string } {
+  const names = new Map(inputs.map((n, i) => [n, `in${i + 1}`]));
+  return { bufferVar: (n) => names.get(n), decls: bindingDecls(output, "out0", inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
+}
+
+/** Entry point of a one-invocation-per-item kernel: `lin` is the item, past `total` returns. */
+export function entry(total: number, gx: number): string {
+  return `@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lin = (wid.y * ${gx}u + wid.x) * ${WORKGROUP}u + lid;
+  if (lin >= ${total}u) { return; }`;
 }
 
 interface Body {
@@ -38,14 +53,8 @@ interface Body {
 }
 
 function setup(k: Body): { ctx: RenderContext; decls: string } {
-  const names = new Map(k.inputs.map((n, i) => [n, `in${i + 1}`]));
-  const ctx: RenderContext = { shapes: k.shapes, bufferVar: (n) => names.get(n), dims: k.dims };
-  return { ctx, decls: bindingDecls(k.output, "out0", k.inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
-}
-
-function prelude(total: number, gx: number): string {
-  return `  let lin = (wid.y * ${gx}u + wid.x) * ${WORKGROUP}u + lid;
-  if (lin >= ${total}u) { return; }`;
+  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
+  return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims }, decls };
 }
 
 /** One invocation per output element: the whole inline tree evaluated at that index. */
@@ -60,9 +69,7 @@ export function elementwiseKernel(k: Body): GeneratedKernel {
   const v = r.value(k.output, idx);
   const wgsl = `${decls}
 ${helpersText(r)}
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-${prelude(total, wg[0])}
+${entry(total, wg[0])}
 ${r.lines.join("\n")}
   out0[lin] = ${v};
 }
@@ -79,7 +86,6 @@ export function reduceKernel(k: Body): GeneratedKernel {
   const shape = k.shapes.get(out)!;
   const total = numel(shape);
   const wg = grid(Math.ceil(total / WORKGROUP), k.maxWorkgroupsPerDim);
-  const outer = new Renderer(ctx);
   const idx = Renderer.delinear("lin", shape);
   const inner = new Renderer(ctx, "    ", "w");
   const v = inner.value(out.src[0], idx.map((e, i) => (i === axis ? "r" : e)));
@@ -89,12 +95,9 @@ export function reduceKernel(k: Body): GeneratedKernel {
   const type = wgslType(out);
   const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
   if (init.includes("nonfinite_bits")) inner.helpers.add("nonfinite_");
-  const helpers = new Set([...outer.helpers, ...inner.helpers]);
   const wgsl = `${decls}
-${[...helpers].map((h) => WGSL_HELPERS[h]).join("\n")}
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-${prelude(total, wg[0])}
+${helpersText(inner)}
+${entry(total, wg[0])}
   var acc: ${type} = ${init};
   for (var r = 0u; r < ${inShape[axis]}u; r++) {
 ${inner.lines.join("\n")}

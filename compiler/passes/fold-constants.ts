@@ -3,7 +3,7 @@ import type { GraphBuilder } from "../graph.ts";
 import { type EvalEnv, evalRules } from "../interpret.ts";
 import type { Node, Op } from "../ir.ts";
 import type { Pass } from "../pipeline.ts";
-import { type Rule, rewriteGraph, rule } from "../rewrite.ts";
+import { type Rule, rule, rulePass } from "../rewrite.ts";
 import type { Tensor } from "../tensor.ts";
 import { constOf, scalarConst } from "./const-view.ts";
 
@@ -104,15 +104,8 @@ export const FOLD_RULES: readonly Rule[] = [
   }),
 ];
 
-export const foldConstants: Pass = {
-  name: "fold-constants",
-  description: "evaluate elementwise ops, reductions and sizes whose operands are constants (with the interpreter's own rules)",
-  run(roots, g) {
-    const out = rewriteGraph(
-      roots.map((r) => r.node),
-      g,
-      FOLD_RULES,
-    );
-    return roots.map((r, i) => ({ name: r.name, node: out[i] }));
-  },
-};
+export const foldConstants: Pass = rulePass(
+  "fold-constants",
+  "evaluate elementwise ops, reductions and sizes whose operands are constants (with the interpreter's own rules)",
+  FOLD_RULES,
+);

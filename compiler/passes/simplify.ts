@@ -1,7 +1,7 @@
 import { dimEq, shapeEq } from "../dims.ts";
 import type { Node } from "../ir.ts";
 import type { Pass } from "../pipeline.ts";
-import { type Rule, rewriteGraph, rule } from "../rewrite.ts";
+import { type Rule, rule, rulePass } from "../rewrite.ts";
 import { mayBeNegZero, scalarConst } from "./const-view.ts";
 
 /**
@@ -90,15 +90,8 @@ export const INEXACT_RULES: readonly Rule[] = [
   rule("recip-recip", ["recip"], (n) => (n.src[0].op === "recip" ? n.src[0].src[0] : undefined)),
 ];
 
-export const simplify: Pass = {
-  name: "simplify",
-  description: "algebraic identities (x+0, x*1, double neg, movement-op chains and no-ops, same-dtype casts, size-1 reductions), bit-exact",
-  run(roots, g) {
-    const out = rewriteGraph(
-      roots.map((r) => r.node),
-      g,
-      SIMPLIFY_RULES,
-    );
-    return roots.map((r, i) => ({ name: r.name, node: out[i] }));
-  },
-};
+export const simplify: Pass = rulePass(
+  "simplify",
+  "algebraic identities (x+0, x*1, double neg, movement-op chains and no-ops, same-dtype casts, size-1 reductions), bit-exact",
+  SIMPLIFY_RULES,
+);
