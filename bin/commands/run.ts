@@ -58,10 +58,16 @@ export function registerRun(program: Command): void {
             const rows = r.kernelMs.map((ms, i) => ({ ms, k: r.plan.kernels[i] })).sort((a, b) => b.ms - a.ms);
             const total = r.kernelMs.reduce((a, b) => a + b, 0);
             say(`per-kernel GPU time (total ${total.toFixed(2)} ms), slowest first:`);
-            for (const { ms, k } of rows.slice(0, 15)) {
+            for (const { ms, k } of rows.slice(0, Number(process.env.DEHVF_PROFILE_TOP ?? 15))) {
               const where = k.spans.map((sp) => { const p = m.program.sources.get(sp.file)?.position(sp.start); return p ? `${sp.file}:${p.line}:${p.col}` : sp.file; }).join(" ← ");
               say(`  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${(k.path || "model").padEnd(28)} ${where}`);
             }
+            // Totals per kernel kind and per top-level instance show where a model spends its time at a glance.
+            const totals = (key: (k: (typeof rows)[number]["k"]) => string): string =>
+              [...rows.reduce((acc, { ms, k }) => acc.set(key(k), (acc.get(key(k)) ?? 0) + ms), new Map<string, number>())]
+                .sort((a, b) => b[1] - a[1]).map(([name, ms]) => `${name} ${ms.toFixed(1)} ms`).join(", ");
+            say(`by kind: ${totals((k) => k.label.split("+")[0])}`);
+            say(`by instance: ${totals((k) => (k.path || "model").split(".")[0])}`);
           }
         } finally {
           gpu.destroy();
