@@ -1,9 +1,11 @@
 import { Command } from "commander";
-import { DehvfError } from "../grammar/diagnostics.ts";
+import { DehvfError, UserError } from "../grammar/diagnostics.ts";
 import { registerCheck } from "./commands/check.ts";
 import { registerCompile } from "./commands/compile.ts";
 import { registerInfo } from "./commands/info.ts";
+import { registerEval } from "./commands/eval.ts";
 import { registerRun } from "./commands/run.ts";
+import { registerTrain } from "./commands/train.ts";
 
 const program = new Command()
   .name("dehvf")
@@ -14,12 +16,18 @@ const program = new Command()
 registerCheck(program);
 registerCompile(program);
 registerRun(program);
+registerTrain(program);
+registerEval(program);
 registerInfo(program);
 
 /** Known failures print their located diagnostics; anything else is a bug in dehvf. */
 function report(err: unknown): number {
   if (err instanceof DehvfError) {
     process.stderr.write(`${err.render()}\n`);
+    return 1;
+  }
+  if (err instanceof UserError) {
+    process.stderr.write(`error: ${err.message}\n`);
     return 1;
   }
   const e = err as Error;

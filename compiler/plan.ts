@@ -83,8 +83,8 @@ function flopsOf(k: Kernel, s: Schedule): number {
 }
 
 function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
-  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, maxWorkgroupsPerDim: target.maxWorkgroupsPerDim, dims: s.dims };
-  if (k.kind === "softmax") return softmaxKernel(k, s.shapes, target.maxWorkgroupsPerDim, s.dims);
+  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims };
+  if (k.kind === "softmax") return softmaxKernel(k, s.shapes, target, s.dims);
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
   if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims);
   if (k.kind === "reduce") return reduceKernel(body);

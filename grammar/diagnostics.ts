@@ -12,6 +12,11 @@ export interface Diagnostic {
   notes?: string[];
 }
 
+/** A failure the user can act on that has no source location (missing data, a diverged run): shown without a stack. */
+export class UserError extends Error {
+  override name = "UserError";
+}
+
 /** Thrown by any stage; carries one or more located diagnostics. */
 export class DehvfError extends Error {
   /** the texts the spans point into, once known (attached by the loader) */

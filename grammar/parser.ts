@@ -199,7 +199,8 @@ class DehvfParser extends CstParser {
   });
 
   trainEntry = this.RULE("trainEntry", () => {
-    this.CONSUME(T.Identifier, { LABEL: "key" });
+    // `model = Name` reads naturally in a train section, though `model` is a keyword elsewhere
+    this.OR([{ ALT: () => this.CONSUME(T.Identifier, { LABEL: "key" }) }, { ALT: () => this.CONSUME(T.Model, { LABEL: "key" }) }]);
     this.CONSUME(T.Equals);
     this.SUBRULE(this.expr);
   });

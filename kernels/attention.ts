@@ -1,7 +1,7 @@
 import type { Node } from "../compiler/ir.ts";
 import type { Kernel, StridedView } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
-import { entry, type GeneratedKernel, grid, helpersText, kernelBuffers, WORKGROUP } from "./pointwise.ts";
+import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, type LaunchTarget, WORKGROUP } from "./pointwise.ts";
 import { Renderer } from "./render.ts";
 
 /** Output columns one invocation accumulates in registers. */
@@ -41,7 +41,7 @@ export function attentionKernel(
 ): GeneratedKernel & { variant: string } {
   const keys = shapes.get(k.chain!.first)!;
   if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
-  return onlineKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
+  return onlineKernel(k, shapes, target, dims);
 }
 
 interface ChainParts {
@@ -158,19 +158,19 @@ ${P.epilogue.lines.join("\n")}
   return { wgsl, workgroups: wg, variant: softmax ? "row-softmax" : "row-kv" };
 }
 
-function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: LaunchTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const P = parts(k, shapes, "    ", dims);
   const cols = Math.min(P.dv, COLUMNS);
   const blocks = Math.ceil(P.dv / cols);
-  const total = P.nb * P.nq * blocks;
-  const wg = grid(Math.ceil(total / WORKGROUP), maxWorkgroupsPerDim);
+  const l = launch(P.nb * P.nq * blocks, target, P.nk * (P.dk + cols));
   const softmax = k.chain!.kind === "softmax";
   // the query row is reused for every key: keep it in registers when it is short
   const cacheQ = P.dk <= 256;
   const wgsl = `${P.decls}
 ${P.helpers}
-${entry(total, wg[0])}
-  let blk = lin % ${blocks}u;
+${kernelMain(
+  l,
+  `  let blk = lin % ${blocks}u;
   let i = (lin / ${blocks}u) % ${P.nq}u;
   let b = lin / ${blocks * P.nq}u;
   var acc: array<f32, ${cols}>;
@@ -206,8 +206,8 @@ ${
 ${P.epilogue.lines.join("\n")}
       out0[${Renderer.linear([...Renderer.delinear("b", P.batchShape), "i", "col"], P.outShape)}] = ${P.out};
     }
-  }
-}
+  }`,
+)}
 `;
-  return { wgsl, workgroups: wg, variant: softmax ? "flash" : "kv-memory" };
+  return { wgsl, workgroups: l.workgroups, variant: softmax ? "flash" : "kv-memory" };
 }

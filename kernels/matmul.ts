@@ -361,7 +361,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
       const v = `A[(mm_ap${p} + min(${k}, ${u(K - 4)})) / 4u]`;
       return masked ? `select(vec4<f32>(0.0), ${v}, ${k} < ${u(K)})` : v;
     }
-    const v = `A[mm_ap${p} + ${masked ? `min(${k}, ${u(K - 1)})` : k} * ${u(A.colStride)}]`;
+    const v = `A[mm_ap${p} + ${masked ? `min(${k}, ${u(K - 1)})` : `(${k})`} * ${u(A.colStride)}]`;
     return masked ? `select(0.0, ${v}, ${k} < ${u(K)})` : v;
   };
   const aVal = (uu: number, r: number): string => {

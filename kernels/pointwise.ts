@@ -35,19 +35,68 @@ export function kernelBuffers(output: Node, inputs: readonly Node[]): { bufferVa
   return { bufferVar: (n) => names.get(n), decls: bindingDecls(output, "out0", inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
 }
 
-/** Entry point of a one-invocation-per-item kernel: `lin` is the item, past `total` returns. */
-export function entry(total: number, gx: number): string {
-  return `@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lin = (wid.y * ${gx}u + wid.x) * ${WORKGROUP}u + lid;
-  if (lin >= ${total}u) { return; }`;
+/** What launch shapes depend on. */
+export interface LaunchTarget {
+  readonly maxWorkgroupsPerDim: number;
+  /** a CPU adapter (lavapipe): workgroups are expensive, see `launch` */
+  readonly isFallback: boolean;
+}
+
+/** How a kernel of `total` independent items is dispatched. */
+export interface Launch {
+  readonly total: number;
+  /** items per invocation, WORKGROUP apart */
+  readonly items: number;
+  readonly workgroups: readonly [number, number, number];
+}
+
+const MAX_ITEMS = 16;
+/** elementwise items' worth of work a CPU workgroup should get at most */
+const GROUP_WORK = 4096;
+/** workgroups to keep at least, so both cores stay busy and the tail is short */
+const MIN_GROUPS = 16;
+
+/**
+ * On CPU adapters each workgroup has a fixed cost that dwarfs a cheap item (a 131k-element
+ * add: 0.68 ms at one element per invocation, 0.25 ms at 8), so there each invocation
+ * loops over several items: as many as keep MIN_GROUPS workgroups and about GROUP_WORK
+ * work per workgroup. `cost`: one item's work in elementwise items (a reduction's
+ * length), so heavy items stay one per invocation. Real GPUs want many small workgroups.
+ */
+export function launch(total: number, t: LaunchTarget, cost = 1): Launch {
+  let items = 1;
+  while (t.isFallback && items * 2 <= MAX_ITEMS && items * 2 * WORKGROUP * cost <= GROUP_WORK && Math.ceil(total / (items * 2 * WORKGROUP)) >= MIN_GROUPS) items *= 2;
+  return { total, items, workgroups: grid(Math.ceil(total / (WORKGROUP * items)), t.maxWorkgroupsPerDim) };
+}
+
+/** The entry point: `body` computes item `lin` (< total), for each of the invocation's items. */
+export function kernelMain(l: Launch, body: string): string {
+  const head = `@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`;
+  const group = `(wid.y * ${l.workgroups[0]}u + wid.x)`;
+  if (l.items === 1)
+    return `${head}
+  let lin = ${group} * ${WORKGROUP}u + lid;
+  if (lin >= ${l.total}u) { return; }
+${body}
+}`;
+  // Items WORKGROUP apart keep a subgroup's accesses contiguous; lin grows with the
+  // item, so the first one past the end ends the invocation.
+  return `${head}
+  let lin0 = ${group} * ${WORKGROUP * l.items}u + lid;
+  for (var item = 0u; item < ${l.items}u; item++) {
+    let lin = lin0 + item * ${WORKGROUP}u;
+    if (lin >= ${l.total}u) { return; }
+${body.replace(/^(?=.)/gm, "  ")}
+  }
+}`;
 }
 
 interface Body {
   readonly output: Node;
   readonly inputs: readonly Node[];
   readonly shapes: ReadonlyMap<Node, readonly number[]>;
-  readonly maxWorkgroupsPerDim: number;
+  readonly target: LaunchTarget;
   /** run-time dims, for symbolic attributes (see RenderContext.dims) */
   readonly dims?: Readonly<Record<string, number>>;
 }
@@ -57,35 +106,31 @@ function setup(k: Body): { ctx: RenderContext; decls: string } {
   return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims }, decls };
 }
 
-/** One invocation per output element: the whole inline tree evaluated at that index. */
+/** One item per output element: the whole inline tree evaluated at that index. */
 export function elementwiseKernel(k: Body): GeneratedKernel {
   const { ctx, decls } = setup(k);
   const shape = k.shapes.get(k.output)!;
-  const total = numel(shape);
-  const wg = grid(Math.ceil(total / WORKGROUP), k.maxWorkgroupsPerDim);
+  const l = launch(numel(shape), k.target);
   const r = new Renderer(ctx);
   const idx = Renderer.delinear("lin", shape);
   // The output node itself is materialized; render its definition, not a load of itself.
   const v = r.value(k.output, idx);
   const wgsl = `${decls}
 ${helpersText(r)}
-${entry(total, wg[0])}
-${r.lines.join("\n")}
-  out0[lin] = ${v};
-}
+${kernelMain(l, `${r.lines.join("\n")}
+  out0[lin] = ${v};`)}
 `;
-  return { wgsl, workgroups: wg };
+  return { wgsl, workgroups: l.workgroups };
 }
 
-/** One invocation per output element, looping over the reduced axis (its input inlined). */
+/** One item per output element, looping over the reduced axis (its input inlined). */
 export function reduceKernel(k: Body): GeneratedKernel {
   const { ctx, decls } = setup(k);
   const out = k.output;
   const axis = (out.attrs as { axis: number }).axis;
   const inShape = k.shapes.get(out.src[0])!;
   const shape = k.shapes.get(out)!;
-  const total = numel(shape);
-  const wg = grid(Math.ceil(total / WORKGROUP), k.maxWorkgroupsPerDim);
+  const l = launch(numel(shape), k.target, inShape[axis]);
   const idx = Renderer.delinear("lin", shape);
   const inner = new Renderer(ctx, "    ", "w");
   const v = inner.value(out.src[0], idx.map((e, i) => (i === axis ? "r" : e)));
@@ -97,14 +142,15 @@ export function reduceKernel(k: Body): GeneratedKernel {
   if (init.includes("nonfinite_bits")) inner.helpers.add("nonfinite_");
   const wgsl = `${decls}
 ${helpersText(inner)}
-${entry(total, wg[0])}
-  var acc: ${type} = ${init};
+${kernelMain(
+  l,
+  `  var acc: ${type} = ${init};
   for (var r = 0u; r < ${inShape[axis]}u; r++) {
 ${inner.lines.join("\n")}
     acc = ${isMax ? `max(acc, ${v})` : `acc + ${v}`};
   }
-  out0[lin] = acc;
-}
+  out0[lin] = acc;`,
+)}
 `;
-  return { wgsl, workgroups: wg };
+  return { wgsl, workgroups: l.workgroups };
 }

@@ -64,17 +64,38 @@ const BINARY: Partial<Record<Op, (a: string, b: string, t: string) => string>> =
   cmpeq: (a, b) => `select(0.0, 1.0, ${a} == ${b})`,
 };
 
+/**
+ * An index known to equal `(base / stride) % mod` (mod Infinity: no modulo). Index
+ * strings are made by digitText and looked up here, so the text alone identifies its
+ * digit: the cache can be shared by all renderers.
+ */
+interface Digit {
+  readonly base: string;
+  readonly stride: number;
+  readonly mod: number;
+}
+const DIGITS = new Map<string, Digit>();
+
+const atom = (e: string) => (/^[A-Za-z_][A-Za-z0-9_.]*$/.test(e) ? e : `(${e})`);
+
+function digitText(d: Digit): string {
+  if (d.stride === 1 && d.mod === Infinity) return d.base;
+  const text = `(${d.base}${d.stride === 1 ? "" : ` / ${d.stride}u`}${d.mod === Infinity ? "" : ` % ${d.mod}u`})`;
+  DIGITS.set(text, d);
+  return text;
+}
+
 export const wgslType = (n: Node) => (n.dtype === "i32" ? "i32" : "f32");
 
 export class Renderer {
   readonly lines: string[] = [];
   readonly helpers = new Set<string>();
-  private readonly memo = new Map<string, string>();
+  private memo = new Map<string, string>();
   private next = 0;
 
   constructor(
     private readonly ctx: RenderContext,
-    private readonly indent = "  ",
+    private indent = "  ",
     private readonly prefix = "v",
   ) {}
 
@@ -92,21 +113,63 @@ export class Renderer {
     return name;
   }
 
-  /** The row-major linear offset of `idx` in a tensor of `shape`. */
+  /**
+   * The row-major linear offset of `idx` in a tensor of `shape`. Adjacent indices that
+   * are consecutive digits of one value (see Digit) fold back into that value, so a
+   * load at the kernel's own layout is `buf[lin]`, not a chain of divisions.
+   */
   static linear(idx: readonly string[], shape: readonly number[]): string {
     const st = stridesOf(shape);
-    const terms = idx.map((e, i) => (shape[i] === 1 ? "" : st[i] === 1 ? e : `${e} * ${st[i]}u`)).filter(Boolean);
+    const terms: string[] = [];
+    let run: { d: Digit; stride: number } | undefined;
+    const flush = () => {
+      if (run) terms.push(run.stride === 1 ? digitText(run.d) : `${digitText(run.d)} * ${run.stride}u`);
+      run = undefined;
+    };
+    idx.forEach((e, i) => {
+      if (shape[i] === 1) return; // contributes nothing, and the axes around it stay adjacent
+      const d = DIGITS.get(e);
+      if (d && run && d.base === run.d.base && d.mod === shape[i] && run.d.stride === d.stride * d.mod) {
+        run = { d: { base: d.base, stride: d.stride, mod: run.d.mod * d.mod }, stride: st[i] };
+        return;
+      }
+      flush();
+      if (d) run = { d, stride: st[i] };
+      else terms.push(st[i] === 1 ? e : `${e} * ${st[i]}u`);
+    });
+    flush();
     return terms.length ? terms.join(" + ") : "0u";
   }
 
   /** Splits a linear offset into per-axis indices of `shape`. */
   static delinear(lin: string, shape: readonly number[]): string[] {
     const st = stridesOf(shape);
-    return shape.map((d, i) => {
-      if (d === 1) return "0u";
-      const q = st[i] === 1 ? lin : `(${lin}) / ${st[i]}u`;
-      return i === 0 ? q : `(${q}) % ${d}u`;
+    const known = DIGITS.get(lin);
+    const opaque: Digit = { base: atom(lin), stride: 1, mod: Infinity };
+    return shape.map((n, i) => {
+      if (n === 1) return "0u";
+      // the outermost axis needs no modulo: the kernel bounds `lin`
+      const mod = i === 0 ? Infinity : n;
+      // ((b / s) % m / st) % n is (b / (s st)) % n only when st n divides m
+      const d = known && (known.mod === Infinity || known.mod % (st[i] * (i === 0 ? 1 : n)) === 0) ? known : opaque;
+      return digitText({ base: d.base, stride: d.stride * st[i], mod: i === 0 ? d.mod / st[i] : mod });
     });
+  }
+
+  /**
+   * Renders `body` inside `head { … }` (chained onto the previous block with `} head`
+   * unless `first`). What it computes is local to the block, so it is forgotten after.
+   */
+  private branch(head: string, first: boolean, body: () => string): void {
+    const outer = { indent: this.indent, memo: this.memo };
+    if (first) this.lines.push(`${outer.indent}${head} {`);
+    else this.lines[this.lines.length - 1] = `${outer.indent}} ${head} {`;
+    this.indent = `${outer.indent}  `;
+    this.memo = new Map(outer.memo);
+    this.lines.push(`${this.indent}${body()}`);
+    this.indent = outer.indent;
+    this.memo = outer.memo;
+    this.lines.push(`${outer.indent}}`);
   }
 
   /** WGSL expression (usually a `let` name) for element `idx` of node `n`. */
@@ -179,19 +242,22 @@ export class Renderer {
         return conds.length ? this.bind(`select(${wgslType(n)}(0), ${v}, ${conds.join(" && ")})`, wgslType(n)) : v;
       }
       case "concat": {
+        // Branch to the one part that holds the element: selecting among all parts would
+        // load every part (with clamped, opaque indices) for each element.
+        if (src.length === 1) return this.value(src[0], idx);
         const axis = a.axis as number;
-        let acc = "";
+        const type = wgslType(n);
+        const name = `${this.prefix}${this.next++}`;
+        this.lines.push(`${this.indent}var ${name}: ${type};`);
         let off = 0;
-        const parts = src.map((s) => {
-          const len = this.shape(s)[axis];
+        src.forEach((s, k) => {
           const o = off;
-          off += len;
-          const si = idx.map((e, i) => (i !== axis ? e : o === 0 ? `min(${e}, ${len - 1}u)` : `u32(clamp(i32(${e}) - ${o}, 0, ${len - 1}))`));
-          return { v: this.value(s, si), end: off };
+          off += this.shape(s)[axis];
+          const si = idx.map((e, i) => (i !== axis || o === 0 ? e : `(${e} - ${o}u)`));
+          const head = k === src.length - 1 ? "else" : `${k === 0 ? "" : "else "}if (${idx[axis]} < ${off}u)`;
+          this.branch(head, k === 0, () => `${name} = ${this.value(s, si)};`);
         });
-        acc = parts[parts.length - 1].v;
-        for (let k = parts.length - 2; k >= 0; k--) acc = `select(${acc}, ${parts[k].v}, ${idx[axis]} < ${parts[k].end}u)`;
-        return this.bind(acc, wgslType(n));
+        return name;
       }
       case "gather": {
         const [table, ids] = src;

@@ -1,19 +1,19 @@
 import type { Node } from "../compiler/ir.ts";
 import type { Kernel } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
-import { entry, type GeneratedKernel, grid, helpersText, kernelBuffers, WORKGROUP } from "./pointwise.ts";
+import { type GeneratedKernel, helpersText, kernelBuffers, kernelMain, launch, type LaunchTarget } from "./pointwise.ts";
 import { f32Literal, Renderer } from "./render.ts";
 
 /**
- * softmax(S) over the last axis, one invocation per row: the row max, the sum of
+ * softmax(S) over the last axis, one item (see `launch`) per row: the row max, the sum of
  * exp(s - max), then exp(s - max) / sum written out. S is rendered inline (usually a
  * load of the scaled, masked scores) and read three times from cache.
  */
-export function softmaxKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+export function softmaxKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: LaunchTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const shape = shapes.get(k.output)!;
   const n = shape[shape.length - 1];
   const rows = numel(shape.slice(0, -1));
-  const wg = grid(Math.ceil(rows / WORKGROUP), maxWorkgroupsPerDim);
+  const l = launch(rows, target, 3 * n);
   const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
   const row = Renderer.delinear("lin", shape.slice(0, -1));
   const ren = new Renderer({ shapes, bufferVar, dims }, "    ", "s");
@@ -23,8 +23,9 @@ export function softmaxKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numb
   ren.helpers.add("nonfinite_");
   const wgsl = `${decls}
 ${helpersText(ren)}
-${entry(rows, wg[0])}
-  var m = ${ninf};
+${kernelMain(
+  l,
+  `  var m = ${ninf};
   for (var j = 0u; j < ${n}u; j++) {
 ${body}
     m = max(m, ${s});
@@ -38,8 +39,8 @@ ${body}
   for (var j = 0u; j < ${n}u; j++) {
 ${body}
     out0[lin * ${n}u + j] = exp(${s} - m) * inv;
-  }
-}
+  }`,
+)}
 `;
-  return { wgsl, workgroups: wg, variant: "row-softmax" };
+  return { wgsl, workgroups: l.workgroups, variant: "row-softmax" };
 }

@@ -1,6 +1,6 @@
 import type { SourceMap } from "../grammar/diagnostics.ts";
 import type { Plan, PlanKernel, PlanTensor } from "../compiler/plan.ts";
-import type { Tensor } from "../compiler/tensor.ts";
+import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { Gpu } from "./device.ts";
 
 /** A generated shader that the device rejected: shows it numbered, with its DSL origin. */
@@ -19,6 +19,13 @@ export class ShaderError extends Error {
     super(`WGSL for kernel #${kernel.index} (${kernel.label}${origin ? `, from ${origin}` : ""}) failed to compile:\n${messages.join("\n")}\n${numbered}`);
     this.name = "ShaderError";
   }
+}
+
+export interface RunOptions {
+  /** names of the outputs to read back (default: all) */
+  readonly read?: readonly string[];
+  /** output → parameter copies after the kernels (a training step's updates) */
+  readonly copies?: readonly { readonly from: string; readonly to: string }[];
 }
 
 /** Pipelines keyed by WGSL text: identical kernels (e.g. every layer's) compile once. */
@@ -94,16 +101,21 @@ export class PlanExecutor {
     this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(t.transposed ? transpose2d(value) : value, t.dtype));
   }
 
-  writeParams(params: ReadonlyMap<string, Tensor>): void {
+  /** Uploads parameter values; every parameter of the plan must have one unless `partial`. */
+  writeParams(params: ReadonlyMap<string, Tensor>, opts: { partial?: boolean } = {}): void {
     for (const p of this.plan.params) {
       const v = params.get(p.name);
-      if (!v) throw new Error(`no value for parameter \`${p.name}\``);
-      this.write(p, v);
+      if (v) this.write(p, v);
+      else if (!opts.partial) throw new Error(`no value for parameter \`${p.name}\``);
     }
   }
 
-  /** Runs the whole plan in one command buffer and reads the outputs back. */
-  async run(inputs: ReadonlyMap<string, Tensor>): Promise<Tensor[]> {
+  /**
+   * Runs the whole plan in one command buffer and reads outputs back (all, or the ones
+   * named in `read`). `copies` then overwrite parameters with outputs in the same command
+   * buffer: a training step's new weights and optimizer state never leave the device.
+   */
+  async run(inputs: ReadonlyMap<string, Tensor>, opts: RunOptions = {}): Promise<Tensor[]> {
     const { device } = this.gpu;
     for (const i of this.plan.inputs) {
       const v = inputs.get(i.name);
@@ -118,19 +130,50 @@ export class PlanExecutor {
       pass.dispatchWorkgroups(...k.workgroups);
     });
     pass.end();
-    const staging = this.plan.outputs.map((o) => {
-      const size = align4(o.shape.reduce((a, b) => a * b, 1) * 4);
-      const buf = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const wanted = opts.read ? opts.read.map((name) => this.tensorNamed(this.plan.outputs, name, "output")) : this.plan.outputs;
+    const staging = this.stage(enc, wanted);
+    for (const c of opts.copies ?? []) {
+      const from = this.tensorNamed(this.plan.outputs, c.from, "output");
+      const to = this.tensorNamed(this.plan.params, c.to, "parameter");
+      if (to.transposed) throw new Error(`parameter \`${c.to}\` is stored transposed; it cannot take an update`);
+      enc.copyBufferToBuffer(this.buffers[from.slot], 0, this.buffers[to.slot], 0, align4(numel(to.shape) * 4));
+    }
+    device.queue.submit([enc.finish()]);
+    return this.collect(wanted, staging);
+  }
+
+  /** Current values of parameters (e.g. for a checkpoint), in their logical layout. */
+  async readParams(names: readonly string[]): Promise<Tensor[]> {
+    const ts = names.map((n) => this.tensorNamed(this.plan.params, n, "parameter"));
+    const enc = this.gpu.device.createCommandEncoder();
+    const staging = this.stage(enc, ts);
+    this.gpu.device.queue.submit([enc.finish()]);
+    const out = await this.collect(ts, staging);
+    return out.map((v, i) => (ts[i].transposed ? transpose2d(v) : v));
+  }
+
+  private tensorNamed(list: readonly PlanTensor[], name: string, what: string): PlanTensor {
+    const t = list.find((x) => x.name === name);
+    if (!t) throw new Error(`the plan has no ${what} named \`${name}\``);
+    return t;
+  }
+
+  private stage(enc: GPUCommandEncoder, ts: readonly PlanTensor[]): GPUBuffer[] {
+    return ts.map((o) => {
+      const size = align4(numel(o.shape) * 4);
+      const buf = this.gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
       enc.copyBufferToBuffer(this.buffers[o.slot], 0, buf, 0, size);
       return buf;
     });
-    device.queue.submit([enc.finish()]);
+  }
+
+  private async collect(ts: readonly PlanTensor[], staging: readonly GPUBuffer[]): Promise<Tensor[]> {
     const out: Tensor[] = [];
-    for (const [k, o] of this.plan.outputs.entries()) {
+    for (const [k, o] of ts.entries()) {
       const buf = staging[k];
       await buf.mapAsync(GPUMapMode.READ);
       const raw = buf.getMappedRange();
-      const n = o.shape.reduce((a, b) => a * b, 1);
+      const n = numel(o.shape);
       const view = o.dtype === "i32" ? new Int32Array(raw, 0, n) : new Float32Array(raw, 0, n);
       out.push({ shape: o.shape, data: Float64Array.from(view) });
       buf.unmap();

@@ -21,6 +21,7 @@ import { numel, type Tensor } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
 import { PlanExecutor } from "../runtime/executor.ts";
+import { type Launch, launch, WORKGROUP } from "../kernels/pointwise.ts";
 import { initAllParams, runInterp, syntheticInputs } from "../runtime/interp-backend.ts";
 import { planTarget, runWebgpu } from "../runtime/webgpu-backend.ts";
 import { GraphKit } from "./graph-model.ts";
@@ -405,6 +406,51 @@ describe("reductions", () => {
       runs(6),
     );
   });
+});
+
+describe("several items per invocation (CPU adapters' launch shape)", () => {
+  const cpu = { maxWorkgroupsPerDim: 65535, isFallback: true };
+
+  test("launch: items grow with the total but keep 16+ workgroups; one item on GPUs and for heavy items", () => {
+    const covers = (l: Launch) => l.workgroups[0] * l.workgroups[1] * WORKGROUP * l.items >= l.total;
+    assert.equal(launch(100, cpu).items, 1);
+    assert.equal(launch(1920, cpu).items, 1); // 2 items would leave 15 workgroups
+    for (const total of [2048, 5000, 20000, 131072, 4_206_597]) {
+      const l = launch(total, cpu);
+      assert.ok(l.items > 1 && covers(l), `${total}: ${JSON.stringify(l)}`);
+      assert.ok(Math.ceil(total / (WORKGROUP * l.items)) >= 16, `${total}: ${l.items} items leave too few workgroups`);
+    }
+    assert.equal(launch(131072, { ...cpu, isFallback: false }).items, 1);
+    assert.equal(launch(131072, cpu, 5000).items, 1);
+    const folded = launch(100_003, { maxWorkgroupsPerDim: 11, isFallback: true });
+    assert.ok(folded.workgroups[0] <= 11 && folded.workgroups[1] > 1 && covers(folded), JSON.stringify(folded));
+  });
+
+  // Totals that are not multiples of a workgroup's items, size-1 axes, concats (one branch
+  // per part), reductions along each axis and a softmax; then the same with the grid
+  // folded over y (9 workgroups per dimension), so spare workgroups and items run past the end.
+  for (const maxWorkgroupsPerDim of [65535, 9])
+    test(`elementwise, concat, reductions and softmax at awkward totals (max ${maxWorkgroupsPerDim} workgroups per dimension)`, async (t) => {
+      const c = new Case(53);
+      const { t: o } = c;
+      const x = c.in("x", [3, 1, 1031, 7]);
+      const y = c.in("y", [1, 1, 1031, 1]);
+      const z = c.in("z", [2, 1, 1031, 7]);
+      const w = c.in("w", [5, 2053]);
+      const sm = o.softmax(o.reshape(x, [3093, 7]), -1);
+      const outs = [
+        o.add(o.mul(x, o.expand(y, [3, 1, 1031, 7])), c.c(1)),
+        o.unary("neg", o.concat([x, z, o.unary("exp", x)], 0)),
+        o.concat([o.slice(x, 2, 0, 5), x, o.slice(x, 2, 1000, 1031)], 2),
+        o.sum(x, 0),
+        o.sum(o.concat([x, z], 0), 0),
+        o.max(x, 2, true),
+        o.sum(w, 0),
+        sm,
+      ];
+      const plan = await check(t, c, outs, { target: { ...target, ...cpu, maxWorkgroupsPerDim }, tol: accTol(1031) });
+      if (plan) assert.ok(plan.kernels.some((k) => /item < \d+u/.test(k.wgsl)), "no kernel took the several-items path");
+    });
 });
 
 describe("matmul", () => {

@@ -1,0 +1,56 @@
+import type { Command } from "commander";
+import { loadProgram } from "../../grammar/modules.ts";
+import { UserError } from "../../grammar/diagnostics.ts";
+import { acquireGpu } from "../../runtime/device.ts";
+import { prepareData } from "../../train/data.ts";
+import { runStage, type StageResult, stageDir } from "../../train/run-stage.ts";
+import { stagesFor, trainStages } from "../../train/stages.ts";
+import { intOption } from "./load.ts";
+
+interface TrainOptions {
+  model?: string;
+  data?: string;
+  steps?: number;
+  out: string;
+  resume?: boolean;
+  evalProblems: number;
+  evalCaptions: number;
+}
+
+export function registerTrain(program: Command): void {
+  program
+    .command("train")
+    .description("train a model through the stages its file's `train` sections declare (backbones first, reused when already trained), then evaluate on the held-out split")
+    .argument("<file>", ".dehvf model file")
+    .option("-m, --model <name>", "model to fine-tune (default: the file's first model)")
+    .option("--data <dir>", "dataset directory (ScienceQA/COCO-shaped); default: build the Fashion-MNIST one in out/data/fashion")
+    .option("--steps <n>", "steps of the last stage (overrides its `steps`)", intOption("steps"))
+    .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
+    .option("--resume", "continue each unfinished stage from its last checkpoint")
+    .option("--eval-problems <n>", "held-out problems to evaluate", intOption("eval-problems"), 2000)
+    .option("--eval-captions <n>", "held-out caption images to evaluate", intOption("eval-captions"), 200)
+    .action(async (file: string, opts: TrainOptions) => {
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      const program = loadProgram(file);
+      const modelName = opts.model ?? program.entry.decls.find((d) => d.kind === "model")?.name.name;
+      if (!modelName) throw new UserError(`${file} declares no model`);
+      const stages = stagesFor(trainStages(program), modelName);
+      say(`stages: ${stages.map((s) => `${s.name}${s.model ? ` (${s.model})` : ` (${modelName})`}`).join(" → ")}`);
+      const t0 = performance.now();
+      const data = await prepareData(opts.data, say);
+      const gpu = await acquireGpu();
+      say(`device: ${gpu.info.description || gpu.info.vendor}`);
+      try {
+        const done = new Map<string, StageResult>();
+        for (const [i, stage] of stages.entries()) {
+          const last = i === stages.length - 1;
+          const backbones = stage.backbones.map((b) => done.get(b)?.dir ?? stageDir(opts.out, stages.find((s) => s.name === b)!, modelName));
+          const ctx = { gpu, program, data, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions };
+          done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));
+        }
+        say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
+      } finally {
+        gpu.destroy();
+      }
+    });
+}

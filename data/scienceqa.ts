@@ -1,0 +1,183 @@
+import { seededRng } from "../compiler/param-init.ts";
+import { composeClasses, pick, QUADRANTS, shuffle, type Composite, type ItemPool, type Quad } from "./composites.ts";
+import { CLASS_GROUP, CLASS_NOUNS, GROUPS, type Group } from "./fashion-mnist.ts";
+
+export type SplitName = "train" | "val" | "test";
+export const SPLITS: readonly SplitName[] = ["train", "val", "test"];
+
+/** One entry of ScienceQA's problems.json, field for field. */
+export interface Problem {
+  question: string;
+  choices: string[];
+  answer: number;
+  hint: string;
+  image: string | null;
+  task: string;
+  subject: string;
+  topic: string;
+  category: string;
+  skill: string;
+  grade: string;
+  lecture: string;
+  solution: string;
+  split: SplitName;
+}
+
+export type Problems = Record<string, Problem>;
+export type PidSplits = Record<SplitName, string[]>;
+
+/** Stored in `category`, so accuracy can be reported per type as ScienceQA reports it per category. */
+export const QUESTION_TYPES = ["presence", "count", "position-coarse", "position-fine"] as const;
+export type QuestionType = (typeof QUESTION_TYPES)[number];
+
+export const LETTERS = "ABCDEFGHIJ";
+
+export interface TextParts {
+  prompt: string;
+  answer: string;
+}
+
+/** ScienceQA's QCM→A text: `Question: … Options: (A) … Answer:` then `The answer is X.` (the Context line only when there is a hint). */
+export function promptParts(p: Problem): TextParts {
+  const options = p.choices.map((c, i) => `(${LETTERS[i]}) ${c}`).join(" ");
+  const context = p.hint ? ` Context: ${p.hint}` : "";
+  return { prompt: `Question: ${p.question}${context} Options: ${options} Answer:`, answer: `The answer is ${LETTERS[p.answer]}.` };
+}
+
+/**
+ * Draws each value equally often (a shuffled deck, reshuffled when empty): plain random draws
+ * would leave small splits visibly unbalanced, and a constant answer is learnable without looking.
+ */
+function deck<T>(rand: () => number, values: readonly T[]): () => T {
+  let cards: T[] = [];
+  return () => {
+    if (cards.length === 0) cards = shuffle(rand, [...values]);
+    return cards.pop() as T;
+  };
+}
+
+const ALL_CLASSES = Array.from({ length: 10 }, (_, c) => c);
+const classesIn = (g: Group) => ALL_CLASSES.filter((c) => CLASS_GROUP[c] === g);
+const classesOutside = (g: Group) => ALL_CLASSES.filter((c) => CLASS_GROUP[c] !== g);
+
+const PRESENCE_QUESTION: Record<Group, string> = {
+  top: "Is there a top in the picture?",
+  trousers: "Are there trousers in the picture?",
+  dress: "Is there a dress in the picture?",
+  footwear: "Is there footwear in the picture?",
+  bag: "Is there a bag in the picture?",
+};
+
+const COUNT_QUESTION: Record<Group, string> = {
+  top: "How many tops are in the picture?",
+  trousers: "How many pairs of trousers are in the picture?",
+  dress: "How many dresses are in the picture?",
+  footwear: "How many shoes are in the picture?",
+  bag: "How many bags are in the picture?",
+};
+
+interface Plan {
+  type: QuestionType;
+  question: string;
+  classes: Quad<number>;
+  correct: string;
+  distractors: string[];
+}
+
+/** Fills `cells` with classes of group g and the rest with classes outside it, so the asked fact holds exactly. */
+function cellsWith(rand: () => number, g: Group, cells: number[]): Quad<number> {
+  return [0, 1, 2, 3].map((q) => pick(rand, cells.includes(q) ? classesIn(g) : classesOutside(g))) as Quad<number>;
+}
+
+function randomClasses(rand: () => number): Quad<number> {
+  return [0, 1, 2, 3].map(() => pick(rand, ALL_CLASSES)) as Quad<number>;
+}
+
+function planner(rand: () => number): (type: QuestionType) => Plan {
+  const groupDeck = deck(rand, GROUPS);
+  const yesDeck = deck(rand, [true, false]);
+  const countDeck = deck(rand, [0, 1, 2, 3, 4]);
+  const quadDeck = deck(rand, [0, 1, 2, 3]);
+  const classDeck = deck(rand, ALL_CLASSES);
+  const quadrants = () => shuffle(rand, [0, 1, 2, 3]);
+
+  return (type) => {
+    switch (type) {
+      case "presence": {
+        const g = groupDeck();
+        const yes = yesDeck();
+        const cells = yes ? quadrants().slice(0, 1 + Math.floor(rand() * 2)) : [];
+        return { type, question: PRESENCE_QUESTION[g], classes: cellsWith(rand, g, cells), correct: yes ? "yes" : "no", distractors: [yes ? "no" : "yes"] };
+      }
+      case "count": {
+        const g = groupDeck();
+        const n = countDeck();
+        const others = shuffle(rand, [0, 1, 2, 3, 4].filter((k) => k !== n)).slice(0, 3);
+        return { type, question: COUNT_QUESTION[g], classes: cellsWith(rand, g, quadrants().slice(0, n)), correct: String(n), distractors: others.map(String) };
+      }
+      case "position-coarse": {
+        const q = quadDeck();
+        const g = groupDeck();
+        const classes = randomClasses(rand);
+        classes[q] = pick(rand, classesIn(g));
+        const others = shuffle(rand, GROUPS.filter((x) => x !== g)).slice(0, 3);
+        return { type, question: `What kind of item is in the ${QUADRANTS[q]}?`, classes, correct: g, distractors: others };
+      }
+      case "position-fine": {
+        const q = quadDeck();
+        const c = classDeck();
+        const classes = randomClasses(rand);
+        classes[q] = c;
+        // Tops and footwear are offered against their own look-alikes: the question is only hard if the choices are.
+        const g = CLASS_GROUP[c];
+        const rivals = g === "top" || g === "footwear" ? classesIn(g).filter((x) => x !== c) : shuffle(rand, ALL_CLASSES.filter((x) => x !== c)).slice(0, 3);
+        return { type, question: `What is in the ${QUADRANTS[q]}?`, classes, correct: CLASS_NOUNS[c], distractors: rivals.map((x) => CLASS_NOUNS[x]) };
+      }
+    }
+  };
+}
+
+export interface GeneratedProblem {
+  problem: Problem;
+  composite: Composite;
+}
+
+/**
+ * `count` problems, question types in equal shares, each image made to fit its question
+ * (so "no" is as common as "yes" and every count occurs), from the items of `pool` only.
+ */
+export function generateProblems(pool: ItemPool, count: number, split: SplitName, seed: number): GeneratedProblem[] {
+  const rand = seededRng(seed, `scienceqa:${split}`);
+  const plan = planner(rand);
+  const letterDecks = new Map<string, () => number>();
+  const out: GeneratedProblem[] = [];
+  for (let i = 0; i < count; i++) {
+    const p = plan(QUESTION_TYPES[i % QUESTION_TYPES.length]);
+    const n = p.distractors.length + 1;
+    const key = `${p.type}/${n}`;
+    if (!letterDecks.has(key)) letterDecks.set(key, deck(rand, Array.from({ length: n }, (_, k) => k)));
+    const answer = letterDecks.get(key)!();
+    const choices = shuffle(rand, [...p.distractors]);
+    choices.splice(answer, 0, p.correct);
+    out.push({
+      composite: composeClasses(pool, p.classes, rand),
+      problem: {
+        question: p.question,
+        choices,
+        answer,
+        hint: "",
+        image: "image.png",
+        task: "closed choice",
+        subject: "visual recognition",
+        topic: "fashion",
+        category: p.type,
+        skill: p.type === "position-fine" ? "fine-grained" : "coarse",
+        grade: "grade1",
+        lecture: "",
+        solution: "",
+        split,
+      },
+    });
+  }
+  return out;
+}

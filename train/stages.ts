@@ -1,0 +1,111 @@
+import type * as A from "../grammar/ast.ts";
+import { DehvfError, type Diagnostic, didYouMean } from "../grammar/diagnostics.ts";
+import type { Program } from "../grammar/modules.ts";
+
+export const TASKS = ["classify", "text", "vqa"] as const;
+export type Task = (typeof TASKS)[number];
+
+/** One `train NAME { ... }` section, checked: what to train, on which data, how long. */
+export interface StageConfig {
+  readonly name: string;
+  /** the model it trains; undefined: the model picked on the command line (the fine-tuning stage) */
+  readonly model?: string;
+  readonly task: Task;
+  readonly steps: number;
+  readonly batch: number;
+  readonly lr: number;
+  readonly warmup: number;
+  readonly weightDecay: number;
+  readonly clip: number;
+  /** stages whose final weights initialise this one (by parameter name) */
+  readonly backbones: readonly string[];
+  /** run a held-out evaluation every this many steps (0: only at the end) */
+  readonly evalEvery: number;
+  readonly checkpointEvery: number;
+  readonly seed: number;
+  readonly span: A.TrainDecl["span"];
+}
+
+const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
+const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed"] as const;
+
+function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
+  const d: Diagnostic = { phase: "input", message, span, hint };
+  throw new DehvfError([d]);
+}
+
+function number(e: A.Expr, key: string, opts: { int?: boolean; min?: number }): number {
+  const v = e.kind === "number" ? e.value : e.kind === "unary" && e.op === "-" && e.operand.kind === "number" ? -e.operand.value : undefined;
+  if (v === undefined) fail(`\`${key}\` must be a number`, e.span);
+  if (opts.int && !Number.isInteger(v)) fail(`\`${key}\` must be a whole number, got ${v}`, e.span);
+  if (opts.min !== undefined && v < opts.min) fail(`\`${key}\` must be at least ${opts.min}, got ${v}`, e.span);
+  return v;
+}
+
+function name(e: A.Expr, key: string): string {
+  if (e.kind === "name") return e.name;
+  if (e.kind === "string") return e.value;
+  return fail(`\`${key}\` must be a name`, e.span);
+}
+
+/** The train sections of the entry file, in order, with every key checked against the program. */
+export function trainStages(program: Program): StageConfig[] {
+  const sections = program.entry.train;
+  const names = sections.map((s) => s.name?.name ?? "train");
+  const stages: StageConfig[] = [];
+  sections.forEach((sec, i) => {
+    const seen = new Map<string, A.Expr>();
+    for (const e of sec.entries) {
+      const key = e.key.name;
+      if (!(KEYS as readonly string[]).includes(key)) fail(`unknown key \`${key}\` in train section \`${names[i]}\``, e.key.span, didYouMean(key, KEYS) ?? `keys: ${KEYS.join(", ")}`);
+      if (seen.has(key)) fail(`\`${key}\` is set twice in train section \`${names[i]}\``, e.key.span);
+      seen.set(key, e.value);
+    }
+    const get = <K extends keyof typeof DEFAULTS>(k: K, opts: { int?: boolean; min?: number } = {}) => (seen.has(k) ? number(seen.get(k)!, k, opts) : DEFAULTS[k]);
+    const model = seen.has("model") ? name(seen.get("model")!, "model") : undefined;
+    if (model !== undefined && !program.decls.has(model)) fail(`train section \`${names[i]}\`: no model named \`${model}\``, seen.get("model")!.span, didYouMean(model, [...program.decls.keys()]));
+    const taskExpr = seen.get("task");
+    if (!taskExpr) fail(`train section \`${names[i]}\` needs a \`task\` (${TASKS.join(", ")})`, sec.span);
+    const task = name(taskExpr, "task");
+    if (!(TASKS as readonly string[]).includes(task)) fail(`unknown task \`${task}\``, taskExpr.span, `tasks: ${TASKS.join(", ")}`);
+    const bb = seen.get("backbones");
+    const backbones = !bb ? [] : bb.kind === "list" ? bb.items.map((x) => name(x, "backbones")) : [name(bb, "backbones")];
+    for (const b of backbones) {
+      const at = names.indexOf(b);
+      if (at < 0) fail(`train section \`${names[i]}\`: no stage named \`${b}\``, bb!.span, didYouMean(b, names));
+      if (at >= i) fail(`train section \`${names[i]}\` starts from \`${b}\`, which comes later in the file`, bb!.span);
+    }
+    stages.push({
+      name: names[i],
+      model,
+      task: task as Task,
+      steps: get("steps", { int: true, min: 1 }),
+      batch: get("batch", { int: true, min: 1 }),
+      lr: get("lr", { min: 0 }),
+      warmup: get("warmup", { int: true, min: 0 }),
+      weightDecay: get("weight_decay", { min: 0 }),
+      clip: get("clip", { min: 0 }),
+      backbones,
+      evalEvery: get("eval_every", { int: true, min: 0 }),
+      checkpointEvery: get("checkpoint_every", { int: true, min: 1 }),
+      seed: get("seed", { int: true, min: 0 }),
+      span: sec.span,
+    });
+  });
+  if (stages.filter((s) => s.model === undefined).length > 1) fail(`more than one train section has no \`model\`: only the fine-tuning stage may leave it out`, sections[0].span);
+  return stages;
+}
+
+/** The stages a run of `model` goes through: its backbones' stages first (recursively), then its own. */
+export function stagesFor(all: readonly StageConfig[], model: string): StageConfig[] {
+  const own = all.find((s) => s.model === model) ?? all.find((s) => s.model === undefined);
+  if (!own) throw new DehvfError([{ phase: "input", message: `no train section trains \`${model}\``, hint: "add `train NAME { model = " + model + "; task = ... }` or one without `model`" }]);
+  const order: StageConfig[] = [];
+  const visit = (s: StageConfig) => {
+    if (order.includes(s)) return;
+    for (const b of s.backbones) visit(all.find((x) => x.name === b)!);
+    order.push(s);
+  };
+  visit(own);
+  return order;
+}

@@ -1,0 +1,85 @@
+import type { Tensor } from "../compiler/tensor.ts";
+import { type EncodedExample, type EncodedText, encodeText, epochShuffler, IMAGE_SHAPE, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
+import { captionParts } from "../data/captions.ts";
+import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
+import { promptParts, type QuestionType } from "../data/scienceqa.ts";
+import type { Tokenizer } from "../data/tokenizer.ts";
+import type { Task } from "./stages.ts";
+
+/** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
+export type Feed = Map<string, Tensor>;
+
+const f64 = (shape: number[], data: ArrayLike<number>): Tensor => ({ shape, data: Float64Array.from(data) });
+
+/** Fashion-MNIST composites labelled per quadrant: the ViT pre-training examples. */
+export function labelledImages(split: LoadedSplit): LabelledImage[] {
+  return split.vqa.filter((e) => e.classes).map((e) => ({ image: e.image, classes: e.classes! }));
+}
+
+/** The training text: every question with its answer, and every caption. */
+export function trainingTexts(tok: Tokenizer, split: LoadedSplit): EncodedText[] {
+  return [...split.vqa.map((e) => encodeText(tok, promptParts(e.problem))), ...split.captions.flatMap((c) => c.captions.map((raw) => encodeText(tok, captionParts(raw))))];
+}
+
+/** Image-grounded examples for fine-tuning: VQA problems plus one caption per caption image (a different one each epoch is not needed at this size). */
+export function groundedExamples(tok: Tokenizer, split: LoadedSplit): (EncodedExample & { category?: QuestionType })[] {
+  return [
+    ...split.vqa.map((e) => ({ ...encodeText(tok, promptParts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
+    ...split.captions.flatMap((c) => c.captions.map((raw) => ({ ...encodeText(tok, captionParts(raw)), image: c.image }))),
+  ];
+}
+
+/** T for a set of sequences: the longest, rounded up to a multiple of 4. */
+export function seqLength(texts: readonly EncodedText[]): number {
+  return Math.ceil(Math.max(...texts.map(sequenceLength)) / 4) * 4;
+}
+
+export interface TaskData {
+  readonly dims: Record<string, number>;
+  readonly examples: number;
+  /** tokens the loss covers per step (for tokens/s), or items for classification */
+  readonly unitsPerStep: number;
+  batchAt(step: number): Feed;
+}
+
+function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32Array; lossMask: Float32Array; promptMask: Float32Array }): Feed {
+  const s = [b.B, b.T];
+  return new Map([["tokens", f64(s, b.tokens)], ["targets", f64(s, b.targets)], ["loss_mask", f64(s, b.lossMask)], ["prompt_mask", f64(s, b.promptMask)]]);
+}
+
+/** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
+export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number): TaskData {
+  const tok = data.tokenizer!;
+  const train = data.splits.train!;
+  if (task === "classify") {
+    const items = labelledImages(train);
+    const sh = epochShuffler(items.length, batch, seed);
+    return {
+      dims: { B: batch },
+      examples: items.length,
+      unitsPerStep: batch * 4,
+      batchAt(step) {
+        const b = vitBatch(items, sh.batchAt(step));
+        return new Map([["image", f64([batch, ...IMAGE_SHAPE], b.image)], ["targets", f64([batch, 4], b.labels)], ["loss_mask", f64([batch, 4], new Float32Array(batch * 4).fill(1))]]);
+      },
+    };
+  }
+  if (task === "text") {
+    const texts = trainingTexts(tok, train);
+    const T = seqLength(texts);
+    const sh = epochShuffler(texts.length, batch, seed);
+    return { dims: { B: batch, T }, examples: texts.length, unitsPerStep: batch * T, batchAt: (step) => textFeed(textBatch(tok, texts, sh.batchAt(step), T)) };
+  }
+  const ex = groundedExamples(tok, train);
+  const T = seqLength(ex);
+  const sh = epochShuffler(ex.length, batch, seed);
+  return {
+    dims: { B: batch, T },
+    examples: ex.length,
+    unitsPerStep: batch * T,
+    batchAt(step) {
+      const b = lmBatch(tok, ex, sh.batchAt(step), T);
+      return textFeed(b).set("image", f64([batch, ...IMAGE_SHAPE], b.image));
+    },
+  };
+}
