@@ -81,6 +81,7 @@ export const gradRules: { [O in Op]: GradRule<O> } = {
   sum: ({ t, n, g }) => [t.make("expand", [g], { shape: n.src[0].shape })],
   // the gradient is shared evenly between tied maxima, so it stays the same whatever the order
   rmax: ({ t, n, g }) => {
+    if (n.attrs.detached) return [undefined];
     const x = n.src[0];
     const hit = t.binary("cmpeq", x, t.make("expand", [n], { shape: x.shape }));
     const share = t.div(g, t.make("sum", [hit], { axis: n.attrs.axis }));

@@ -130,7 +130,9 @@ function mathFn(f: (t: TensorOps, x: Node) => Node, scalar?: (x: number) => numb
   return { params: ["x"], impl: (a, t) => T(f(t, a.tensor("x"))), scalar };
 }
 
-const sigmoid = (t: TensorOps, x: Node) => t.unary("recip", t.add(t.scalar(1), t.unary("exp", t.unary("neg", x))));
+// σ(x) = ½·tanh(x/2) + ½ rather than 1/(1+e^-x): the same function, but its gradient stays
+// finite in f32 (e^-x overflows to inf for x < -88, and reverse mode then forms 0·inf = NaN)
+const sigmoid = (t: TensorOps, x: Node) => t.add(t.mul(t.unary("tanh", t.mul(x, t.scalar(0.5))), t.scalar(0.5)), t.scalar(0.5));
 const gelu = (t: TensorOps, x: Node) => t.mul(t.mul(x, t.scalar(0.5)), t.add(t.scalar(1), t.unary("erf", t.mul(x, t.scalar(Math.SQRT1_2)))));
 
 const activations: Record<string, (t: TensorOps, x: Node) => Node> = {

@@ -43,7 +43,8 @@ export interface OpAttrs {
   cast: { readonly dtype: DType };
   add: {}; mul: {}; max: {}; cmplt: {}; cmpeq: {}; where: {};
   sum: { readonly axis: number };
-  rmax: { readonly axis: number };
+  /** `detached`: the max a softmax subtracts for stability; softmax is shift-invariant, so no gradient flows through it */
+  rmax: { readonly axis: number; readonly detached?: boolean };
   reshape: { readonly shape: Shape };
   permute: { readonly perm: readonly number[] };
   expand: { readonly shape: Shape };

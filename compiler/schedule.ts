@@ -42,8 +42,12 @@ export interface Kernel {
   readonly output: Node;
   /** materialized nodes it reads (its bindings, besides the output) */
   readonly inputs: readonly Node[];
-  /** for matmul kernels: the matmul node (its result is `acc` inside the epilogue) and operand views */
-  readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView };
+  /**
+   * for matmul kernels: the matmul node (its result is `acc` inside the epilogue) and
+   * operand views; `sumAxis`: the output is `sum(matmul, sumAxis)` over a batch axis,
+   * computed as one matmul with that axis folded into K (see foldableSum)
+   */
+  readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView; readonly sumAxis?: number };
   readonly chain?: ChainedMatmul;
   /** softmax kernels: the scores S of `softmax(S, last axis)`, rendered inline per row */
   readonly scores?: Node;
@@ -398,6 +402,23 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     softmaxes.set(n, sm.s);
   }
 
+  // 3c. A batched matmul summed over a batch axis (a weight's gradient: Σ_b x_bᵀ·g_b)
+  //     is one matmul over the concatenated K when both operands continue contiguously
+  //     along k across that axis: no [batch, …] product in memory, no reduce kernel, and
+  //     a long K instead of many short ones.
+  const sumFolds = new Map<Node, number>();
+  for (const n of order) {
+    if (n.op !== "sum" || !mat.has(n) || limits.fuse === false) continue;
+    const mm = n.src[0];
+    const axis = (n.attrs as { axis: number }).axis;
+    if (mm.op !== "matmul" || !mat.has(mm) || rootSet.has(mm) || forced.has(mm) || chains.has(mm) || users.get(mm)!.length !== 1) continue;
+    const a = stridedView(mm.src[0], isMat, shapes, dims);
+    const b = stridedView(mm.src[1], isMat, shapes, dims);
+    if (!a || !b || !foldableSum(axis, shapes.get(mm.src[0])!, shapes.get(mm.src[1])!, a, b)) continue;
+    mat.delete(mm);
+    sumFolds.set(n, axis);
+  }
+
   // 4. Kernels: one per materialized non-source node, with its inline tree.
   const kernels: Kernel[] = [];
   const inlineTree = (out: Node): { inputs: Node[]; mm?: Node; count: number } => {
@@ -445,11 +466,27 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       const ins = new Set(tree.inputs);
       ins.add(a.base);
       ins.add(b.base);
-      kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b }, fused: tree.count });
+      const sumAxis = sumFolds.get(n);
+      kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, fused: tree.count });
     } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
   const transposedParams = transposeWeights(kernels, shapes, dims, isMat);
   return { kernels, materialized: mat, shapes, dims, transposedParams, irNodes: order.length };
+}
+
+/**
+ * Whether Σ over batch axis `axis` of A·B is one matmul with K' = n·K: both operands
+ * step along that axis by exactly K of their k strides (A's last axis, B's second to
+ * last), so k' = i·K + k addresses the same elements.
+ */
+export function foldableSum(axis: number, aShape: readonly number[], bShape: readonly number[], a: StridedView, b: StridedView): boolean {
+  const rank = aShape.length;
+  const K = aShape[rank - 1];
+  const ak = a.strides[rank - 1];
+  const bk = b.strides[rank - 2];
+  // a broadcast operand (size 1 on the axis) is a different sum: A·Σ_b B_b
+  const both = bShape.length === rank && aShape[axis] > 1 && aShape[axis] === bShape[axis];
+  return axis < rank - 2 && both && ak > 0 && bk > 0 && a.strides[axis] === K * ak && b.strides[axis] === K * bk;
 }
 
 /**

@@ -108,7 +108,8 @@ export class TensorOps {
   }
 
   softmax(x: Node, axis: number): Node {
-    const e = this.unary("exp", this.sub(x, this.max(x, axis, true)));
+    const shift = this.make("rmax", [x], { axis: this.axis(axis, x.shape.length), detached: true });
+    const e = this.unary("exp", this.sub(x, shift));
     return this.div(e, this.sum(e, axis, true));
   }
 

@@ -13,7 +13,7 @@ import { generateProblems, promptParts, SPLITS, type PidSplits, type Problems, t
 import { buildTokenizer, tokenizerToJson, type Tokenizer } from "./tokenizer.ts";
 
 /** Bump when the generated content changes, so existing datasets are rebuilt rather than reused. */
-export const DATA_VERSION = 1;
+export const DATA_VERSION = 2;
 
 export interface BuildOptions {
   seed?: number;

@@ -57,6 +57,11 @@ function counted<K>(keys: K[], one: (k: K) => string, many: (k: K) => string): s
   });
 }
 
+/** "top left a t-shirt, top right a bag, …": the picture in words (also the context the LM pre-trains with). */
+export function describePositions([tl, tr, bl, br]: Quad<number>): string {
+  return list([`top left ${a(tl)}`, `top right ${a(tr)}`, `bottom left ${a(bl)}`, `bottom right ${a(br)}`]);
+}
+
 /** Five phrasings of the same picture: reading order, coarse counts, positions, fine counts, rows. */
 export function captionsFor(classes: Quad<number>, rand: () => number): string[] {
   const [tl, tr, bl, br] = classes;
@@ -66,7 +71,7 @@ export function captionsFor(classes: Quad<number>, rand: () => number): string[]
   return [
     list(classes.map(a)),
     list(counted(rand() < 0.5 ? groups : coarseOrder, (g) => `a ${GROUP_NOUN[g][0]}`, (g) => GROUP_NOUN[g][1])),
-    list([`top left ${a(tl)}`, `top right ${a(tr)}`, `bottom left ${a(bl)}`, `bottom right ${a(br)}`]),
+    describePositions(classes),
     `${pick(rand, ["a picture of", "an image with", "four items:"])} ${list(counted(shuffle(rand, [...classes]), a, plural))}`,
     `${a(tl)} next to ${a(tr)}, with ${a(bl)} and ${a(br)} below`,
   ];

@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
+import { decodeGreyPng } from "./png-grey.ts";
 import type { Manifest } from "./build.ts";
 import type { CocoDataset } from "./captions.ts";
 import { GRID_SIZE, type Composite } from "./composites.ts";
@@ -82,6 +83,11 @@ export async function decodeImages(paths: readonly string[], opts: { size?: numb
   const numel = size * size;
   const out = new Float32Array(paths.length * numel);
   await mapLimit(paths, opts.concurrency ?? DEFAULT_CONCURRENCY, async (path, n) => {
+    const grey = decodeGreyPng(await readFile(path));
+    if (grey && grey.width === size && grey.height === size) {
+      for (let i = 0; i < numel; i++) out[n * numel + i] = (grey.pixels[i] / 255 - PIXEL_MEAN) / PIXEL_STD;
+      return;
+    }
     let raw: { data: Buffer; info: sharp.OutputInfo };
     try {
       raw = await sharp(path).flatten({ background: "#000000" }).greyscale().resize(size, size, { fit: "fill" }).raw().toBuffer({ resolveWithObject: true });
@@ -132,8 +138,9 @@ export interface DatasetIndex {
 /** The JSON side of a dataset dir; captions, grids, tokenizer and manifest are optional (real ScienceQA has none). */
 export async function readIndex(dir: string): Promise<DatasetIndex> {
   const optional = async <T>(name: string, read: (p: string) => Promise<T>) => (existsSync(join(dir, name)) ? read(join(dir, name)) : undefined);
-  const [problems, pidSplits, coco, grids, tokenizer, manifest] = await Promise.all([
-    readJson<Problems>(join(dir, FILES.problems)),
+  // problems.json first: when a directory holds no dataset, that is the error to report
+  const problems = await readJson<Problems>(join(dir, FILES.problems));
+  const [pidSplits, coco, grids, tokenizer, manifest] = await Promise.all([
     readJson<PidSplits>(join(dir, FILES.splits)),
     optional(FILES.captions, (p) => readJson<CocoDataset>(p)),
     optional(FILES.grids, (p) => readJson<Record<string, Composite>>(p)),

@@ -77,7 +77,7 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
  * the logits at its last position pick the next token. A causal model's logits there do
  * not depend on the padding after it, so one compiled plan serves every step.
  */
-export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], maxNew: number): Promise<number[][]> {
+export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], maxNew: number, stopAt?: ReadonlySet<number>): Promise<number[][]> {
   const { B, T } = p.dims;
   const out: number[][] = [];
   for (const { idx, real } of batches(rows.length, B)) {
@@ -106,6 +106,7 @@ export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly 
           tokens[b * T + len[b]] = best;
           gen[b].push(best);
           len[b]++;
+          if (stopAt?.has(best)) done[b] = true;
         }
       }
     }
@@ -130,7 +131,9 @@ export function answerLetter(text: string): string | undefined {
 export async function evalVqa(p: Predictor, tok: Tokenizer, split: LoadedSplit, opts: { problems?: number; captionImages?: number } = {}): Promise<VqaReport> {
   const probs = split.vqa.slice(0, opts.problems ?? Infinity);
   const rows = probs.map((e) => ({ prompt: encodeText(tok, promptParts(e.problem)).prompt, image: e.image }));
-  const answers = await greedyDecode(p, tok, rows, 6);
+  // "The answer is X": decoding stops at the option letter, which is all that is scored
+  const letters = new Set([...LETTERS].map((l) => tok.id(l)).filter((id) => id !== tok.special.unk));
+  const answers = await greedyDecode(p, tok, rows, 6, letters);
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: answerLetter(tok.decode(answers[i])) === LETTERS[e.problem.answer] }));
   const chance = probs.reduce((a, e) => a + 1 / e.problem.choices.length, 0) / Math.max(1, probs.length);
 

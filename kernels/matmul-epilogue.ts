@@ -16,6 +16,24 @@ function operand(v: StridedView, shape: readonly number[], batchShape: readonly 
 }
 
 /**
+ * Σ over batch axis `axis` as one matmul: that axis joins K (the scheduler checked with
+ * foldableSum that the operands continue along k across it); C, the sum with the axis
+ * kept as 1, has the layout of the remaining batch dims.
+ */
+function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
+  const drop = <T>(v: readonly T[]): T[] => v.filter((_, i) => i !== axis);
+  const n = s.batchShape[axis];
+  return {
+    batchShape: drop(s.batchShape),
+    M: s.M,
+    N: s.N,
+    K: s.K * n,
+    a: { ...s.a, batchStrides: drop(s.a.batchStrides) },
+    b: { ...s.b, batchStrides: drop(s.b.batchStrides) },
+  };
+}
+
+/**
  * A matmul kernel whose store runs the consumer's elementwise tree (bias, activation,
  * residual, scale) with the accumulator in place of the matmul: one pass over C.
  */
@@ -24,21 +42,24 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
   const outShape = shapes.get(mm.node)!;
   const r = outShape.length;
   const batchShape = outShape.slice(0, r - 2);
-  const spec: MatmulSpec = {
+  const K = shapes.get(mm.node.src[0])![r - 1];
+  const full: MatmulSpec = {
     batchShape,
     M: outShape[r - 2],
     N: outShape[r - 1],
-    K: shapes.get(mm.node.src[0])![r - 1],
+    K,
     a: operand(mm.a, shapes.get(mm.node.src[0])!, batchShape),
     b: operand(mm.b, shapes.get(mm.node.src[1])!, batchShape),
   };
+  const spec = mm.sumAxis === undefined ? full : foldSumIntoK(full, mm.sumAxis);
   const gen = generateMatmul(spec, target);
   const extras = epilogueInputs(k);
   const names = new Map(extras.map((n, i) => [n, `ep${3 + i}`]));
   const decls = extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`).join("\n");
   let epilogue: string;
   let helpers = "";
-  if (k.output === mm.node) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
+  // a folded sum is the whole output: nothing to apply
+  if (k.output === mm.node || mm.sumAxis !== undefined) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
   else {
     const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
     const idx = [...Renderer.delinear("b", batchShape), "i", "j"];

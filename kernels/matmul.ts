@@ -25,9 +25,13 @@
  *               subgroupBroadcast, B from an rgba32float texture. The fastest here; only
  *               with `allowTexture` (binding 2 changes type and the caller must fill it).
  *   sg-buffer   the same with B from the storage buffer: the default on CPU adapters.
+ *               Its register block is chosen per shape by estimated cost (chooseBlock).
  *   tiled       workgroup-shared tiles, 4×4 register blocks, vec4 loads where the layout
  *               allows: the shape real GPUs want (and CPU adapters without subgroups).
  *   simple      one output per invocation: correct everywhere, used when nothing fits.
+ *
+ * Before any variant, trailing batch dims over which B is shared fold into M
+ * (foldBatchIntoRows): the epilogue still sees the original (b, i).
  *
  * Why the CPU variants look like this (../shared/notes/webgpu-on-cpu.md and the asm of
  * lavapipe's JIT): a subgroup is one SIMD vector; a storage load with a lane-dependent
@@ -242,18 +246,65 @@ export function chooseVariant(s: MatmulSpec, t: KernelTarget, allowTexture = fal
 
 export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulKernel {
   checkSpec(spec);
-  const variant = opts.variant ?? chooseVariant(spec, target, opts.allowTexture, opts.ku);
-  if (!supportedVariants(spec, target, opts.ku).includes(variant))
+  const { spec: s, folded } = foldBatchIntoRows(spec);
+  const variant = opts.variant ?? chooseVariant(s, target, opts.allowTexture, opts.ku);
+  if (!supportedVariants(s, target, opts.ku).includes(variant))
     throw new Error(`matmul: variant ${variant} is not available on this target for ${spec.M}x${spec.N}x${spec.K}`);
-  switch (variant) {
-    case "sg-texture":
-    case "sg-buffer":
-      return subgroupMatmul(spec, target, variant === "sg-texture", opts);
-    case "tiled":
-      return tiledMatmul(spec, target, tiledConfig(target)!);
-    case "simple":
-      return simpleMatmul(spec, target);
+  // the generators call `epi` with the folded (b, i); the wrapper hands the caller's
+  // epilogue the original ones
+  const epi = folded > 1 ? "mm_epilogue" : "epilogue";
+  const k = ((): MatmulKernel => {
+    switch (variant) {
+      case "sg-texture":
+      case "sg-buffer":
+        return subgroupMatmul(s, target, variant === "sg-texture", opts, epi);
+      case "tiled":
+        return tiledMatmul(s, target, tiledConfig(target)!, epi);
+      case "simple":
+        return simpleMatmul(s, target, epi);
+    }
+  })();
+  if (folded === 1) return k;
+  const wrapper = `fn mm_epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return epilogue(acc, b * ${u(folded)} + i / ${u(spec.M)}, i % ${u(spec.M)}, j); }`;
+  return { ...k, wgsl: `${k.wgsl}\n${wrapper}\n`, variant: `${k.variant} rows×${folded}` };
+}
+
+/**
+ * Trailing batch dims over which B is broadcast and A's rows continue contiguously
+ * (a shared weight applied to [batch, M, K] activations) fold into M: one (batch·M)×K
+ * matmul instead of `batch` small ones. C is contiguous [batch..., M, N], so its layout
+ * is unchanged; small M (65 tokens, 40 positions) otherwise wastes most of the last
+ * row tile of every batch and pays per-batch setup. `folded` is the product of the
+ * folded dims (1: none).
+ */
+function foldBatchIntoRows(s: MatmulSpec): { spec: MatmulSpec; folded: number } {
+  let M = s.M;
+  // with one row, A's row stride is free: the first folded dim's stride becomes it
+  let rowStride: number | undefined = s.M === 1 ? undefined : s.a.rowStride;
+  let d = s.batchShape.length;
+  for (; d > 0; d--) {
+    const n = s.batchShape[d - 1];
+    const as = s.a.batchStrides[d - 1];
+    if (n === 1) continue;
+    if (s.b.batchStrides[d - 1] !== 0) break;
+    if (rowStride === undefined) rowStride = as;
+    else if (as !== M * rowStride) break;
+    M *= n;
   }
+  const folded = M / s.M;
+  if (folded === 1) return { spec: s, folded };
+  const keep = <T>(v: readonly T[]): T[] => v.slice(0, d);
+  return {
+    spec: {
+      batchShape: keep(s.batchShape),
+      M,
+      N: s.N,
+      K: s.K,
+      a: { ...s.a, batchStrides: keep(s.a.batchStrides), rowStride: rowStride! },
+      b: { ...s.b, batchStrides: keep(s.b.batchStrides) },
+    },
+    folded,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -278,7 +329,7 @@ export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: Mat
  * dropped at the store. The workgroup is exactly one subgroup, so lane = the subgroup
  * invocation id, with no assumption on how invocations map to subgroups.
  */
-function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions): MatmulKernel {
+function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions, epi: string): MatmulKernel {
   const S = t.subgroupSize;
   const { M, N, K } = s;
   const A = s.a;
@@ -288,13 +339,17 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const KU = o.ku ?? 4;
   // A in vec4s along k: contiguous, aligned, K and the step multiples of 4
   const aVec = (o.aLoad ?? "lane4") === "lane4" && aligned4(A, A.rowStride) && K % 4 === 0 && KU % 4 === 0;
-  // B in vec4s along n (always with the texture)
-  const bVec = texture || ((o.bLoad ?? "lane4") === "lane4" && aligned4(B, B.rowStride) && N % 4 === 0);
-  const V = bVec ? 4 : 1; // a lane's columns come in groups of V, interleaved across lanes
-  // register block: the measured best on lavapipe, shrunk for small M and N
+  // B in vec4s along n: always with the texture; from the buffer where the layout allows,
+  // unless o.bLoad says otherwise (unset: the block choice decides, see chooseBlock)
+  const bVecOk = aligned4(B, B.rowStride) && N % 4 === 0;
+  const vecs = texture ? [4] : !bVecOk || o.bLoad === "lane" ? [1] : o.bLoad === "lane4" ? [4] : [4, 1];
   const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-  const TM = o.tm ?? Math.min(16, pow2(M));
-  const TN = o.tn ?? Math.max(V, Math.min(texture ? 16 : 8, Math.ceil(Math.ceil(N / S) / V) * V));
+  // the texture keeps its measured 16×16 block (shrunk for small M and N): chooseBlock's
+  // costs are those of buffer loads
+  const { tm: TM, tn: TN, v: V } = texture
+    ? { tm: o.tm ?? Math.min(16, pow2(M)), tn: o.tn ?? Math.max(4, Math.min(16, Math.ceil(Math.ceil(N / S) / 4) * 4)), v: 4 }
+    : chooseBlock({ M, N, K, batches: batchCount(s), S, KU, aw: aVec ? 4 : 1, vecs, tm: o.tm, tn: o.tn });
+  const bVec = V === 4; // a lane's columns come in groups of V, interleaved across lanes
   if (TN % V !== 0) throw new RangeError(`matmul ${texture ? "sg-texture" : "sg-buffer"}: tn must be a multiple of ${V}`);
   const BN = S * TN;
   const nTilesN = Math.ceil(N / BN);
@@ -401,7 +456,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   L.push(`${ind}  let i = mm_row0 + mm_e / ${u(TN)};`);
   L.push(`${ind}  let mm_c = mm_e % ${u(TN)};`);
   L.push(`${ind}  let j = mm_col0 + ${V === 1 ? `mm_c * ${u(S)}` : `(mm_c / ${u(V)}) * ${u(S * V)} + mm_c % ${u(V)}`};`);
-  L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[b * ${u(M * N)} + i * ${u(N)} + j] = epilogue(mm_out[mm_e], b, i, j); }`);
+  L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[b * ${u(M * N)} + i * ${u(N)} + j] = ${epi}(mm_out[mm_e], b, i, j); }`);
   L.push(`${ind}}`);
   L.push("}", "");
   const tags = `${aVec ? " A4" : ""}${!texture && bVec ? " B4" : ""}`;
@@ -411,6 +466,50 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     variant: `${texture ? "sg-texture" : "sg-buffer"} s${S} ${TM}x${TN}x${KU}${tags}`,
     ...(texture ? { bTexture: operandTexture(s, t, B, K, N, Kp) } : {}),
   };
+}
+
+/**
+ * The sg-buffer register block (TM rows × TN columns per lane, B in groups of V columns)
+ * with the least estimated cost. Awkward sizes are common (65 tokens, 16-wide heads,
+ * batched attention): a fixed 16×8 block computes 80×128 outputs for a 65×65 product,
+ * 2.4× the useful work, so the estimate counts whole tiles. Per lane and k, in rough
+ * instruction units fitted to lavapipe timings at s8 (960², 65- and 16-sized operands;
+ * the fit is within the ±25% noise of the shared host, so only the coarse shape counts):
+ * an FMA 2 (mul + add), a per-lane load 40 for an f32 or 50 for a vec4 of B (lavapipe
+ * splits them into per-lane scalar loads), A's loads likewise but shared by the subgroup,
+ * a broadcast 1, and 4 per value once accumulators plus the step's B values exceed ~128
+ * (they spill); per tile, each output's store and epilogue 8 plus a fixed 100. That
+ * favours one vec4 of B per lane and tall blocks (24×4 measured ~40 GF/s against 33 for
+ * 16×8), few B values with scalar B, and exact fits for small dims. `tm`/`tn` pin one.
+ */
+function chooseBlock(p: {
+  M: number;
+  N: number;
+  K: number;
+  batches: number;
+  S: number;
+  KU: number;
+  aw: number;
+  vecs: readonly number[];
+  tm?: number;
+  tn?: number;
+}): { tm: number; tn: number; v: number } {
+  const range = (fixed: number | undefined, max: number): number[] => (fixed !== undefined ? [fixed] : Array.from({ length: max }, (_, i) => i + 1));
+  let best = { tm: 0, tn: 0, v: 0, cost: Infinity };
+  for (const v of p.vecs)
+    for (const tm of range(p.tm, Math.min(32, p.M)))
+      for (const tn of range(p.tn, 16)) {
+        if (tn % v !== 0) continue;
+        const acc = tm * tn;
+        const tiles = p.batches * Math.ceil(p.M / tm) * Math.ceil(p.N / (p.S * tn));
+        const aLoads = Math.ceil((tm * p.KU) / p.aw / p.S) / p.KU;
+        const perK = 2 * acc + (v === 4 ? 50 : 40) * (tn / v) + 40 * aLoads + tm + 4 * Math.max(0, acc + p.KU * tn - 128);
+        // fewer tiles than a few per core leave cores idle: count at least 8
+        const cost = Math.max(tiles, 8) * (Math.ceil(p.K / p.KU) * p.KU * perK + 8 * acc + 100);
+        if (cost < best.cost) best = { tm, tn, v, cost };
+      }
+  if (!best.v) throw new RangeError(`matmul sg-buffer: tn must be a multiple of ${p.vecs.join(" or ")}`);
+  return best;
 }
 
 /** An operand's non-broadcast batch dims: the texture stores one matrix per combination. */
@@ -515,7 +614,7 @@ function tiledConfig(t: KernelTarget): TiledConfig | undefined {
  * load and dropped on store. Thread (x, y) owns rows y + ty·r and column quads x + tx·c:
  * within a warp, A reads broadcast and B reads are consecutive vec4s.
  */
-function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig): MatmulKernel {
+function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string): MatmulKernel {
   const { tx, ty, rm, rn, bk } = c;
   const { M, N, K } = s;
   const A = s.a;
@@ -615,7 +714,7 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig): MatmulKern
     for (let c4 = 0; c4 < rn / 4; c4++)
       for (let q = 0; q < 4; q++)
         L.push(
-          `${ind}    { let j = mm_col0 + (mm_lid.x + ${u(c4 * tx)}) * 4u + ${u(q)}; if (j < ${u(N)}) { C[mm_crow + j] = epilogue(mm_acc${r}_${c4}[${q}], b, i, j); } }`,
+          `${ind}    { let j = mm_col0 + (mm_lid.x + ${u(c4 * tx)}) * 4u + ${u(q)}; if (j < ${u(N)}) { C[mm_crow + j] = ${epi}(mm_acc${r}_${c4}[${q}], b, i, j); } }`,
         );
     L.push(`${ind}  }`, `${ind}}`);
   }
@@ -630,7 +729,7 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig): MatmulKern
 // ---------------------------------------------------------------------------------------
 // simple: one output per invocation
 
-function simpleMatmul(s: MatmulSpec, t: KernelTarget): MatmulKernel {
+function simpleMatmul(s: MatmulSpec, t: KernelTarget, epi: string): MatmulKernel {
   const { M, N, K } = s;
   const WG = Math.min(64, t.maxInvocations);
   const total = batchCount(s) * M * N;
@@ -653,7 +752,7 @@ ${batchBases(s, "b", "  ")}
   for (var k = 0u; k < ${u(K)}; k++) {
     mm_acc = fma(A[mm_ap + k * ${u(s.a.colStride)}], B[mm_bp + k * ${u(s.b.rowStride)}], mm_acc);
   }
-  C[mm_lin] = epilogue(mm_acc, b, i, j);
+  C[mm_lin] = ${epi}(mm_acc, b, i, j);
 }
 `;
   return { wgsl, workgroups: g.workgroups, variant: "simple" };

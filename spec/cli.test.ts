@@ -68,14 +68,14 @@ describe("dehvf run", () => {
     const b = dehvf("run", "models/tiny-vqa.dehvf", "--backend", "interp", "--seed", "3", "--batch", "1", "--seq", "4");
     assert.equal(a.code, 0, a.err);
     const line = (s: string) => s.split("\n").find((l) => l.startsWith("output"))!;
-    assert.match(line(a.out), /output out\s+\[1, 4, 512\]/);
+    assert.match(line(a.out), /output out\s+\[1, 4, 128\]/);
     assert.equal(line(a.out), line(b.out));
   });
 
-  test("the concat model's output is longer by the 49 visual tokens", () => {
+  test("the concat model's output is longer by the 64 visual tokens", () => {
     const r = dehvf("run", "models/tiny-vqa.dehvf", "-m", "TinyVQAConcat", "--batch", "1", "--seq", "3");
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /output out\s+\[1, 52, 512\]/);
+    assert.match(r.out, /output out\s+\[1, 67, 128\]/);
   });
 
   test("an unknown model name is a located, suggestive error", () => {

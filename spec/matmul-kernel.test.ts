@@ -149,6 +149,63 @@ const CASES: Case[] = [
     },
     tiled: true,
   },
+  {
+    // the scores of 4-head attention over 65 tokens: blocks chosen for the awkward 65
+    name: "attention-like [2,3] x 65x65x16, Q rows strided by heads, Kᵀ through strides",
+    spec: {
+      batchShape: [2, 3],
+      M: 65,
+      N: 65,
+      K: 16,
+      a: { offset: 0, batchStrides: [3120, 16], rowStride: 48, colStride: 1 },
+      b: { offset: 0, batchStrides: [3120, 16], rowStride: 1, colStride: 48 },
+    },
+  },
+  {
+    name: "attention-like [2,3] x 65x16x65, P·V with V heads-strided (N = one head)",
+    spec: {
+      batchShape: [2, 3],
+      M: 65,
+      N: 16,
+      K: 65,
+      a: contiguous([2, 3], 65, 65),
+      b: { offset: 0, batchStrides: [3120, 16], rowStride: 48, colStride: 1 },
+    },
+  },
+  {
+    name: "shared B folds the batch into rows: [5] x 13x11x8 (epilogue sees the original b, i)",
+    spec: { batchShape: [5], M: 13, N: 11, K: 8, a: contiguous([5], 13, 8), b: { offset: 0, batchStrides: [0], rowStride: 11, colStride: 1 } },
+    epilogue: {
+      wgsl: "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc + 100.0 * f32(b) + 0.5 * f32(i) + 0.25 * f32(j); }",
+      f: (acc, b, i, j) => acc + 100 * b + 0.5 * i + 0.25 * j,
+    },
+  },
+  {
+    name: "partial fold: B per-example on dim 0, shared on dim 1, transposed B, [3,4] x 7x9x5",
+    spec: {
+      batchShape: [3, 4],
+      M: 7,
+      N: 9,
+      K: 5,
+      a: contiguous([3, 4], 7, 5),
+      b: { offset: 2, batchStrides: [45, 0], rowStride: 1, colStride: 5 },
+    },
+    epilogue: {
+      wgsl: "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc + 10.0 * f32(b) + f32(i) * 0.125 - f32(j); }",
+      f: (acc, b, i, j) => acc + 10 * b + i * 0.125 - j,
+    },
+  },
+  {
+    name: "M=1 per batch folds with A's batch stride as row stride: [6, 1] x 1x17x12",
+    spec: {
+      batchShape: [6, 1],
+      M: 1,
+      N: 17,
+      K: 12,
+      a: { offset: 1, batchStrides: [13, 99], rowStride: 0, colStride: 1 },
+      b: { offset: 0, batchStrides: [0, 0], rowStride: 17, colStride: 1 },
+    },
+  },
 ];
 
 /**
@@ -203,6 +260,31 @@ describe("generated matmul kernels vs float64 reference", () => {
     assert.throws(() => generateMatmul(big, tiny, { variant: "sg-buffer" }), /not available/);
     assert.throws(() => generateMatmul({ ...big, K: 0 }, cpu), /K must be/);
     assert.ok(generateMatmul(big, cpu).wgsl.includes("epilogue("));
+  });
+
+  it("generator: sg-buffer blocks fit awkward sizes, and a shared B folds the batch into rows", () => {
+    const cpu: KernelTarget = { isFallback: true, subgroupSize: 8, subgroupMaxSize: 8, maxWorkgroupStorage: 32768, maxInvocations: 256, maxWorkgroupsPerDim: 65535 };
+    /** computed outputs (whole tiles) per useful output */
+    const padding = (s: MatmulSpec, variant: string): number => {
+      const [tm, tn] = /s8 (\d+)x(\d+)x/.exec(variant)!.slice(1).map(Number);
+      const rows = Number(/rows×(\d+)/.exec(variant)?.[1] ?? 1) * s.M;
+      return (Math.ceil(rows / tm) * tm * Math.ceil(s.N / (8 * tn)) * 8 * tn) / (rows * s.N);
+    };
+    const qk: MatmulSpec = { batchShape: [64, 4], M: 65, N: 65, K: 16, a: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 }, b: { offset: 0, batchStrides: [4160, 16], rowStride: 1, colStride: 64 } };
+    const pv: MatmulSpec = { batchShape: [64, 4], M: 65, N: 16, K: 65, a: contiguous([64, 4], 65, 65), b: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 } };
+    const prime: MatmulSpec = plain(67, 131, 70);
+    for (const s of [qk, pv, prime]) {
+      const v = generateMatmul(s, cpu).variant;
+      assert.ok(padding(s, v) < 1.2, `${s.M}x${s.N}x${s.K}: ${v} pads ${padding(s, v).toFixed(2)}×`);
+    }
+    // [64] × 65 rows with a shared weight: one 4160-row matmul
+    const fc: MatmulSpec = { batchShape: [64], M: 65, N: 256, K: 64, a: contiguous([64], 65, 64), b: { offset: 0, batchStrides: [0], rowStride: 1, colStride: 64 } };
+    const k = generateMatmul(fc, cpu);
+    assert.match(k.variant, /rows×64/);
+    assert.ok(padding(fc, k.variant) < 1.02, k.variant);
+    // pinned blocks are honoured; a tn that no B layout allows is refused
+    assert.match(generateMatmul(qk, cpu, { tm: 16, tn: 8 }).variant, /16x8x4/);
+    assert.throws(() => generateMatmul(qk, cpu, { tn: 6, bLoad: "lane4", variant: "sg-texture" }), /multiple of 4|not available/);
   });
 
   for (const c of CASES) {

@@ -61,9 +61,9 @@ describe("tiny-vqa", () => {
     writeFileSync(
       file,
       `import "std/vit.dehvf"\nimport "std/llama.dehvf"\n` +
-        `model NoFusion {\n  vision = ViT(image: 28, patch: 4, d: 128, layers: 6, heads: 4, mlp: 512, channels: 1) frozen\n` +
-        `  language = Llama(vocab: 512, d: 192, layers: 6, heads: 6, ffn: 512) frozen\n` +
-        `  forward(image: [B, 1, 28, 28], tokens: [B, T] int) -> [B, T, 512] {\n    vision(image)\n    return language(tokens)\n  }\n}\n`,
+        `model NoFusion {\n  vision = ViT(image: 56, patch: 7, d: 64, layers: 4, heads: 4, mlp: 256, channels: 1) frozen\n` +
+        `  language = Llama(vocab: 128, d: 128, layers: 4, heads: 4, ffn: 344) frozen\n` +
+        `  forward(image: [B, 1, 56, 56], tokens: [B, T] int) -> [B, T, 128] {\n    vision(image)\n    return language(tokens)\n  }\n}\n`,
     );
     const m = elaborate(loadProgram(file), "NoFusion");
     assert.equal(maxAbsDiff(logits(m, 0), logits(m, 0, otherImage(m))), 0);
@@ -76,16 +76,16 @@ describe("tiny-vqa", () => {
     const seq = (m: CompiledModel) => dimStr(m.outputs[0].node.shape[1]);
     assert.equal(seq(dehvf), "T");
     assert.equal(seq(memvp), "T");
-    const patches = (28 / 4) * (28 / 4);
+    const patches = (56 / 7) * (56 / 7);
     assert.equal(seq(concat), `T + ${patches}`);
     assert.equal(logits(concat, 0).shape[1], dims.T + patches);
   });
 
   test("DEHVF embeds memory in every LLM layer and MemVP reads a single ViT layer", () => {
     const dehvf = elaborate(program, "TinyVQA");
-    assert.deepEqual(dehvf.fusions[0].targets, [0, 1, 2, 3, 4, 5].map((i) => `language.layer.${i}.memory`));
+    assert.deepEqual(dehvf.fusions[0].targets, [0, 1, 2, 3].map((i) => `language.layer.${i}.memory`));
     const memvp = elaborate(program, "TinyVQAMemVP");
-    assert.equal(memvp.fusions.find((f) => f.name === "adapters")!.targets.length, 6);
+    assert.equal(memvp.fusions.find((f) => f.name === "adapters")!.targets.length, 4);
   });
 
   test("trainable parameters are exactly the fusion modules", () => {

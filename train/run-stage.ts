@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
+import { topoOrder } from "../compiler/graph.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { DEFAULT_OPTIMIZER } from "../compiler/train-graph.ts";
 import type { LoadedDataset } from "../data/loader.ts";
@@ -51,6 +52,8 @@ function stageKey(stage: StageConfig, model: CompiledModel, data: LoadedDataset,
   const { span: _span, ...config } = stage;
   const shapes = model.params.map((p) => `${p.name}:${p.shape.join("x")}:${p.trainable ? "t" : "f"}`);
   const h = createHash("sha256").update(JSON.stringify({ config, model: model.name, shapes, data: data.manifest?.key ?? null, backbones }));
+  // the elaborated graph itself (every op, constant and shape): editing a scale in the .dehvf file retrains
+  for (const n of topoOrder(model.outputs.map((o) => o.node))) h.update(`${n.key}:${n.shape.map(String).join(",")};`);
   return h.digest("hex").slice(0, 16);
 }
 
@@ -61,11 +64,13 @@ async function evaluate(stage: StageConfig, p: Predictor, ctx: StageContext, spl
   const data = ctx.data.splits[split];
   if (!data) throw new Error(`the dataset has no ${split} split loaded`);
   if (stage.task === "classify") {
-    const r = await evalClassifier(p, data, ctx.evalProblems);
+    const r = await evalClassifier(p, data, split === "val" ? Math.min(256, ctx.evalProblems) : ctx.evalProblems);
     return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 0.1 };
   }
   if (stage.task === "text") return { split };
-  const r = await evalVqa(p, ctx.data.tokenizer!, data, { problems: ctx.evalProblems, captionImages: ctx.evalCaptions });
+  // periodic evaluations are a quick look (questions only); the final one is the full report
+  const quick = split === "val";
+  const r = await evalVqa(p, ctx.data.tokenizer!, data, { problems: quick ? Math.min(256, ctx.evalProblems) : ctx.evalProblems, captionImages: quick ? 0 : ctx.evalCaptions });
   const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
   return { split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images, samples: r.samples };
 }
@@ -136,7 +141,7 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   const t0 = performance.now();
   const trainer = await Trainer.create(ctx.gpu, model, task.dims, params, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  const evalDims = { ...task.dims, B: Math.max(cfg.batch, 32) };
+  const evalDims = { ...task.dims, B: 64 };
   let predictor: Predictor | undefined;
   const predictorWith = async (state: ReadonlyMap<string, Tensor>) => {
     predictor ??= await Predictor.create(ctx.gpu, model, evalDims, params);
@@ -162,13 +167,15 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
       }
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.gradNorm)) {
         log.append({ step, loss: r.loss, grad_norm: r.gradNorm, lr });
-        throw new TrainingDiverged(`${label}: the loss became ${r.loss} (gradient norm ${r.gradNorm}) at step ${step}; stopped. The last good checkpoint is step ${lastSaved} in ${join(dir, STAGE_FILES.checkpoint)}; try a lower lr (now ${cfg.lr}) or more warm-up`);
+        throw new TrainingDiverged(`${label}: the loss became ${r.loss} (gradient norm ${r.gradNorm}) at step ${step}; stopped. ${lastSaved ? `The last good checkpoint is step ${lastSaved} in ${join(dir, STAGE_FILES.checkpoint)}` : "no checkpoint was written"}; try a lower lr (now ${cfg.lr}) or more warm-up`);
       }
       log.append({ step, loss: r.loss, grad_norm: r.gradNorm, lr, ms: Math.round(ms) });
       progress.update(step, { loss: r.loss, tokens: task.unitsPerStep });
       if (step % cfg.checkpointEvery === 0 || step === cfg.steps) {
         await saveCheckpoint(dir, await trainer.readState(), meta(step));
         lastSaved = step;
+        // lets the resume test kill the process for real (SIGKILL: no cleanup runs) right after a checkpoint
+        if (process.env.DEHVF_KILL_AFTER_CHECKPOINT === `${cfg.name}:${step}`) process.kill(process.pid, "SIGKILL");
       }
       if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) {
         const e = await evaluate(cfg, await predictorWith(await trainer.readState()), ctx, "val");

@@ -1,6 +1,7 @@
 import type { Tensor } from "../compiler/tensor.ts";
 import { type EncodedExample, type EncodedText, encodeText, epochShuffler, IMAGE_SHAPE, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
-import { captionParts } from "../data/captions.ts";
+import { captionParts, describePositions } from "../data/captions.ts";
+import type { Quad } from "../data/composites.ts";
 import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
 import { promptParts, type QuestionType } from "../data/scienceqa.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
@@ -16,22 +17,45 @@ export function labelledImages(split: LoadedSplit): LabelledImage[] {
   return split.vqa.filter((e) => e.classes).map((e) => ({ image: e.image, classes: e.classes! }));
 }
 
-/** The training text: every question with its answer, and every caption. */
+/**
+ * The LM's training text: every question with the picture described in words as its
+ * ScienceQA-style context (so the LM learns to answer from a description, binding the
+ * right option to its letter; fine-tuning then has the image stand in for the words),
+ * and one caption per caption image (rotating phrasings), so questions are the bulk.
+ */
 export function trainingTexts(tok: Tokenizer, split: LoadedSplit): EncodedText[] {
-  return [...split.vqa.map((e) => encodeText(tok, promptParts(e.problem))), ...split.captions.flatMap((c) => c.captions.map((raw) => encodeText(tok, captionParts(raw))))];
+  const withContext = split.vqa.map((e) => encodeText(tok, promptParts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>) } : e.problem)));
+  return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
 }
 
-/** Image-grounded examples for fine-tuning: VQA problems plus one caption per caption image (a different one each epoch is not needed at this size). */
+/**
+ * Image-grounded examples for fine-tuning: every VQA problem plus one of each caption
+ * image's captions (they rotate over images), so questions stay the bulk of the mix.
+ */
 export function groundedExamples(tok: Tokenizer, split: LoadedSplit): (EncodedExample & { category?: QuestionType })[] {
   return [
     ...split.vqa.map((e) => ({ ...encodeText(tok, promptParts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
-    ...split.captions.flatMap((c) => c.captions.map((raw) => ({ ...encodeText(tok, captionParts(raw)), image: c.image }))),
+    ...split.captions.map((c, i) => ({ ...encodeText(tok, captionParts(c.captions[i % c.captions.length])), image: c.image })),
   ];
 }
 
 /** T for a set of sequences: the longest, rounded up to a multiple of 4. */
 export function seqLength(texts: readonly EncodedText[]): number {
   return Math.ceil(Math.max(...texts.map(sequenceLength)) / 4) * 4;
+}
+
+/**
+ * Scales each row's loss mask to sum to 1, so the loss is the mean over examples of each
+ * example's mean token loss: a 20-token caption then weighs as much as a 6-token answer
+ * whose one informative token is the option letter (with plain token weighting captions
+ * carried ~90% of the gradient and the letters barely moved).
+ */
+function perRowMean(mask: Float32Array, T: number): void {
+  for (let r = 0; r < mask.length / T; r++) {
+    const row = mask.subarray(r * T, (r + 1) * T);
+    const n = row.reduce((a, x) => a + x, 0);
+    if (n > 0) for (let i = 0; i < T; i++) row[i] /= n;
+  }
 }
 
 export interface TaskData {
@@ -79,6 +103,7 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     unitsPerStep: batch * T,
     batchAt(step) {
       const b = lmBatch(tok, ex, sh.batchAt(step), T);
+      perRowMean(b.lossMask, T);
       return textFeed(b).set("image", f64([batch, ...IMAGE_SHAPE], b.image));
     },
   };

@@ -32,9 +32,9 @@ export function registerEval(program: Command): void {
     .option("-m, --model <name>", "model to evaluate (default: the file's first model)")
     .option("--data <dir>", "dataset directory (default: the built-in Fashion-MNIST one)")
     .option("--split <name>", "val or test", "test")
-    .option("--batch <n>", "rows per forward", intOption("batch"), 32)
+    .option("--batch <n>", "rows per forward", intOption("batch"), 64)
     .option("--problems <n>", "at most this many problems", intOption("problems"), 2000)
-    .option("--captions <n>", "at most this many caption images", intOption("captions"), 200)
+    .option("--captions <n>", "at most this many caption images", intOption("captions"), 100)
     .action(async (file: string, opts: EvalOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       if (opts.split !== "val" && opts.split !== "test") throw new UserError(`--split must be val or test, got ${opts.split}`);

@@ -28,7 +28,7 @@ export function registerTrain(program: Command): void {
     .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
     .option("--resume", "continue each unfinished stage from its last checkpoint")
     .option("--eval-problems <n>", "held-out problems to evaluate", intOption("eval-problems"), 2000)
-    .option("--eval-captions <n>", "held-out caption images to evaluate", intOption("eval-captions"), 200)
+    .option("--eval-captions <n>", "held-out caption images to evaluate", intOption("eval-captions"), 100)
     .action(async (file: string, opts: TrainOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       const program = loadProgram(file);
