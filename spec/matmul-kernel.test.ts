@@ -135,6 +135,12 @@ const CASES: Case[] = [
     },
   },
   {
+    // K a multiple of the k step, so the unmasked load path runs several k steps: the
+    // weight-gradient shape (activations read transposed) that once used stride 1 for k
+    name: "transposed A, K = 2 k-steps, unmasked 32x64x8",
+    spec: { batchShape: [], M: 32, N: 64, K: 8, a: { offset: 0, batchStrides: [], rowStride: 1, colStride: 32 }, b: contiguous([], 8, 64) },
+  },
+  {
     name: "batch 37 with the grid folded into y and z (max 5 workgroups per dimension) 5x20x12",
     spec: { batchShape: [37], M: 5, N: 20, K: 12, a: contiguous([37], 5, 12), b: contiguous([37], 12, 20) },
     target: { maxWorkgroupsPerDim: 5 },
