@@ -1,4 +1,4 @@
-import { dimAdd, dimEq, type Shape, shapeStr } from "./dims.ts";
+import { dimAdd, dimEq, type Shape, shapeEq, shapeStr } from "./dims.ts";
 import type { GraphBuilder } from "./graph.ts";
 import { topoOrder } from "./graph.ts";
 import type { Node, Op } from "./ir.ts";
@@ -140,7 +140,7 @@ export interface GradSeed {
 /** Reverse mode from seed gradients on any nodes (the general form of `gradients`). */
 export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: readonly Node[]): Node[] {
   const t = new TensorOps(graph);
-  for (const s of seeds) if (!dimsMatch(s.grad.shape, s.node.shape)) throw new Error(`seed gradient ${shapeStr(s.grad.shape)} does not match its node ${shapeStr(s.node.shape)}`);
+  for (const s of seeds) if (!shapeEq(s.grad.shape, s.node.shape)) throw new Error(`seed gradient ${shapeStr(s.grad.shape)} does not match its node ${shapeStr(s.node.shape)}`);
   const order = topoOrder(seeds.map((s) => s.node));
   const targets = new Set(wrt.map((n) => n.id));
   const needs = new Set<number>();
@@ -165,7 +165,7 @@ export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: r
       n.src.forEach((s, i) => {
         const c = contrib[i];
         if (!c || !need(i)) return;
-        if (!dimsMatch(c.shape, s.shape)) throw new Error(`internal: gradient rule for ${n.op} gave ${shapeStr(c.shape)} for an operand of shape ${shapeStr(s.shape)}`);
+        if (!shapeEq(c.shape, s.shape)) throw new Error(`internal: gradient rule for ${n.op} gave ${shapeStr(c.shape)} for an operand of shape ${shapeStr(s.shape)}`);
         const prev = grads.get(s.id);
         grads.set(s.id, prev ? t.add(prev, c) : c);
       });
@@ -177,4 +177,3 @@ export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: r
   return wrt.map((p) => grads.get(p.id) ?? t.expand(t.scalar(0), p.shape));
 }
 
-const dimsMatch = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => dimEq(d, b[i]));

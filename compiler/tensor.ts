@@ -16,7 +16,8 @@ export function stridesOf(shape: readonly number[]): number[] {
   return st;
 }
 
-export function tensor(shape: readonly number[], data?: Float64Array | number[]): Tensor {
+/** `data` is taken as is when it is a Float64Array, copied from any other array (typed arrays included). */
+export function tensor(shape: readonly number[], data?: Float64Array | ArrayLike<number>): Tensor {
   const n = numel(shape);
   const d = data instanceof Float64Array ? data : data === undefined ? new Float64Array(n) : Float64Array.from(data);
   if (d.length !== n) throw new Error(`tensor data has ${d.length} elements, shape [${shape.join(", ")}] needs ${n}`);

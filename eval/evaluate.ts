@@ -1,6 +1,6 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan } from "../compiler/plan.ts";
-import type { Tensor } from "../compiler/tensor.ts";
+import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { encodeText, IMAGE_SHAPE, lmBatch } from "../data/batches.ts";
 import { captionParts } from "../data/captions.ts";
 import type { LoadedSplit } from "../data/loader.ts";
@@ -44,7 +44,6 @@ export class Predictor {
   }
 }
 
-const f64 = (shape: number[], data: ArrayLike<number>): Tensor => ({ shape, data: Float64Array.from(data) });
 
 /** Rows of `n` examples in batches of `B`; the last batch is padded by repeating row 0 (its results are dropped). */
 function* batches(n: number, B: number): Generator<{ idx: number[]; real: number }> {
@@ -62,7 +61,7 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
   for (const { idx, real } of batches(items.length, B)) {
     const image = new Float32Array(B * items[0].image.length);
     idx.forEach((i, b) => image.set(items[i].image, b * items[0].image.length));
-    const out = await p.forward(new Map([["image", f64([B, ...IMAGE_SHAPE], image)]]));
+    const out = await p.forward(new Map([["image", tensor([B, ...IMAGE_SHAPE], image)]]));
     for (let b = 0; b < real; b++)
       for (let q = 0; q < 4; q++) {
         const row = out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10);
@@ -89,9 +88,9 @@ export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly 
     const done = examples.map((_, b) => b >= real);
     for (let s = 0; s < maxNew && done.some((d) => !d); s++) {
       const feed = new Map([
-        ["image", f64([B, ...IMAGE_SHAPE], base.image)],
-        ["tokens", f64([B, T], tokens)],
-        ["prompt_mask", f64([B, T], base.promptMask)],
+        ["image", tensor([B, ...IMAGE_SHAPE], base.image)],
+        ["tokens", tensor([B, T], tokens)],
+        ["prompt_mask", tensor([B, T], base.promptMask)],
       ]);
       const logits = await p.forward(feed);
       const [, S, V] = logits.shape;

@@ -1,6 +1,6 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan } from "../compiler/plan.ts";
-import type { Tensor } from "../compiler/tensor.ts";
+import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { adamScalars, buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS_OUTPUT, type OptimizerConfig, type TrainGraph } from "../compiler/train-graph.ts";
 import type { Gpu } from "./device.ts";
 import { PlanExecutor } from "./executor.ts";
@@ -31,7 +31,7 @@ export class Trainer {
     const ex = await PlanExecutor.create(gpu, plan, model.program?.sources);
     const all = new Map(params);
     for (const p of graph.trained)
-      for (const s of [p.m, p.v]) if (!all.has(s)) all.set(s, { shape: p.shape, data: new Float64Array(p.shape.reduce((a, b) => a * b, 1)) });
+      for (const s of [p.m, p.v]) if (!all.has(s)) all.set(s, tensor(p.shape));
     ex.writeParams(all);
     return new Trainer(graph, plan, ex, opt);
   }

@@ -38,6 +38,13 @@ export async function loadTensors(file: string): Promise<Saved> {
   }
 }
 
+/** A file's metadata only (the header; no tensor bytes are read). */
+export async function loadMeta(file: string): Promise<Record<string, string>> {
+  const r = await openSafetensors(file);
+  await r.close();
+  return { ...r.metadata };
+}
+
 /** Writes the resumable state: a kill at any moment leaves the previous checkpoint or this one, whole. */
 export async function saveCheckpoint(stageDir: string, tensors: ReadonlyMap<string, Tensor>, meta: Record<string, string>): Promise<void> {
   await writeDirAtomic(join(stageDir, STAGE_FILES.checkpoint), (tmp) => saveTensors(join(tmp, STAGE_FILES.state), tensors, meta));

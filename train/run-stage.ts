@@ -5,6 +5,7 @@ import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import { topoOrder } from "../compiler/graph.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { DEFAULT_OPTIMIZER } from "../compiler/train-graph.ts";
+import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset } from "../data/loader.ts";
 import { evalClassifier, evalVqa, Predictor } from "../eval/evaluate.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
@@ -16,9 +17,9 @@ import type { Program } from "../grammar/modules.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
-import { loadCheckpoint, loadTensors, saveCheckpoint, saveTensors, STAGE_FILES } from "./checkpoint.ts";
+import { loadCheckpoint, loadMeta, loadTensors, saveCheckpoint, saveTensors, STAGE_FILES } from "./checkpoint.ts";
 import { learningRate } from "./lr-schedule.ts";
-import type { StageConfig } from "./stages.ts";
+import type { StageConfig, Task } from "./stages.ts";
 import { taskData } from "./tasks.ts";
 
 export interface StageContext {
@@ -59,20 +60,24 @@ function stageKey(stage: StageConfig, model: CompiledModel, data: LoadedDataset,
 
 const fmt = (x: number, d = 4) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
 
-/** Held-out evaluation for the stage's task; numbers go to the metrics log and eval.json. */
-async function evaluate(stage: StageConfig, p: Predictor, ctx: StageContext, split: "val" | "test"): Promise<Record<string, unknown>> {
-  const data = ctx.data.splits[split];
-  if (!data) throw new Error(`the dataset has no ${split} split loaded`);
-  if (stage.task === "classify") {
-    const r = await evalClassifier(p, data, split === "val" ? Math.min(256, ctx.evalProblems) : ctx.evalProblems);
-    return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 0.1 };
+/** Held-out evaluation of a task on one split; the record goes to the metrics log, eval.json and the terminal. */
+export async function evaluateTask(task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }): Promise<Record<string, unknown>> {
+  const held = data.splits[split];
+  if (!held) throw new Error(`the dataset has no ${split} split loaded`);
+  if (task === "classify") {
+    const r = await evalClassifier(p, held, sizes.problems);
+    return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 1 / CLASS_NAMES.length };
   }
-  if (stage.task === "text") return { split };
-  // periodic evaluations are a quick look (questions only); the final one is the full report
-  const quick = split === "val";
-  const r = await evalVqa(p, ctx.data.tokenizer!, data, { problems: quick ? Math.min(256, ctx.evalProblems) : ctx.evalProblems, captionImages: quick ? 0 : ctx.evalCaptions });
+  if (task === "text") return { split };
+  const r = await evalVqa(p, data.tokenizer!, held, { problems: sizes.problems, captionImages: sizes.captions });
   const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
   return { split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images, samples: r.samples };
+}
+
+/** Periodic evaluations are a quick look (256 questions, no captions); the final one is the full report. */
+function evaluate(stage: StageConfig, p: Predictor, ctx: StageContext, split: "val" | "test"): Promise<Record<string, unknown>> {
+  const quick = split === "val";
+  return evaluateTask(stage.task, p, ctx.data, split, { problems: quick ? Math.min(256, ctx.evalProblems) : ctx.evalProblems, captions: quick ? 0 : ctx.evalCaptions });
 }
 
 export function describeEval(e: Record<string, unknown>): string {
@@ -96,8 +101,7 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   const label = `${cfg.name} (${model.name})`;
   const finalFile = join(dir, STAGE_FILES.final);
   if (existsSync(finalFile)) {
-    const done = await loadTensors(finalFile);
-    if (done.meta.key === key) {
+    if ((await loadMeta(finalFile)).key === key) {
       ctx.say(`${label}: done before, reusing ${finalFile}`);
       return { dir, reused: true };
     }
@@ -119,8 +123,8 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
     ctx.say(`${label}: ${n} tensors from ${join(bdir, STAGE_FILES.final)}`);
   }
   const trainable = model.params.filter((p) => p.trainable);
-  const count = trainable.reduce((a, p) => a + p.shape.reduce((x: number, y) => x * (y as number), 1), 0);
-  const total = model.params.reduce((a, p) => a + p.shape.reduce((x: number, y) => x * (y as number), 1), 0);
+  const size = (names: readonly { name: string }[]) => names.reduce((a, p) => a + params.get(p.name)!.data.length, 0);
+  const [count, total] = [size(trainable), size(model.params)];
   ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
 
   const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed);

@@ -1,4 +1,4 @@
-import type { Tensor } from "../compiler/tensor.ts";
+import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { type EncodedExample, type EncodedText, encodeText, epochShuffler, IMAGE_SHAPE, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
 import { captionParts, describePositions } from "../data/captions.ts";
 import type { Quad } from "../data/composites.ts";
@@ -10,7 +10,6 @@ import type { Task } from "./stages.ts";
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
 export type Feed = Map<string, Tensor>;
 
-const f64 = (shape: number[], data: ArrayLike<number>): Tensor => ({ shape, data: Float64Array.from(data) });
 
 /** Fashion-MNIST composites labelled per quadrant: the ViT pre-training examples. */
 export function labelledImages(split: LoadedSplit): LabelledImage[] {
@@ -68,7 +67,7 @@ export interface TaskData {
 
 function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32Array; lossMask: Float32Array; promptMask: Float32Array }): Feed {
   const s = [b.B, b.T];
-  return new Map([["tokens", f64(s, b.tokens)], ["targets", f64(s, b.targets)], ["loss_mask", f64(s, b.lossMask)], ["prompt_mask", f64(s, b.promptMask)]]);
+  return new Map([["tokens", tensor(s, b.tokens)], ["targets", tensor(s, b.targets)], ["loss_mask", tensor(s, b.lossMask)], ["prompt_mask", tensor(s, b.promptMask)]]);
 }
 
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
@@ -84,7 +83,7 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
       unitsPerStep: batch * 4,
       batchAt(step) {
         const b = vitBatch(items, sh.batchAt(step));
-        return new Map([["image", f64([batch, ...IMAGE_SHAPE], b.image)], ["targets", f64([batch, 4], b.labels)], ["loss_mask", f64([batch, 4], new Float32Array(batch * 4).fill(1))]]);
+        return new Map([["image", tensor([batch, ...IMAGE_SHAPE], b.image)], ["targets", tensor([batch, 4], b.labels)], ["loss_mask", tensor([batch, 4], new Float32Array(batch * 4).fill(1))]]);
       },
     };
   }
@@ -104,7 +103,7 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     batchAt(step) {
       const b = lmBatch(tok, ex, sh.batchAt(step), T);
       perRowMean(b.lossMask, T);
-      return textFeed(b).set("image", f64([batch, ...IMAGE_SHAPE], b.image));
+      return textFeed(b).set("image", tensor([batch, ...IMAGE_SHAPE], b.image));
     },
   };
 }

@@ -4,11 +4,11 @@ import type { Command } from "commander";
 import { elaborate } from "../../compiler/elaborate.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
-import { evalClassifier, evalVqa, Predictor } from "../../eval/evaluate.ts";
+import { Predictor } from "../../eval/evaluate.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { loadTensors, STAGE_FILES } from "../../train/checkpoint.ts";
 import { prepareData } from "../../train/data.ts";
-import { describeEval } from "../../train/run-stage.ts";
+import { describeEval, evaluateTask } from "../../train/run-stage.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
 import { seqLength, groundedExamples } from "../../train/tasks.ts";
 import { intOption } from "./load.ts";
@@ -48,22 +48,17 @@ export function registerEval(program: Command): void {
       const missing = model.params.filter((p) => !tensors.has(p.name)).map((p) => p.name);
       if (missing.length) throw new UserError(`${weights} lacks ${missing.length} parameters of ${modelName} (e.g. ${missing.slice(0, 3).join(", ")}); was it trained for another model?`);
       const stage = stagesFor(trainStages(program), modelName).at(-1)!;
-      const data = await prepareData(opts.data, say, ["train", opts.split]);
+      const data = await prepareData(opts.data, say, [opts.split]);
       const gpu = await acquireGpu();
       try {
-        const split = data.splits[opts.split]!;
-        const T = stage.task === "classify" ? undefined : seqLength(groundedExamples(data.tokenizer!, data.splits.train!));
+        // room for the longest prompt + reference answer of the evaluated split itself
+        const T = stage.task === "classify" ? undefined : seqLength(groundedExamples(data.tokenizer!, data.splits[opts.split]!));
         const p = await Predictor.create(gpu, model, T ? { B: opts.batch, T } : { B: opts.batch }, tensors);
         say(`${modelName} from ${weights} (stage ${meta.stage ?? "?"}, step ${meta.step ?? "?"})`);
         const t0 = performance.now();
-        if (stage.task === "classify") {
-          const r = await evalClassifier(p, split, opts.problems);
-          say(describeEval({ split: opts.split, item_accuracy: r.accuracy, chance: 0.1 }));
-        } else {
-          const r = await evalVqa(p, data.tokenizer!, split, { problems: opts.problems, captionImages: opts.captions });
-          say(describeEval({ split: opts.split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy])), bleu4: r.captions.bleu4, cider_d: r.captions.ciderD }));
-          for (const s of r.samples) say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
-        }
+        const r = await evaluateTask(stage.task, p, data, opts.split, { problems: opts.problems, captions: opts.captions });
+        say(describeEval(r));
+        for (const s of (r.samples ?? []) as { question: string; generated: string; answer: string }[]) say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
         say(`evaluated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
         p.destroy();
       } finally {
