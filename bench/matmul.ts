@@ -8,10 +8,15 @@
  * (onSubmittedWorkDone); ours is cross-checked with timestamp queries when the device has
  * them. tfjs-wasm runs synchronously on one thread.
  *
- *   npm run bench -- matmul [--sizes 256,512] [--quick]
+ * `--autotune` adds, per size, what runtime/autotune.ts picks for a plan's matmul of that
+ * shape (storage-buffer operands, so sg-texture is not among the candidates) against the
+ * cost model's default, from the tuner's own timings (wall clock, medians).
+ *
+ *   npm run bench -- matmul [--sizes 256,512] [--quick] [--autotune]
  */
-import { createMatmulRun, type MatmulRun } from "./matmul-runner.ts";
+import { createMatmulRun, type MatmulRun } from "../runtime/matmul-run.ts";
 import { generateMatmul, targetFromGpu, type MatmulSpec } from "../kernels/matmul.ts";
+import { tuneMatmul } from "../runtime/autotune.ts";
 import { acquireGpu, type Gpu } from "../runtime/device.ts";
 import { type Contender, contender, flushTfjsWebgpu, loadAverage, loadPeers, maxAbsDiff, peersLine, race, randomMatrix, type Tf } from "./peers.ts";
 
@@ -20,13 +25,15 @@ interface Options {
   /** minimum seconds per timed batch */
   batchSeconds: number;
   batches: number;
+  autotune: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { sizes: [256, 512, 1024, 2048], batchSeconds: 0.4, batches: 5 };
+  const o: Options = { sizes: [256, 512, 1024, 2048], batchSeconds: 0.4, batches: 5, autotune: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--sizes") o.sizes = argv[++i].split(",").map(Number);
     else if (argv[i] === "--quick") Object.assign(o, { batchSeconds: 0.15, batches: 3 });
+    else if (argv[i] === "--autotune") o.autotune = true;
   }
   return o;
 }
@@ -41,16 +48,17 @@ interface Ours {
   result(): Promise<Float32Array>;
 }
 
+const square = (n: number): MatmulSpec => ({
+  batchShape: [],
+  M: n,
+  N: n,
+  K: n,
+  a: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
+  b: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
+});
+
 async function ours(gpu: Gpu, n: number, a: Float32Array, b: Float32Array, variant?: "sg-buffer"): Promise<Ours> {
-  const spec: MatmulSpec = {
-    batchShape: [],
-    M: n,
-    N: n,
-    K: n,
-    a: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
-    b: { offset: 0, batchStrides: [], rowStride: n, colStride: 1 },
-  };
-  const kernel = generateMatmul(spec, targetFromGpu(gpu), variant ? { variant } : { allowTexture: true });
+  const kernel = generateMatmul(square(n), targetFromGpu(gpu), variant ? { variant } : { allowTexture: true });
   const run = await createMatmulRun(gpu.device, kernel, { aElems: n * n, bElems: n * n, cElems: n * n });
   run.write(a, b);
   await run.run(); // compiles, fills the B texture once
@@ -202,6 +210,12 @@ export async function main(argv: readonly string[] = []): Promise<void> {
       "ts-check: ours from timestamp queries; sg-buffer: our storage-buffer-only kernel (what plans use without textures).\n" +
       "max|Δ|: max abs difference of C between ours and the peer (entries ~ ±sqrt(n/9)); 0 = bitwise equal.",
   );
+  if (o.autotune)
+    for (const n of o.sizes) {
+      const r = await tuneMatmul(gpu, square(n));
+      const gf = (ms: number): string => ((2 * n ** 3) / ms / 1e6).toFixed(1);
+      console.log(`autotune n=${n}: default ${r.defaultVariant} ${gf(r.defaultMs)} GFLOP/s, tuned ${r.variant} ${gf(r.bestMs)} GFLOP/s (${r.tried} candidates)`);
+    }
   console.log(`# load average at the end: ${loadAverage()}`);
   tf.engine().reset();
   gpu.destroy();

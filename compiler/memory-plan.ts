@@ -1,5 +1,6 @@
 import type { Node } from "./ir.ts";
-import type { Schedule } from "./schedule.ts";
+import { ELEMENTWISE } from "./op-classes.ts";
+import type { Kernel, Schedule } from "./schedule.ts";
 import { numel } from "./tensor.ts";
 
 /** Where a materialized tensor lives on the device. */
@@ -17,6 +18,11 @@ export interface BufferSlot {
 export interface MemoryPlan {
   readonly slots: readonly BufferSlot[];
   readonly slotOf: ReadonlyMap<Node, BufferSlot>;
+  /**
+   * Kernels that run in place: output → the input whose slot it overwrites. The kernel
+   * reads that input through its output binding (see `aliased` in kernels/pointwise.ts).
+   */
+  readonly inPlace: ReadonlyMap<Node, Node>;
   /** bytes of pooled intermediates if each had its own buffer */
   readonly naiveBytes: number;
   /** bytes of the pooled slots: the intermediates' peak with reuse */
@@ -25,18 +31,79 @@ export interface MemoryPlan {
   readonly residentBytes: number;
 }
 
+export interface MemoryOptions {
+  /** let elementwise kernels overwrite an input that dies with them (default true) */
+  readonly inPlace?: boolean;
+}
+
 const bytesOf = (shape: readonly number[]) => Math.max(4, numel(shape) * 4);
+
+/**
+ * Whether every read of buffer `input` in the inline tree of `out` is at the element
+ * the kernel is writing: each path from `out` down to `input` passes only through
+ * elementwise ops at `out`'s shape (no movement op, broadcast or gather re-indexes it).
+ * Then each invocation reads `input[lin]` before it writes `out[lin]` and touches no
+ * other invocation's elements, so the two may share a buffer without a hazard.
+ * `isBuffer`: the materialized nodes, where the inline tree stops.
+ */
+export function readsOnlyAtOwnIndex(out: Node, input: Node, isBuffer: (n: Node) => boolean, shapes: ReadonlyMap<Node, readonly number[]>): boolean {
+  const own = shapes.get(out)!.join();
+  const atOwnIndex = (n: Node) => ELEMENTWISE.has(n.op) && shapes.get(n)!.join() === own;
+  // a node is visited at most twice: once reached only at the own index, once re-indexed
+  const seen = { clean: new Set<Node>(), moved: new Set<Node>() };
+  const visit = (n: Node, clean: boolean): boolean => {
+    if (n === input) return clean;
+    if (n !== out && isBuffer(n)) return true;
+    const done = clean ? seen.clean : seen.moved;
+    if (done.has(n)) return true;
+    done.add(n);
+    const below = clean && atOwnIndex(n);
+    return n.src.every((s) => visit(s, below));
+  };
+  return visit(out, true);
+}
+
+/**
+ * The input of kernel `k` (the `at`-th) whose slot its output may take over, if any: an
+ * elementwise kernel, a pooled input that dies here, of the output's type and size (the
+ * kernel reads it through the output's binding, typed as the output), read only at the
+ * output's own index.
+ */
+function inPlaceInput(k: Kernel, at: number, s: Schedule, slotOf: ReadonlyMap<Node, BufferSlot>, lastUse: ReadonlyMap<Node, number>): Node | undefined {
+  if (k.kind !== "elementwise") return undefined;
+  const size = bytesOf(s.shapes.get(k.output)!);
+  return k.inputs.find(
+    (n) =>
+      slotOf.get(n)?.role === "pooled" &&
+      lastUse.get(n) === at &&
+      n.dtype === k.output.dtype &&
+      bytesOf(s.shapes.get(n)!) === size &&
+      // a multi-output kernel computes every output before it writes any: each must read n at its own index
+      [k.output, ...(k.also ?? [])].every((o) => readsOnlyAtOwnIndex(o, n, (x) => s.materialized.has(x), s.shapes)),
+  );
+}
 
 /**
  * Liveness-based pooling: an intermediate occupies a slot from the kernel that
  * writes it to the last kernel that reads it; a slot is reused by a later tensor once
- * free. Best fit by size (a reused slot grows to the largest tensor it holds). A
- * kernel's output never shares a slot with its own inputs: there is no in-place
- * update, which keeps every kernel free of read/write hazards.
+ * free. Best fit by size (a reused slot grows to the largest tensor it holds). With
+ * `inPlace`, an elementwise kernel may write into the slot of an input that dies with
+ * it when that is hazard-free (see readsOnlyAtOwnIndex); otherwise a kernel's output
+ * never shares a slot with its own inputs.
  */
-export function planMemory(s: Schedule, outputs: readonly Node[]): MemoryPlan {
+export function planMemory(s: Schedule, outputs: readonly Node[], opts: MemoryOptions = {}): MemoryPlan {
+  const pooled = assignSlots(s, outputs, false);
+  if (opts.inPlace === false) return pooled;
+  const inPlace = assignSlots(s, outputs, true);
+  // Taking the input's slot leaves a different slot free for later tensors, so best fit
+  // can, rarely, pack worse afterwards: in-place must never raise the peak.
+  return inPlace.pooledBytes <= pooled.pooledBytes ? inPlace : pooled;
+}
+
+function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolean): MemoryPlan {
   const slots: BufferSlot[] = [];
   const slotOf = new Map<Node, BufferSlot>();
+  const inPlace = new Map<Node, Node>();
   const outSet = new Set(outputs);
   const fixed = (n: Node, role: BufferRole) => {
     const slot: BufferSlot = { id: slots.length, role, size: bytesOf(s.shapes.get(n)!), tensors: [n] };
@@ -53,30 +120,42 @@ export function planMemory(s: Schedule, outputs: readonly Node[]): MemoryPlan {
   const free: BufferSlot[] = [];
   const releaseAt = new Map<number, BufferSlot[]>();
   let naive = 0;
-  s.kernels.forEach((k, i) => {
-    for (const sl of releaseAt.get(i - 1) ?? []) free.push(sl);
-    const n = k.output;
-    if (slotOf.has(n)) return;
-    const need = bytesOf(s.shapes.get(n)!);
-    naive += need;
-    // best fit: the smallest free slot that holds it, else grow the largest free one
+  // best fit: the smallest free slot that holds `need`, else grow the largest free one
+  const bestFit = (need: number): BufferSlot => {
     free.sort((a, b) => a.size - b.size);
     let at = free.findIndex((sl) => sl.size >= need);
     if (at < 0 && free.length) at = free.length - 1;
-    let slot: BufferSlot;
-    if (at >= 0) {
-      slot = free.splice(at, 1)[0];
-      slot.size = Math.max(slot.size, need);
-      slot.tensors.push(n);
-    } else {
-      slot = { id: slots.length, role: "pooled", size: need, tensors: [n] };
+    if (at < 0) {
+      const slot: BufferSlot = { id: slots.length, role: "pooled", size: need, tensors: [] };
       slots.push(slot);
+      return slot;
     }
-    slotOf.set(n, slot);
-    const end = lastUse.get(n) ?? i;
-    releaseAt.set(end, [...(releaseAt.get(end) ?? []), slot]);
+    const slot = free.splice(at, 1)[0];
+    slot.size = Math.max(slot.size, need);
+    return slot;
+  };
+  s.kernels.forEach((k, i) => {
+    for (const sl of releaseAt.get(i - 1) ?? []) free.push(sl);
+    for (const n of [k.output, ...(k.also ?? [])]) {
+      if (slotOf.has(n)) continue;
+      const need = bytesOf(s.shapes.get(n)!);
+      naive += need;
+      // only the first output may take over an input's slot (see kernelBuffers' `aliased`)
+      const host = allowInPlace && n === k.output ? inPlaceInput(k, i, s, slotOf, lastUse) : undefined;
+      let slot: BufferSlot;
+      if (host) {
+        // the host's slot, due back after this kernel, passes straight to the output
+        slot = slotOf.get(host)!;
+        releaseAt.set(i, releaseAt.get(i)!.filter((sl) => sl !== slot));
+        inPlace.set(n, host);
+      } else slot = bestFit(need);
+      slot.tensors.push(n);
+      slotOf.set(n, slot);
+      const end = lastUse.get(n) ?? i;
+      releaseAt.set(end, [...(releaseAt.get(end) ?? []), slot]);
+    }
   });
-  const pooled = slots.filter((sl) => sl.role === "pooled").reduce((a, sl) => a + sl.size, 0);
+  const pooledBytes = slots.filter((sl) => sl.role === "pooled").reduce((a, sl) => a + sl.size, 0);
   const resident = slots.filter((sl) => sl.role !== "pooled").reduce((a, sl) => a + sl.size, 0);
-  return { slots, slotOf, naiveBytes: naive, pooledBytes: pooled, residentBytes: resident };
+  return { slots, slotOf, inPlace, naiveBytes: naive, pooledBytes, residentBytes: resident };
 }

@@ -1,8 +1,8 @@
 import type { Span } from "../grammar/source.ts";
 import { attentionKernel } from "../kernels/attention.ts";
-import { softmaxKernel } from "../kernels/softmax.ts";
 import { matmulKernel } from "../kernels/matmul-epilogue.ts";
-import type { KernelTarget } from "../kernels/matmul.ts";
+import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
+import { rowKernel, type RowTarget } from "../kernels/row.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
 import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
@@ -12,7 +12,7 @@ import { epilogueInputs, type Kernel, type Schedule, schedule } from "./schedule
 import { numel } from "./tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
-export interface PlanTarget extends KernelTarget {
+export interface PlanTarget extends RowTarget {
   readonly maxStorageBuffers: number;
   readonly maxBindingBytes: number;
   /** whether chained matmuls run as one kernel on this device (see runtime/webgpu-backend.ts) */
@@ -78,15 +78,15 @@ function flopsOf(k: Kernel, s: Schedule): number {
     return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
   }
   if (k.kind === "reduce") return numel(s.shapes.get(k.output.src[0])!) * k.fused;
-  if (k.kind === "softmax") return out * (k.fused + 4);
   return out * k.fused;
 }
 
-function generate(k: Kernel, s: Schedule, target: PlanTarget): GeneratedKernel & { variant?: string } {
-  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims };
-  if (k.kind === "softmax") return softmaxKernel(k, s.shapes, target, s.dims);
+/** `aliased`: the input an in-place kernel (always elementwise) reads through its output buffer */
+function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTuning, aliased?: Node): GeneratedKernel & { variant?: string } {
+  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}) };
+  if (k.kind === "row") return rowKernel(k, s.shapes, target, s.dims);
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
-  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims);
+  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning);
   if (k.kind === "reduce") return reduceKernel(body);
   return elementwiseKernel(body);
 }
@@ -96,13 +96,16 @@ export interface PlanOptions {
   readonly fuse?: boolean;
   /** fuse attention / FFN-memory chains (default: the target's choice) */
   readonly fuseChains?: boolean;
+  /** per-matmul configurations measured on the device (runtime/autotune.ts); none: the cost model's */
+  readonly matmulTuning?: MatmulTuning;
 }
 
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const rs = roots ?? runPipeline(model.outputs, model.graph);
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
-  const memory = planMemory(sched, rs.map((r) => r.node));
+  // DEHVF_IN_PLACE=0 turns in-place kernels off, for comparisons
+  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: process.env.DEHVF_IN_PLACE !== "0" });
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   const maxBinding = target.maxBindingBytes;
   for (const sl of memory.slots)
@@ -111,18 +114,23 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
         `tensor ${sl.tensors.map((t) => (t.op === "param" || t.op === "input" ? (t.attrs as { name: string }).name : t.op)).join("/")} needs ${(sl.size / 2 ** 20).toFixed(1)} MiB, over this device's ${(maxBinding / 2 ** 20).toFixed(0)} MiB storage-binding limit; splitting large tensors across bindings is not implemented yet`,
       );
   const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
-    const g = generate(k, sched, target);
+    const alias = memory.inPlace.get(k.output);
+    const g = generate(k, sched, target, opts.matmulTuning, alias);
     const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
     if (k.kind === "matmul") {
       bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false });
       epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
-    } else k.inputs.forEach((n, i) => bindings.push({ binding: i + 1, slot: slot(n), write: false }));
-    const spans = [k.matmul?.node, k.output]
+    } else k.inputs.forEach((n, i) => {
+      if (n !== alias) bindings.push({ binding: i + 1, slot: slot(n), write: false });
+    });
+    k.also?.forEach((n, m) => bindings.push({ binding: k.inputs.length + 1 + m, slot: slot(n), write: true }));
+    const outs = [k.output, ...(k.also ?? [])];
+    const spans = [k.matmul?.node, ...outs]
       .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))
       .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
     const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
-    const bytes = [k.output, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
-    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.kind === "softmax" ? "softmax" : k.output.op;
+    const bytes = [...outs, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
+    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.row ? (k.row.softmax ? "softmax" : `row+${k.output.op}`) : outs.map((o) => o.op).join(",");
     return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });

@@ -1,7 +1,9 @@
 import { shapeEval } from "./dims.ts";
 import { topoOrder } from "./graph.ts";
 import type { Node, Op } from "./ir.ts";
+import { ELEMENTWISE, LEAF_CONST, MOVEMENT } from "./op-classes.ts";
 import type { Root } from "./pipeline.ts";
+import { findRowGroup, type RowGroup } from "./row-group.ts";
 import { numel, stridesOf } from "./tensor.ts";
 
 /**
@@ -12,7 +14,7 @@ import { numel, stridesOf } from "./tensor.ts";
  * them; a matmul folds into its consumer's kernel as the accumulator of an epilogue.
  */
 
-export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention" | "softmax";
+export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention" | "row";
 
 /**
  * Two chained matmuls with a row-wise step between, computed in one kernel without
@@ -49,8 +51,10 @@ export interface Kernel {
    */
   readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView; readonly sumAxis?: number };
   readonly chain?: ChainedMatmul;
-  /** softmax kernels: the scores S of `softmax(S, last axis)`, rendered inline per row */
-  readonly scores?: Node;
+  /** row kernels: the last-axis reductions (scalars per row, in dependency order); `softmax` names the common case */
+  readonly row?: { readonly reductions: readonly Node[]; readonly softmax: boolean };
+  /** elementwise kernels: more outputs of `output`'s shape computed in the same pass (written after the inputs' bindings) */
+  readonly also?: readonly Node[];
   /** number of IR nodes this kernel computes (itself plus what it inlines) */
   readonly fused: number;
 }
@@ -76,12 +80,7 @@ export interface ScheduleLimits {
   readonly fuseChains?: boolean;
 }
 
-const ELEMENTWISE = new Set<Op>(["neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast", "add", "mul", "max", "cmplt", "cmpeq", "where"]);
-const MOVEMENT = new Set<Op>(["reshape", "permute", "expand", "slice", "pad", "concat"]);
-const LEAF_CONST = new Set<Op>(["const", "size", "arange"]);
 const ALWAYS = new Set<Op>(["input", "param", "sum", "rmax"]);
-
-export const isElementwise = (op: Op) => ELEMENTWISE.has(op);
 
 export function concreteShapes(order: readonly Node[], dims: Readonly<Record<string, number>>): Map<Node, number[]> {
   return new Map(order.map((n) => [n, shapeEval(n.shape, dims)]));
@@ -243,7 +242,9 @@ function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number
   if (isMat(n) || LEAF_CONST.has(n.op)) return 0;
   const hit = memo.get(n);
   if (hit !== undefined) return hit;
-  let c = n.src.reduce((acc, s) => acc + inlineCost(s, isMat, memo), 0);
+  // an element of a concat comes from one part only
+  const parts = n.src.map((s) => inlineCost(s, isMat, memo));
+  let c = n.op === "concat" ? Math.max(0, ...parts) : parts.reduce((a, b) => a + b, 0);
   if (!MOVEMENT.has(n.op) && n.op !== "cast") c += 1;
   memo.set(n, c);
   return c;
@@ -305,6 +306,9 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     let base = x;
     while (MOVEMENT.has(base.op) && base.op !== "pad" && base.op !== "concat") base = base.src[0];
     if (base === x || LEAF_CONST.has(base.op) || mat.has(base)) return undefined;
+    // A concat or pad is a copy either way: copy only the operand when it is the smaller
+    // (the router's class tokens sliced from all ViT layers, not the layers themselves).
+    if ((base.op === "concat" || base.op === "pad") && numel(shapes.get(x)!) < numel(shapes.get(base)!)) return undefined;
     mat.add(base);
     const v = stridedView(x, isMat, shapes, dims);
     if (!v) mat.delete(base);
@@ -388,18 +392,18 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     absorbedInto.add(end);
   }
 
-  // 3b. A softmax over the last axis whose result needs a buffer is one kernel (max,
-  //     sum and normalise in three passes over each row) instead of two reductions and
-  //     an elementwise pass that each recompute exp.
-  const softmaxes = new Map<Node, Node>();
-  for (const n of order) {
-    if (!mat.has(n) || n.op !== "mul" || limits.fuse === false) continue;
-    const sm = softmaxScores(n, shapes.get(n)!.length);
-    if (!sm) continue;
-    const region = closedRegion(n, (x) => mat.has(x) && !sm.parts.includes(x));
-    if (!region) continue;
-    for (const x of region.computed) mat.delete(x);
-    softmaxes.set(n, sm.s);
+  // 3b. Row groups: an elementwise output and the last-axis reductions it needs
+  //     (softmax, LayerNorm, RMSNorm and their backward) become one kernel.
+  const rowGroups = new Map<Node, RowGroup>();
+  //     Latest first, so a group also takes in earlier values it alone uses (LayerNorm's
+  //     centred x, materialized for its two readers) instead of leaving them a kernel.
+  const position = new Map(order.map((n, i) => [n, i]));
+  for (const n of [...order].reverse()) {
+    if (!mat.has(n) || limits.fuse === false) continue;
+    const g = findRowGroup(n, { shapes, users, isMat, pinned: (x) => rootSet.has(x) || forced.has(x) || rowGroups.has(x) || x.op === "input" || x.op === "param", position: (x) => position.get(x)! });
+    if (!g) continue;
+    for (const x of g.absorbed) mat.delete(x);
+    rowGroups.set(n, g);
   }
 
   // 3c. A batched matmul summed over a batch axis (a weight's gradient: Σ_b x_bᵀ·g_b)
@@ -451,9 +455,9 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       if (!wide) throw new Error(`kernel for ${n.op} needs ${bindings} bindings, more than the device's ${limits.maxBindings}`);
       return schedule(roots, dims, limits, new Set([...forced, wide]));
     }
-    const scores = softmaxes.get(n);
-    if (scores) {
-      kernels.push({ kind: "softmax", output: n, inputs: tree.inputs, scores, fused: tree.count });
+    const row = rowGroups.get(n);
+    if (row) {
+      kernels.push({ kind: "row", output: n, inputs: tree.inputs, row: { reductions: row.reductions, softmax: softmaxScores(n, shapes.get(n)!.length) !== undefined }, fused: tree.count });
       continue;
     }
     const mmNode = n.op === "matmul" ? n : tree.mm;
@@ -470,8 +474,59 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, fused: tree.count });
     } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
-  const transposedParams = transposeWeights(kernels, shapes, dims, isMat);
-  return { kernels, materialized: mat, shapes, dims, transposedParams, irNodes: order.length };
+  const merged = limits.fuse === false ? kernels : mergeElementwise(kernels, shapes, isMat, limits.maxBindings);
+  const transposedParams = transposeWeights(merged, shapes, dims, isMat);
+  return { kernels: merged, materialized: mat, shapes, dims, transposedParams, irNodes: order.length };
+}
+
+/** How far back a kernel looks for an elementwise partner to share a pass with. */
+const MERGE_WINDOW = 16;
+
+/**
+ * Multi-output elementwise groups: an elementwise kernel joins an earlier one of the same
+ * shape when they read a common buffer or compute a common value (AdamW's new weight,
+ * m and v from one gradient; rotary q and k from one table; FFN memory keys and values
+ * from one Z). The pair runs where the earlier one ran when everything the later one
+ * reads exists by then, else where the later one ran when nothing between reads the
+ * earlier one's outputs. One pass then loads shared inputs and computes shared values
+ * once, in one dispatch instead of several.
+ */
+function mergeElementwise(kernels: readonly Kernel[], shapes: ReadonlyMap<Node, readonly number[]>, isMat: (n: Node) => boolean, maxBindings: number): Kernel[] {
+  const out: (Kernel | undefined)[] = [];
+  const producedAt = new Map<Node, number>();
+  const computed = new Map<Kernel, Set<Node>>();
+  const outputsOf = (k: Kernel) => [k.output, ...(k.also ?? [])];
+  const computedBy = (k: Kernel) => {
+    let c = computed.get(k);
+    if (!c) computed.set(k, (c = new Set(outputsOf(k).flatMap((o) => o.src.flatMap((x) => inlineNodes(x, isMat))).filter((x) => !MOVEMENT.has(x.op)))));
+    return c;
+  };
+  const place = (k: Kernel, at: number) => {
+    out[at] = k;
+    for (const o of outputsOf(k)) producedAt.set(o, at);
+  };
+  for (const k of kernels) {
+    const shape = shapes.get(k.output)!.join();
+    let joined: { at: number; moveDown: boolean } | undefined;
+    for (let i = out.length - 1; k.kind === "elementwise" && !joined && i >= Math.max(0, out.length - MERGE_WINDOW); i--) {
+      const p = out[i];
+      if (!p || p.kind !== "elementwise" || shapes.get(p.output)!.join() !== shape) continue;
+      if (new Set([...p.inputs, ...k.inputs]).size + outputsOf(p).length + 1 > maxBindings) continue;
+      if (!(k.inputs.some((n) => p.inputs.includes(n)) || [...computedBy(k)].some((x) => computedBy(p).has(x)))) continue;
+      if (k.inputs.every((n) => (producedAt.get(n) ?? -1) < i)) joined = { at: i, moveDown: false };
+      else if (!out.slice(i + 1).some((q) => q?.inputs.some((n) => outputsOf(p).includes(n))) && !k.inputs.some((n) => outputsOf(p).includes(n))) joined = { at: i, moveDown: true };
+    }
+    if (!joined) {
+      place(k, out.length);
+      continue;
+    }
+    const p = out[joined.at]!;
+    const both: Kernel = { ...p, inputs: [...new Set([...p.inputs, ...k.inputs])], also: [...(p.also ?? []), k.output], fused: p.fused + k.fused };
+    computed.set(both, new Set([...computedBy(p), ...computedBy(k)]));
+    if (joined.moveDown) out[joined.at] = undefined;
+    place(both, joined.moveDown ? out.length : joined.at);
+  }
+  return out.filter((k): k is Kernel => k !== undefined);
 }
 
 /**

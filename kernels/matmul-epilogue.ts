@@ -1,6 +1,7 @@
 import type { Node } from "../compiler/ir.ts";
 import { epilogueInputs, type Kernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec } from "./matmul.ts";
+import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
 import { type GeneratedKernel, helpersText } from "./pointwise.ts";
 import { Renderer, wgslType } from "./render.ts";
 
@@ -36,8 +37,9 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
 /**
  * A matmul kernel whose store runs the consumer's elementwise tree (bias, activation,
  * residual, scale) with the accumulator in place of the matmul: one pass over C.
+ * `tuning` may pin the kernel's configuration by matmulKey (else the cost model chooses).
  */
-export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget, dims: Readonly<Record<string, number>> = {}): GeneratedKernel & { variant: string } {
+export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget, dims: Readonly<Record<string, number>> = {}, tuning?: MatmulTuning): GeneratedKernel & { variant: string } {
   const mm = k.matmul!;
   const outShape = shapes.get(mm.node)!;
   const r = outShape.length;
@@ -52,14 +54,15 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
     b: operand(mm.b, shapes.get(mm.node.src[1])!, batchShape),
   };
   const spec = mm.sumAxis === undefined ? full : foldSumIntoK(full, mm.sumAxis);
-  const gen = generateMatmul(spec, target);
+  // a folded sum is the whole output: nothing to apply
+  const plain = k.output === mm.node || mm.sumAxis !== undefined;
+  const gen = generateMatmul(spec, target, tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)));
   const extras = epilogueInputs(k);
   const names = new Map(extras.map((n, i) => [n, `ep${3 + i}`]));
   const decls = extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`).join("\n");
   let epilogue: string;
   let helpers = "";
-  // a folded sum is the whole output: nothing to apply
-  if (k.output === mm.node || mm.sumAxis !== undefined) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
+  if (plain) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
   else {
     const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
     const idx = [...Renderer.delinear("b", batchShape), "i", "j"];

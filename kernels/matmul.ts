@@ -19,7 +19,8 @@
  * = row/column of C) and its bindings; DEFAULT_EPILOGUE stores the plain product. The
  * entry point is `main`; the kernel's own names start with `mm_` (plus `b`, `i`, `j`).
  *
- * Variants (chooseVariant picks by target; MatmulOptions.variant forces one):
+ * Variants (chooseVariant picks by target; MatmulOptions.variant forces one, as does an
+ * autotuned plan: kernels/matmul-tuning.ts, runtime/autotune.ts):
  *   sg-texture  CPU adapters (lavapipe) with a fixed subgroup size: no shared memory, a
  *               16×16-per-lane register block, A handed across the subgroup with
  *               subgroupBroadcast, B from an rgba32float texture. The fastest here; only
@@ -126,6 +127,14 @@ export interface MatmulKernel {
 
 export const DEFAULT_EPILOGUE = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
 
+/**
+ * Version of the code these generators emit and of what MatmulOptions mean. Autotuned
+ * choices are cached per adapter under a key that includes it (runtime/autotune-cache.ts):
+ * bump it with any change to the generated kernels or to chooseBlock/chooseVariant, so
+ * timings of old code are never reused.
+ */
+export const MATMUL_GENERATOR_VERSION = 1;
+
 export function targetFromGpu(gpu: Gpu): KernelTarget {
   const L = gpu.info.limits;
   const dl = gpu.device.limits as unknown as Record<string, number>;
@@ -161,11 +170,16 @@ function checkSpec(s: MatmulSpec): void {
     nat(op.colStride, `${name}.colStride`, 0);
     op.batchStrides.forEach((v, i) => nat(v, `${name}.batchStrides[${i}]`, 0));
   }
-  const top = (op: MatmulOperand, rows: number, cols: number): number =>
-    op.offset + (rows - 1) * op.rowStride + (cols - 1) * op.colStride + s.batchShape.reduce((acc, d, i) => acc + (d - 1) * op.batchStrides[i], 0);
   const batch = s.batchShape.reduce((x, y) => x * y, 1);
-  if (Math.max(top(s.a, s.M, s.K), top(s.b, s.K, s.N), batch * s.M * s.N) >= 2 ** 32)
+  if (Math.max(operandExtent(s, "a"), operandExtent(s, "b")) > 2 ** 32 || batch * s.M * s.N >= 2 ** 32)
     throw new RangeError("matmul: an element index does not fit in u32");
+}
+
+/** Elements of its buffer an operand reaches (highest index + 1). */
+export function operandExtent(s: MatmulSpec, which: "a" | "b"): number {
+  const op = s[which];
+  const [rows, cols] = which === "a" ? [s.M, s.K] : [s.K, s.N];
+  return op.offset + (rows - 1) * op.rowStride + (cols - 1) * op.colStride + s.batchShape.reduce((acc, d, i) => acc + (d - 1) * op.batchStrides[i], 0) + 1;
 }
 
 const batchCount = (s: MatmulSpec): number => s.batchShape.reduce((x, y) => x * y, 1);
@@ -219,7 +233,8 @@ function fitsTexture(s: MatmulSpec, t: KernelTarget, ku = 4): boolean {
   return Math.ceil(s.N / 4) <= maxDim && batches * Math.ceil(s.K / ku) * ku <= maxDim;
 }
 
-function subgroupsUsable(t: KernelTarget): boolean {
+/** The subgroup kernels need one fixed, power-of-two subgroup size that fits a workgroup. */
+export function subgroupsUsable(t: KernelTarget): boolean {
   const S = t.subgroupSize;
   return S >= 4 && (S & (S - 1)) === 0 && (t.subgroupMaxSize === undefined || t.subgroupMaxSize === S) && S <= t.maxInvocations;
 }
@@ -244,12 +259,30 @@ export function chooseVariant(s: MatmulSpec, t: KernelTarget, allowTexture = fal
   return v.includes("tiled") ? "tiled" : "simple";
 }
 
-export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulKernel {
+/** The spec as the variants see it (batch folded into rows) and the variant to generate. */
+function resolve(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions): { s: MatmulSpec; folded: number; variant: MatmulVariant } {
   checkSpec(spec);
   const { spec: s, folded } = foldBatchIntoRows(spec);
   const variant = opts.variant ?? chooseVariant(s, target, opts.allowTexture, opts.ku);
   if (!supportedVariants(s, target, opts.ku).includes(variant))
     throw new Error(`matmul: variant ${variant} is not available on this target for ${spec.M}x${spec.N}x${spec.K}`);
+  return { s, folded, variant };
+}
+
+/**
+ * `opts` with every choice the generator would make spelled out (variant, and for the
+ * subgroup variants the register block, k step and load widths): generating with the
+ * result gives the same kernel, and an autotuner varies it one field at a time.
+ */
+export function resolveMatmulOptions(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulOptions {
+  const { s, variant } = resolve(spec, target, opts);
+  if (variant !== "sg-buffer" && variant !== "sg-texture") return { variant };
+  const b = sgBlock(s, target, variant === "sg-texture", opts);
+  return { variant, tm: b.TM, tn: b.TN, ku: b.KU, aLoad: opts.aLoad ?? "lane4", bLoad: b.V === 4 ? "lane4" : "lane" };
+}
+
+export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulKernel {
+  const { s, folded, variant } = resolve(spec, target, opts);
   // the generators call `epi` with the folded (b, i); the wrapper hands the caller's
   // epilogue the original ones
   const epi = folded > 1 ? "mm_epilogue" : "epilogue";
@@ -310,6 +343,29 @@ function foldBatchIntoRows(s: MatmulSpec): { spec: MatmulSpec; folded: number } 
 // ---------------------------------------------------------------------------------------
 // sg-buffer / sg-texture: CPU adapters
 
+/** The subgroup kernels' shape: register block TM × TN, k step KU, A and B load widths. */
+function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions): { TM: number; TN: number; V: number; KU: number; aVec: boolean } {
+  const S = t.subgroupSize;
+  const { M, N, K } = s;
+  const aligned4 = (op: MatmulOperand, stride: number): boolean =>
+    op.colStride === 1 && op.offset % 4 === 0 && stride % 4 === 0 && op.batchStrides.every((x) => x % 4 === 0);
+  const KU = o.ku ?? 4;
+  // A in vec4s along k: contiguous, aligned, K and the step multiples of 4
+  const aVec = (o.aLoad ?? "lane4") === "lane4" && aligned4(s.a, s.a.rowStride) && K % 4 === 0 && KU % 4 === 0;
+  // B in vec4s along n: always with the texture; from the buffer where the layout allows,
+  // unless o.bLoad says otherwise (unset: the block choice decides, see chooseBlock)
+  const bVecOk = aligned4(s.b, s.b.rowStride) && N % 4 === 0;
+  const vecs = texture ? [4] : !bVecOk || o.bLoad === "lane" ? [1] : o.bLoad === "lane4" ? [4] : [4, 1];
+  const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+  // the texture keeps its measured 16×16 block (shrunk for small M and N): chooseBlock's
+  // costs are those of buffer loads
+  const { tm: TM, tn: TN, v: V } = texture
+    ? { tm: o.tm ?? Math.min(16, pow2(M)), tn: o.tn ?? Math.max(4, Math.min(16, Math.ceil(Math.ceil(N / S) / 4) * 4)), v: 4 }
+    : chooseBlock({ M, N, K, batches: batchCount(s), S, KU, aw: aVec ? 4 : 1, vecs, tm: o.tm, tn: o.tn });
+  if (TN % V !== 0) throw new RangeError(`matmul ${texture ? "sg-texture" : "sg-buffer"}: tn must be a multiple of ${V}`);
+  return { TM, TN, V, KU, aVec };
+}
+
 /**
  * One workgroup = one subgroup of S lanes computing a TM × (S·TN) block of C: all lanes
  * share the block's TM rows, each lane owns TN columns (TM·TN accumulators per lane).
@@ -334,23 +390,8 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const { M, N, K } = s;
   const A = s.a;
   const B = s.b;
-  const aligned4 = (op: MatmulOperand, stride: number): boolean =>
-    op.colStride === 1 && op.offset % 4 === 0 && stride % 4 === 0 && op.batchStrides.every((x) => x % 4 === 0);
-  const KU = o.ku ?? 4;
-  // A in vec4s along k: contiguous, aligned, K and the step multiples of 4
-  const aVec = (o.aLoad ?? "lane4") === "lane4" && aligned4(A, A.rowStride) && K % 4 === 0 && KU % 4 === 0;
-  // B in vec4s along n: always with the texture; from the buffer where the layout allows,
-  // unless o.bLoad says otherwise (unset: the block choice decides, see chooseBlock)
-  const bVecOk = aligned4(B, B.rowStride) && N % 4 === 0;
-  const vecs = texture ? [4] : !bVecOk || o.bLoad === "lane" ? [1] : o.bLoad === "lane4" ? [4] : [4, 1];
-  const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-  // the texture keeps its measured 16×16 block (shrunk for small M and N): chooseBlock's
-  // costs are those of buffer loads
-  const { tm: TM, tn: TN, v: V } = texture
-    ? { tm: o.tm ?? Math.min(16, pow2(M)), tn: o.tn ?? Math.max(4, Math.min(16, Math.ceil(Math.ceil(N / S) / 4) * 4)), v: 4 }
-    : chooseBlock({ M, N, K, batches: batchCount(s), S, KU, aw: aVec ? 4 : 1, vecs, tm: o.tm, tn: o.tn });
+  const { TM, TN, V, KU, aVec } = sgBlock(s, t, texture, o);
   const bVec = V === 4; // a lane's columns come in groups of V, interleaved across lanes
-  if (TN % V !== 0) throw new RangeError(`matmul ${texture ? "sg-texture" : "sg-buffer"}: tn must be a multiple of ${V}`);
   const BN = S * TN;
   const nTilesN = Math.ceil(N / BN);
   const nTilesM = Math.ceil(M / TM);

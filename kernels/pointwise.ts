@@ -29,10 +29,18 @@ export function helpersText(...renderers: Renderer[]): string {
   return [...new Set(renderers.flatMap((r) => [...r.helpers]))].map((h) => WGSL_HELPERS[h]).join("\n");
 }
 
-/** A kernel's buffers: the output at binding 0 as `out0`, its inputs from 1 as `in1`, `in2`, … */
-export function kernelBuffers(output: Node, inputs: readonly Node[]): { bufferVar: (n: Node) => string | undefined; decls: string } {
-  const names = new Map(inputs.map((n, i) => [n, `in${i + 1}`]));
-  return { bufferVar: (n) => names.get(n), decls: bindingDecls(output, "out0", inputs.map((n, i) => ({ node: n, name: `in${i + 1}`, binding: i + 1 }))) };
+/**
+ * A kernel's buffers: the output at binding 0 as `out0`, its inputs from 1 as `in1`, `in2`, …
+ * An `aliased` input shares the output's buffer (an in-place kernel, see
+ * compiler/memory-plan.ts): WebGPU forbids binding one buffer both writable and read-only
+ * in a dispatch, so it gets no binding of its own (its number stays unused) and is read
+ * from `out0`.
+ */
+export function kernelBuffers(output: Node, inputs: readonly Node[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = []): { bufferVar: (n: Node) => string | undefined; decls: string } {
+  const names = new Map(inputs.map((n, i) => [n, aliased.has(n) ? "out0" : `in${i + 1}`]));
+  const bound = inputs.flatMap((n, i) => (aliased.has(n) ? [] : [{ node: n, name: `in${i + 1}`, binding: i + 1 }]));
+  const extra = also.map((n, m) => `@group(0) @binding(${inputs.length + 1 + m}) var<storage, read_write> out${m + 1}: array<${wgslType(n)}>;`);
+  return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound), ...extra].join("\n") };
 }
 
 /** What launch shapes depend on. */
@@ -99,28 +107,38 @@ interface Body {
   readonly target: LaunchTarget;
   /** run-time dims, for symbolic attributes (see RenderContext.dims) */
   readonly dims?: Readonly<Record<string, number>>;
+  /** inputs that share the output's buffer, read through it (see kernelBuffers) */
+  readonly aliased?: ReadonlySet<Node>;
+  /** further outputs of the output's shape, written in the same pass (see Kernel.also) */
+  readonly also?: readonly Node[];
 }
 
 function setup(k: Body): { ctx: RenderContext; decls: string } {
-  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
+  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs, k.aliased, k.also);
   return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims }, decls };
 }
 
-/** One item per output element: the whole inline tree evaluated at that index. */
-export function elementwiseKernel(k: Body): GeneratedKernel {
+/**
+ * One item per output element: the whole inline tree evaluated at that index. An
+ * in-place kernel (an `aliased` input) is the variant "elementwise in-place".
+ */
+export function elementwiseKernel(k: Body): GeneratedKernel & { variant?: string } {
   const { ctx, decls } = setup(k);
   const shape = k.shapes.get(k.output)!;
   const l = launch(numel(shape), k.target);
   const r = new Renderer(ctx);
   const idx = Renderer.delinear("lin", shape);
-  // The output node itself is materialized; render its definition, not a load of itself.
-  const v = r.value(k.output, idx);
+  // The outputs are materialized; render their definitions, not loads of themselves.
+  // One renderer for all of them: values they share are computed once.
+  const outs = [k.output, ...(k.also ?? [])];
+  const vs = outs.map((o) => r.value(o, idx));
   const wgsl = `${decls}
 ${helpersText(r)}
 ${kernelMain(l, `${r.lines.join("\n")}
-  out0[lin] = ${v};`)}
+${vs.map((v, m) => `  out${m}[lin] = ${v};`).join("\n")}`)}
 `;
-  return { wgsl, workgroups: l.workgroups };
+  const variant = `elementwise${outs.length > 1 ? ` ×${outs.length}` : ""}${k.aliased?.size ? " in-place" : ""}`;
+  return { wgsl, workgroups: l.workgroups, variant };
 }
 
 /** One item per output element, looping over the reduced axis (its input inlined). */

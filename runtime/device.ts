@@ -10,6 +10,8 @@ export interface DeviceInfo {
   readonly vendor: string;
   readonly architecture: string;
   readonly description: string;
+  /** the driver's device string (e.g. llvmpipe's vector width); "" when the adapter gives none */
+  readonly device: string;
   readonly isFallback: boolean;
   readonly subgroupMin: number;
   readonly subgroupMax: number;
@@ -85,6 +87,7 @@ export async function acquireGpu(): Promise<Gpu> {
     vendor: ai.vendor,
     architecture: ai.architecture,
     description: ai.description,
+    device: ai.device ?? "",
     isFallback,
     subgroupMin: ai.subgroupMinSize ?? 0,
     subgroupMax: ai.subgroupMaxSize ?? 0,

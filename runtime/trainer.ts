@@ -2,6 +2,7 @@ import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { adamScalars, buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS_OUTPUT, type OptimizerConfig, type TrainGraph } from "../compiler/train-graph.ts";
+import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
 import { PlanExecutor } from "./executor.ts";
 import { planTarget } from "./webgpu-backend.ts";
@@ -24,10 +25,14 @@ export class Trainer {
     readonly opt: OptimizerConfig,
   ) {}
 
-  /** `params`: every model parameter by name (frozen and trainable); optimizer state may be included (resume) or starts at zero. */
-  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opt: OptimizerConfig = DEFAULT_OPTIMIZER): Promise<Trainer> {
+  /**
+   * `params`: every model parameter by name (frozen and trainable); optimizer state may be
+   * included (resume) or starts at zero. `autotune`: tune the step's matmuls on this device
+   * first (runtime/autotune.ts).
+   */
+  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opt: OptimizerConfig = DEFAULT_OPTIMIZER, autotune?: boolean | AutotuneOptions): Promise<Trainer> {
     const graph = buildTrainGraph(model, opt);
-    const plan = buildPlan(graph.model, dims, planTarget(gpu));
+    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning }), autotune);
     const ex = await PlanExecutor.create(gpu, plan, model.program?.sources);
     const all = new Map(params);
     for (const p of graph.trained)

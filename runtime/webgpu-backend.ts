@@ -2,15 +2,27 @@ import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { targetFromGpu } from "../kernels/matmul.ts";
+import type { RowStrategy } from "../kernels/row.ts";
+import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
 import { PlanExecutor } from "./executor.ts";
 
+/** `DEHVF_ROW_STRATEGY=thread|subgroup|workgroup` forces how row kernels split a row (for comparisons). */
+function rowStrategyFromEnv(): RowStrategy | undefined {
+  const v = process.env.DEHVF_ROW_STRATEGY;
+  if (!v) return undefined;
+  if (v !== "thread" && v !== "subgroup" && v !== "workgroup") throw new Error(`DEHVF_ROW_STRATEGY must be thread, subgroup or workgroup, not "${v}"`);
+  return v;
+}
+
 export function planTarget(gpu: Gpu): PlanTarget {
+  const rowStrategy = rowStrategyFromEnv();
   return {
     ...targetFromGpu(gpu),
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
     maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize,
     fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
+    ...(rowStrategy ? { rowStrategy } : {}),
   };
 }
 
@@ -24,10 +36,17 @@ export interface WebgpuRun {
   readonly kernelMs?: number[];
 }
 
+export interface WebgpuRunOptions {
+  /** per-kernel GPU times (timestamp queries) */
+  readonly profile?: boolean;
+  /** tune the plan's matmuls on this device first (or take them from the cache): runtime/autotune.ts */
+  readonly autotune?: boolean | AutotuneOptions;
+}
+
 /** Plans the model for these dims, uploads the parameters, runs twice (cold, warm). */
-export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, profile = false): Promise<WebgpuRun> {
+export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, opts: WebgpuRunOptions = {}): Promise<WebgpuRun> {
   const t0 = performance.now();
-  const plan = buildPlan(model, dims, planTarget(gpu));
+  const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning }), opts.autotune);
   const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
   const t1 = performance.now();
   ex.writeParams(params);
@@ -35,7 +54,7 @@ export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: Readonly
   const t2 = performance.now();
   const outputs = await ex.run(inputs);
   const t3 = performance.now();
-  const kernelMs = profile ? await ex.profile(inputs) : undefined;
+  const kernelMs = opts.profile ? await ex.profile(inputs) : undefined;
   ex.destroy();
   return { plan, outputs, compileMs: t1 - t0, firstRunMs: t2 - t1, runMs: t3 - t2, kernelMs };
 }

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createMatmulRun } from "../bench/matmul-runner.ts";
+import { createMatmulRun } from "../runtime/matmul-run.ts";
 import {
   DEFAULT_EPILOGUE,
   generateMatmul,

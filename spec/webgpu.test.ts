@@ -9,202 +9,30 @@
  * so the random parts keep their run counts low and their sizes modest.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test, type TestContext } from "node:test";
+import { describe, test, type TestContext } from "node:test";
 import fc from "fast-check";
-import { dimAdd, type Shape, shapeEval, sym } from "../compiler/dims.ts";
+import { dimAdd, sym } from "../compiler/dims.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
-import type { DType, Node } from "../compiler/ir.ts";
+import type { Node } from "../compiler/ir.ts";
 import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
-import type { Root } from "../compiler/pipeline.ts";
-import { numel, type Tensor } from "../compiler/tensor.ts";
+import { numel } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
-import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
 import { PlanExecutor } from "../runtime/executor.ts";
 import { type Launch, launch, WORKGROUP } from "../kernels/pointwise.ts";
+import { subgroupsUsable } from "../kernels/matmul.ts";
+import type { RowStrategy } from "../kernels/row.ts";
 import { initAllParams, runInterp, syntheticInputs } from "../runtime/interp-backend.ts";
-import { planTarget, runWebgpu } from "../runtime/webgpu-backend.ts";
-import { GraphKit } from "./graph-model.ts";
-import { rng } from "../compiler/param-init.ts";
+import { runWebgpu } from "../runtime/webgpu-backend.ts";
 import { fcRuns } from "./fc-runs.ts";
+import { accTol, Case, compare, describePlan, dimArb, F32_TOL, ints, seedArb, shapeArb, shuffle, uniform, useGpu } from "./gpu-check.ts";
 
 // ---------------------------------------------------------------------------
-// Device: acquired once, destroyed at the end.
+// The device, graphs with seeded values (Case), plan-run-compare and shape arbitraries
+// are shared with other test files: see gpu-check.ts.
 
-let gpu: Gpu | undefined;
 let target: PlanTarget;
-let noGpu = "no WebGPU device";
-
-before(async () => {
-  try {
-    gpu = await acquireGpu();
-    target = planTarget(gpu);
-  } catch (e) {
-    if (!(e instanceof NoAdapterError)) throw e;
-    noGpu = `skipped: no WebGPU adapter on this machine (install Mesa lavapipe >= 24: \`npm run setup\`)`;
-  }
-});
-
-after(() => {
-  gpu?.destroy();
-  gpu = undefined;
-});
-
-/** The device, or undefined after marking the test skipped. */
-function device(t: TestContext): Gpu | undefined {
-  if (!gpu) t.skip(noGpu);
-  return gpu;
-}
-
-// ---------------------------------------------------------------------------
-// Random data: a seeded generator; floats are f32-representable so the device sees the
-// same inputs as the float64 interpreter (comparisons and masks then agree exactly).
-
-
-type Gen = (rand: () => number, i: number) => number;
-const uniform = (lo: number, hi: number): Gen => (r) => Math.fround(lo + (hi - lo) * r());
-const ints = (lo: number, hi: number): Gen => (r) => lo + Math.floor(r() * (hi - lo + 1));
-
-/** A graph under construction plus values for its inputs and params. */
-class Case extends GraphKit {
-  readonly values = new Map<string, Tensor>();
-  readonly params = new Map<string, Tensor>();
-  readonly rand: () => number;
-
-  /** values of run-time dims, for inputs with symbolic shapes */
-  constructor(
-    seed = 1,
-    readonly dims: Readonly<Record<string, number>> = {},
-  ) {
-    super();
-    this.rand = rng(seed);
-  }
-
-  private fill(shape: readonly number[], gen: Gen): Tensor {
-    const data = new Float64Array(numel(shape));
-    for (let i = 0; i < data.length; i++) data[i] = gen(this.rand, i);
-    return { shape: [...shape], data };
-  }
-
-  /** An input named `name` filled by `gen` (default uniform [-1, 1), ints in [-5, 5]). */
-  in(name: string, shape: Shape, dtype: DType = "f32", gen?: Gen): Node {
-    this.values.set(name, this.fill(shapeEval(shape, this.dims), gen ?? (dtype === "i32" ? ints(-5, 5) : uniform(-1, 1))));
-    return this.input(name, shape, dtype);
-  }
-
-  w(name: string, shape: readonly number[], gen: Gen = uniform(-1, 1)): Node {
-    this.params.set(name, this.fill(shape, gen));
-    return this.param(name, shape);
-  }
-
-  c(v: number): Node {
-    return this.t.scalar(v);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Plan, run, compare.
-
-interface CheckOptions {
-  /** plan for this target instead of the device default (e.g. force chain fusion on) */
-  readonly target?: PlanTarget;
-  /** relative tolerance per output: |got - want| ≤ tol · max(1, |want|) */
-  readonly tol?: number | readonly number[];
-  /** run the pass pipeline (default: plan the raw roots) */
-  readonly pipeline?: boolean;
-  readonly what?: string;
-}
-
-const F32_TOL = 1e-4;
-
-function describePlan(plan: Plan): string {
-  return plan.kernels.map((k) => `#${k.index} ${k.label} [${k.variant}] wg=${k.workgroups.join("x")} bindings=${k.bindings.length}`).join("\n");
-}
-
-function compare(got: Tensor, want: Tensor, tol: number, what: string, plan: Plan): void {
-  assert.deepEqual([...got.shape], [...want.shape], `${what}: shape`);
-  let worst = -1;
-  let worstExcess = 0;
-  for (let i = 0; i < want.data.length; i++) {
-    const [a, b] = [got.data[i], want.data[i]];
-    if (a === b || (Number.isNaN(a) && Number.isNaN(b))) continue; // ±inf included
-    const excess = Math.abs(a - b) - tol * Math.max(1, Math.abs(b));
-    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) {
-      worst = i;
-      worstExcess = excess;
-    }
-  }
-  if (worst >= 0) {
-    const idx: number[] = [];
-    let r = worst;
-    for (let k = want.shape.length - 1; k >= 0; k--) {
-      idx.unshift(r % want.shape[k]);
-      r = Math.floor(r / want.shape[k]);
-    }
-    let bad = 0;
-    for (let i = 0; i < want.data.length; i++) {
-      const [a, b] = [got.data[i], want.data[i]];
-      if (!(a === b || (Number.isNaN(a) && Number.isNaN(b)) || Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)))) bad++;
-    }
-    assert.fail(
-      `${what}: ${bad}/${want.data.length} elements off; worst at [${idx.join(", ")}] of [${want.shape.join(", ")}]: got ${got.data[worst]}, want ${want.data[worst]} (tol ${tol})\nplan:\n${describePlan(plan)}`,
-    );
-  }
-}
-
-/**
- * Plans `outs` (raw roots unless `pipeline`), runs them on the device and compares each
- * output with the interpreter's value of the original node. Returns the plan.
- */
-async function check(t: TestContext, c: Case, outs: readonly Node[], opts: CheckOptions = {}): Promise<Plan | undefined> {
-  const g = device(t);
-  if (!g) return undefined;
-  const what = opts.what ?? t.name;
-  const model = c.model(what, outs);
-  const roots: Root[] | undefined = opts.pipeline ? undefined : model.outputs.map((o) => ({ name: o.name, node: o.node }));
-  const plan = buildPlan(model, {}, opts.target ?? target, roots);
-  for (const k of plan.kernels) assert.ok(k.bindings.length <= target.maxStorageBuffers, `kernel #${k.index} binds ${k.bindings.length} buffers`);
-  const want = interpret(outs, { dims: {}, inputs: c.values, params: c.params });
-  const ex = await PlanExecutor.create(g, plan);
-  try {
-    ex.writeParams(c.params);
-    const got = await ex.run(c.values);
-    assert.equal(got.length, outs.length);
-    outs.forEach((_, i) => {
-      const tol = typeof opts.tol === "number" ? opts.tol : (opts.tol?.[i] ?? F32_TOL);
-      compare(got[i], want[i], tol, `${what} out${i}`, plan);
-    });
-  } finally {
-    ex.destroy();
-  }
-  return plan;
-}
-
-/** Matmul/long-reduction tolerance: f32 accumulation error grows like sqrt(length). */
-const accTol = (len: number) => F32_TOL * Math.max(1, Math.sqrt(len));
-
-// ---------------------------------------------------------------------------
-// Shape arbitraries: sizes that are not multiples of 4, 8, 64 or of tile sizes, and 1.
-
-const AWKWARD = [1, 2, 3, 5, 7, 9, 13, 17, 31, 33, 63, 65, 97, 127, 129];
-const dimArb = fc.constantFrom(...AWKWARD);
-
-/** A rank 1–4 shape with at most `maxNumel` elements. */
-function shapeArb(maxNumel = 20000, minRank = 1, maxRank = 4): fc.Arbitrary<number[]> {
-  return fc.array(dimArb, { minLength: minRank, maxLength: maxRank }).filter((s) => numel(s) <= maxNumel);
-}
-
-const seedArb = fc.integer({ min: 1, max: 2 ** 31 - 1 });
-
-/** A permutation of 0..r-1 from `rand`. */
-function shuffle(r: number, rand: () => number): number[] {
-  const p = [...Array(r).keys()];
-  for (let i = r - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
+const { device, check } = useGpu((t) => (target = t));
 
 const runs = fcRuns;
 
@@ -405,6 +233,54 @@ describe("reductions", () => {
       }),
       runs(6),
     );
+  });
+
+  // Row kernels: each strategy forced, on rows shorter and longer than a workgroup, with
+  // reductions that feed each other (LayerNorm), a masked softmax with fully masked rows,
+  // an i32 row sum, and a reduction the output reads through a broadcast of a view.
+  const strategies: RowStrategy[] = ["thread", "subgroup", "workgroup"];
+  for (const strategy of strategies)
+    test(`row kernels, ${strategy} per row: LayerNorm, RMSNorm, masked softmax, i32 sums`, async (t) => {
+      const g = device(t);
+      if (!g) return;
+      if (strategy === "subgroup" && !subgroupsUsable(target)) return t.skip("this adapter has no fixed subgroup size");
+      const forced = { ...target, rowStrategy: strategy };
+      await fc.assert(
+        fc.asyncProperty(fc.tuple(fc.constantFrom(1, 3), fc.constantFrom(1, 5, 9), fc.constantFrom(1, 7, 33, 257, 1031)), seedArb, async ([B, T, D], seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const x = c.in("x", [B, T, D], "f32", uniform(-4, 4));
+          const keep = c.in("keep", [B, T, D], "f32", (r, i) => (i % D === 0 || r() < 0.3 ? 0 : 1));
+          const n = c.in("n", [B, T, D], "i32");
+          const mean = o.mean(x, -1, true);
+          const xc = o.sub(x, mean);
+          const ln = o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(xc, xc), -1, true), c.c(1e-5)))));
+          const rms = o.mul(c.w("g", [D]), o.mul(x, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(x, x), -1, true), c.c(1e-6))))));
+          const masked = o.softmax(o.where(keep, x, c.c(-Infinity)), -1);
+          const isum = o.add(n, o.sum(n, -1, true));
+          const plan = await check(t, c, [ln, rms, masked, isum], { target: forced, tol: accTol(D), what: `${strategy} B${B} T${T} D${D}` });
+          const rowKernels = plan!.kernels.filter((k) => k.kind === "row");
+          assert.equal(rowKernels.length, 4, describePlan(plan!));
+          if (D >= 32 || strategy !== "thread") assert.ok(rowKernels.every((k) => k.variant === `row-${strategy}`), describePlan(plan!));
+        }),
+        runs(5),
+      );
+    });
+
+  test("LayerNorm, RMSNorm and softmax over the last axis are one kernel each, with their elementwise work", (t) => {
+    if (!device(t)) return;
+    const c = new Case(1);
+    const { t: o } = c;
+    const x = c.in("x", [2, 5, 64]);
+    const y = o.add(x, x); // the norm's input is itself computed: still one kernel
+    const xc = o.sub(y, o.mean(y, -1, true));
+    const ln = o.add(o.mul(o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(xc, xc), -1, true), c.c(1e-5))))), c.w("g", [64])), c.w("b", [64]));
+    const rms = o.mul(y, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(y, y), -1, true), c.c(1e-6)))));
+    for (const out of [ln, rms, o.softmax(y, -1)]) {
+      const plan = buildPlan(c.model("row", [out]), {}, target, [{ name: "out", node: out }]);
+      assert.equal(plan.kernels.length, 1, describePlan(plan));
+      assert.equal(plan.kernels[0].kind, "row");
+    }
   });
 });
 
@@ -633,6 +509,57 @@ describe("int tensors", () => {
     const outs = [o.sum(a, 0, true), o.sum(a, 1, true), o.max(a, 2, true), o.max(o.unary("neg", o.cast(a, "f32")), 0, true), g.make("where", [m, f, o.unary("neg", f)], {}), g.make("where", [m, a, o.mul(a, a)], {})];
     const plan = await check(t, c, outs, { tol: 0 });
     if (plan) assert.deepEqual(plan.outputs.map((p) => p.dtype), ["i32", "i32", "i32", "f32", "f32", "i32"]);
+  });
+});
+
+describe("multi-output elementwise groups", () => {
+  /** Every kernel reads only buffers that exist before it runs: inputs, params, or earlier kernels' outputs. */
+  function assertOrdered(plan: Plan): void {
+    const written = new Set(plan.inputs.map((t) => t.slot).concat(plan.params.map((t) => t.slot)));
+    for (const k of plan.kernels) {
+      for (const b of k.bindings) if (!b.write) assert.ok(written.has(b.slot), `kernel #${k.index} reads slot ${b.slot} before any kernel writes it\n${describePlan(plan)}`);
+      for (const b of k.bindings) if (b.write) written.add(b.slot);
+    }
+  }
+
+  test("outputs of one shape that share inputs or values run as one kernel, in either order of readiness", async (t) => {
+    const c = new Case(3);
+    const { t: o } = c;
+    const x = c.in("x", [3, 7, 33]);
+    const m = c.in("m", [3, 7, 33]);
+    const w = c.w("w", [33, 33]);
+    const g = o.matmul(x, w); // produced between the two outputs that read it
+    const table = o.unary("cos", o.mul(o.arange(33), c.c(0.3))); // a shared inline value
+    const a = o.add(o.mul(x, table), m);
+    const b = o.mul(o.add(m, c.c(1)), o.unary("exp", x));
+    const d = o.add(o.mul(g, table), o.unary("neg", g));
+    const other = o.add(o.permute(x, [1, 0, 2]), c.c(2)); // another shape: its own kernel
+    const plan = await check(t, c, [a, o.matmul(b, w), d, other], { tol: accTol(33) });
+    if (!plan) return;
+    assertOrdered(plan);
+    const multi = plan.kernels.filter((k) => k.bindings.filter((bd) => bd.write).length > 1);
+    assert.ok(multi.length >= 1, describePlan(plan));
+    assert.ok(multi.every((k) => k.kind === "elementwise"), describePlan(plan));
+  });
+
+  test("random elementwise outputs over shared inputs, some behind a matmul: same values, valid order", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(fc.tuple(fc.constantFrom(1, 2, 5), fc.constantFrom(1, 9, 33)), fc.integer({ min: 2, max: 5 }), seedArb, async ([R, D], count, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const rand = c.rand;
+        const xs = [c.in("x0", [R, D]), c.in("x1", [R, D]), o.matmul(c.in("x2", [R, D]), c.w("w", [D, D]))];
+        const pick = () => xs[Math.floor(rand() * xs.length)];
+        const ops = [(p: Node, q: Node) => o.add(p, q), (p: Node, q: Node) => o.mul(p, q), (p: Node, q: Node) => o.add(p, o.unary("tanh", q)), (p: Node, q: Node) => o.binary("max", p, q)];
+        const outs: Node[] = [];
+        for (let i = 0; i < count; i++) outs.push(ops[Math.floor(rand() * ops.length)](pick(), pick()));
+        // one output feeds a later matmul whose result feeds another output
+        outs.push(o.add(o.matmul(outs[0], c.w("v", [D, D])), xs[0]));
+        const plan = await check(t, c, outs, { tol: accTol(D) });
+        if (plan) assertOrdered(plan);
+      }),
+      runs(10),
+    );
   });
 });
 

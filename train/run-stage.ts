@@ -32,6 +32,8 @@ export interface StageContext {
   /** evaluation sizes (held-out problems / caption images); smaller for quick runs */
   readonly evalProblems: number;
   readonly evalCaptions: number;
+  /** tune the training step's matmuls on the device first (runtime/autotune.ts) */
+  readonly autotune?: boolean;
 }
 
 /** Thrown when the loss or gradient stops being finite; the last good checkpoint stays on disk. */
@@ -143,7 +145,7 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   }
 
   const t0 = performance.now();
-  const trainer = await Trainer.create(ctx.gpu, model, task.dims, params, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
+  const trainer = await Trainer.create(ctx.gpu, model, task.dims, params, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip }, ctx.autotune && { log: ctx.say });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const evalDims = { ...task.dims, B: 64 };
   let predictor: Predictor | undefined;

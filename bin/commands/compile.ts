@@ -45,7 +45,7 @@ function printPlan(plan: Plan, sources: SourceMap, device: string): string {
     "",
     `kernels        ${plan.kernels.length} for ${plan.irNodes} IR nodes (${(plan.irNodes / Math.max(1, plan.kernels.length)).toFixed(1)}x fewer)`,
     `work           ${(flops / 1e9).toFixed(3)} GFLOP, ${mib(bytes)} moved`,
-    `memory         intermediates: peak ${mib(m.pooledBytes)} planned vs ${mib(m.naiveBytes)} naive (${((100 * m.pooledBytes) / Math.max(1, m.naiveBytes)).toFixed(1)}%) in ${m.slots.filter((s) => s.role === "pooled").length} pooled buffers`,
+    `memory         intermediates: peak ${mib(m.pooledBytes)} planned vs ${mib(m.naiveBytes)} naive (${((100 * m.pooledBytes) / Math.max(1, m.naiveBytes)).toFixed(1)}%) in ${m.slots.filter((s) => s.role === "pooled").length} pooled buffers, ${m.inPlace.size} in-place kernel${m.inPlace.size === 1 ? "" : "s"}`,
     `               resident (inputs, parameters, outputs): ${mib(m.residentBytes)}`,
   );
   return lines.join("\n");

@@ -4,6 +4,7 @@ import { DehvfError } from "../../grammar/diagnostics.ts";
 import type { Tensor } from "../../compiler/tensor.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { checksum, initAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
+import { autotuneRequested } from "../../runtime/autotune.ts";
 import { runWebgpu } from "../../runtime/webgpu-backend.ts";
 import { dimOptions, intOption, loadModel, resolveDims } from "./load.ts";
 
@@ -14,9 +15,10 @@ export function registerRun(program: Command): void {
     .option("--backend <name>", "execution backend: webgpu (generated WGSL on Dawn) or interp (float64 reference interpreter)", "webgpu")
     .option("--compare", "also run the float64 interpreter and report the largest difference")
     .option("--profile", "print per-kernel GPU times (timestamp queries)")
+    .option("--autotune", "time candidate matmul kernels on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .option("--seed <n>", "seed for parameter init and the synthetic batch", intOption("seed"), 0)
     .description("random-init the weights, run one synthetic batch and print output shapes and checksums")
-    .action(async (file: string, opts: { model?: string; backend: string; seed: number; batch: number; seq: number; dim?: string[]; compare?: boolean; profile?: boolean }) => {
+    .action(async (file: string, opts: { model?: string; backend: string; seed: number; batch: number; seq: number; dim?: string[]; compare?: boolean; profile?: boolean; autotune?: boolean }) => {
       if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       const m = loadModel(file, opts.model);
       const dims = resolveDims(m, opts);
@@ -42,7 +44,7 @@ export function registerRun(program: Command): void {
       if (opts.backend === "webgpu") {
         const gpu = await acquireGpu();
         try {
-          const r = await runWebgpu(gpu, m, params, inputs, dims, opts.profile);
+          const r = await runWebgpu(gpu, m, params, inputs, dims, { profile: opts.profile, autotune: autotuneRequested(opts.autotune) && { log: say } });
           show("output", r.outputs);
           say(`webgpu (${gpu.info.description || gpu.info.vendor}): ${r.plan.kernels.length} kernels, plan+pipelines ${r.compileMs.toFixed(0)} ms, first run ${r.firstRunMs.toFixed(0)} ms, warm run ${r.runMs.toFixed(1)} ms`);
           if (reference) {

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { loadProgram } from "../../grammar/modules.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
+import { autotuneRequested } from "../../runtime/autotune.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { prepareData } from "../../train/data.ts";
 import { runStage, type StageResult, stageDir } from "../../train/run-stage.ts";
@@ -15,6 +16,7 @@ interface TrainOptions {
   resume?: boolean;
   evalProblems: number;
   evalCaptions: number;
+  autotune?: boolean;
 }
 
 export function registerTrain(program: Command): void {
@@ -29,6 +31,7 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue each unfinished stage from its last checkpoint")
     .option("--eval-problems <n>", "held-out problems to evaluate", intOption("eval-problems"), 2000)
     .option("--eval-captions <n>", "held-out caption images to evaluate", intOption("eval-captions"), 100)
+    .option("--autotune", "time candidate matmul kernels of each training step on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .action(async (file: string, opts: TrainOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       const program = loadProgram(file);
@@ -45,7 +48,7 @@ export function registerTrain(program: Command): void {
         for (const [i, stage] of stages.entries()) {
           const last = i === stages.length - 1;
           const backbones = stage.backbones.map((b) => done.get(b)?.dir ?? stageDir(opts.out, stages.find((s) => s.name === b)!, modelName));
-          const ctx = { gpu, program, data, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions };
+          const ctx = { gpu, program, data, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
           done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));
         }
         say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);

@@ -1,7 +1,8 @@
 /**
- * Host side of a generated matmul for tests and benchmarks: pipelines, buffers, the operand
- * textures of the "sg-texture" variant, batched dispatch and readback. (The compiler's plan
- * executor does this for real plans; this is the minimal standalone version.)
+ * Host side of one generated matmul on its own, for the autotuner, tests and benchmarks:
+ * pipelines, buffers, the operand textures of the "sg-texture" variant, batched dispatch
+ * and readback. (The plan executor does this for whole plans; this is the minimal
+ * standalone version.)
  */
 import { DEFAULT_EPILOGUE, type MatmulKernel, type OperandTexture } from "../kernels/matmul.ts";
 
@@ -45,8 +46,14 @@ export async function createMatmulRun(
   const C = device.createBuffer({ size: bytes(sizes.cElems), usage: storage });
   const read = device.createBuffer({ size: bytes(sizes.cElems), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   device.pushErrorScope("validation");
-  const module = await checkedModule(device, `${kernel.wgsl}\n${epilogue}\n`, kernel.variant);
-  const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
+  // a failure below must not leave the scope pushed: the autotuner goes on with other kernels
+  const setupFailed = async (e: unknown): Promise<never> => {
+    await device.popErrorScope();
+    for (const b of [A, B, C, read]) b.destroy();
+    throw e;
+  };
+  const module = await checkedModule(device, `${kernel.wgsl}\n${epilogue}\n`, kernel.variant).catch(setupFailed);
+  const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } }).catch(setupFailed);
 
   // B read through a texture (sg-texture): filled from B's buffer by its own pass
   const fills: { pipeline: GPUComputePipeline; group: GPUBindGroup; workgroups: [number, number, number] }[] = [];

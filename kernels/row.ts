@@ -1,0 +1,153 @@
+import type { Node } from "../compiler/ir.ts";
+import type { Kernel } from "../compiler/schedule.ts";
+import { numel } from "../compiler/tensor.ts";
+import { type KernelTarget, subgroupsUsable } from "./matmul.ts";
+import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch } from "./pointwise.ts";
+import { f32Literal, Renderer, wgslType } from "./render.ts";
+
+/**
+ * How a row kernel spreads a row over invocations:
+ *   thread     one invocation per row (rows are many and short, or no better option);
+ *   subgroup   one subgroup per row, lanes striding the row, reductions with
+ *              subgroupAdd/Max: the workgroup is exactly one subgroup, so lanes read
+ *              consecutive elements and no barrier is needed (CPU adapters, where a
+ *              barrier is a coroutine switch);
+ *   workgroup  one workgroup per row, reductions through workgroup memory (real GPUs,
+ *              where a thread per row leaves most of the device idle and uncoalesced).
+ */
+export type RowStrategy = "thread" | "subgroup" | "workgroup";
+
+export interface RowTarget extends KernelTarget {
+  /** force a strategy (tests run every one on whatever adapter they have) */
+  readonly rowStrategy?: RowStrategy;
+}
+
+/** Rows shorter than this gain nothing from splitting across invocations. */
+const MIN_SPLIT = 32;
+
+export function chooseRowStrategy(n: number, t: RowTarget): RowStrategy {
+  if (t.rowStrategy === "subgroup" && !subgroupsUsable(t)) throw new Error("row kernels: the subgroup strategy needs an adapter with one fixed subgroup size");
+  if (t.rowStrategy) return t.rowStrategy;
+  // On lavapipe a subgroup per row measured slower (a 2×4×257×257 softmax: 2.16 vs 1.77 ms,
+  // LayerNorm 2×257×128: 0.72 vs 0.66 ms): every lane-dependent load is a scalar load
+  // either way, and one row per invocation needs no cross-lane reduction.
+  if (n < MIN_SPLIT || t.isFallback) return "thread";
+  return "workgroup";
+}
+
+/** Workgroup size for the workgroup strategy: a power of two near the row length. */
+function workgroupWidth(n: number, t: KernelTarget): number {
+  let w = 1;
+  while (w * 2 <= Math.min(256, t.maxInvocations) && w < n) w *= 2;
+  return w;
+}
+
+/**
+ * A row group (see compiler/row-group.ts): for each reduction in order, one pass over the
+ * row accumulating it (earlier reductions are scalars by then), then one pass writing the
+ * output. Everything between is recomputed per pass from cached loads, never stored.
+ */
+export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+  const shape = shapes.get(k.output)!;
+  const n = shape[shape.length - 1];
+  const rows = numel(shape.slice(0, -1));
+  const reductions = k.row!.reductions;
+  const strategy = chooseRowStrategy(n, target);
+  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
+  const row = Renderer.delinear("lin", shape.slice(0, -1));
+  const at = [...row, "j"];
+  const given = new Map<Node, string>();
+  const renderers: Renderer[] = [];
+  const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
+  const loop = strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
+  const types = new Set<string>();
+  const rescaled = rescaledSummand(k.output, reductions, shapes);
+  const passes = reductions.map((r, i) => {
+    const ren = new Renderer({ shapes, bufferVar, dims, given: new Map(given) }, "    ", `p${i}_`);
+    renderers.push(ren);
+    const v = ren.value(r.src[0], at);
+    const type = wgslType(r);
+    types.add(type);
+    const isMax = r.op === "rmax";
+    // rmax starts at -inf: a fully masked row (all -inf) must reduce to -inf
+    const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
+    if (init.includes("nonfinite_bits")) ren.helpers.add("nonfinite_");
+    const name = `red${i}`;
+    given.set(r, name);
+    return `  var acc${i}: ${type} = ${init};
+  ${loop} {
+${ren.lines.join("\n")}
+    acc${i} = ${isMax ? `max(acc${i}, ${v})` : `acc${i} + ${v}`};${r === rescaled?.sum ? `\n    out0[lin * ${n}u + j] = ${v};` : ""}
+  }
+${combine(strategy, name, `acc${i}`, type, isMax, width)}`;
+  });
+  const fin = new Renderer({ shapes, bufferVar, dims, given }, "    ", "o_");
+  renderers.push(fin);
+  const write = rescaled
+    ? (() => {
+        const f = fin.value(rescaled.factor, [...row, "0u"]);
+        return `${loop} {
+${fin.lines.join("\n")}
+    out0[lin * ${n}u + j] = out0[lin * ${n}u + j] * ${f};
+  }`;
+      })()
+    : (() => {
+        const v = fin.value(k.output, at);
+        return `${loop} {
+${fin.lines.join("\n")}
+    out0[lin * ${n}u + j] = ${v};
+  }`;
+      })();
+  const body = `${passes.join("\n")}
+  ${write}`;
+  const helpers = helpersText(...renderers);
+  if (strategy === "thread") {
+    const l = launch(rows, target, (reductions.length + 1) * n);
+    return { wgsl: `${decls}\n${helpers}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
+  }
+  const workgroups = grid(rows, target.maxWorkgroupsPerDim);
+  const lane = strategy === "subgroup" ? "@builtin(subgroup_invocation_id) lane: u32" : "@builtin(local_invocation_index) lane: u32";
+  const shared = strategy === "workgroup" ? [...types].map((t) => `var<workgroup> red_${t}: array<${t}, ${width}>;`).join("\n") : "";
+  // the row is the workgroup's, so the early exit and every reduction stay uniform
+  const wgsl = `${strategy === "subgroup" ? "enable subgroups;\n" : ""}${decls}
+${helpers}
+${shared}
+@compute @workgroup_size(${width})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, ${lane}) {
+  let lin = wid.y * ${workgroups[0]}u + wid.x;
+  if (lin >= ${rows}u) { return; }
+${body}
+}
+`;
+  return { wgsl, workgroups, variant: `row-${strategy}` };
+}
+
+/** `let name` = the row's reduction of every invocation's partial `acc`. */
+function combine(strategy: RowStrategy, name: string, acc: string, type: string, isMax: boolean, width: number): string {
+  if (strategy === "thread") return `  let ${name} = ${acc};`;
+  if (strategy === "subgroup") return `  let ${name} = ${isMax ? "subgroupMax" : "subgroupAdd"}(${acc});`;
+  const buf = `red_${type}`;
+  const op = (a: string, b: string) => (isMax ? `max(${a}, ${b})` : `${a} + ${b}`);
+  return `  ${buf}[lane] = ${acc};
+  workgroupBarrier();
+  for (var h = ${width >> 1}u; h > 0u; h = h >> 1u) {
+    if (lane < h) { ${buf}[lane] = ${op(`${buf}[lane]`, `${buf}[lane + h]`)}; }
+    workgroupBarrier();
+  }
+  let ${name} = ${buf}[0];
+  workgroupBarrier();`;
+}
+
+/**
+ * `out = E · g(row)` where E is the summand of the last reduction (softmax: exp(s - max)
+ * divided by its sum): the sum pass then stores E as it goes and the last pass only
+ * scales it, instead of recomputing E (an exp per element) from the inputs.
+ */
+function rescaledSummand(out: Node, reductions: readonly Node[], shapes: ReadonlyMap<Node, readonly number[]>): { sum: Node; factor: Node } | undefined {
+  const sum = reductions.at(-1);
+  if (!sum || sum.op !== "sum" || out.op !== "mul" || out.dtype !== "f32") return undefined;
+  const [a, b] = out.src;
+  const other = a === sum.src[0] ? b : b === sum.src[0] ? a : undefined;
+  if (!other || other.op !== "expand" || shapes.get(other.src[0])!.at(-1) !== 1) return undefined;
+  return { sum, factor: other.src[0] };
+}
