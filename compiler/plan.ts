@@ -1,5 +1,6 @@
 import type { Span } from "../grammar/source.ts";
 import { attentionKernel } from "../kernels/attention.ts";
+import type { OperandTexture } from "../kernels/matmul.ts";
 import { matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
 import { rowKernel, type RowTarget } from "../kernels/row.ts";
@@ -23,6 +24,30 @@ export interface PlanBinding {
   readonly binding: number;
   readonly slot: number;
   readonly write: boolean;
+  /**
+   * bind Plan.textures[texture] here instead of the slot's buffer (a matmul's B at 2, variant
+   * "sg-texture"); `slot` is then the parameter the texture is filled from
+   */
+  readonly texture?: number;
+}
+
+/**
+ * A constant matmul B operand (a parameter nothing writes while the plan runs) kept in an
+ * rgba32float texture, read with texel fetches by the "sg-texture" kernels that bind it at
+ * 2. One per distinct (parameter, layout): kernels that read the parameter the same way
+ * share it. The executor fills it with `layout.fill` (binding 0 the texture, 1 the
+ * parameter's buffer) after every write of the parameter.
+ */
+export interface PlanTexture {
+  readonly param: string;
+  /** the parameter's slot: the fill's source */
+  readonly slot: number;
+  readonly layout: OperandTexture;
+}
+
+/** Device memory of the plan's textures (resident on top of the parameters they copy). */
+export function planTextureBytes(plan: Plan): number {
+  return plan.textures.reduce((a, t) => a + t.layout.width * t.layout.height * 16, 0);
 }
 
 export interface PlanKernel {
@@ -61,6 +86,8 @@ export interface Plan {
   readonly inputs: readonly PlanTensor[];
   readonly params: readonly PlanTensor[];
   readonly outputs: readonly PlanTensor[];
+  /** textures the kernels bind (PlanBinding.texture); empty unless the target runs "sg-texture" */
+  readonly textures: readonly PlanTexture[];
   /** IR nodes after the pass pipeline */
   readonly irNodes: number;
 }
@@ -82,11 +109,12 @@ function flopsOf(k: Kernel, s: Schedule): number {
 }
 
 /** `aliased`: the input an in-place kernel (always elementwise) reads through its output buffer */
-function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTuning, aliased?: Node): GeneratedKernel & { variant?: string } {
+/** `textureB`: a matmul's B is constant while the plan runs (it may come from a texture) */
+function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTuning, aliased?: Node, textureB = false): GeneratedKernel & { variant?: string; bTexture?: OperandTexture } {
   const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}) };
   if (k.kind === "row") return rowKernel(k, s.shapes, target, s.dims);
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
-  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning);
+  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning, textureB);
   if (k.kind === "reduce") return reduceKernel(body);
   return elementwiseKernel(body);
 }
@@ -98,6 +126,23 @@ export interface PlanOptions {
   readonly fuseChains?: boolean;
   /** per-matmul configurations measured on the device (runtime/autotune.ts); none: the cost model's */
   readonly matmulTuning?: MatmulTuning;
+  /**
+   * parameters the caller overwrites between runs (a training step's updated weights and
+   * optimizer state): never read through a texture, which would go stale. Default: none,
+   * every parameter is constant while the plan runs (forward plans)
+   */
+  readonly mutableParams?: ReadonlySet<string>;
+  /** false: storage-buffer B only (default: textures for constant B where the target's choice picks them; DEHVF_TEXTURE_B=0 also turns them off) */
+  readonly textureB?: boolean;
+}
+
+/**
+ * The parameter a matmul kernel reads as B when that parameter stays constant while the
+ * plan runs, so the kernel may read it from a texture filled once per write.
+ */
+function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | undefined {
+  const b = k.kind === "matmul" ? k.matmul?.b.base : undefined;
+  return b?.op === "param" && !mutable.has((b as Node<"param">).attrs.name) ? (b as Node<"param">) : undefined;
 }
 
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
@@ -113,24 +158,43 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
       throw new Error(
         `tensor ${sl.tensors.map((t) => (t.op === "param" || t.op === "input" ? (t.attrs as { name: string }).name : t.op)).join("/")} needs ${(sl.size / 2 ** 20).toFixed(1)} MiB, over this device's ${(maxBinding / 2 ** 20).toFixed(0)} MiB storage-binding limit; splitting large tensors across bindings is not implemented yet`,
       );
+  const textureB = opts.textureB ?? process.env.DEHVF_TEXTURE_B !== "0";
+  const mutable = opts.mutableParams ?? new Set<string>();
+  const textures: PlanTexture[] = [];
+  const textureIds = new Map<string, number>();
+  /** the index of B's texture for a kernel generated as sg-texture, shared per (param, layout) */
+  const textureOf = (param: Node<"param">, layout: OperandTexture): number => {
+    // the fill WGSL spells out the whole layout (size, k padding, B's strides and offset)
+    const key = `${param.attrs.name}\n${layout.fill.wgsl}`;
+    let id = textureIds.get(key);
+    if (id === undefined) {
+      textureIds.set(key, (id = textures.length));
+      textures.push({ param: param.attrs.name, slot: slot(param), layout });
+    }
+    return id;
+  };
   const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
     const alias = memory.inPlace.get(k.output);
-    const g = generate(k, sched, target, opts.matmulTuning, alias);
+    const constB = textureB ? constantB(k, mutable) : undefined;
+    const g = generate(k, sched, target, opts.matmulTuning, alias, constB !== undefined);
+    const bTex = constB && g.bTexture ? { texture: textureOf(constB, g.bTexture) } : {};
     const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
     if (k.kind === "matmul") {
-      bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false });
-      epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
+      bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false, ...bTex });
+      const extras = epilogueInputs(k);
+      extras.forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
+      k.also?.forEach((n, m) => bindings.push({ binding: 3 + extras.length + m, slot: slot(n), write: true }));
     } else k.inputs.forEach((n, i) => {
       if (n !== alias) bindings.push({ binding: i + 1, slot: slot(n), write: false });
     });
-    k.also?.forEach((n, m) => bindings.push({ binding: k.inputs.length + 1 + m, slot: slot(n), write: true }));
+    if (k.kind === "elementwise") k.also?.forEach((n, m) => bindings.push({ binding: k.inputs.length + 1 + m, slot: slot(n), write: true }));
     const outs = [k.output, ...(k.also ?? [])];
     const spans = [k.matmul?.node, ...outs]
       .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))
       .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
     const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
     const bytes = [...outs, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
-    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${k.output.op}`}` : k.row ? (k.row.softmax ? "softmax" : `row+${k.output.op}`) : outs.map((o) => o.op).join(",");
+    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${outs.map((o) => o.op).join(",")}`}` : k.row ? (k.row.softmax ? "softmax" : `row+${k.output.op}`) : outs.map((o) => o.op).join(",");
     return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
@@ -145,6 +209,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     inputs,
     params,
     outputs: rs.map((r) => tensor(r.node, r.name)),
+    textures,
     irNodes: sched.irNodes,
   };
 }

@@ -9,6 +9,8 @@ import { ELEMENTWISE, LEAF_CONST } from "./op-classes.ts";
  * and the elementwise work between them is recomputed by each.
  */
 export interface RowGroup {
+  /** the axis the rows run along (the last one for softmax and norms; any axis works) */
+  readonly axis: number;
   /** the reductions, in dependency order; inside the kernel each is one scalar per row */
   readonly reductions: readonly Node[];
   /** materialized nodes the group computes itself (the reductions and values between them) */
@@ -54,12 +56,21 @@ type Place = "full" | "row" | "other";
  * so no other kernel ever has to compute a reduction inline.
  */
 export function findRowGroup(out: Node, ctx: RowGroupContext): RowGroup | undefined {
-  const shape = ctx.shapes.get(out)!;
-  const rank = shape.length;
+  const rank = ctx.shapes.get(out)!.length;
   if (rank === 0 || !ELEMENTWISE.has(out.op) || computesMatmul(out, ctx.isMat)) return undefined;
-  const rowShape = [...shape.slice(0, -1), 1];
+  // the last axis first: softmax and norms, with contiguous rows
+  for (let axis = rank - 1; axis >= 0; axis--) {
+    const g = rowGroupAlong(out, axis, ctx);
+    if (g) return g;
+  }
+  return undefined;
+}
+
+function rowGroupAlong(out: Node, axis: number, ctx: RowGroupContext): RowGroup | undefined {
+  const shape = ctx.shapes.get(out)!;
+  const rowShape = shape.map((d, i) => (i === axis ? 1 : d));
   const isRowReduction = (x: Node) =>
-    (x.op === "sum" || x.op === "rmax") && (x.attrs as { axis: number }).axis === rank - 1 && sameShape(ctx.shapes.get(x.src[0])!, shape) && sameShape(ctx.shapes.get(x)!, rowShape);
+    (x.op === "sum" || x.op === "rmax") && (x.attrs as { axis: number }).axis === axis && sameShape(ctx.shapes.get(x.src[0])!, shape) && sameShape(ctx.shapes.get(x)!, rowShape);
   const absorbable = (x: Node) =>
     ctx.isMat(x) &&
     !ctx.pinned(x) &&
@@ -101,7 +112,7 @@ export function findRowGroup(out: Node, ctx: RowGroupContext): RowGroup | undefi
     }
     if (giveBack.size === 0) {
       const reductions = [...absorbed].filter(isRowReduction).sort((a, b) => ctx.position(a) - ctx.position(b));
-      return reductions.length ? { reductions, absorbed: [...absorbed] } : undefined;
+      return reductions.length ? { axis, reductions, absorbed: [...absorbed] } : undefined;
     }
     for (const a of giveBack) excluded.add(a);
   }

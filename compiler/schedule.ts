@@ -2,6 +2,9 @@ import { shapeEval } from "./dims.ts";
 import { topoOrder } from "./graph.ts";
 import type { Node, Op } from "./ir.ts";
 import { ELEMENTWISE, LEAF_CONST, MOVEMENT } from "./op-classes.ts";
+import { type ExitContext, severalExits } from "./epilogue-exits.ts";
+import { hasMatmulBelow, inlineNodes } from "./inline-tree.ts";
+import { mergeElementwise } from "./multi-output.ts";
 import type { Root } from "./pipeline.ts";
 import { findRowGroup, type RowGroup } from "./row-group.ts";
 import { numel, stridesOf } from "./tensor.ts";
@@ -51,9 +54,12 @@ export interface Kernel {
    */
   readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView; readonly sumAxis?: number };
   readonly chain?: ChainedMatmul;
-  /** row kernels: the last-axis reductions (scalars per row, in dependency order); `softmax` names the common case */
-  readonly row?: { readonly reductions: readonly Node[]; readonly softmax: boolean };
-  /** elementwise kernels: more outputs of `output`'s shape computed in the same pass (written after the inputs' bindings) */
+  /** row kernels: the reductions along `axis` (scalars per row, in dependency order); `softmax` names the common case */
+  readonly row?: { readonly axis: number; readonly reductions: readonly Node[]; readonly softmax: boolean };
+  /**
+   * more outputs of `output`'s shape computed in the same pass: elementwise kernels bind
+   * them after their inputs, matmul epilogues after their epilogue inputs
+   */
   readonly also?: readonly Node[];
   /** number of IR nodes this kernel computes (itself plus what it inlines) */
   readonly fused: number;
@@ -213,30 +219,6 @@ function soleMatmul(root: Node, isMat: (n: Node) => boolean, shapes: ReadonlyMap
   return shapes.get(found[0])!.join() === shapes.get(root)!.join() ? found[0] : undefined;
 }
 
-/** Nodes of the inline tree under `root` (stopping at buffers and constants). */
-function inlineNodes(root: Node, isMat: (n: Node) => boolean): Node[] {
-  const seen = new Set<Node>();
-  const visit = (n: Node) => {
-    if (seen.has(n) || (isMat(n) && n.op !== "matmul") || LEAF_CONST.has(n.op)) return;
-    seen.add(n);
-    if (n.op !== "matmul") n.src.forEach(visit);
-  };
-  visit(root);
-  return [...seen];
-}
-
-/** Whether the inline tree of `end` holds a matmul other than `mm` (one accumulator per kernel). */
-function hasMatmulBelow(end: Node, mm: Node, mat: ReadonlySet<Node>): boolean {
-  const seen = new Set<Node>();
-  const visit = (x: Node, top: boolean): boolean => {
-    if (x === mm || seen.has(x) || (!top && mat.has(x))) return false;
-    seen.add(x);
-    if (x.op === "matmul" && !top) return true;
-    return x.src.some((s) => visit(s, false));
-  };
-  return visit(end, true);
-}
-
 /** Arithmetic ops per element to recompute `n` inline (index math counts as free). */
 function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number>): number {
   if (isMat(n) || LEAF_CONST.has(n.op)) return 0;
@@ -279,7 +261,11 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     const fanout = us.length + us.filter((u) => u.op === "expand" && numel(shapes.get(u)!) > numel(shapes.get(n)!)).length;
     const gathered = us.some((u) => u.op === "gather" && u.src[0] === n);
     if ((fanout > 1 && c > RECOMPUTE_BUDGET) || (gathered && c > 0)) {
-      mat.add(n);
+      // a reshape of a buffer is a free view: give the buffer to the computed value under
+      // it (a softmax unsqueezed for a broadcast then stays a row kernel's output)
+      let m = n;
+      while (m.op === "reshape" && !mat.has(m.src[0]) && !LEAF_CONST.has(m.src[0].op) && !MOVEMENT.has(m.src[0].op) && users.get(m.src[0])!.length === 1) m = m.src[0];
+      mat.add(m);
       cost.clear();
     }
   }
@@ -353,6 +339,11 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   //    region, up to one exit node. GELU reads its input twice and still qualifies. The
   //    exit gets the buffer instead of the matmul, so no kernel is added.
   const absorbedInto = new Set<Node>();
+  const position = new Map(order.map((n, i) => [n, i]));
+  /** a multi-exit epilogue's first exit → the others, which the same matmul kernel writes */
+  const extraExits = new Map<Node, Node[]>();
+  const secondaryExits = new Set<Node>();
+  const exitContext: ExitContext = { order, users, position, mat, isRoot: (x) => rootSet.has(x) };
   const chainFirsts = new Set([...chains.values()].map((c) => c.first));
   const sameShape = (x: Node, n: Node) => shapes.get(x)!.join() === shapes.get(n)!.join();
   for (const n of order) {
@@ -386,6 +377,19 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       const closed = [...inside].every((x) => x === e || (!(x !== n && mat.has(x)) && (users.get(x) ?? []).every((u) => inside.has(u))));
       if (closed) end = e;
     }
+    // several exits also when the single one only feeds more of the region (Z feeding Z + P_k and Z + P_v)
+    const endFeedsRegion = end !== n && !rootSet.has(end) && (users.get(end) ?? []).every((u) => region.has(u));
+    const exits = end === n || endFeedsRegion ? severalExits(n, region, exitContext) : undefined;
+    if (exits) {
+      mat.delete(n);
+      for (const e of exits) {
+        mat.add(e);
+        absorbedInto.add(e);
+      }
+      extraExits.set(exits[0], exits.slice(1));
+      for (const e of exits.slice(1)) secondaryExits.add(e);
+      continue;
+    }
     if (end === n || hasMatmulBelow(end, n, mat)) continue;
     mat.delete(n);
     mat.add(end);
@@ -397,7 +401,6 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   const rowGroups = new Map<Node, RowGroup>();
   //     Latest first, so a group also takes in earlier values it alone uses (LayerNorm's
   //     centred x, materialized for its two readers) instead of leaving them a kernel.
-  const position = new Map(order.map((n, i) => [n, i]));
   for (const n of [...order].reverse()) {
     if (!mat.has(n) || limits.fuse === false) continue;
     const g = findRowGroup(n, { shapes, users, isMat, pinned: (x) => rootSet.has(x) || forced.has(x) || rowGroups.has(x) || x.op === "input" || x.op === "param", position: (x) => position.get(x)! });
@@ -425,7 +428,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
 
   // 4. Kernels: one per materialized non-source node, with its inline tree.
   const kernels: Kernel[] = [];
-  const inlineTree = (out: Node): { inputs: Node[]; mm?: Node; count: number } => {
+  const inlineTree = (out: Node): { inputs: Node[]; mm?: Node; count: number; seen: ReadonlySet<Node> } => {
     const inputs = new Set<Node>();
     const seen = new Set<Node>();
     let mm: Node | undefined;
@@ -441,14 +444,17 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       for (const s of n.src) visit(s, false);
     };
     visit(out, true);
-    return { inputs: [...inputs], mm, count: seen.size };
+    return { inputs: [...inputs], mm, count: seen.size, seen };
   };
+  // the exits of one epilogue share its matmul and the values before the split: count them once
+  const joinTrees = (ts: ReturnType<typeof inlineTree>[]) => ({ inputs: [...new Set(ts.flatMap((t) => t.inputs))], mm: ts[0].mm, count: new Set(ts.flatMap((t) => [...t.seen])).size });
   for (const n of order) {
-    if (!mat.has(n) || n.op === "input" || n.op === "param") continue;
-    const tree = inlineTree(n);
+    if (!mat.has(n) || n.op === "input" || n.op === "param" || secondaryExits.has(n)) continue;
+    const also = extraExits.get(n);
+    const tree = also ? joinTrees([n, ...also].map(inlineTree)) : inlineTree(n);
     const mmOf = n.op === "matmul" ? n : tree.mm;
     // a plain matmul kernel binds A and B at 1 and 2 and each epilogue buffer from 3 (again, if shared)
-    const bindings = mmOf && !chains.has(mmOf) ? 3 + epilogueInputs({ kind: "matmul", output: n, inputs: tree.inputs, matmul: { node: mmOf } as Kernel["matmul"], fused: 0 }).length : tree.inputs.length + 1;
+    const bindings = mmOf && !chains.has(mmOf) ? 3 + epilogueInputs({ kind: "matmul", output: n, inputs: tree.inputs, matmul: { node: mmOf } as Kernel["matmul"], ...(also ? { also } : {}), fused: 0 }).length + (also?.length ?? 0) : tree.inputs.length + 1;
     if (bindings > limits.maxBindings) {
       // Too many bindings: materialize the widest inline operand and reschedule.
       const wide = n.src.filter((s) => !mat.has(s) && !LEAF_CONST.has(s.op)).sort((a, b) => inlineTree(b).inputs.length - inlineTree(a).inputs.length)[0];
@@ -457,7 +463,8 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     }
     const row = rowGroups.get(n);
     if (row) {
-      kernels.push({ kind: "row", output: n, inputs: tree.inputs, row: { reductions: row.reductions, softmax: softmaxScores(n, shapes.get(n)!.length) !== undefined }, fused: tree.count });
+      const softmax = row.axis === shapes.get(n)!.length - 1 && softmaxScores(n, shapes.get(n)!.length) !== undefined;
+      kernels.push({ kind: "row", output: n, inputs: tree.inputs, row: { axis: row.axis, reductions: row.reductions, softmax }, fused: tree.count });
       continue;
     }
     const mmNode = n.op === "matmul" ? n : tree.mm;
@@ -471,62 +478,12 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       ins.add(a.base);
       ins.add(b.base);
       const sumAxis = sumFolds.get(n);
-      kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, fused: tree.count });
+      kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, ...(also ? { also } : {}), fused: tree.count });
     } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
   const merged = limits.fuse === false ? kernels : mergeElementwise(kernels, shapes, isMat, limits.maxBindings);
   const transposedParams = transposeWeights(merged, shapes, dims, isMat);
   return { kernels: merged, materialized: mat, shapes, dims, transposedParams, irNodes: order.length };
-}
-
-/** How far back a kernel looks for an elementwise partner to share a pass with. */
-const MERGE_WINDOW = 16;
-
-/**
- * Multi-output elementwise groups: an elementwise kernel joins an earlier one of the same
- * shape when they read a common buffer or compute a common value (AdamW's new weight,
- * m and v from one gradient; rotary q and k from one table; FFN memory keys and values
- * from one Z). The pair runs where the earlier one ran when everything the later one
- * reads exists by then, else where the later one ran when nothing between reads the
- * earlier one's outputs. One pass then loads shared inputs and computes shared values
- * once, in one dispatch instead of several.
- */
-function mergeElementwise(kernels: readonly Kernel[], shapes: ReadonlyMap<Node, readonly number[]>, isMat: (n: Node) => boolean, maxBindings: number): Kernel[] {
-  const out: (Kernel | undefined)[] = [];
-  const producedAt = new Map<Node, number>();
-  const computed = new Map<Kernel, Set<Node>>();
-  const outputsOf = (k: Kernel) => [k.output, ...(k.also ?? [])];
-  const computedBy = (k: Kernel) => {
-    let c = computed.get(k);
-    if (!c) computed.set(k, (c = new Set(outputsOf(k).flatMap((o) => o.src.flatMap((x) => inlineNodes(x, isMat))).filter((x) => !MOVEMENT.has(x.op)))));
-    return c;
-  };
-  const place = (k: Kernel, at: number) => {
-    out[at] = k;
-    for (const o of outputsOf(k)) producedAt.set(o, at);
-  };
-  for (const k of kernels) {
-    const shape = shapes.get(k.output)!.join();
-    let joined: { at: number; moveDown: boolean } | undefined;
-    for (let i = out.length - 1; k.kind === "elementwise" && !joined && i >= Math.max(0, out.length - MERGE_WINDOW); i--) {
-      const p = out[i];
-      if (!p || p.kind !== "elementwise" || shapes.get(p.output)!.join() !== shape) continue;
-      if (new Set([...p.inputs, ...k.inputs]).size + outputsOf(p).length + 1 > maxBindings) continue;
-      if (!(k.inputs.some((n) => p.inputs.includes(n)) || [...computedBy(k)].some((x) => computedBy(p).has(x)))) continue;
-      if (k.inputs.every((n) => (producedAt.get(n) ?? -1) < i)) joined = { at: i, moveDown: false };
-      else if (!out.slice(i + 1).some((q) => q?.inputs.some((n) => outputsOf(p).includes(n))) && !k.inputs.some((n) => outputsOf(p).includes(n))) joined = { at: i, moveDown: true };
-    }
-    if (!joined) {
-      place(k, out.length);
-      continue;
-    }
-    const p = out[joined.at]!;
-    const both: Kernel = { ...p, inputs: [...new Set([...p.inputs, ...k.inputs])], also: [...(p.also ?? []), k.output], fused: p.fused + k.fused };
-    computed.set(both, new Set([...computedBy(p), ...computedBy(k)]));
-    if (joined.moveDown) out[joined.at] = undefined;
-    place(both, joined.moveDown ? out.length : joined.at);
-  }
-  return out.filter((k): k is Kernel => k !== undefined);
 }
 
 /**
@@ -591,6 +548,6 @@ export function epilogueInputs(k: Kernel): Node[] {
     }
     x.src.forEach((s) => visit(s, false));
   };
-  visit(k.output, true);
+  for (const o of [k.output, ...(k.also ?? [])]) visit(o, true);
   return [...out];
 }

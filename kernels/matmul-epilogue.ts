@@ -1,6 +1,6 @@
 import type { Node } from "../compiler/ir.ts";
 import { epilogueInputs, type Kernel, type StridedView } from "../compiler/schedule.ts";
-import { generateMatmul, type KernelTarget, type MatmulSpec } from "./matmul.ts";
+import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
 import { type GeneratedKernel, helpersText } from "./pointwise.ts";
 import { Renderer, wgslType } from "./render.ts";
@@ -38,8 +38,18 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
  * A matmul kernel whose store runs the consumer's elementwise tree (bias, activation,
  * residual, scale) with the accumulator in place of the matmul: one pass over C.
  * `tuning` may pin the kernel's configuration by matmulKey (else the cost model chooses).
+ * `textureB`: B is constant while the plan runs (a frozen weight), so it may be read from
+ * a texture the caller fills once ("sg-texture", where the target's choice picks it); the
+ * result then names the texture's layout in `bTexture`.
  */
-export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: KernelTarget, dims: Readonly<Record<string, number>> = {}, tuning?: MatmulTuning): GeneratedKernel & { variant: string } {
+export function matmulKernel(
+  k: Kernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  target: KernelTarget,
+  dims: Readonly<Record<string, number>> = {},
+  tuning?: MatmulTuning,
+  textureB = false,
+): GeneratedKernel & { variant: string; bTexture?: OperandTexture } {
   const mm = k.matmul!;
   const outShape = shapes.get(mm.node)!;
   const r = outShape.length;
@@ -56,10 +66,19 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
   const spec = mm.sumAxis === undefined ? full : foldSumIntoK(full, mm.sumAxis);
   // a folded sum is the whole output: nothing to apply
   const plain = k.output === mm.node || mm.sumAxis !== undefined;
-  const gen = generateMatmul(spec, target, tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)));
+  // texture kernels are not autotuned (and not looked up, so the tuner never times them):
+  // its candidates bind a storage buffer at 2, and a tuned entry would swap the kernel
+  // without the plan's binding following
+  const texture = textureB && resolveMatmulOptions(spec, target, { allowTexture: true }).variant === "sg-texture";
+  const gen = generateMatmul(spec, target, texture ? { allowTexture: true } : tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)));
   const extras = epilogueInputs(k);
   const names = new Map(extras.map((n, i) => [n, `ep${3 + i}`]));
-  const decls = extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`).join("\n");
+  const also = plain ? [] : (k.also ?? []);
+  // further exits of the epilogue are written by it, bound after its inputs
+  const decls = [
+    ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`),
+    ...also.map((n, m) => `@group(0) @binding(${3 + extras.length + m}) var<storage, read_write> out${m + 1}: array<${wgslType(n)}>;`),
+  ].join("\n");
   let epilogue: string;
   let helpers = "";
   if (plain) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
@@ -67,9 +86,10 @@ export function matmulKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly numbe
     const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
     const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
     const v = ren.value(k.output, idx);
+    const stores = also.map((o, m) => `  out${m + 1}[b * ${spec.M * spec.N}u + i * ${spec.N}u + j] = ${ren.value(o, idx)};`);
     helpers = helpersText(ren);
-    epilogue = `fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 {\n${ren.lines.join("\n")}\n  return ${v};\n}`;
+    epilogue = `fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 {\n${[...ren.lines, ...stores].join("\n")}\n  return ${v};\n}`;
   }
-  return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant };
+  return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
 }
 

@@ -52,7 +52,8 @@ const sameOptions = (x: MatmulOptions, y: MatmulOptions): boolean => JSON.string
  * resolved, see resolveMatmulOptions): for the subgroup kernel, its register block halved
  * and doubled in height, one B load wider (narrower never won at tiny-vqa's matmuls), and the
  * other B load width; then one of each other variant the target runs, except:
- * - "sg-texture": the plan executor binds storage buffers only;
+ * - "sg-texture": a plan binds a texture at 2 only for constant B, and those kernels skip
+ *   tuning (kernels/matmul-epilogue.ts); the ones tuned here bind a storage buffer;
  * - "tiled" where the subgroup kernel runs on a CPU adapter: on lavapipe it was 3–15×
  *   slower than sg-buffer at the tiny-vqa matmuls measured, and its cold compile (3–5 s)
  *   cost more than all the other candidates of a shape together.

@@ -24,7 +24,8 @@
  *   sg-texture  CPU adapters (lavapipe) with a fixed subgroup size: no shared memory, a
  *               16×16-per-lane register block, A handed across the subgroup with
  *               subgroupBroadcast, B from an rgba32float texture. The fastest here; only
- *               with `allowTexture` (binding 2 changes type and the caller must fill it).
+ *               with `allowTexture` (binding 2 changes type and the caller must fill it):
+ *               plans allow it for constant B operands (compiler/plan.ts, PlanTexture).
  *   sg-buffer   the same with B from the storage buffer: the default on CPU adapters.
  *               Its register block is chosen per shape by estimated cost (chooseBlock).
  *   tiled       workgroup-shared tiles, 4×4 register blocks, vec4 loads where the layout

@@ -150,23 +150,34 @@ export function reduceKernel(k: Body): GeneratedKernel {
   const shape = k.shapes.get(out)!;
   const l = launch(numel(shape), k.target, inShape[axis]);
   const idx = Renderer.delinear("lin", shape);
-  const inner = new Renderer(ctx, "    ", "w");
-  const v = inner.value(out.src[0], idx.map((e, i) => (i === axis ? "r" : e)));
+  const at = idx.map((e, i) => (i === axis ? "r" : e));
+  const n = inShape[axis];
+  // A reduction across a concat's parts (DEHVF's mix of all ViT layers) loops over each
+  // part on its own, reading it directly instead of branching per element.
+  const probe = new Renderer(ctx, "    ", "w");
+  probe.value(out.src[0], at);
+  const cuts = [...(probe.concatSplits.get("r") ?? [])].filter((c) => c > 0 && c < n).sort((a, b) => a - b);
+  const segments = [0, ...cuts].map((lo, k) => [lo, [...cuts, n][k]] as const);
   const isMax = out.op === "rmax";
   // Accumulate in the output's own type (an i32 sum stays i32, as in the interpreter).
   // rmax starts at -inf, not -FLT_MAX: a row of -inf (fully masked) must reduce to -inf.
   const type = wgslType(out);
   const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
-  if (init.includes("nonfinite_bits")) inner.helpers.add("nonfinite_");
+  const loops = segments.map(([lo, hi]) => {
+    const inner = cuts.length ? new Renderer({ ...ctx, ranges: new Map([["r", [lo, hi] as const]]) }, "    ", "w") : probe;
+    const v = inner.value(out.src[0], at);
+    return { inner, text: `  for (var r = ${lo}u; r < ${hi}u; r++) {
+${inner.lines.join("\n")}
+    acc = ${isMax ? `max(acc, ${v})` : `acc + ${v}`};
+  }` };
+  });
+  if (init.includes("nonfinite_bits")) loops[0].inner.helpers.add("nonfinite_");
   const wgsl = `${decls}
-${helpersText(inner)}
+${helpersText(...loops.map((x) => x.inner))}
 ${kernelMain(
   l,
   `  var acc: ${type} = ${init};
-  for (var r = 0u; r < ${inShape[axis]}u; r++) {
-${inner.lines.join("\n")}
-    acc = ${isMax ? `max(acc, ${v})` : `acc + ${v}`};
-  }
+${loops.map((x) => x.text).join("\n")}
   out0[lin] = acc;`,
 )}
 `;

@@ -18,6 +18,11 @@ export interface RenderContext {
    * a pad of T): without them those nodes cannot be rendered. Shapes come from `shapes`.
    */
   readonly dims?: Readonly<Record<string, number>>;
+  /**
+   * Index variables known to lie in [lo, hi) (a reduction loop split at concat
+   * boundaries): a concat along such an index reads its one part directly, unbranched.
+   */
+  readonly ranges?: ReadonlyMap<string, readonly [number, number]>;
 }
 
 /**
@@ -90,6 +95,8 @@ export const wgslType = (n: Node) => (n.dtype === "i32" ? "i32" : "f32");
 export class Renderer {
   readonly lines: string[] = [];
   readonly helpers = new Set<string>();
+  /** per index variable, where concats along it switch parts (see RenderContext.ranges) */
+  readonly concatSplits = new Map<string, Set<number>>();
   private memo = new Map<string, string>();
   private next = 0;
 
@@ -246,6 +253,15 @@ export class Renderer {
         // load every part (with clamped, opaque indices) for each element.
         if (src.length === 1) return this.value(src[0], idx);
         const axis = a.axis as number;
+        const offsets = src.map((_, k) => src.slice(0, k).reduce((acc, part) => acc + this.shape(part)[axis], 0));
+        const range = this.ctx.ranges?.get(idx[axis]);
+        const within = range && offsets.findIndex((o, k) => o <= range[0] && range[1] <= o + this.shape(src[k])[axis]);
+        if (range && within !== undefined && within >= 0) return this.value(src[within], idx.map((e, i) => (i !== axis || offsets[within] === 0 ? e : `(${e} - ${offsets[within]}u)`)));
+        if (/^[A-Za-z_]\w*$/.test(idx[axis])) {
+          const splits = this.concatSplits.get(idx[axis]) ?? new Set<number>();
+          offsets.slice(1).forEach((o) => splits.add(o));
+          this.concatSplits.set(idx[axis], splits);
+        }
         const type = wgslType(n);
         const name = `${this.prefix}${this.next++}`;
         this.lines.push(`${this.indent}var ${name}: ${type};`);

@@ -49,19 +49,22 @@ function workgroupWidth(n: number, t: KernelTarget): number {
  */
 export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const shape = shapes.get(k.output)!;
-  const n = shape[shape.length - 1];
-  const rows = numel(shape.slice(0, -1));
+  const axis = k.row!.axis;
+  const n = shape[axis];
+  const rows = numel(shape) / n;
   const reductions = k.row!.reductions;
   const strategy = chooseRowStrategy(n, target);
   const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
-  const row = Renderer.delinear("lin", shape.slice(0, -1));
-  const at = [...row, "j"];
+  // the row's other indices from lin, j along the axis
+  const row = Renderer.delinear("lin", shape.filter((_, i) => i !== axis));
+  const at = [...row.slice(0, axis), "j", ...row.slice(axis)];
+  const outAt = Renderer.linear(at, shape);
   const given = new Map<Node, string>();
   const renderers: Renderer[] = [];
   const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
   const loop = strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
   const types = new Set<string>();
-  const rescaled = rescaledSummand(k.output, reductions, shapes);
+  const rescaled = rescaledSummand(k.output, reductions, axis, shapes);
   const passes = reductions.map((r, i) => {
     const ren = new Renderer({ shapes, bufferVar, dims, given: new Map(given) }, "    ", `p${i}_`);
     renderers.push(ren);
@@ -77,7 +80,7 @@ export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]
     return `  var acc${i}: ${type} = ${init};
   ${loop} {
 ${ren.lines.join("\n")}
-    acc${i} = ${isMax ? `max(acc${i}, ${v})` : `acc${i} + ${v}`};${r === rescaled?.sum ? `\n    out0[lin * ${n}u + j] = ${v};` : ""}
+    acc${i} = ${isMax ? `max(acc${i}, ${v})` : `acc${i} + ${v}`};${r === rescaled?.sum ? `\n    out0[${outAt}] = ${v};` : ""}
   }
 ${combine(strategy, name, `acc${i}`, type, isMax, width)}`;
   });
@@ -85,17 +88,17 @@ ${combine(strategy, name, `acc${i}`, type, isMax, width)}`;
   renderers.push(fin);
   const write = rescaled
     ? (() => {
-        const f = fin.value(rescaled.factor, [...row, "0u"]);
+        const f = fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)));
         return `${loop} {
 ${fin.lines.join("\n")}
-    out0[lin * ${n}u + j] = out0[lin * ${n}u + j] * ${f};
+    out0[${outAt}] = out0[${outAt}] * ${f};
   }`;
       })()
     : (() => {
         const v = fin.value(k.output, at);
         return `${loop} {
 ${fin.lines.join("\n")}
-    out0[lin * ${n}u + j] = ${v};
+    out0[${outAt}] = ${v};
   }`;
       })();
   const body = `${passes.join("\n")}
@@ -143,11 +146,11 @@ function combine(strategy: RowStrategy, name: string, acc: string, type: string,
  * divided by its sum): the sum pass then stores E as it goes and the last pass only
  * scales it, instead of recomputing E (an exp per element) from the inputs.
  */
-function rescaledSummand(out: Node, reductions: readonly Node[], shapes: ReadonlyMap<Node, readonly number[]>): { sum: Node; factor: Node } | undefined {
+function rescaledSummand(out: Node, reductions: readonly Node[], axis: number, shapes: ReadonlyMap<Node, readonly number[]>): { sum: Node; factor: Node } | undefined {
   const sum = reductions.at(-1);
   if (!sum || sum.op !== "sum" || out.op !== "mul" || out.dtype !== "f32") return undefined;
   const [a, b] = out.src;
   const other = a === sum.src[0] ? b : b === sum.src[0] ? a : undefined;
-  if (!other || other.op !== "expand" || shapes.get(other.src[0])!.at(-1) !== 1) return undefined;
+  if (!other || other.op !== "expand" || shapes.get(other.src[0])![axis] !== 1) return undefined;
   return { sum, factor: other.src[0] };
 }

@@ -1,7 +1,8 @@
 import type { SourceMap } from "../grammar/diagnostics.ts";
-import type { Plan, PlanKernel, PlanTensor } from "../compiler/plan.ts";
+import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../compiler/plan.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { Gpu } from "./device.ts";
+import { createOperandTexture, type DeviceTexture, encodeFills, fillPipeline } from "./matmul-run.ts";
 
 /** A generated shader that the device rejected: shows it numbered, with its DSL origin. */
 export class ShaderError extends Error {
@@ -44,14 +45,33 @@ async function pipelineFor(device: GPUDevice, k: PlanKernel, sources?: SourceMap
       const errors = info.messages.filter((m) => m.type === "error").map((m) => `line ${m.lineNum}:${m.linePos}: ${m.message}`);
       const scopeError = await device.popErrorScope();
       if (errors.length || scopeError) throw new ShaderError(k, errors.length ? errors : [scopeError!.message], sources);
-      const layout = device.createBindGroupLayout({
-        entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.write ? "storage" : "read-only-storage" } })),
-      });
+      const layout = device.createBindGroupLayout({ entries: k.bindings.map(layoutEntry) });
       return device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" } });
     })();
     cache.set(key, p);
   }
   return p;
+}
+
+/** A storage buffer, or for a texture binding (sg-texture's B) a float texture read with textureLoad. */
+function layoutEntry(b: PlanBinding): GPUBindGroupLayoutEntry {
+  const visibility = GPUShaderStage.COMPUTE;
+  if (b.texture !== undefined) return { binding: b.binding, visibility, texture: { sampleType: "unfilterable-float" } };
+  return { binding: b.binding, visibility, buffer: { type: b.write ? "storage" : "read-only-storage" } };
+}
+
+/**
+ * The plan's textures on the device, each with its fill from its parameter's buffer.
+ * Kernels with the same fill WGSL (same-shaped weights of every layer) share a pipeline.
+ */
+async function createTextures(device: GPUDevice, plan: Plan, buffers: readonly GPUBuffer[]): Promise<DeviceTexture[]> {
+  const pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  const pipeline = (t: Plan["textures"][number]) => {
+    let p = pipelines.get(t.layout.fill.wgsl);
+    if (!p) pipelines.set(t.layout.fill.wgsl, (p = fillPipeline(device, t.layout)));
+    return p;
+  };
+  return Promise.all(plan.textures.map(async (t) => createOperandTexture(device, t.layout, buffers[t.slot], await pipeline(t), `texture:${t.param}`)));
 }
 
 function transpose2d(t: Tensor): Tensor {
@@ -78,6 +98,7 @@ export class PlanExecutor {
     private readonly buffers: GPUBuffer[],
     private readonly pipelines: GPUComputePipeline[],
     private readonly bindGroups: GPUBindGroup[],
+    private readonly textures: DeviceTexture[],
   ) {}
 
   static async create(gpu: Gpu, plan: Plan, sources?: SourceMap): Promise<PlanExecutor> {
@@ -86,13 +107,14 @@ export class PlanExecutor {
       device.createBuffer({ size: align4(s.size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: `slot${s.id}:${s.role}` }),
     );
     const pipelines = await Promise.all(plan.kernels.map((k) => pipelineFor(device, k, sources)));
+    const textures = await createTextures(device, plan, buffers);
     const bindGroups = plan.kernels.map((k, i) =>
       device.createBindGroup({
         layout: pipelines[i].getBindGroupLayout(0),
-        entries: k.bindings.map((b) => ({ binding: b.binding, resource: { buffer: buffers[b.slot] } })),
+        entries: k.bindings.map((b) => ({ binding: b.binding, resource: b.texture === undefined ? { buffer: buffers[b.slot] } : textures[b.texture].view })),
       }),
     );
-    return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups);
+    return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups, textures);
   }
 
   private write(t: PlanTensor, value: Tensor): void {
@@ -101,13 +123,33 @@ export class PlanExecutor {
     this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(t.transposed ? transpose2d(value) : value, t.dtype));
   }
 
-  /** Uploads parameter values; every parameter of the plan must have one unless `partial`. */
+  /**
+   * Uploads parameter values; every parameter of the plan must have one unless `partial`.
+   * The textures of the parameters written are refilled right behind the writes (queue
+   * order), so no later run reads a stale copy.
+   */
   writeParams(params: ReadonlyMap<string, Tensor>, opts: { partial?: boolean } = {}): void {
+    const written = new Set<string>();
     for (const p of this.plan.params) {
       const v = params.get(p.name);
-      if (v) this.write(p, v);
-      else if (!opts.partial) throw new Error(`no value for parameter \`${p.name}\``);
+      if (v) {
+        this.write(p, v);
+        written.add(p.name);
+      } else if (!opts.partial) throw new Error(`no value for parameter \`${p.name}\``);
     }
+    if (!this.plan.textures.some((t) => written.has(t.param))) return;
+    const enc = this.gpu.device.createCommandEncoder();
+    this.encodeRefills(enc, written);
+    this.gpu.device.queue.submit([enc.finish()]);
+  }
+
+  /** Encodes the fills of the textures copied from `params` (names), if any. */
+  private encodeRefills(enc: GPUCommandEncoder, params: ReadonlySet<string>): void {
+    const fills = this.plan.textures.flatMap((t, i) => (params.has(t.param) ? [this.textures[i].fill] : []));
+    if (!fills.length) return;
+    const pass = enc.beginComputePass();
+    encodeFills(pass, fills);
+    pass.end();
   }
 
   /**
@@ -138,6 +180,9 @@ export class PlanExecutor {
       if (to.transposed) throw new Error(`parameter \`${c.to}\` is stored transposed; it cannot take an update`);
       enc.copyBufferToBuffer(this.buffers[from.slot], 0, this.buffers[to.slot], 0, align4(numel(to.shape) * 4));
     }
+    // a plan built without the copies' targets in PlanOptions.mutableParams reads them
+    // from textures: keep those current too (a training plan has none)
+    this.encodeRefills(enc, new Set((opts.copies ?? []).map((c) => c.to)));
     device.queue.submit([enc.finish()]);
     return this.collect(wanted, staging);
   }
@@ -212,5 +257,6 @@ export class PlanExecutor {
 
   destroy(): void {
     for (const b of this.buffers) b.destroy();
+    for (const t of this.textures) t.texture.destroy();
   }
 }

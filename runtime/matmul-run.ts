@@ -6,6 +6,20 @@
  */
 import { DEFAULT_EPILOGUE, type MatmulKernel, type OperandTexture } from "../kernels/matmul.ts";
 
+/** One dispatch of an operand texture's fill kernel (OperandTexture.fill) from its source buffer. */
+export interface TextureFill {
+  readonly pipeline: GPUComputePipeline;
+  readonly group: GPUBindGroup;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** An operand texture on the device (what "sg-texture" binds at 2) and the pass that fills it. */
+export interface DeviceTexture {
+  readonly texture: GPUTexture;
+  readonly view: GPUTextureView;
+  readonly fill: TextureFill;
+}
+
 export interface MatmulRun {
   readonly kernel: MatmulKernel;
   /** upload operands (A, B as flat f32 arrays in their strided layouts) */
@@ -56,26 +70,13 @@ export async function createMatmulRun(
   const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } }).catch(setupFailed);
 
   // B read through a texture (sg-texture): filled from B's buffer by its own pass
-  const fills: { pipeline: GPUComputePipeline; group: GPUBindGroup; workgroups: [number, number, number] }[] = [];
+  const fills: TextureFill[] = [];
   const textures: GPUTexture[] = [];
   const texture = async (layout: OperandTexture, src: GPUBuffer): Promise<GPUTextureView> => {
-    const tex = device.createTexture({
-      size: [layout.width, layout.height],
-      format: layout.format,
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
-    });
-    textures.push(tex);
-    const fm = await checkedModule(device, layout.fill.wgsl, "fill");
-    const fp = await device.createComputePipelineAsync({ layout: "auto", compute: { module: fm, entryPoint: "main" } });
-    const group = device.createBindGroup({
-      layout: fp.getBindGroupLayout(0),
-      entries: [
-        { binding: 0, resource: tex.createView() },
-        { binding: 1, resource: { buffer: src } },
-      ],
-    });
-    fills.push({ pipeline: fp, group, workgroups: layout.fill.workgroups });
-    return tex.createView();
+    const t = createOperandTexture(device, layout, src, await fillPipeline(device, layout));
+    textures.push(t.texture);
+    fills.push(t.fill);
+    return t.view;
   };
   const bRes = kernel.bTexture ? await texture(kernel.bTexture, B) : { buffer: B };
   const group = device.createBindGroup({
@@ -98,12 +99,7 @@ export async function createMatmulRun(
     },
     encode(enc, reps, opts = {}) {
       const pass = enc.beginComputePass(opts.timestamps ? { timestampWrites: opts.timestamps } : {});
-      if (opts.fill ?? true)
-        for (const f of fills) {
-          pass.setPipeline(f.pipeline);
-          pass.setBindGroup(0, f.group);
-          pass.dispatchWorkgroups(...f.workgroups);
-        }
+      if (opts.fill ?? true) encodeFills(pass, fills);
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
       for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(...kernel.workgroups);
@@ -126,4 +122,41 @@ export async function createMatmulRun(
     },
   };
   return self;
+}
+
+/** The compute pipeline of an operand texture's fill kernel (one per distinct fill WGSL is enough). */
+export async function fillPipeline(device: GPUDevice, layout: OperandTexture): Promise<GPUComputePipeline> {
+  const module = await checkedModule(device, layout.fill.wgsl, "fill");
+  return device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
+}
+
+/**
+ * The texture `layout` describes, and its fill from `src` (B's strided buffer) through
+ * `pipeline` (fillPipeline). It holds nothing until a fill runs: the caller encodes one
+ * after every write to `src`.
+ */
+export function createOperandTexture(device: GPUDevice, layout: OperandTexture, src: GPUBuffer, pipeline: GPUComputePipeline, label?: string): DeviceTexture {
+  const texture = device.createTexture({
+    size: [layout.width, layout.height],
+    format: layout.format,
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+    ...(label ? { label } : {}),
+  });
+  const group = device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [
+      { binding: 0, resource: texture.createView() },
+      { binding: 1, resource: { buffer: src } },
+    ],
+  });
+  return { texture, view: texture.createView(), fill: { pipeline, group, workgroups: layout.fill.workgroups } };
+}
+
+/** Encodes the fills into `pass` (a compute pass; the dispatches are independent of one another). */
+export function encodeFills(pass: GPUComputePassEncoder, fills: readonly TextureFill[]): void {
+  for (const f of fills) {
+    pass.setPipeline(f.pipeline);
+    pass.setBindGroup(0, f.group);
+    pass.dispatchWorkgroups(...f.workgroups);
+  }
 }

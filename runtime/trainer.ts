@@ -32,7 +32,10 @@ export class Trainer {
    */
   static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opt: OptimizerConfig = DEFAULT_OPTIMIZER, autotune?: boolean | AutotuneOptions): Promise<Trainer> {
     const graph = buildTrainGraph(model, opt);
-    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning }), autotune);
+    // what each step overwrites (trained weights, optimizer state) must stay in buffers;
+    // frozen weights may be read from textures, filled once by writeParams
+    const mutableParams = new Set(graph.updates.map((u) => u.to));
+    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning, mutableParams }), autotune);
     const ex = await PlanExecutor.create(gpu, plan, model.program?.sources);
     const all = new Map(params);
     for (const p of graph.trained)

@@ -257,7 +257,9 @@ describe("in-place plans on WebGPU", () => {
     assert.ok(inPlace > 0, "no random graph ran a kernel in place");
   });
 
-  test("TinyVQA runs kernels in place and still matches the interpreter within 1e-4", async (t) => {
+  // (its forward has no in-place kernel left since the FFN memory's keys and values come
+  // out of the projection's epilogue; the training steps in spec/train.test.ts run some)
+  test("TinyVQA with in-place planning on still matches the interpreter within 1e-4", async (t) => {
     const g = gpu.device(t);
     if (!g) return;
     const m = elaborate(loadProgram("models/tiny-vqa.dehvf"), "TinyVQA");
@@ -266,7 +268,6 @@ describe("in-place plans on WebGPU", () => {
     const inputs = syntheticInputs(m, 0, dims);
     const want = runInterp(m, params, { seed: 0, dims, inputs });
     const r = await runWebgpu(g, m, params, inputs, dims);
-    assert.ok(r.plan.memory.inPlace.size > 0, describePlan(r.plan));
     assertBindings(r.plan);
     want.forEach((w, i) => compare(r.outputs[i], w, 1e-4, `TinyVQA ${m.outputs[i].name}`, r.plan));
   });

@@ -22,11 +22,12 @@ import { loadProgram } from "../grammar/modules.ts";
 import { readMetrics } from "../io/metrics-log.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
-import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
+import { initAllParams } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
 import { learningRate } from "../train/lr-schedule.ts";
 import { stagesFor, trainStages } from "../train/stages.ts";
 import { GraphKit } from "./graph-model.ts";
+import { checkTrainStep } from "./train-check.ts";
 
 const MICRO = "spec/fixtures/train/micro.dehvf";
 
@@ -154,34 +155,7 @@ describe("the compiled training step", () => {
   test("WebGPU step = interpreter step (loss, gradient norm, every updated tensor) for DEHVF, MemVP and concat", async (t) => {
     const g = device(t);
     if (!g) return;
-    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) {
-      const model = elaborate(loadProgram(MICRO), name);
-      const dims = { B: 2, T: 6 };
-      const params = initAllParams(model, 1);
-      const trainer = await Trainer.create(g, model, dims, params);
-      const inputs = syntheticInputs(trainer.graph.model, 2, dims);
-      inputs.set("loss_mask", tensor([2, 6], [0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]));
-      const ref = new Map(params);
-      for (const p of trainer.graph.trained) for (const s of [p.m, p.v]) ref.set(s, tensor(p.shape));
-      const feed = new Map(inputs);
-      for (const [k, v] of Object.entries(adamScalars(1, 1e-2))) feed.set(k, tensor([], [v]));
-      const want = interpret(trainer.graph.model.outputs.map((o) => o.node), { dims, inputs: feed, params: ref });
-      const r = await trainer.step(inputs, 1, 1e-2);
-      const state = await trainer.readState();
-      trainer.destroy();
-      assert.ok(Math.abs(r.loss - want[0].data[0]) < 1e-4, `${name} loss ${r.loss} vs ${want[0].data[0]}`);
-      assert.ok(Math.abs(r.gradNorm - want[1].data[0]) < 1e-3 * Math.max(1, want[1].data[0]), `${name} grad norm ${r.gradNorm} vs ${want[1].data[0]}`);
-      trainer.graph.model.outputs.slice(2).forEach((o, i) => {
-        const got = state.get(o.name.slice("new:".length))!;
-        const w = want[i + 2];
-        // Adam divides by sqrt(v): where a gradient is ~0 its f32 sign can flip the step, so
-        // compare the moments tightly and the weights to within one step (lr)
-        const tol = o.name.includes("@") ? 1e-5 : 1e-2 + 1e-6;
-        w.data.forEach((x, j) => {
-          if (!(Math.abs(x - got.data[j]) <= tol)) assert.fail(`${name}: ${o.name}[${j}] = ${got.data[j]}, interpreter ${x}`);
-        });
-      });
-    }
+    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) await checkTrainStep(g, elaborate(loadProgram(MICRO), name), { B: 2, T: 6 });
   });
 });
 

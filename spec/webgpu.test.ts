@@ -182,6 +182,26 @@ describe("reductions", () => {
     );
   });
 
+  test("reductions across a concat's parts (one loop per part), nested, sliced and broadcast", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom(1, 2, 5, 17), { minLength: 2, maxLength: 5 }), fc.constantFrom(0, 1, 2), seedArb, async (sizes, axis, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const shapeWith = (n: number) => [3, 7, 4].map((d, i) => (i === axis ? n : d));
+        const parts = sizes.map((n, i) => c.in(`p${i}`, shapeWith(n), "f32", uniform(-3, 3)));
+        const cat = o.concat(parts, axis);
+        const total = sizes.reduce((a, b) => a + b, 0);
+        const w = c.in("w", shapeWith(total));
+        const nested = o.concat([o.concat(parts.slice(0, 2), axis), ...parts.slice(2)], axis);
+        const sliced = o.slice(cat, axis, 1, total);
+        const plan = await check(t, c, [o.sum(o.mul(cat, w), axis), o.max(nested, axis), o.sum(sliced, axis, true), o.sum(o.unary("exp", cat), axis)], { tol: accTol(total) });
+        // all but the sliced one (its index is r + 1) read their parts unbranched
+        if (plan) assert.ok(plan.kernels.filter((k) => k.kind === "reduce" && !k.wgsl.includes("else")).length >= 3, describePlan(plan));
+      }),
+      runs(8),
+    );
+  });
+
   test("long reduction axes (1000+, prime) at the front, middle and back", async (t) => {
     const c = new Case(11);
     const { t: o } = c;
@@ -267,7 +287,7 @@ describe("reductions", () => {
       );
     });
 
-  test("LayerNorm, RMSNorm and softmax over the last axis are one kernel each, with their elementwise work", (t) => {
+  test("LayerNorm, RMSNorm and softmax (over any axis) are one kernel each, with their elementwise work", (t) => {
     if (!device(t)) return;
     const c = new Case(1);
     const { t: o } = c;
@@ -276,7 +296,7 @@ describe("reductions", () => {
     const xc = o.sub(y, o.mean(y, -1, true));
     const ln = o.add(o.mul(o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(xc, xc), -1, true), c.c(1e-5))))), c.w("g", [64])), c.w("b", [64]));
     const rms = o.mul(y, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(y, y), -1, true), c.c(1e-6)))));
-    for (const out of [ln, rms, o.softmax(y, -1)]) {
+    for (const out of [ln, rms, o.softmax(y, -1), o.softmax(y, 0), o.softmax(y, 1)]) {
       const plan = buildPlan(c.model("row", [out]), {}, target, [{ name: "out", node: out }]);
       assert.equal(plan.kernels.length, 1, describePlan(plan));
       assert.equal(plan.kernels[0].kind, "row");
@@ -540,6 +560,45 @@ describe("multi-output elementwise groups", () => {
     const multi = plan.kernels.filter((k) => k.bindings.filter((bd) => bd.write).length > 1);
     assert.ok(multi.length >= 1, describePlan(plan));
     assert.ok(multi.every((k) => k.kind === "elementwise"), describePlan(plan));
+  });
+
+  test("a matmul epilogue with several exits (FFN memory keys and values from one projection); never one that feeds a reduction it reads", async (t) => {
+    const c = new Case(5);
+    const { t: o } = c;
+    const v = c.in("v", [2, 9, 13]);
+    const x = c.in("x", [2, 5, 31]);
+    const z = o.mul(o.add(o.matmul(v, c.w("w", [13, 31])), c.w("bias", [31])), c.c(0.1));
+    const keys = o.add(z, c.w("pk", [9, 31]));
+    const values = o.add(z, c.w("pv", [9, 31]));
+    const mem = o.matmul(o.unary("tanh", o.matmul(x, o.transposeLast(keys))), values);
+    // residual h and RMSNorm(h): the norm's sum of h·h is computed from this matmul's output
+    const h = o.add(o.matmul(x, c.w("wo", [31, 31])), x);
+    const norm = o.mul(h, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(h, h), -1, true), c.c(1e-6)))));
+    const plan = await check(t, c, [mem, h, norm], { tol: accTol(31) });
+    if (!plan) return;
+    assertOrdered(plan);
+    const multi = plan.kernels.filter((k) => k.kind === "matmul" && k.bindings.filter((b) => b.write).length > 1);
+    assert.equal(multi.length, 1, describePlan(plan));
+    assert.equal(multi[0].label, "matmul+add,add", describePlan(plan));
+  });
+
+  test("random matmul epilogues that split into several buffers: same values, valid order", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(fc.tuple(dimArb, dimArb, dimArb), fc.integer({ min: 2, max: 4 }), seedArb, async ([M, N, K], exits, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const z = o.unary("tanh", o.add(o.matmul(c.in("a", [2, M, K]), c.w("w", [K, N])), c.w("bias", [N])));
+        const outs: Node[] = [];
+        for (let i = 0; i < exits; i++) {
+          const e = i % 2 ? o.mul(z, c.w(`p${i}`, [M, N])) : o.add(z, c.w(`p${i}`, [M, N]));
+          // some exits are operands of later matmuls, some are outputs
+          outs.push(i === 0 ? e : o.matmul(e, c.w(`v${i}`, [N, 3])));
+        }
+        const plan = await check(t, c, outs, { tol: accTol(K * N) });
+        if (plan) assertOrdered(plan);
+      }),
+      runs(8),
+    );
   });
 
   test("random elementwise outputs over shared inputs, some behind a matmul: same values, valid order", async (t) => {

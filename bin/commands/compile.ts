@@ -3,7 +3,7 @@ import { DehvfError } from "../../grammar/diagnostics.ts";
 import { opHistogram, printGraph } from "../../compiler/print-graph.ts";
 import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
 import type { SourceMap } from "../../grammar/diagnostics.ts";
-import { buildPlan, type Plan, type PlanTarget } from "../../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, planTextureBytes } from "../../compiler/plan.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
 import { dimOptions, loadModel, resolveDims } from "./load.ts";
@@ -46,7 +46,7 @@ function printPlan(plan: Plan, sources: SourceMap, device: string): string {
     `kernels        ${plan.kernels.length} for ${plan.irNodes} IR nodes (${(plan.irNodes / Math.max(1, plan.kernels.length)).toFixed(1)}x fewer)`,
     `work           ${(flops / 1e9).toFixed(3)} GFLOP, ${mib(bytes)} moved`,
     `memory         intermediates: peak ${mib(m.pooledBytes)} planned vs ${mib(m.naiveBytes)} naive (${((100 * m.pooledBytes) / Math.max(1, m.naiveBytes)).toFixed(1)}%) in ${m.slots.filter((s) => s.role === "pooled").length} pooled buffers, ${m.inPlace.size} in-place kernel${m.inPlace.size === 1 ? "" : "s"}`,
-    `               resident (inputs, parameters, outputs): ${mib(m.residentBytes)}`,
+    `               resident (inputs, parameters, outputs): ${mib(m.residentBytes)}${plan.textures.length ? `, plus ${mib(planTextureBytes(plan))} in ${plan.textures.length} texture${plan.textures.length === 1 ? "" : "s"} of constant matmul B operands` : ""}`,
   );
   return lines.join("\n");
 }
