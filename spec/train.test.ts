@@ -203,7 +203,8 @@ describe("dehvf train / eval", () => {
     const r = train("full");
     assert.equal(r.code, 0, r.err + r.out);
     assert.match(r.out, /finetune \(TinyVQA\): trainable parameters 5,024 of 38,720 \(dehvf\)/);
-    assert.match(r.out, /test accuracy [\d.]+% of 16 \(chance/);
+    assert.match(r.out, /test accuracy [\d.]+% of 16 \(chance.*captions BLEU-4 [\d.]+ CIDEr-D [\d.]+/);
+    assert.doesNotMatch(r.out, /NaN/, "periodic evaluations decode no captions and say nothing of them");
     const dir = join(work, "full", "finetune-TinyVQA");
     for (const f of ["final.safetensors", "metrics.jsonl", "loss.png", "eval.json", "checkpoint/state.safetensors"]) assert.ok(existsSync(join(dir, f)), f);
     assert.deepEqual(readMetrics(join(dir, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.step), [1, 2, 3, 4]);

@@ -87,7 +87,9 @@ export function describeEval(e: Record<string, unknown>): string {
   if ("item_accuracy" in e) return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})`;
   if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
   const per = Object.entries(e.per_type as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(", ");
-  return `${e.split} accuracy ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per}); captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}`;
+  // the quick periodic evaluations decode no captions: say nothing rather than NaN
+  const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
+  return `${e.split} accuracy ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
 }
 
 /**
