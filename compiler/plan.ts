@@ -9,7 +9,7 @@ import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
 import { runPipeline, type Root } from "./pipeline.ts";
-import { epilogueInputs, type Kernel, type Schedule, schedule } from "./schedule.ts";
+import { epilogueInputs, firstExtraOutputBinding, type Kernel, type Schedule, schedule } from "./schedule.ts";
 import { numel } from "./tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
@@ -18,6 +18,10 @@ export interface PlanTarget extends RowTarget {
   readonly maxBindingBytes: number;
   /** whether chained matmuls run as one kernel on this device (see runtime/webgpu-backend.ts) */
   readonly fuseChains: boolean;
+  /** let elementwise kernels write in place (default true; see runtime/webgpu-backend.ts) */
+  readonly inPlace?: boolean;
+  /** read constant matmul B operands from textures where the kernel choice picks them (default true) */
+  readonly textureB?: boolean;
 }
 
 export interface PlanBinding {
@@ -132,7 +136,7 @@ export interface PlanOptions {
    * every parameter is constant while the plan runs (forward plans)
    */
   readonly mutableParams?: ReadonlySet<string>;
-  /** false: storage-buffer B only (default: textures for constant B where the target's choice picks them; DEHVF_TEXTURE_B=0 also turns them off) */
+  /** false: storage-buffer B only (default: the target's `textureB`) */
   readonly textureB?: boolean;
 }
 
@@ -149,8 +153,7 @@ function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | und
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const rs = roots ?? runPipeline(model.outputs, model.graph);
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
-  // DEHVF_IN_PLACE=0 turns in-place kernels off, for comparisons
-  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: process.env.DEHVF_IN_PLACE !== "0" });
+  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true });
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   const maxBinding = target.maxBindingBytes;
   for (const sl of memory.slots)
@@ -158,7 +161,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
       throw new Error(
         `tensor ${sl.tensors.map((t) => (t.op === "param" || t.op === "input" ? (t.attrs as { name: string }).name : t.op)).join("/")} needs ${(sl.size / 2 ** 20).toFixed(1)} MiB, over this device's ${(maxBinding / 2 ** 20).toFixed(0)} MiB storage-binding limit; splitting large tensors across bindings is not implemented yet`,
       );
-  const textureB = opts.textureB ?? process.env.DEHVF_TEXTURE_B !== "0";
+  const textureB = opts.textureB ?? target.textureB ?? true;
   const mutable = opts.mutableParams ?? new Set<string>();
   const textures: PlanTexture[] = [];
   const textureIds = new Map<string, number>();
@@ -181,13 +184,11 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
     if (k.kind === "matmul") {
       bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false, ...bTex });
-      const extras = epilogueInputs(k);
-      extras.forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
-      k.also?.forEach((n, m) => bindings.push({ binding: 3 + extras.length + m, slot: slot(n), write: true }));
+      epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
     } else k.inputs.forEach((n, i) => {
       if (n !== alias) bindings.push({ binding: i + 1, slot: slot(n), write: false });
     });
-    if (k.kind === "elementwise") k.also?.forEach((n, m) => bindings.push({ binding: k.inputs.length + 1 + m, slot: slot(n), write: true }));
+    k.also?.forEach((n, m) => bindings.push({ binding: firstExtraOutputBinding(k) + m, slot: slot(n), write: true }));
     const outs = [k.output, ...(k.also ?? [])];
     const spans = [k.matmul?.node, ...outs]
       .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))

@@ -272,13 +272,13 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   if (limits.fuse === false) for (const n of order) if (!LEAF_CONST.has(n.op)) mat.add(n);
   /**
    * The inline region under `root` (stopping at `boundary`) if none of its computed
-   * values is an output or used outside it (index-only views of buffers, such as a
-   * broadcast bias, may be shared freely); `computed` excludes `root` and those views.
+   * values other than `root` is an output or used outside it (index-only views of
+   * buffers, such as a broadcast bias, may be shared freely).
    */
-  const closedRegion = (root: Node, boundary: (x: Node) => boolean): { inside: Set<Node>; computed: Node[] } | undefined => {
+  const closedRegion = (root: Node, boundary: (x: Node) => boolean): Set<Node> | undefined => {
     const inside = new Set(inlineNodes(root, boundary));
     const computed = [...inside].filter((x) => x !== root && !MOVEMENT.has(x.op) && x.op !== "cast");
-    return computed.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u))) ? undefined : { inside, computed };
+    return computed.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u))) ? undefined : inside;
   };
   // 2. Chained matmuls (attention, FFN memory) become one kernel; other matmul
   //    operands must be strided views of buffers.
@@ -327,7 +327,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       // the scores may be used several times, but only inside the chain (silu(s) = s·σ(s))
       const region = first && closedRegion(p, hard);
       if (first && q && k && region && shapes.get(first)!.length === rank && (sm || perExample(first.src[1]))) {
-        for (const x of region.inside) mat.delete(x);
+        for (const x of region) mat.delete(x);
         chains.set(n, { kind: sm ? "softmax" : "pointwise", first, q, k, scores, v });
         continue;
       }
@@ -526,6 +526,14 @@ function transposeWeights(kernels: Kernel[], shapes: ReadonlyMap<Node, readonly 
     kernels[i] = { ...k, matmul: { ...k.matmul, b } };
   });
   return chosen;
+}
+
+/**
+ * The binding of a kernel's first extra output (`also`): after a matmul's epilogue
+ * inputs, after any other kernel's inputs. Later ones follow in order.
+ */
+export function firstExtraOutputBinding(k: Kernel): number {
+  return k.kind === "matmul" ? 3 + epilogueInputs(k).length : k.inputs.length + 1;
 }
 
 /**

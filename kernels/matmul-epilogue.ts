@@ -1,8 +1,8 @@
 import type { Node } from "../compiler/ir.ts";
-import { epilogueInputs, type Kernel, type StridedView } from "../compiler/schedule.ts";
+import { epilogueInputs, firstExtraOutputBinding, type Kernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
-import { type GeneratedKernel, helpersText } from "./pointwise.ts";
+import { extraOutputDecls, type GeneratedKernel, helpersText } from "./pointwise.ts";
 import { Renderer, wgslType } from "./render.ts";
 
 /** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
@@ -77,7 +77,7 @@ export function matmulKernel(
   // further exits of the epilogue are written by it, bound after its inputs
   const decls = [
     ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`),
-    ...also.map((n, m) => `@group(0) @binding(${3 + extras.length + m}) var<storage, read_write> out${m + 1}: array<${wgslType(n)}>;`),
+    ...extraOutputDecls(also, firstExtraOutputBinding(k)),
   ].join("\n");
   let epilogue: string;
   let helpers = "";

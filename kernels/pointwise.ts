@@ -39,8 +39,12 @@ export function helpersText(...renderers: Renderer[]): string {
 export function kernelBuffers(output: Node, inputs: readonly Node[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = []): { bufferVar: (n: Node) => string | undefined; decls: string } {
   const names = new Map(inputs.map((n, i) => [n, aliased.has(n) ? "out0" : `in${i + 1}`]));
   const bound = inputs.flatMap((n, i) => (aliased.has(n) ? [] : [{ node: n, name: `in${i + 1}`, binding: i + 1 }]));
-  const extra = also.map((n, m) => `@group(0) @binding(${inputs.length + 1 + m}) var<storage, read_write> out${m + 1}: array<${wgslType(n)}>;`);
-  return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound), ...extra].join("\n") };
+  return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound), ...extraOutputDecls(also, inputs.length + 1)].join("\n") };
+}
+
+/** `out1`, `out2`, … for a kernel's further outputs, bound from `first` (see firstExtraOutputBinding). */
+export function extraOutputDecls(also: readonly Node[], first: number): string[] {
+  return also.map((n, m) => `@group(0) @binding(${first + m}) var<storage, read_write> out${m + 1}: array<${wgslType(n)}>;`);
 }
 
 /** What launch shapes depend on. */
