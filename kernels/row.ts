@@ -86,21 +86,11 @@ ${combine(strategy, name, `acc${i}`, type, isMax, width)}`;
   });
   const fin = new Renderer({ shapes, bufferVar, dims, given }, "    ", "o_");
   renderers.push(fin);
-  const write = rescaled
-    ? (() => {
-        const f = fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)));
-        return `${loop} {
+  const value = rescaled ? `out0[${outAt}] * ${fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)))}` : fin.value(k.output, at);
+  const write = `${loop} {
 ${fin.lines.join("\n")}
-    out0[${outAt}] = out0[${outAt}] * ${f};
+    out0[${outAt}] = ${value};
   }`;
-      })()
-    : (() => {
-        const v = fin.value(k.output, at);
-        return `${loop} {
-${fin.lines.join("\n")}
-    out0[${outAt}] = ${v};
-  }`;
-      })();
   const body = `${passes.join("\n")}
   ${write}`;
   const helpers = helpersText(...renderers);
