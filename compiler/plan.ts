@@ -22,6 +22,8 @@ export interface PlanTarget extends RowTarget {
   readonly inPlace?: boolean;
   /** read constant matmul B operands from textures where the kernel choice picks them (default true) */
   readonly textureB?: boolean;
+  /** vec4 elementwise and reduce kernels where the layout allows (default true; see kernels/pointwise.ts) */
+  readonly vec4?: boolean;
 }
 
 export interface PlanBinding {

@@ -23,6 +23,29 @@ export interface RenderContext {
    * boundaries): a concat along such an index reads its one part directly, unbranched.
    */
   readonly ranges?: ReadonlyMap<string, readonly [number, number]>;
+  /**
+   * Vector mode: the kernel computes 4 consecutive elements along the innermost axis at
+   * once, and the index variable named here is the first one's linear index (a multiple
+   * of 4). Values are vec4 where they differ across the 4 elements; a load along the
+   * innermost axis is one vec4 load. What cannot be computed that way (a lane-dependent
+   * gather, pad or arange offset, an unaligned slice) throws Unvectorizable, and the
+   * caller renders the scalar kernel instead.
+   */
+  readonly vector?: string;
+}
+
+/** The tree cannot be rendered in vector mode (see RenderContext.vector). */
+export class Unvectorizable extends Error {}
+
+/**
+ * Marks a scalar load in vector mode, resolved by resolveScalarLoads once the kernel knows
+ * whether the buffer is declared as vec4s (when some other load of it is a vector load).
+ */
+const scalarLoad = (buf: string, at: string) => `\u27e6${buf}|${at}\u27e7`;
+
+/** Spells out the scalar loads of a vector-mode body: `vec4Buffers` are arrays of vec4. */
+export function resolveScalarLoads(text: string, vec4Buffers: ReadonlySet<string>): string {
+  return text.replace(/\u27e6(\w+)\|([^\u27e7]*)\u27e7/g, (_, buf: string, at: string) => (vec4Buffers.has(buf) ? `${buf}[(${at}) / 4u][(${at}) % 4u]` : `${buf}[${at}]`));
 }
 
 /**
@@ -45,6 +68,11 @@ export const WGSL_HELPERS: Record<string, string> = {
   let t = 1.0 / (1.0 + 0.3275911 * abs(x));
   let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
   return select(-y, y, x >= 0.0);
+}`,
+  erf4_: `fn erf4_(x: vec4<f32>) -> vec4<f32> {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
+  return select(-y, y, x >= vec4<f32>(0.0));
 }`,
 };
 
@@ -90,6 +118,33 @@ function digitText(d: Digit): string {
   return text;
 }
 
+/** `a + b * 4u + (c + d)` → `a`, `b * 4u`, `(c + d)`; one enclosing pair of parentheses is looked through. */
+function topLevelTerms(e: string): string[] {
+  const inner = /^\(.*\)$/.test(e) && balanced(e.slice(1, -1)) ? e.slice(1, -1) : e;
+  const out: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < inner.length; i++) {
+    if (inner[i] === "(") depth++;
+    else if (inner[i] === ")") depth--;
+    else if (depth === 0 && inner.startsWith(" + ", i)) {
+      out.push(inner.slice(start, i));
+      start = i + 3;
+    }
+  }
+  out.push(inner.slice(start));
+  return out;
+}
+
+function balanced(s: string): boolean {
+  let depth = 0;
+  for (const c of s) {
+    depth += c === "(" ? 1 : c === ")" ? -1 : 0;
+    if (depth < 0) return false;
+  }
+  return depth === 0;
+}
+
 export const wgslType = (n: Node) => (n.dtype === "i32" ? "i32" : "f32");
 
 export class Renderer {
@@ -97,8 +152,11 @@ export class Renderer {
   readonly helpers = new Set<string>();
   /** per index variable, where concats along it switch parts (see RenderContext.ranges) */
   readonly concatSplits = new Map<string, Set<number>>();
+  /** buffers read with vec4 loads (vector mode) */
+  readonly vectorLoads = new Set<string>();
   private memo = new Map<string, string>();
   private next = 0;
+  private readonly vectors = new Set<string>();
 
   constructor(
     private readonly ctx: RenderContext,
@@ -114,10 +172,77 @@ export class Renderer {
     return this.ctx.dims ?? {};
   }
 
-  private bind(expr: string, type: string): string {
+  /** `vec`: the value is a vec4 of `type` (vector mode) */
+  private bind(expr: string, type: string, vec = false): string {
     const name = `${this.prefix}${this.next++}`;
-    this.lines.push(`${this.indent}let ${name}: ${type} = ${expr};`);
+    this.lines.push(`${this.indent}let ${name}: ${vec ? `vec4<${type}>` : type} = ${expr};`);
+    if (vec) this.vectors.add(name);
     return name;
+  }
+
+  /** Whether a rendered value is a vec4 (vector mode; a constant or uniform value is not). */
+  isVector(e: string): boolean {
+    return this.vectors.has(e);
+  }
+
+  /** `e` as a vec4 of `type` (vector mode): vectors stay, scalars are splat. */
+  splat(e: string, type: string): string {
+    return this.isVector(e) ? e : `vec4<${type}>(${e})`;
+  }
+
+  /**
+   * How an index varies across the 4 elements of vector mode: not at all ("same"), as
+   * first + 0..3 ("lane"), or otherwise ("bad"). Index strings are built by digitText and
+   * the movement ops below, so these shapes are all there is to recognise.
+   */
+  private lane(e: string): "same" | "lane" | "bad" {
+    const base = this.ctx.vector!;
+    if (!e.includes(base)) return "same";
+    if (e === base) return "lane";
+    const d = DIGITS.get(e);
+    if (d) {
+      const of = d.base === base ? "lane" : this.lane(d.base);
+      if (of !== "lane") return of;
+      // the first element's index is a multiple of 4, so a stride of 4k sees one value and
+      // a stride of 1 under a modulus 4 divides sees 4 consecutive ones
+      if (d.stride % 4 === 0) return "same";
+      return d.stride === 1 && (d.mod === Infinity || d.mod % 4 === 0) ? "lane" : "bad";
+    }
+    const shifted = /^\((.*) [+-] (\d+)u\)$/.exec(e);
+    if (shifted) {
+      const l = this.lane(shifted[1]);
+      return l === "lane" && Number(shifted[2]) % 4 !== 0 ? "bad" : l;
+    }
+    // a sum of scaled terms (a linear offset, as Renderer.linear writes them): the same for
+    // the 4 elements when each term is; first + 0..3 when one unscaled term is and the
+    // others are multiples of 4
+    const terms = topLevelTerms(e);
+    if (terms.length < 2) return "bad";
+    let laneTerms = 0;
+    let aligned = true; // every other term a multiple of 4
+    for (const t of terms) {
+      const scaled = /^(.*) \* (\d+)u$/.exec(t);
+      const l = this.lane(scaled ? scaled[1] : t);
+      if (l === "bad" || (l === "lane" && scaled)) return "bad";
+      if (l === "lane") laneTerms++;
+      else if (!scaled || Number(scaled[2]) % 4 !== 0) aligned = false;
+    }
+    if (laneTerms === 0) return "same";
+    return laneTerms === 1 && aligned ? "lane" : "bad";
+  }
+
+  /** A buffer load; in vector mode a vec4 load along the innermost axis, or a scalar one. */
+  private load(buf: string, n: Node, idx: readonly string[]): string {
+    const shape = this.shape(n);
+    const at = Renderer.linear(idx, shape);
+    if (!this.ctx.vector) return this.bind(`${buf}[${at}]`, wgslType(n));
+    const lanes = idx.map((e, i) => (shape[i] === 1 ? "same" : this.lane(e)));
+    const axis = lanes.indexOf("lane");
+    if (lanes.includes("bad") || lanes.lastIndexOf("lane") !== axis || (axis >= 0 && (axis !== shape.length - 1 || shape[axis] % 4 !== 0)))
+      throw new Unvectorizable(`${n.op} is read across the vector lanes`);
+    if (axis < 0) return this.bind(scalarLoad(buf, at), wgslType(n));
+    this.vectorLoads.add(buf);
+    return this.bind(`${buf}[(${at}) / 4u]`, wgslType(n), true);
   }
 
   /**
@@ -193,16 +318,27 @@ export class Renderer {
 
   private compute(n: Node, idx: readonly string[]): string {
     const buf = this.ctx.bufferVar(n);
-    if (buf) return this.bind(`${buf}[${Renderer.linear(idx, this.shape(n))}]`, wgslType(n));
+    if (buf) return this.load(buf, n, idx);
     const a = n.attrs as Record<string, unknown>;
     const src = n.src;
     const u = UNARY[n.op];
     if (u) {
-      if (n.op === "erf") this.helpers.add("erf_");
-      return this.bind(u(this.value(src[0], idx)), "f32");
+      const x = this.value(src[0], idx);
+      const vec = this.isVector(x);
+      if (n.op === "erf") this.helpers.add(vec ? "erf4_" : "erf_");
+      if (vec && n.op === "erf") return this.bind(`erf4_(${x})`, "f32", true);
+      if (vec && n.op === "tanh") return this.bind(`tanh(clamp(${x}, vec4<f32>(-15.0), vec4<f32>(15.0)))`, "f32", true);
+      return this.bind(u(x), "f32", vec);
     }
     const b = BINARY[n.op];
-    if (b) return this.bind(b(this.value(src[0], idx), this.value(src[1], idx), wgslType(n)), wgslType(n));
+    if (b) {
+      const [x, y] = [this.value(src[0], idx), this.value(src[1], idx)];
+      if (!this.isVector(x) && !this.isVector(y)) return this.bind(b(x, y, wgslType(n)), wgslType(n));
+      const [vx, vy] = [this.splat(x, wgslType(src[0])), this.splat(y, wgslType(src[1]))];
+      const t = `vec4<${wgslType(n)}>`;
+      const cmp = n.op === "cmplt" ? "<" : n.op === "cmpeq" ? "==" : undefined;
+      return this.bind(cmp ? `select(${t}(0), ${t}(1), ${vx} ${cmp} ${vy})` : b(vx, vy, wgslType(n)), wgslType(n), true);
+    }
     switch (n.op) {
       case "const": {
         const lit = f32Literal(a.value as number);
@@ -211,13 +347,23 @@ export class Renderer {
       }
       case "size":
         return f32Literal(shapeEval([a.dim as never], this.dims)[0]);
-      case "arange":
-        return `f32(${idx[0]})`;
-      case "cast":
-        return this.bind(`${wgslType(n)}(${this.value(src[0], idx)})`, wgslType(n));
-      case "where":
+      case "arange": {
+        const l = this.ctx.vector ? this.lane(idx[0]) : "same";
+        if (l === "bad") throw new Unvectorizable("arange across the vector lanes");
+        return l === "lane" ? this.bind(`vec4<f32>(f32(${idx[0]})) + vec4<f32>(0.0, 1.0, 2.0, 3.0)`, "f32", true) : `f32(${idx[0]})`;
+      }
+      case "cast": {
+        const x = this.value(src[0], idx);
+        const vec = this.isVector(x);
+        return this.bind(`${vec ? `vec4<${wgslType(n)}>` : wgslType(n)}(${x})`, wgslType(n), vec);
+      }
+      case "where": {
         // the condition may be i32 (the shape rule allows it): compare with a zero of its own type
-        return this.bind(`select(${this.value(src[2], idx)}, ${this.value(src[1], idx)}, ${this.value(src[0], idx)} != ${wgslType(src[0])}(0))`, wgslType(n));
+        const [c, t, f] = src.map((x) => this.value(x, idx));
+        if (![c, t, f].some((x) => this.isVector(x))) return this.bind(`select(${f}, ${t}, ${c} != ${wgslType(src[0])}(0))`, wgslType(n));
+        const [ct, vt] = [wgslType(src[0]), wgslType(n)];
+        return this.bind(`select(${this.splat(f, vt)}, ${this.splat(t, vt)}, ${this.splat(c, ct)} != vec4<${ct}>(${ct}(0)))`, vt, true);
+      }
       case "reshape": {
         const out = this.shape(n);
         return this.value(src[0], Renderer.delinear(Renderer.linear(idx, out), this.shape(src[0])));
@@ -243,10 +389,15 @@ export class Renderer {
         const si = idx.map((e, i) => {
           if (before[i] === 0 && from[i] === this.shape(n)[i]) return e;
           conds.push(`(${e} >= ${before[i]}u && ${e} < ${before[i] + from[i]}u)`);
-          return `u32(clamp(i32(${e}) - ${before[i]}, 0, ${from[i] - 1}))`;
+          const l = this.ctx.vector ? this.lane(e) : "same";
+          if (l === "same") return `u32(clamp(i32(${e}) - ${before[i]}, 0, ${from[i] - 1}))`;
+          // along the vector: the 4 elements are all inside or all padding when the bounds are
+          // multiples of 4; a padding vector's (wrapped) index is read but its value not used
+          if (l === "bad" || before[i] % 4 !== 0 || from[i] % 4 !== 0) throw new Unvectorizable("pad boundary inside a vector");
+          return before[i] === 0 ? e : `(${e} - ${before[i]}u)`;
         });
         const v = this.value(src[0], si);
-        return conds.length ? this.bind(`select(${wgslType(n)}(0), ${v}, ${conds.join(" && ")})`, wgslType(n)) : v;
+        return conds.length ? this.bind(`select(${this.isVector(v) ? `vec4<${wgslType(n)}>` : wgslType(n)}(0), ${v}, ${conds.join(" && ")})`, wgslType(n), this.isVector(v)) : v;
       }
       case "concat": {
         // Branch to the one part that holds the element: selecting among all parts would
@@ -263,15 +414,24 @@ export class Renderer {
           this.concatSplits.set(idx[axis], splits);
         }
         const type = wgslType(n);
+        // vector mode: the 4 elements are in one part when its bounds are multiples of 4;
+        // the value is a vec4 unless no index varies across them
+        const lanes = this.ctx.vector ? idx.map((e) => this.lane(e)) : [];
+        if (lanes[axis] === "bad" || (lanes[axis] === "lane" && offsets.some((o) => o % 4 !== 0))) throw new Unvectorizable("concat part boundary inside a vector");
+        const vec = lanes.some((l) => l !== "same");
         const name = `${this.prefix}${this.next++}`;
-        this.lines.push(`${this.indent}var ${name}: ${type};`);
+        this.lines.push(`${this.indent}var ${name}: ${vec ? `vec4<${type}>` : type};`);
+        if (vec) this.vectors.add(name);
         let off = 0;
         src.forEach((s, k) => {
           const o = off;
           off += this.shape(s)[axis];
           const si = idx.map((e, i) => (i !== axis || o === 0 ? e : `(${e} - ${o}u)`));
           const head = k === src.length - 1 ? "else" : `${k === 0 ? "" : "else "}if (${idx[axis]} < ${off}u)`;
-          this.branch(head, k === 0, () => `${name} = ${this.value(s, si)};`);
+          this.branch(head, k === 0, () => {
+            const v = this.value(s, si);
+            return `${name} = ${vec ? this.splat(v, type) : v};`;
+          });
         });
         return name;
       }
@@ -279,7 +439,9 @@ export class Renderer {
         const [table, ids] = src;
         const ir = this.shape(ids).length;
         const rows = this.shape(table)[0];
-        const row = this.bind(`u32(clamp(i32(${this.value(ids, idx.slice(0, ir))}), 0, ${rows - 1}))`, "u32");
+        const id = this.value(ids, idx.slice(0, ir));
+        if (this.isVector(id)) throw new Unvectorizable("gather of a different row per vector lane");
+        const row = this.bind(`u32(clamp(i32(${id}), 0, ${rows - 1}))`, "u32");
         return this.value(table, [row, ...idx.slice(ir)]);
       }
       default:

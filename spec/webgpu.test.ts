@@ -304,6 +304,100 @@ describe("reductions", () => {
   });
 });
 
+describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
+  // AWKWARD dims are never multiples of 4: here the innermost axis is, so kernels take the
+  // vector path where every read allows it and fall back to scalar where one does not
+  const vecShape = fc.tuple(fc.array(fc.constantFrom(1, 2, 3, 5, 7, 13), { minLength: 0, maxLength: 2 }), fc.constantFrom(4, 8, 12, 36, 68)).map(([outer, last]) => [...outer, last]);
+  const vec4Kernels = (plan: Plan) => plan.kernels.filter((k) => k.variant.includes("vec4"));
+
+  test("elementwise ops, broadcasts, masks, casts, aligned views and gathers match the interpreter", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(vecShape, seedArb, async (shape, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const r = shape.length;
+        const last = shape[r - 1];
+        const x = c.in("x", shape, "f32", uniform(-3, 3));
+        const col = c.in("col", [...shape.slice(0, -1), 1], "f32", uniform(-2, 2)); // the same for the 4
+        const row = c.in("row", [last], "f32", uniform(-2, 2)); // along the vector
+        const n = c.in("n", shape, "i32", ints(-5, 5));
+        const ids = c.in("ids", shape.slice(0, -1).length ? shape.slice(0, -1) : [3], "i32", ints(0, 6));
+        const table = c.w("table", [7, last]);
+        const outs: Node[] = [
+          o.add(o.mul(x, col), row),
+          o.mul(o.unary("tanh", o.mul(x, c.c(9))), o.unary("erf", x)),
+          o.where(o.binary("cmplt", x, row), o.binary("max", x, col), o.unary("exp", o.unary("neg", x))),
+          o.binary("cmpeq", n, o.cast(col, "i32")),
+          o.add(o.cast(n, "f32"), o.mul(o.cast(o.mul(n, n), "f32"), x)),
+          o.add(o.mul(o.slice(o.pad(x, r - 1, 4, 8), r - 1, 8, last + 8), c.c(2)), x), // aligned pad and slice
+          o.concat([x, o.unary("neg", x)], r - 1), // aligned parts
+          o.add(o.gather(table, ids), c.c(1)),
+        ];
+        if (r > 1) outs.push(o.unary("sqrt", o.add(o.mul(o.reshape(x, [numel(shape) / last, last]), c.c(0.5)), c.c(4))));
+        const plan = await check(t, c, outs);
+        // every read is aligned: no kernel falls back
+        if (plan) assert.deepEqual(plan.kernels.filter((k) => !k.variant.includes("vec4")).map((k) => k.label), [], describePlan(plan));
+      }),
+      runs(10),
+    );
+  });
+
+  test("reads across the 4 (unaligned slice, pad or concat, a permuted innermost axis) fall back to scalar and stay correct", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(vecShape.filter((s) => s.length > 1 && s[s.length - 2] > 1), seedArb, async (shape, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const r = shape.length;
+        const last = shape[r - 1];
+        const x = c.in("x", shape, "f32", uniform(-3, 3));
+        const swap = [...Array(r).keys()];
+        [swap[r - 1], swap[r - 2]] = [swap[r - 2], swap[r - 1]];
+        const t4 = c.in("t4", [...shape.slice(0, r - 2), last, shape[r - 2]]);
+        const outs: Node[] = [
+          o.add(o.slice(o.pad(x, r - 1, 1, 3), r - 1, 2, last + 2), x), // offset 1: across the 4
+          o.concat([o.slice(x, r - 1, 0, 1), o.slice(x, r - 1, 1, last)], r - 1), // boundary at 1
+          o.add(o.permute(t4, swap), x), // innermost axis read with a stride
+        ];
+        const plan = await check(t, c, outs);
+        if (plan) assert.ok(plan.kernels.some((k) => k.kind === "elementwise" && !k.variant.includes("vec4")), describePlan(plan));
+      }),
+      runs(8),
+    );
+  });
+
+  test("reductions over outer axes and across a concat's parts; the innermost axis reduces in scalar", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(vecShape.filter((s) => s.length > 1), seedArb, async (shape, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const r = shape.length;
+        const x = c.in("x", shape, "f32", uniform(-3, 3));
+        const y = c.in("y", shape, "f32", uniform(-3, 3));
+        const w = c.in("w", [2, ...shape.slice(0, -1), 1], "f32", uniform(-1, 1));
+        const stack = o.concat([o.unsqueeze(x, 0), o.unsqueeze(o.unary("exp", y), 0)], 0);
+        const outs = [o.sum(x, 0, true), o.max(o.mul(x, y), r - 2, true), o.sum(o.mul(stack, w), 0), o.sum(x, r - 1, true)];
+        const plan = await check(t, c, outs, { tol: accTol(Math.max(...shape)) * 3 });
+        if (plan) {
+          const reduces = plan.kernels.filter((k) => k.kind === "reduce");
+          assert.ok(reduces.filter((k) => k.variant.includes("vec4")).length >= 2, describePlan(plan));
+          assert.ok(reduces.some((k) => !k.variant.includes("vec4")), describePlan(plan));
+        }
+      }),
+      runs(8),
+    );
+  });
+
+  test("a target with vec4 off plans only scalar kernels (DEHVF_VEC4=0)", (t) => {
+    if (!target) return t.skip("no WebGPU adapter");
+    const c = new Case(3);
+    const x = c.in("x", [5, 8]);
+    const y = c.in("y", [5, 8]);
+    const plan = buildPlan(c.model("off", [c.t.add(x, y), c.t.sum(x, 0, true)]), {}, { ...target, vec4: false });
+    assert.equal(vec4Kernels(plan).length, 0, describePlan(plan));
+    assert.equal(vec4Kernels(buildPlan(c.model("on", [c.t.add(x, y), c.t.sum(x, 0, true)]), {}, target)).length, 2);
+  });
+});
+
 describe("several items per invocation (CPU adapters' launch shape)", () => {
   const cpu = { maxWorkgroupsPerDim: 65535, isFallback: true };
 
