@@ -147,15 +147,25 @@ function vectorized(k: Body, render: (ctx: RenderContext, idx: readonly string[]
     if (e instanceof Unvectorizable) return undefined;
     throw e;
   }
-  const vec4 = new Set(["out0", ...out.renderers.flatMap((r) => [...r.vectorLoads])]);
-  const decls = [`@group(0) @binding(0) var<storage, read_write> out0: array<vec4<${wgslType(k.output)}>>;`];
-  k.inputs.forEach((n, i) => {
-    if (k.aliased?.has(n)) return;
+  const { decls, vec4 } = vectorDecls(k.output, k.inputs, out.renderers, k.aliased, k.also);
+  return { decls, body: `  let ${LANE0} = lin * 4u;\n${resolveScalarLoads(out.body, vec4)}`, helpers: helpersText(...out.renderers) };
+}
+
+/**
+ * kernelBuffers' declarations for a vector-mode kernel: the outputs as arrays of vec4,
+ * each input as one where `renderers` vector-loaded it. `vec4`: the names so declared
+ * (for resolveScalarLoads).
+ */
+export function vectorDecls(output: Node, inputs: readonly Node[], renderers: readonly Renderer[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = []): { decls: string; vec4: Set<string> } {
+  const vec4 = new Set(["out0", ...renderers.flatMap((r) => [...r.vectorLoads])]);
+  const decls = [`@group(0) @binding(0) var<storage, read_write> out0: array<vec4<${wgslType(output)}>>;`];
+  inputs.forEach((n, i) => {
+    if (aliased.has(n)) return;
     const name = `in${i + 1}`;
     decls.push(`@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${vec4.has(name) ? `vec4<${wgslType(n)}>` : wgslType(n)}>;`);
   });
-  (k.also ?? []).forEach((n, m) => decls.push(`@group(0) @binding(${k.inputs.length + 1 + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`));
-  return { decls: decls.join("\n"), body: `  let ${LANE0} = lin * 4u;\n${resolveScalarLoads(out.body, vec4)}`, helpers: helpersText(...out.renderers) };
+  also.forEach((n, m) => decls.push(`@group(0) @binding(${inputs.length + 1 + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`));
+  return { decls: decls.join("\n"), vec4 };
 }
 
 /**

@@ -2,8 +2,8 @@ import type { Node } from "../compiler/ir.ts";
 import type { Kernel } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
 import { type KernelTarget, subgroupsUsable } from "./matmul.ts";
-import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch } from "./pointwise.ts";
-import { f32Literal, Renderer, wgslType } from "./render.ts";
+import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, vectorDecls } from "./pointwise.ts";
+import { f32Literal, Renderer, resolveScalarLoads, Unvectorizable, wgslType } from "./render.ts";
 
 /**
  * How a row kernel spreads a row over invocations:
@@ -20,6 +20,8 @@ export type RowStrategy = "thread" | "subgroup" | "workgroup";
 export interface RowTarget extends KernelTarget {
   /** force a strategy (tests run every one on whatever adapter they have) */
   readonly rowStrategy?: RowStrategy;
+  /** thread-per-row kernels may step rows in vec4s (default true; see rowBody) */
+  readonly vec4?: boolean;
 }
 
 /** Rows shorter than this gain nothing from splitting across invocations. */
@@ -52,50 +54,24 @@ export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]
   const axis = k.row!.axis;
   const n = shape[axis];
   const rows = numel(shape) / n;
-  const reductions = k.row!.reductions;
   const strategy = chooseRowStrategy(n, target);
-  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs);
-  // the row's other indices from lin, j along the axis
-  const row = Renderer.delinear("lin", shape.filter((_, i) => i !== axis));
-  const at = [...row.slice(0, axis), "j", ...row.slice(axis)];
-  const outAt = Renderer.linear(at, shape);
-  const given = new Map<Node, string>();
-  const renderers: Renderer[] = [];
-  const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
-  const loop = strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
-  const types = new Set<string>();
-  const rescaled = rescaledSummand(k.output, reductions, axis, shapes);
-  const passes = reductions.map((r, i) => {
-    const ren = new Renderer({ shapes, bufferVar, dims, given: new Map(given) }, "    ", `p${i}_`);
-    renderers.push(ren);
-    const v = ren.value(r.src[0], at);
-    const type = wgslType(r);
-    types.add(type);
-    const isMax = r.op === "rmax";
-    // rmax starts at -inf: a fully masked row (all -inf) must reduce to -inf
-    const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
-    if (init.includes("nonfinite_bits")) ren.helpers.add("nonfinite_");
-    const name = `red${i}`;
-    given.set(r, name);
-    return `  var acc${i}: ${type} = ${init};
-  ${loop} {
-${ren.lines.join("\n")}
-    acc${i} = ${isMax ? `max(acc${i}, ${v})` : `acc${i} + ${v}`};${r === rescaled?.sum ? `\n    out0[${outAt}] = ${v};` : ""}
+  // a thread's row along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
+  if (strategy === "thread" && target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0) {
+    try {
+      const v = rowBody(k, shapes, dims, strategy, 1, true);
+      const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers);
+      const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
+      return { wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`, workgroups: l.workgroups, variant: "row-thread vec4" };
+    } catch (e) {
+      if (!(e instanceof Unvectorizable)) throw e;
+    }
   }
-${combine(strategy, name, `acc${i}`, type, isMax, width)}`;
-  });
-  const fin = new Renderer({ shapes, bufferVar, dims, given }, "    ", "o_");
-  renderers.push(fin);
-  const value = rescaled ? `out0[${outAt}] * ${fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)))}` : fin.value(k.output, at);
-  const write = `${loop} {
-${fin.lines.join("\n")}
-    out0[${outAt}] = ${value};
-  }`;
-  const body = `${passes.join("\n")}
-  ${write}`;
+  const { decls } = kernelBuffers(k.output, k.inputs);
+  const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
+  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false);
   const helpers = helpersText(...renderers);
   if (strategy === "thread") {
-    const l = launch(rows, target, (reductions.length + 1) * n);
+    const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
     return { wgsl: `${decls}\n${helpers}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
   }
   const workgroups = grid(rows, target.maxWorkgroupsPerDim);
@@ -113,6 +89,66 @@ ${body}
 }
 `;
   return { wgsl, workgroups, variant: `row-${strategy}` };
+}
+
+/**
+ * The passes of a row kernel for row `lin`: each reduction, then the write. `vector`
+ * (thread strategy, innermost axis, length a multiple of 4): the loops step 4 elements
+ * at a time in vec4s, and each reduction's 4 partial results combine at the end (so sums
+ * are added in another order than the scalar kernel's).
+ */
+function rowBody(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean): { body: string; renderers: Renderer[]; types: Set<string> } {
+  const shape = shapes.get(k.output)!;
+  const axis = k.row!.axis;
+  const n = shape[axis];
+  const reductions = k.row!.reductions;
+  const { bufferVar } = kernelBuffers(k.output, k.inputs);
+  const j = vector ? "vj" : "j";
+  // the row's other indices from lin, j along the axis
+  const row = Renderer.delinear("lin", shape.filter((_, i) => i !== axis));
+  const at = [...row.slice(0, axis), j, ...row.slice(axis)];
+  const outAt = vector ? `(${Renderer.linear(at, shape)}) / 4u` : Renderer.linear(at, shape);
+  const given = new Map<Node, string>();
+  const renderers: Renderer[] = [];
+  const loop = vector ? `for (var vj = 0u; vj < ${n}u; vj += 4u)` : strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
+  const ctx = { shapes, bufferVar, dims, ...(vector ? { vector: j } : {}) };
+  const types = new Set<string>();
+  const rescaled = rescaledSummand(k.output, reductions, axis, shapes);
+  const passes = reductions.map((r, i) => {
+    const ren = new Renderer({ ...ctx, given: new Map(given) }, "    ", `p${i}_`);
+    renderers.push(ren);
+    const type = wgslType(r);
+    const v = vector ? ren.splat(ren.value(r.src[0], at), type) : ren.value(r.src[0], at);
+    types.add(type);
+    const isMax = r.op === "rmax";
+    // rmax starts at -inf: a fully masked row (all -inf) must reduce to -inf
+    const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
+    if (init.includes("nonfinite_bits")) ren.helpers.add("nonfinite_");
+    const name = `red${i}`;
+    given.set(r, name);
+    const acc = vector ? `  var acc${i}: vec4<${type}> = vec4<${type}>(${init});` : `  var acc${i}: ${type} = ${init};`;
+    const op = (a: string, b: string) => (isMax ? `max(${a}, ${b})` : `${a} + ${b}`);
+    const combined = vector ? `  let ${name} = ${isMax ? `max(max(acc${i}.x, acc${i}.y), max(acc${i}.z, acc${i}.w))` : `acc${i}.x + acc${i}.y + acc${i}.z + acc${i}.w`};` : combine(strategy, name, `acc${i}`, type, isMax, width);
+    return `${acc}
+  ${loop} {
+${ren.lines.join("\n")}
+    acc${i} = ${op(`acc${i}`, v)};${r === rescaled?.sum ? `\n    out0[${outAt}] = ${v};` : ""}
+  }
+${combined}`;
+  });
+  const fin = new Renderer({ ...ctx, given }, "    ", "o_");
+  renderers.push(fin);
+  const type = wgslType(k.output);
+  const plain = () => {
+    const v = fin.value(k.output, at);
+    return vector ? fin.splat(v, type) : v;
+  };
+  const value = rescaled ? `out0[${outAt}] * ${fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)))}` : plain();
+  const write = `${loop} {
+${fin.lines.join("\n")}
+    out0[${outAt}] = ${value};
+  }`;
+  return { body: `${passes.join("\n")}\n  ${write}`, renderers, types };
 }
 
 /** `let name` = the row's reduction of every invocation's partial `acc`. */

@@ -387,6 +387,31 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
     );
   });
 
+  test("thread-per-row kernels along an innermost axis of 4k elements step in vec4s: LayerNorm, RMSNorm, masked softmax, i32 sums", async (t) => {
+    const g = device(t);
+    if (!g) return;
+    const forced = { ...target, rowStrategy: "thread" as const };
+    await fc.assert(
+      fc.asyncProperty(fc.tuple(fc.constantFrom(1, 3), fc.constantFrom(1, 5), fc.constantFrom(4, 8, 36, 256, 1028)), seedArb, async ([B, T, D], seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const x = c.in("x", [B, T, D], "f32", uniform(-4, 4));
+        const keep = c.in("keep", [B, T, D], "f32", (r, i) => (i % (2 * D) < D || r() < 0.3 ? 0 : 1)); // every other row fully masked
+        const n = c.in("n", [B, T, D], "i32");
+        const xc = o.sub(x, o.mean(x, -1, true));
+        const ln = o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(xc, xc), -1, true), c.c(1e-5)))));
+        const rms = o.mul(c.w("g", [D]), o.mul(x, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(x, x), -1, true), c.c(1e-6))))));
+        const masked = o.softmax(o.where(keep, x, c.c(-Infinity)), -1);
+        const isum = o.add(n, o.sum(n, -1, true));
+        const plan = await check(t, c, [ln, rms, masked, isum], { target: forced, tol: accTol(D), what: `B${B} T${T} D${D}` });
+        const rows = plan!.kernels.filter((k) => k.kind === "row");
+        assert.equal(rows.length, 4, describePlan(plan!));
+        assert.ok(rows.every((k) => k.variant === "row-thread vec4"), describePlan(plan!));
+      }),
+      runs(6),
+    );
+  });
+
   test("a target with vec4 off plans only scalar kernels (DEHVF_VEC4=0)", (t) => {
     if (!target) return t.skip("no WebGPU adapter");
     const c = new Case(3);
