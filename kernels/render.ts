@@ -208,6 +208,8 @@ export class Renderer {
       if (d.stride % 4 === 0) return "same";
       return d.stride === 1 && (d.mod === Infinity || d.mod % 4 === 0) ? "lane" : "bad";
     }
+    // redundant parentheses (a view of a view): look inside
+    if (/^\(.*\)$/.test(e) && balanced(e.slice(1, -1)) && /^\(.*\)$/.test(e.slice(1, -1)) && balanced(e.slice(2, -2))) return this.lane(e.slice(1, -1));
     const shifted = /^\((.*) [+-] (\d+)u\)$/.exec(e);
     if (shifted) {
       const l = this.lane(shifted[1]);

@@ -331,8 +331,10 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
           o.add(o.cast(n, "f32"), o.mul(o.cast(o.mul(n, n), "f32"), x)),
           o.add(o.mul(o.slice(o.pad(x, r - 1, 4, 8), r - 1, 8, last + 8), c.c(2)), x), // aligned pad and slice
           o.concat([x, o.unary("neg", x)], r - 1), // aligned parts
+          o.concat([x, o.add(o.mul(x, c.c(0.5)), o.arange(last))], r - 1), // arange behind a concat offset (rotary's layout)
           o.add(o.gather(table, ids), c.c(1)),
         ];
+        if (last > 4) outs.push(o.concat([o.slice(x, r - 1, 4, last), o.unary("neg", o.slice(x, r - 1, 0, 4))], r - 1)); // rotate by 4
         if (r > 1) outs.push(o.unary("sqrt", o.add(o.mul(o.reshape(x, [numel(shape) / last, last]), c.c(0.5)), c.c(4))));
         const plan = await check(t, c, outs);
         // every read is aligned: no kernel falls back
