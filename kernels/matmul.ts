@@ -97,6 +97,12 @@ export interface MatmulOptions {
   readonly aLoad?: "lane" | "lane4";
   /** sg-buffer: "lane4" (default) loads B in vec4s along n where the layout allows, "lane" never */
   readonly bLoad?: "lane" | "lane4";
+  /**
+   * sg-buffer with one column per lane ("lane" B loads): "k4" (default) loads 4 consecutive
+   * k of a lane's column as one vec4 where B is contiguous along k (a Kᵀ operand: attention
+   * scores, the FFN memory's x·Kᵀ), aligned, and K and the step multiples of 4; "lane" never
+   */
+  readonly bkLoad?: "lane" | "k4";
 }
 
 /**
@@ -134,7 +140,7 @@ export const DEFAULT_EPILOGUE = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -
  * bump it with any change to the generated kernels or to chooseBlock/chooseVariant, so
  * timings of old code are never reused.
  */
-export const MATMUL_GENERATOR_VERSION = 1;
+export const MATMUL_GENERATOR_VERSION = 2;
 
 export function targetFromGpu(gpu: Gpu): KernelTarget {
   const L = gpu.info.limits;
@@ -279,7 +285,7 @@ export function resolveMatmulOptions(spec: MatmulSpec, target: KernelTarget, opt
   const { s, variant } = resolve(spec, target, opts);
   if (variant !== "sg-buffer" && variant !== "sg-texture") return { variant };
   const b = sgBlock(s, target, variant === "sg-texture", opts);
-  return { variant, tm: b.TM, tn: b.TN, ku: b.KU, aLoad: opts.aLoad ?? "lane4", bLoad: b.V === 4 ? "lane4" : "lane" };
+  return { variant, tm: b.TM, tn: b.TN, ku: b.KU, aLoad: opts.aLoad ?? "lane4", bLoad: b.V === 4 ? "lane4" : "lane", ...(variant === "sg-buffer" ? { bkLoad: b.bK4 ? "k4" : "lane" } : {}) };
 }
 
 export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulKernel {
@@ -345,7 +351,7 @@ function foldBatchIntoRows(s: MatmulSpec): { spec: MatmulSpec; folded: number } 
 // sg-buffer / sg-texture: CPU adapters
 
 /** The subgroup kernels' shape: register block TM × TN, k step KU, A and B load widths. */
-function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions): { TM: number; TN: number; V: number; KU: number; aVec: boolean } {
+function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions): { TM: number; TN: number; V: number; KU: number; aVec: boolean; bK4: boolean } {
   const S = t.subgroupSize;
   const { M, N, K } = s;
   const aligned4 = (op: MatmulOperand, stride: number): boolean =>
@@ -364,7 +370,10 @@ function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOpti
     ? { tm: o.tm ?? Math.min(16, pow2(M)), tn: o.tn ?? Math.max(4, Math.min(16, Math.ceil(Math.ceil(N / S) / 4) * 4)), v: 4 }
     : chooseBlock({ M, N, K, batches: batchCount(s), S, KU, aw: aVec ? 4 : 1, vecs, tm: o.tm, tn: o.tn });
   if (TN % V !== 0) throw new RangeError(`matmul ${texture ? "sg-texture" : "sg-buffer"}: tn must be a multiple of ${V}`);
-  return { TM, TN, V, KU, aVec };
+  // B in vec4s along k, one column per lane: B's rows are k, so k-contiguous means rowStride 1
+  const B = s.b;
+  const bK4 = !texture && V === 1 && (o.bkLoad ?? "k4") === "k4" && B.rowStride === 1 && B.offset % 4 === 0 && B.colStride % 4 === 0 && B.batchStrides.every((x) => x % 4 === 0) && K % 4 === 0 && KU % 4 === 0;
+  return { TM, TN, V, KU, aVec, bK4 };
 }
 
 /**
@@ -391,7 +400,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const { M, N, K } = s;
   const A = s.a;
   const B = s.b;
-  const { TM, TN, V, KU, aVec } = sgBlock(s, t, texture, o);
+  const { TM, TN, V, KU, aVec, bK4 } = sgBlock(s, t, texture, o);
   const bVec = V === 4; // a lane's columns come in groups of V, interleaved across lanes
   const BN = S * TN;
   const nTilesN = Math.ceil(N / BN);
@@ -407,7 +416,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   L.push(
     texture
       ? "@group(0) @binding(2) var B: texture_2d<f32>;"
-      : `@group(0) @binding(2) var<storage, read> B: array<${bVec ? "vec4<f32>" : "f32"}>;`,
+      : `@group(0) @binding(2) var<storage, read> B: array<${bVec || bK4 ? "vec4<f32>" : "f32"}>;`,
   );
   L.push("");
   L.push(`@compute @workgroup_size(${S})`);
@@ -433,7 +442,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   } else if (bVec) {
     for (let c = 0; c < TN; c += 4) L.push(`${ind}let mm_bp${c / 4} = (mm_bBase + min(${colOf(c)}, ${u(N - 4)})) / 4u;`);
   } else {
-    for (let c = 0; c < TN; c++) L.push(`${ind}let mm_bp${c} = mm_bBase + min(${colOf(c)}, ${u(N - 1)}) * ${u(B.colStride)};`);
+    for (let c = 0; c < TN; c++) L.push(`${ind}let mm_bp${c} = ${bK4 ? "(" : ""}mm_bBase + min(${colOf(c)}, ${u(N - 1)}) * ${u(B.colStride)}${bK4 ? ") / 4u" : ""};`);
   }
   for (let r = 0; r < TM; r++) for (let c = 0; c < TN; c++) L.push(`${ind}var mm_acc${r}_${c} = 0.0;`);
 
@@ -465,7 +474,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     const q = Math.floor(uu / aw) * TM + r;
     return `subgroupBroadcast(mm_av${Math.floor(q / S)}${aw === 4 ? `.${"xyzw"[uu % 4]}` : ""}, ${u(q % S)})`;
   };
-  const bVal = (uu: number, c: number): string => (bVec ? `mm_bt${uu}_${c >> 2}.${"xyzw"[c & 3]}` : `mm_bv${uu}_${c}`);
+  const bVal = (uu: number, c: number): string => (bVec ? `mm_bt${uu}_${c >> 2}.${"xyzw"[c & 3]}` : bK4 ? `mm_bq${uu >> 2}_${c}.${"xyzw"[uu & 3]}` : `mm_bv${uu}_${c}`);
   const i2 = ind + "  ";
   L.push(`${ind}for (var mm_k = 0u; mm_k < ${u(Kp)}; mm_k += ${u(KU)}) {`);
   for (let p = 0; p < P; p++) L.push(`${i2}let mm_av${p} = ${aLoad(p)};`);
@@ -475,6 +484,11 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     const bk = masked ? `min(${kk}, ${u(K - 1)})` : `(${kk})`;
     const zero = (v: string, z: string): string => (masked ? `select(${z}, ${v}, ${kk} < ${u(K)})` : v);
     for (let c = 0; c < TN; c += V) {
+      // k4: the column's 4 values of k at a multiple of 4 in one vec4 (K % 4 == 0: no masking)
+      if (bK4) {
+        if (uu % 4 === 0) L.push(`${i2}let mm_bq${uu / 4}_${c} = B[mm_bp${c} + mm_k / 4u${uu ? ` + ${u(uu / 4)}` : ""}];`);
+        continue;
+      }
       if (texture) L.push(`${i2}let mm_bt${uu}_${c / 4} = textureLoad(B, vec2<i32>(mm_bx${c / 4}, mm_trow + i32(${kk})), 0);`);
       else if (bVec) L.push(`${i2}let mm_bt${uu}_${c / 4} = ${zero(`B[mm_bp${c / 4} + ${bk} * ${u(B.rowStride / 4)}]`, "vec4<f32>(0.0)")};`);
       else L.push(`${i2}let mm_bv${uu}_${c} = ${zero(`B[mm_bp${c} + ${bk} * ${u(B.rowStride)}]`, "0.0")};`);
@@ -501,7 +515,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[b * ${u(M * N)} + i * ${u(N)} + j] = ${epi}(mm_out[mm_e], b, i, j); }`);
   L.push(`${ind}}`);
   L.push("}", "");
-  const tags = `${aVec ? " A4" : ""}${!texture && bVec ? " B4" : ""}`;
+  const tags = `${aVec ? " A4" : ""}${!texture && bVec ? " B4" : ""}${bK4 ? " Bk4" : ""}`;
   return {
     wgsl: L.join("\n"),
     workgroups: g.workgroups,

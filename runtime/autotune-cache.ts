@@ -74,6 +74,7 @@ const OPTION_CHECKS: Record<keyof MatmulOptions, (x: unknown) => boolean> = {
   ku: posInt,
   aLoad: (x) => x === "lane" || x === "lane4",
   bLoad: (x) => x === "lane" || x === "lane4",
+  bkLoad: (x) => x === "lane" || x === "k4",
 };
 
 function entryProblem(key: string, e: unknown): string | undefined {

@@ -168,6 +168,11 @@ const CASES: Case[] = [
     },
   },
   {
+    // Kᵀ contiguous along k and aligned: the subgroup kernel reads a lane's column 4 k at a time (Bk4)
+    name: "transposed B in vec4s along k (Bk4), offset 4, K = 3 k-steps, 37x29x12",
+    spec: { batchShape: [], M: 37, N: 29, K: 12, a: contiguous([], 37, 12), b: { offset: 4, batchStrides: [], rowStride: 1, colStride: 12 } },
+  },
+  {
     name: "attention-like [2,3] x 65x16x65, P·V with V heads-strided (N = one head)",
     spec: {
       batchShape: [2, 3],
@@ -288,6 +293,11 @@ describe("generated matmul kernels vs float64 reference", () => {
     const k = generateMatmul(fc, cpu);
     assert.match(k.variant, /rows×64/);
     assert.ok(padding(fc, k.variant) < 1.02, k.variant);
+    // Kᵀ: 4 k of a lane's column per vec4 load, unless told not to, or when unaligned
+    assert.match(generateMatmul(qk, cpu).variant, / Bk4/);
+    assert.doesNotMatch(generateMatmul(qk, cpu, { bkLoad: "lane" }).variant, /Bk4/);
+    assert.doesNotMatch(generateMatmul({ ...qk, b: { ...qk.b, offset: 2 } }, cpu).variant, /Bk4/);
+    assert.doesNotMatch(generateMatmul({ ...qk, K: 15 }, cpu).variant, /Bk4/);
     // pinned blocks are honoured; a tn that no B layout allows is refused
     assert.match(generateMatmul(qk, cpu, { tm: 16, tn: 8 }).variant, /16x8x4/);
     assert.throws(() => generateMatmul(qk, cpu, { tn: 6, bLoad: "lane4", variant: "sg-texture" }), /multiple of 4|not available/);
