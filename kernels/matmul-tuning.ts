@@ -50,8 +50,9 @@ const sameOptions = (x: MatmulOptions, y: MatmulOptions): boolean => JSON.string
 /**
  * Configurations worth timing for a plan's matmul, the cost model's choice first (fully
  * resolved, see resolveMatmulOptions): for the subgroup kernel, its register block halved
- * and doubled in height, one B load wider (narrower never won at tiny-vqa's matmuls), and the
- * other B load width; then one of each other variant the target runs, except:
+ * and doubled in height, one B load wider (narrower never won at tiny-vqa's matmuls), the
+ * other B load width, and a Kᵀ operand read one k per load instead of 4; then one of each
+ * other variant the target runs, except:
  * - "sg-texture": a plan binds a texture at 2 only for constant B, and those kernels skip
  *   tuning (kernels/matmul-epilogue.ts); the ones tuned here bind a storage buffer;
  * - "tiled" where the subgroup kernel runs on a CPU adapter: on lavapipe it was 3–15×
@@ -82,6 +83,8 @@ export function matmulCandidates(spec: MatmulSpec, target: KernelTarget): Matmul
     block({ tm: tm * 2, tn, bLoad: base.bLoad! });
     block({ tm, tn: tn + v, bLoad: base.bLoad! });
     block({ tm, tn: v === 4 ? tn : Math.max(4, Math.ceil(tn / 4) * 4), bLoad: v === 4 ? "lane" : "lane4" });
+    // a Kᵀ operand also one k per load (the vec4 along k gained ~8% on attention scores)
+    if (base.bkLoad === "k4") add({ ...base, bkLoad: "lane" });
   }
   const others: MatmulVariant[] = target.isFallback && base.variant === "sg-buffer" ? ["simple"] : ["sg-buffer", "tiled", "simple"];
   for (const variant of supportedVariants(spec, target).filter((x) => others.includes(x)))
