@@ -3,7 +3,7 @@ import { epilogueInputs, firstExtraOutputBinding, type Kernel, type StridedView 
 import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
 import { extraOutputDecls, type GeneratedKernel, helpersText } from "./pointwise.ts";
-import { Renderer, wgslType } from "./render.ts";
+import { Renderer, resolveScalarLoads, Unvectorizable, wgslType } from "./render.ts";
 
 /** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
 function operand(v: StridedView, shape: readonly number[], batchShape: readonly number[]): MatmulSpec["a"] {
@@ -45,7 +45,7 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
 export function matmulKernel(
   k: Kernel,
   shapes: ReadonlyMap<Node, readonly number[]>,
-  target: KernelTarget,
+  target: KernelTarget & { readonly vec4?: boolean },
   dims: Readonly<Record<string, number>> = {},
   tuning?: MatmulTuning,
   textureB = false,
@@ -70,26 +70,36 @@ export function matmulKernel(
   // its candidates bind a storage buffer at 2, and a tuned entry would swap the kernel
   // without the plan's binding following
   const texture = textureB && resolveMatmulOptions(spec, target, { allowTexture: true }).variant === "sg-texture";
-  const gen = generateMatmul(spec, target, texture ? { allowTexture: true } : tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)));
   const extras = epilogueInputs(k);
   const names = new Map(extras.map((n, i) => [n, `ep${3 + i}`]));
   const also = plain ? [] : (k.also ?? []);
-  // further exits of the epilogue are written by it, bound after its inputs
-  const decls = [
-    ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${wgslType(n)}>;`),
-    ...extraOutputDecls(also, firstExtraOutputBinding(k)),
-  ].join("\n");
-  let epilogue: string;
-  let helpers = "";
-  if (plain) epilogue = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return acc; }";
-  else {
-    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims });
-    const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
-    const v = ren.value(k.output, idx);
-    const stores = also.map((o, m) => `  out${m + 1}[b * ${spec.M * spec.N}u + i * ${spec.N}u + j] = ${ren.value(o, idx)};`);
-    helpers = helpersText(ren);
-    epilogue = `fn epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 {\n${[...ren.lines, ...stores].join("\n")}\n  return ${v};\n}`;
-  }
-  return { wgsl: `${gen.wgsl}\n${decls}\n${helpers}\n${epilogue}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
+  const idx = [...Renderer.delinear("b", batchShape), "i", "j"];
+  const at = `b * ${spec.M * spec.N}u + i * ${spec.N}u + j`;
+  /** the epilogue function: `vec` renders epilogue4 over columns j..j+3 (throws Unvectorizable when it cannot) */
+  const render = (vec: boolean): { fn: string; decls: string; helpers: string } => {
+    const [t, fn] = vec ? ["vec4<f32>", "epilogue4"] : ["f32", "epilogue"];
+    const head = `fn ${fn}(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {`;
+    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims, ...(vec ? { vector: "j" } : {}) });
+    if (vec) ren.vectorVariable("acc");
+    const v = plain ? "acc" : ren.value(k.output, idx);
+    const stores = also.map((o, m) => `  out${m + 1}[${vec ? `(${at}) / 4u` : at}] = ${vec ? ren.splat(ren.value(o, idx), wgslType(o)) : ren.value(o, idx)};`);
+    const body = `${head}\n${[...ren.lines, ...stores].join("\n")}\n  return ${vec ? ren.splat(v, "f32") : v};\n}`;
+    const vec4 = new Set(vec ? ren.vectorLoads : []);
+    const decls = [
+      ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${vec4.has(`ep${3 + i}`) ? `vec4<${wgslType(n)}>` : wgslType(n)}>;`),
+      ...(vec ? also.map((n, m) => `@group(0) @binding(${firstExtraOutputBinding(k) + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`) : extraOutputDecls(also, firstExtraOutputBinding(k))),
+    ].join("\n");
+    return { fn: vec ? resolveScalarLoads(body, vec4) : body, decls, helpers: helpersText(ren) };
+  };
+  let vector: ReturnType<typeof render> | undefined;
+  if (spec.N % 4 === 0 && target.vec4 !== false)
+    try {
+      vector = render(true);
+    } catch (e) {
+      if (!(e instanceof Unvectorizable)) throw e;
+    }
+  const gen = generateMatmul(spec, target, texture ? { allowTexture: true } : tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)), vector !== undefined);
+  const epi = gen.vec4Epilogue ? vector! : render(false);
+  return { wgsl: `${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
 }
 

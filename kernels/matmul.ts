@@ -128,6 +128,11 @@ export interface MatmulKernel {
   readonly wgsl: string;
   readonly workgroups: [number, number, number];
   readonly variant: string;
+  /**
+   * the kernel stores C in vec4s and calls `epilogue4(acc: vec4<f32>, b, i, j) -> vec4<f32>`
+   * for columns j..j+3 (asked for with `vec4Epilogue` and possible: 4 columns per lane, N % 4 == 0)
+   */
+  readonly vec4Epilogue?: boolean;
   /** present iff variant is sg-texture */
   readonly bTexture?: OperandTexture;
 }
@@ -288,7 +293,7 @@ export function resolveMatmulOptions(spec: MatmulSpec, target: KernelTarget, opt
   return { variant, tm: b.TM, tn: b.TN, ku: b.KU, aLoad: opts.aLoad ?? "lane4", bLoad: b.V === 4 ? "lane4" : "lane", ...(variant === "sg-buffer" ? { bkLoad: b.bK4 ? "k4" : "lane" } : {}) };
 }
 
-export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}): MatmulKernel {
+export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}, vec4Epilogue = false): MatmulKernel {
   const { s, folded, variant } = resolve(spec, target, opts);
   // the generators call `epi` with the folded (b, i); the wrapper hands the caller's
   // epilogue the original ones
@@ -297,7 +302,7 @@ export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: Mat
     switch (variant) {
       case "sg-texture":
       case "sg-buffer":
-        return subgroupMatmul(s, target, variant === "sg-texture", opts, epi);
+        return subgroupMatmul(s, target, variant === "sg-texture", opts, epi, vec4Epilogue);
       case "tiled":
         return tiledMatmul(s, target, tiledConfig(target)!, epi);
       case "simple":
@@ -305,7 +310,9 @@ export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: Mat
     }
   })();
   if (folded === 1) return k;
-  const wrapper = `fn mm_epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return epilogue(acc, b * ${u(folded)} + i / ${u(spec.M)}, i % ${u(spec.M)}, j); }`;
+  const wrapper = k.vec4Epilogue
+    ? `fn mm_epilogue4(acc: vec4<f32>, b: u32, i: u32, j: u32) -> vec4<f32> { return epilogue4(acc, b * ${u(folded)} + i / ${u(spec.M)}, i % ${u(spec.M)}, j); }`
+    : `fn mm_epilogue(acc: f32, b: u32, i: u32, j: u32) -> f32 { return epilogue(acc, b * ${u(folded)} + i / ${u(spec.M)}, i % ${u(spec.M)}, j); }`;
   return { ...k, wgsl: `${k.wgsl}\n${wrapper}\n`, variant: `${k.variant} rows×${folded}` };
 }
 
@@ -395,7 +402,7 @@ function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOpti
  * dropped at the store. The workgroup is exactly one subgroup, so lane = the subgroup
  * invocation id, with no assumption on how invocations map to subgroups.
  */
-function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions, epi: string): MatmulKernel {
+function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions, epi: string, vec4Epilogue = false): MatmulKernel {
   const S = t.subgroupSize;
   const { M, N, K } = s;
   const A = s.a;
@@ -411,7 +418,9 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const ind = "  ";
 
   L.push("enable subgroups;", "");
-  L.push("@group(0) @binding(0) var<storage, read_write> C: array<f32>;");
+  // C in vec4s: a lane's columns come in runs of 4 starting at multiples of 4
+  const cVec = vec4Epilogue && V === 4 && N % 4 === 0;
+  L.push(`@group(0) @binding(0) var<storage, read_write> C: array<${cVec ? "vec4<f32>" : "f32"}>;`);
   L.push(`@group(0) @binding(1) var<storage, read> A: array<${aVec ? "vec4<f32>" : "f32"}>;`);
   L.push(
     texture
@@ -506,17 +515,31 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   // store through one runtime loop over the block (not TM·TN unrolled stores: a store is
   // a per-lane scatter plus the caller's epilogue, and unrolling them all multiplies
   // lavapipe's compile time several-fold); rows and columns past the edge are dropped
-  L.push(`${ind}var mm_out: array<f32, ${TM * TN}>;`);
-  for (let r = 0; r < TM; r++) for (let c = 0; c < TN; c++) L.push(`${ind}mm_out[${r * TN + c}] = mm_acc${r}_${c};`);
-  L.push(`${ind}for (var mm_e = 0u; mm_e < ${u(TM * TN)}; mm_e++) {`);
-  L.push(`${ind}  let i = mm_row0 + mm_e / ${u(TN)};`);
-  L.push(`${ind}  let mm_c = mm_e % ${u(TN)};`);
-  L.push(`${ind}  let j = mm_col0 + ${V === 1 ? `mm_c * ${u(S)}` : `(mm_c / ${u(V)}) * ${u(S * V)} + mm_c % ${u(V)}`};`);
-  L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[b * ${u(M * N)} + i * ${u(N)} + j] = ${epi}(mm_out[mm_e], b, i, j); }`);
-  L.push(`${ind}}`);
+  if (cVec) {
+    // one vec4 per run of 4 columns: j < N covers all 4 (N and j multiples of 4)
+    const G = TN / 4;
+    L.push(`${ind}var mm_out: array<vec4<f32>, ${TM * G}>;`);
+    for (let r = 0; r < TM; r++)
+      for (let q = 0; q < G; q++) L.push(`${ind}mm_out[${r * G + q}] = vec4<f32>(${[0, 1, 2, 3].map((x) => `mm_acc${r}_${4 * q + x}`).join(", ")});`);
+    L.push(`${ind}for (var mm_e = 0u; mm_e < ${u(TM * G)}; mm_e++) {`);
+    L.push(`${ind}  let i = mm_row0 + mm_e / ${u(G)};`);
+    L.push(`${ind}  let j = mm_col0 + (mm_e % ${u(G)}) * ${u(S * 4)};`);
+    L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[(b * ${u(M * N)} + i * ${u(N)} + j) / 4u] = ${epi}4(mm_out[mm_e], b, i, j); }`);
+    L.push(`${ind}}`);
+  } else {
+    L.push(`${ind}var mm_out: array<f32, ${TM * TN}>;`);
+    for (let r = 0; r < TM; r++) for (let c = 0; c < TN; c++) L.push(`${ind}mm_out[${r * TN + c}] = mm_acc${r}_${c};`);
+    L.push(`${ind}for (var mm_e = 0u; mm_e < ${u(TM * TN)}; mm_e++) {`);
+    L.push(`${ind}  let i = mm_row0 + mm_e / ${u(TN)};`);
+    L.push(`${ind}  let mm_c = mm_e % ${u(TN)};`);
+    L.push(`${ind}  let j = mm_col0 + ${V === 1 ? `mm_c * ${u(S)}` : `(mm_c / ${u(V)}) * ${u(S * V)} + mm_c % ${u(V)}`};`);
+    L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[b * ${u(M * N)} + i * ${u(N)} + j] = ${epi}(mm_out[mm_e], b, i, j); }`);
+    L.push(`${ind}}`);
+  }
   L.push("}", "");
-  const tags = `${aVec ? " A4" : ""}${!texture && bVec ? " B4" : ""}${bK4 ? " Bk4" : ""}`;
+  const tags = `${aVec ? " A4" : ""}${!texture && bVec ? " B4" : ""}${bK4 ? " Bk4" : ""}${cVec ? " C4" : ""}`;
   return {
+    ...(cVec ? { vec4Epilogue: true } : {}),
     wgsl: L.join("\n"),
     workgroups: g.workgroups,
     variant: `${texture ? "sg-texture" : "sg-buffer"} s${S} ${TM}x${TN}x${KU}${tags}`,

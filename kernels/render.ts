@@ -164,6 +164,12 @@ export class Renderer {
     private readonly prefix = "v",
   ) {}
 
+  /** Declares a WGSL variable the caller provides (a matmul's accumulator in vector mode) a vec4. */
+  vectorVariable(name: string): this {
+    this.vectors.add(name);
+    return this;
+  }
+
   private shape(n: Node): readonly number[] {
     return this.ctx.shapes.get(n) ?? shapeEval(n.shape, this.dims);
   }

@@ -414,6 +414,23 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
     );
   });
 
+  test("matmul epilogues over 4 columns at once (C4): bias, residual, gelu, a weight read per column, several exits, batched", async (t) => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(1, 7, 33), fc.constantFrom(4, 36, 132), fc.constantFrom(8, 20, 64), fc.constantFrom(1, 2), seedArb, async (M, N, K, B, seed) => {
+        const c = new Case(seed);
+        const { t: o } = c;
+        const x = c.in("x", [B, M, K]);
+        const res = c.in("res", [B, M, N]);
+        const pk = c.w("pk", [M, N]); // read per row and column (the FFN memory's P_k)
+        const z = o.add(o.matmul(x, c.w("w", [K, N])), c.w("bias", [N]));
+        const gelu = o.mul(o.mul(z, c.c(0.5)), o.add(c.c(1), o.unary("erf", o.mul(z, c.c(Math.SQRT1_2)))));
+        const plan = await check(t, c, [o.add(gelu, res), o.add(z, pk), o.add(z, o.mul(pk, c.c(-2))), o.matmul(x, c.w("v", [K, N]))], { tol: accTol(K) * 2 });
+        if (plan && target.isFallback) assert.ok(plan.kernels.filter((k) => k.kind === "matmul").every((k) => k.variant.includes(" C4")), describePlan(plan));
+      }),
+      runs(6),
+    );
+  });
+
   test("a target with vec4 off plans only scalar kernels (DEHVF_VEC4=0)", (t) => {
     if (!target) return t.skip("no WebGPU adapter");
     const c = new Case(3);
