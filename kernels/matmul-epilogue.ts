@@ -3,7 +3,7 @@ import { epilogueInputs, firstExtraOutputBinding, type Kernel, type StridedView 
 import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
 import { extraOutputDecls, type GeneratedKernel, helpersText } from "./pointwise.ts";
-import { Renderer, resolveScalarLoads, Unvectorizable, wgslType } from "./render.ts";
+import { Renderer, resolveScalarLoads, tryVector, wgslType } from "./render.ts";
 
 /** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
 function operand(v: StridedView, shape: readonly number[], batchShape: readonly number[]): MatmulSpec["a"] {
@@ -91,13 +91,7 @@ export function matmulKernel(
     ].join("\n");
     return { fn: vec ? resolveScalarLoads(body, vec4) : body, decls, helpers: helpersText(ren) };
   };
-  let vector: ReturnType<typeof render> | undefined;
-  if (spec.N % 4 === 0 && target.vec4 !== false)
-    try {
-      vector = render(true);
-    } catch (e) {
-      if (!(e instanceof Unvectorizable)) throw e;
-    }
+  const vector = spec.N % 4 === 0 && target.vec4 !== false ? tryVector(() => render(true)) : undefined;
   const gen = generateMatmul(spec, target, texture ? { allowTexture: true } : tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)), vector !== undefined);
   const epi = gen.vec4Epilogue ? vector! : render(false);
   return { wgsl: `${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };

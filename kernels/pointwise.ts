@@ -1,6 +1,6 @@
 import type { Node } from "../compiler/ir.ts";
 import { numel } from "../compiler/tensor.ts";
-import { f32Literal, Renderer, type RenderContext, resolveScalarLoads, Unvectorizable, WGSL_HELPERS, wgslType } from "./render.ts";
+import { f32Literal, Renderer, type RenderContext, resolveScalarLoads, tryVector, WGSL_HELPERS, wgslType } from "./render.ts";
 
 /** A generated compute shader plus how to launch it. */
 export interface GeneratedKernel {
@@ -140,13 +140,8 @@ function vectorized(k: Body, render: (ctx: RenderContext, idx: readonly string[]
   const shape = k.shapes.get(k.output)!;
   if (k.target.vec4 === false || !shape.length || shape[shape.length - 1] % 4 !== 0) return undefined;
   const { ctx } = setup(k);
-  let out: { body: string; renderers: Renderer[] };
-  try {
-    out = render({ ...ctx, vector: LANE0 }, Renderer.delinear(LANE0, shape));
-  } catch (e) {
-    if (e instanceof Unvectorizable) return undefined;
-    throw e;
-  }
+  const out = tryVector(() => render({ ...ctx, vector: LANE0 }, Renderer.delinear(LANE0, shape)));
+  if (!out) return undefined;
   const { decls, vec4 } = vectorDecls(k.output, k.inputs, out.renderers, k.aliased, k.also);
   return { decls, body: `  let ${LANE0} = lin * 4u;\n${resolveScalarLoads(out.body, vec4)}`, helpers: helpersText(...out.renderers) };
 }

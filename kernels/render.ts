@@ -37,6 +37,16 @@ export interface RenderContext {
 /** The tree cannot be rendered in vector mode (see RenderContext.vector). */
 export class Unvectorizable extends Error {}
 
+/** `render()`'s result, or undefined when it threw Unvectorizable (the caller renders scalar). */
+export function tryVector<T>(render: () => T): T | undefined {
+  try {
+    return render();
+  } catch (e) {
+    if (e instanceof Unvectorizable) return undefined;
+    throw e;
+  }
+}
+
 /**
  * Marks a scalar load in vector mode, resolved by resolveScalarLoads once the kernel knows
  * whether the buffer is declared as vec4s (when some other load of it is a vector load).
@@ -118,9 +128,8 @@ function digitText(d: Digit): string {
   return text;
 }
 
-/** `a + b * 4u + (c + d)` → `a`, `b * 4u`, `(c + d)`; one enclosing pair of parentheses is looked through. */
-function topLevelTerms(e: string): string[] {
-  const inner = /^\(.*\)$/.test(e) && balanced(e.slice(1, -1)) ? e.slice(1, -1) : e;
+/** `a + b * 4u + (c + d)` → `a`, `b * 4u`, `(c + d)`. */
+function topLevelTerms(inner: string): string[] {
   const out: string[] = [];
   let depth = 0;
   let start = 0;
@@ -214,10 +223,10 @@ export class Renderer {
       if (d.stride % 4 === 0) return "same";
       return d.stride === 1 && (d.mod === Infinity || d.mod % 4 === 0) ? "lane" : "bad";
     }
-    // redundant parentheses (a view of a view): look inside
-    if (/^\(.*\)$/.test(e) && balanced(e.slice(1, -1)) && /^\(.*\)$/.test(e.slice(1, -1)) && balanced(e.slice(2, -2))) return this.lane(e.slice(1, -1));
-    const shifted = /^\((.*) [+-] (\d+)u\)$/.exec(e);
-    if (shifted) {
+    // parentheses around the whole index (a view of a view adds a pair): look inside
+    if (/^\(.*\)$/.test(e) && balanced(e.slice(1, -1))) return this.lane(e.slice(1, -1));
+    const shifted = /^(.*) [+-] (\d+)u$/.exec(e);
+    if (shifted && balanced(shifted[1])) {
       const l = this.lane(shifted[1]);
       return l === "lane" && Number(shifted[2]) % 4 !== 0 ? "bad" : l;
     }

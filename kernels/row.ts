@@ -3,7 +3,7 @@ import type { Kernel } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
 import { type KernelTarget, subgroupsUsable } from "./matmul.ts";
 import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, vectorDecls } from "./pointwise.ts";
-import { f32Literal, Renderer, resolveScalarLoads, Unvectorizable, wgslType } from "./render.ts";
+import { f32Literal, Renderer, resolveScalarLoads, tryVector, wgslType } from "./render.ts";
 
 /**
  * How a row kernel spreads a row over invocations:
@@ -55,25 +55,21 @@ export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]
   const n = shape[axis];
   const rows = numel(shape) / n;
   const strategy = chooseRowStrategy(n, target);
-  // a thread's row along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
-  if (strategy === "thread" && target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0) {
-    try {
-      const v = rowBody(k, shapes, dims, strategy, 1, true);
-      const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers);
-      const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
-      return { wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`, workgroups: l.workgroups, variant: "row-thread vec4" };
-    } catch (e) {
-      if (!(e instanceof Unvectorizable)) throw e;
-    }
-  }
-  const { decls } = kernelBuffers(k.output, k.inputs);
   const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
-  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false);
-  const helpers = helpersText(...renderers);
   if (strategy === "thread") {
     const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
-    return { wgsl: `${decls}\n${helpers}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
+    // along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
+    const v = target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true)) : undefined;
+    if (v) {
+      const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers);
+      return { wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`, workgroups: l.workgroups, variant: "row-thread vec4" };
+    }
+    const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false);
+    return { wgsl: `${kernelBuffers(k.output, k.inputs).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
   }
+  const { decls } = kernelBuffers(k.output, k.inputs);
+  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false);
+  const helpers = helpersText(...renderers);
   const workgroups = grid(rows, target.maxWorkgroupsPerDim);
   const lane = strategy === "subgroup" ? "@builtin(subgroup_invocation_id) lane: u32" : "@builtin(local_invocation_index) lane: u32";
   const shared = strategy === "workgroup" ? [...types].map((t) => `var<workgroup> red_${t}: array<${t}, ${width}>;`).join("\n") : "";
