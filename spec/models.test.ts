@@ -4,6 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { dimStr } from "../compiler/dims.ts";
+import { topoOrder } from "../compiler/graph.ts";
+import type { Node } from "../compiler/ir.ts";
+import { runPipeline } from "../compiler/pipeline.ts";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { loadProgram, type Program } from "../grammar/modules.ts";
@@ -94,5 +97,25 @@ describe("tiny-vqa", () => {
       const fusionNames = m.fusions.map((f) => f.name);
       for (const p of m.params) assert.equal(p.trainable, fusionNames.includes(p.name.split(".")[0]), p.name);
     }
+  });
+});
+
+describe("bench models (models/bench/dehvf-vs-concat.dehvf)", () => {
+  const program = loadProgram("models/bench/dehvf-vs-concat.dehvf");
+  const params = (m: CompiledModel, keep: (name: string) => boolean) => m.params.filter((p) => keep(p.name)).map((p) => `${p.name} ${p.shape.map(dimStr).join("x")}`);
+
+  test("BenchBackbones is BenchDEHVF without its fusion: the same ViT and LLM parameters, no fusion", () => {
+    const dehvf = elaborate(program, "BenchDEHVF");
+    const bare = elaborate(program, "BenchBackbones");
+    assert.deepEqual(bare.fusions, []);
+    const fusion = dehvf.fusions.map((f) => f.name);
+    assert.deepEqual(params(bare, () => true), params(dehvf, (n) => !fusion.includes(n.split(".")[0])));
+    assert.deepEqual(params(bare, () => true), params(elaborate(program, "BenchConcat"), (n) => n.split(".")[0] !== "concat"));
+  });
+
+  test("BenchBackbones uses every parameter after the pass pipeline: its CLS keeps the whole ViT in the plan", () => {
+    const bare = elaborate(program, "BenchBackbones");
+    const live = new Set(topoOrder(runPipeline(bare.outputs, bare.graph).map((r) => r.node)).flatMap((n) => (n.op === "param" ? [(n as Node<"param">).attrs.name] : [])));
+    assert.deepEqual(bare.params.filter((p) => !live.has(p.name)).map((p) => p.name), []);
   });
 });
