@@ -2,6 +2,7 @@ import type { GraphBuilder } from "./graph.ts";
 import type { Node } from "./ir.ts";
 import { foldConstants } from "./passes/fold-constants.ts";
 import { simplify } from "./passes/simplify.ts";
+import { transposeMatmul } from "./passes/transpose-matmul.ts";
 
 export interface Root {
   readonly name: string;
@@ -20,7 +21,7 @@ export interface Pass {
  * already CSE'd (hash-consing) and dead-code free (it is rooted at the outputs);
  * rewrites, fusion grouping and scheduling are appended here as they land.
  */
-export const PIPELINE: readonly Pass[] = [foldConstants, simplify];
+export const PIPELINE: readonly Pass[] = [foldConstants, simplify, transposeMatmul];
 
 /** Stage names `--dump-after` accepts: the elaborated graph, then each pass. */
 export const STAGES = ["elaborate", ...PIPELINE.map((p) => p.name)];

@@ -9,6 +9,7 @@ import type { DType, Node, Op } from "../compiler/ir.ts";
 import { constOf, mayBeNegZero, scalarConst } from "../compiler/passes/const-view.ts";
 import { FOLD_RULES, foldConstants } from "../compiler/passes/fold-constants.ts";
 import { INEXACT_RULES, SIMPLIFY_RULES, simplify } from "../compiler/passes/simplify.ts";
+import { swapLast, transposeMatmul } from "../compiler/passes/transpose-matmul.ts";
 import { type Pass, PIPELINE, type Root, runPipeline, STAGES } from "../compiler/pipeline.ts";
 import { RewriteError, type Rule, rewriteGraph, rule } from "../compiler/rewrite.ts";
 import type { Tensor } from "../compiler/tensor.ts";
@@ -199,8 +200,13 @@ function buildSpec(spec: Spec) {
         if (r < 2) break;
         const xf = f32(x);
         const y = sameAs(xf, c) ?? xf;
-        const t = g.make("permute", [y], { perm: [...Array(r - 2).keys(), r - 1, r - 2] });
+        const t = g.make("permute", [y], { perm: swapLast(r) });
         out = b % 2 ? g.make("matmul", [xf, t], {}) : g.make("matmul", [t, xf], {});
+        // read transposed (transpose-matmul's pattern), sometimes with the product itself kept too
+        if (c % 3 === 0) {
+          if (c % 2) pool.push(out);
+          out = g.make("permute", [out], { perm: swapLast(r) });
+        }
         break;
       }
       case 12: {
@@ -535,6 +541,90 @@ describe("passes on random graphs", () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("transpose-matmul", () => {
+  const setup = () => {
+    const g = new GraphBuilder();
+    const x = g.make("input", [], { name: "x", shape: [2, 3, 4], dtype: "f32" });
+    const y = g.make("input", [], { name: "y", shape: [2, 5, 4], dtype: "f32" });
+    const env = {
+      dims: {},
+      inputs: new Map([
+        ["x", { shape: [2, 3, 4], data: Float64Array.from({ length: 24 }, (_, i) => [0, -0, NaN, Infinity, 1e-310, 1.5, -2.25][i % 7] + (i > 6 ? i / 3 : 0)) }],
+        ["y", { shape: [2, 5, 4], data: Float64Array.from({ length: 40 }, (_, i) => (i % 5) - 1.75 + i / 7) }],
+      ]),
+      params: new Map(),
+    };
+    const t = (n: Node) => g.make("permute", [n], { perm: swapLast(n.shape.length) });
+    return { g, x, y, env, t };
+  };
+  const transposedMatmuls = (roots: readonly Node[]) => topoOrder(roots).filter((n) => n.op === "permute" && n.src[0].op === "matmul").length;
+
+  test("a matmul read only transposed becomes Bᵀ·Aᵀ, operand transposes composed away, values bit-identical", () => {
+    const { g, x, y, env, t } = setup();
+    // (x·yᵀ)ᵀ = y·xᵀ: yᵀ's permute cancels, xᵀ is a stride; then exp reads it in order
+    const root = g.make("exp", [t(g.make("matmul", [x, t(y)], {}))], {});
+    const [out] = runPass(transposeMatmul, [root], g);
+    assert.equal(transposedMatmuls([out]), 0);
+    const mm = out.src[0];
+    assert.equal(mm.op, "matmul");
+    assert.equal(mm.src[0], y, "yᵀᵀ is y itself");
+    assert.deepEqual((mm.src[1] as Node<"permute">).attrs.perm, [0, 2, 1]);
+    assert.equal(mm.src[1].src[0], x);
+    assertIdentical(interpret([out], env), interpret([root], env), "transposed");
+  });
+
+  test("left alone when the product has another use (a root counts) or the permute is not the last-two swap", () => {
+    const { g, x, y, t } = setup();
+    const mm = g.make("matmul", [x, t(y)], {});
+    const twoUses = g.make("add", [g.make("exp", [t(mm)], {}), t(g.make("exp", [mm], {}))], {});
+    assert.deepEqual(runPass(transposeMatmul, [twoUses], g), [twoUses]);
+    assert.deepEqual(runPass(transposeMatmul, [t(mm), mm], g), [t(mm), mm]);
+    const batchPerm = g.make("permute", [mm], { perm: [1, 0, 2] });
+    assert.deepEqual(runPass(transposeMatmul, [batchPerm], g), [batchPerm]);
+  });
+
+  test("stacked sites all go, over as many rounds as they need", () => {
+    const { g, x, y, t } = setup();
+    // the outer matmul's operand is a transposed matmul: it is rebuilt after the inner rewrite
+    const inner = t(g.make("matmul", [x, t(y)], {})); // [2, 5, 3]
+    const outer = t(g.make("matmul", [inner, x], {})); // [2, 4, 5]
+    const [out] = runPass(transposeMatmul, [outer], g);
+    assert.equal(transposedMatmuls([outer]), 2);
+    assert.equal(transposedMatmuls([out]), 0);
+  });
+
+  test("the new matmul keeps the DSL location of the node it replaces", () => {
+    const { g, x, y, t } = setup();
+    const mm = g.make("matmul", [x, t(y)], {});
+    const span = { file: "m.dehvf", start: 10, end: 14 };
+    g.currentSpan = span;
+    const root = t(mm);
+    g.currentSpan = undefined;
+    const [out] = runPass(transposeMatmul, [root], g);
+    assert.deepEqual(g.provenance.get(out.id), span);
+  });
+
+  test("random graphs reach the pattern (the pipeline properties above cover its values)", () => {
+    let fired = 0;
+    fc.assert(
+      fc.property(specArb, (spec) => {
+        const { g, roots } = buildSpec(spec);
+        let cur = roots;
+        let before = 0;
+        for (const p of PIPELINE) {
+          if (p === transposeMatmul) before = transposedMatmuls(cur);
+          cur = runPass(p, cur, g);
+        }
+        const after = transposedMatmuls(cur);
+        assert.ok(after <= before);
+        fired += before - after;
+      }),
+      { numRuns: 300 },
+    );
+    assert.ok(fired > 0, "no random graph had a matmul read only transposed");
   });
 });
 
