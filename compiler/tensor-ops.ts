@@ -11,6 +11,11 @@ type UnaryOp = "neg" | "recip" | "exp" | "log" | "sqrt" | "sin" | "cos" | "tanh"
  * Tensor operations with numpy semantics (negative axes, broadcasting, keepdim),
  * lowered to the primitive ops. Shape problems surface as ShapeError.
  */
+/** The permutation of rank r that swaps the last two axes (`x^T`). */
+export function swapLast(r: number): number[] {
+  return [...Array(r - 2).keys(), r - 1, r - 2];
+}
+
 export class TensorOps {
   constructor(private readonly g: GraphBuilder) {}
 
@@ -126,7 +131,7 @@ export class TensorOps {
   transposeLast(x: Node): Node {
     const r = x.shape.length;
     if (r < 2) throw new ShapeError(`^T needs a tensor of rank ≥ 2, got ${shapeStr(x.shape)}`);
-    return this.permute(x, [...Array(r - 2).keys(), r - 1, r - 2]);
+    return this.permute(x, swapLast(r));
   }
 
   /** numpy matmul for rank ≥ 2 operands: batch dims broadcast, ranks are aligned first. */

@@ -3,7 +3,9 @@ import type { GraphBuilder } from "../graph.ts";
 import type { Node } from "../ir.ts";
 import type { Pass } from "../pipeline.ts";
 import { type Rule, rewriteGraph, rule } from "../rewrite.ts";
-import { constOf, scalarConst } from "./const-view.ts";
+import { swapLast } from "../tensor-ops.ts";
+import { FOLD_RULES } from "./fold-constants.ts";
+import { SIMPLIFY_RULES } from "./simplify.ts";
 
 /**
  * (A·B)ᵀ = Bᵀ·Aᵀ: a matmul whose only reader takes it transposed (last two axes
@@ -20,26 +22,17 @@ import { constOf, scalarConst } from "./const-view.ts";
  * both products would be computed.
  */
 
-/** The permutation of rank r that swaps the last two axes. */
-export function swapLast(r: number): number[] {
-  return [...Array(r - 2).keys(), r - 1, r - 2];
-}
-
 const isSwapLast = (perm: readonly number[]) => perm.length >= 2 && swapLast(perm.length).every((p, i) => p === perm[i]);
 
+const transposeLast = (g: GraphBuilder, x: Node) => g.make("permute", [x], { perm: swapLast(x.shape.length) });
+
 /**
- * xᵀ over the last two axes in the form the earlier passes leave: composed into x's own
- * permute (none left if they cancel), a constant as fold-constants writes one.
+ * The earlier passes' rules run alongside, so the operand transposes the rule builds
+ * come out as those passes leave movement ops: composed into the operand's own permute
+ * (gone where they cancel), a constant folded. They are exact as well, so wherever
+ * else they still fire the values stay the same.
  */
-function transposeLast(g: GraphBuilder, x: Node): Node {
-  const swap = swapLast(x.shape.length);
-  const c = scalarConst(x);
-  if (c !== undefined) return constOf(g, c, { shape: swap.map((a) => x.shape[a]), dtype: x.dtype });
-  if (x.op !== "permute") return g.make("permute", [x], { perm: swap });
-  const inner = (x as Node<"permute">).attrs.perm;
-  const perm = swap.map((q) => inner[q]);
-  return perm.every((p, i) => p === i) ? x.src[0] : g.make("permute", [x.src[0]], { perm });
-}
+const NORMALISE: readonly Rule[] = [...FOLD_RULES, ...SIMPLIFY_RULES];
 
 /** How many times each node is read (by a node's sources or as a root) under `roots`. */
 function useCounts(roots: readonly Node[]): Map<number, number> {
@@ -71,7 +64,7 @@ export const transposeMatmul: Pass = {
     // each round fires at least the lowest remaining sites (whose matmuls were not
     // rebuilt), so it ends within as many rounds as sites are stacked on each other
     for (;;) {
-      const out = rewriteGraph(nodes, g, [transposeMatmulRule(useCounts(nodes))]);
+      const out = rewriteGraph(nodes, g, [transposeMatmulRule(useCounts(nodes)), ...NORMALISE]);
       if (out.every((n, i) => n === nodes[i])) break;
       nodes = out;
     }
