@@ -1,11 +1,11 @@
 import { Command } from "commander";
-import { DehvfError, UserError } from "../grammar/diagnostics.ts";
 import { registerCheck } from "./commands/check.ts";
 import { registerCompile } from "./commands/compile.ts";
 import { registerInfo } from "./commands/info.ts";
 import { registerEval } from "./commands/eval.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerTrain } from "./commands/train.ts";
+import { report } from "./report.ts";
 
 const program = new Command()
   .name("dehvf")
@@ -19,23 +19,6 @@ registerRun(program);
 registerTrain(program);
 registerEval(program);
 registerInfo(program);
-
-/** Known failures print their located diagnostics; anything else is a bug in dehvf. */
-function report(err: unknown): number {
-  if (err instanceof DehvfError) {
-    process.stderr.write(`${err.render()}\n`);
-    return 1;
-  }
-  if (err instanceof UserError) {
-    process.stderr.write(`error: ${err.message}\n`);
-    return 1;
-  }
-  const e = err as Error;
-  process.stderr.write(`internal error: ${e?.message ?? String(err)}\n`);
-  if (process.env.DEHVF_DEBUG) process.stderr.write(`${e?.stack ?? ""}\n`);
-  else process.stderr.write("(this is a bug in dehvf; set DEHVF_DEBUG=1 for a stack trace)\n");
-  return 2;
-}
 
 let code = 0;
 try {

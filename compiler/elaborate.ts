@@ -1,5 +1,7 @@
 import type * as A from "../grammar/ast.ts";
+import { forEachExpr } from "../grammar/ast-walk.ts";
 import { DehvfError, type Diagnostic, didYouMean, fail } from "../grammar/diagnostics.ts";
+import { MAX_EVAL_DEPTH, MAX_INSTANCES, MAX_REPEAT } from "../grammar/limits.ts";
 import type { Program } from "../grammar/modules.ts";
 import type { Span } from "../grammar/source.ts";
 import { ArgError, type ArgValue, BuiltinArgs, builtinNames, builtins } from "./builtins.ts";
@@ -10,6 +12,7 @@ import { makeInitRule, INIT_RULES } from "./init-rules.ts";
 import type { DType, InitRule, Node } from "./ir.ts";
 import { Scope } from "./scope.ts";
 import { ShapeError } from "./shape-rules.ts";
+import { numel } from "./tensor.ts";
 import { TensorOps } from "./tensor-ops.ts";
 import { boolV, describeValue, floatV, type Instance, intV, type ParamInfo, tensorV, type Value } from "./values.ts";
 
@@ -55,43 +58,11 @@ interface Attachment {
 function scanForward(fwd: A.ForwardDecl | undefined): { sites: Set<string>; taps: Set<string> } {
   const sites = new Set<string>();
   const taps = new Set<string>(fwd ? ["out"] : []);
-  const visit = (e: A.Expr): void => {
-    switch (e.kind) {
-      case "site":
-        sites.add(e.name.name);
-        e.args.forEach((a) => visit(a.value));
-        visit(e.fallback);
-        return;
-      case "unary":
-      case "transpose":
-        return visit(e.operand);
-      case "binary":
-        visit(e.left);
-        return visit(e.right);
-      case "if":
-        visit(e.cond);
-        visit(e.then);
-        return visit(e.else);
-      case "call":
-        visit(e.callee);
-        return e.args.forEach((a) => visit(a.value));
-      case "index":
-        visit(e.target);
-        return e.items.forEach((i) => {
-          if (i.kind === "at") visit(i.value);
-          if (i.kind === "slice") [i.start, i.end].forEach((x) => x && visit(x));
-        });
-      case "member":
-        return visit(e.target);
-      case "list":
-        return e.items.forEach(visit);
-      default:
-        return;
-    }
-  };
   for (const s of fwd?.body ?? []) {
     if (s.kind === "tap") taps.add(s.name.name);
-    visit(s.value);
+    forEachExpr(s.value, (e) => {
+      if (e.kind === "site") sites.add(e.name.name);
+    });
   }
   return { sites, taps };
 }
@@ -196,7 +167,24 @@ class Elaborator {
   /** blocks being instantiated, with their arguments: a block may contain itself only with different ones */
   private readonly nesting: string[] = [];
 
+  /** block instances made so far, bounded by MAX_INSTANCES: repeats inside repeats multiply */
+  private instances = 0;
+  /** elements of all parameters so far: kept an exact integer, so parameter counts are exact */
+  private elements = 0;
+
+  /** Refuses a parameter whose element count (or the model's running total) a double cannot hold exactly. */
+  private countElements(m: A.ParamDecl, shape: readonly number[]): void {
+    const n = numel(shape);
+    const span = m.shape.length ? { ...m.shape[0].span, end: m.shape[m.shape.length - 1].span.end } : m.span;
+    const limit = `${Number.MAX_SAFE_INTEGER} (2^53 - 1)`;
+    if (!Number.isSafeInteger(n)) fail("shape", `parameter \`${m.name.name}\` of shape [${shape.join(", ")}] has ${n.toPrecision(3)} elements; at most ${limit} can be counted exactly`, span);
+    this.elements += n;
+    if (!Number.isSafeInteger(this.elements)) fail("shape", `the model's parameters add up to more than ${limit} elements at \`${m.name.name}\`, more than can be counted exactly`, span);
+  }
+
   instantiate(decl: A.BlockDecl, path: string, args: Map<string, Value>, frozen: boolean, span: Span): Instance {
+    if (++this.instances > MAX_INSTANCES)
+      fail("link", `the model has more than ${MAX_INSTANCES} block instances`, span, "repeat counts multiply: `repeat(n)` of a block that holds `repeat(m)` makes n × m copies");
     const key = `${decl.name.name}(${[...args].map(([k, v]) => `${k}=${v.kind}:${(v as { value?: unknown }).value}`).join(", ")})`;
     if (this.nesting.includes(key))
       fail("link", `block \`${decl.name.name}\` contains itself with the same arguments, so it never ends`, span, "guard the inner instance with an `if` that eventually turns false");
@@ -233,6 +221,7 @@ class Elaborator {
           if (n < 1) fail("shape", `dimension \`${this.text(e.span)}\` of parameter \`${m.name.name}\` is ${n}; it must be at least 1`, e.span);
           return n;
         });
+        this.countElements(m, shape);
         const info: ParamInfo = { name: sub(m.name.name), shape, init: this.initRule(m.init, scope), trainable: !(frozen || m.frozen), decl: m };
         inst.params.set(m.name.name, info);
         this.params.push(info);
@@ -243,6 +232,7 @@ class Elaborator {
         if (m.repeat) {
           const n = this.constInt(this.eval(m.repeat, scope), "repeat count", m.repeat.span);
           if (n < 1) fail("shape", `repeat count is ${n}; it must be at least 1`, m.repeat.span);
+          if (n > MAX_REPEAT) fail("shape", `repeat count is ${n}; at most ${MAX_REPEAT} copies are allowed`, m.repeat.span);
           inst.children.set(
             m.name.name,
             Array.from({ length: n }, (_, i) => this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span)),
@@ -550,44 +540,59 @@ class Elaborator {
     return fail("type", `expected a tensor, got ${describeValue(v)}`, span);
   }
 
+  /** evaluations in progress: expressions, and the block forwards they call */
+  private evalDepth = 0;
+
+  /**
+   * Evaluates `e`, refusing to nest deeper than MAX_EVAL_DEPTH: the parser bounds each
+   * expression, but a forward's expression may call a block whose forward nests its own.
+   */
   eval(e: A.Expr, scope: Scope): Value {
-    switch (e.kind) {
-      case "number":
-        return e.isInt ? intV(e.value) : floatV(e.value);
-      case "string":
-        return { kind: "string", value: e.value };
-      case "bool":
-        return boolV(e.value);
-      case "name":
-        return this.lookup(e.name, scope, e.span);
-      case "list":
-        return { kind: "list", items: e.items.map((x) => this.eval(x, scope)) };
-      case "unary": {
-        const v = this.eval(e.operand, scope);
-        if (e.op === "not") {
-          if (v.kind !== "bool") fail("type", `\`not\` needs a bool, got ${describeValue(v)}`, e.span);
-          return boolV(!v.value);
+    if (this.evalDepth >= MAX_EVAL_DEPTH)
+      fail("link", `expressions and the block calls inside them nest deeper than ${MAX_EVAL_DEPTH} levels`, e.span, "nest fewer blocks, or name inner parts of expressions with `let`");
+    this.evalDepth++;
+    // one method, not a counting wrapper around another: each frame here is paid per level
+    try {
+      switch (e.kind) {
+        case "number":
+          return e.isInt ? intV(e.value) : floatV(e.value);
+        case "string":
+          return { kind: "string", value: e.value };
+        case "bool":
+          return boolV(e.value);
+        case "name":
+          return this.lookup(e.name, scope, e.span);
+        case "list":
+          return { kind: "list", items: e.items.map((x) => this.eval(x, scope)) };
+        case "unary": {
+          const v = this.eval(e.operand, scope);
+          if (e.op === "not") {
+            if (v.kind !== "bool") fail("type", `\`not\` needs a bool, got ${describeValue(v)}`, e.span);
+            return boolV(!v.value);
+          }
+          if (v.kind === "int") return intV(dimMul(v.value, -1)!);
+          if (v.kind === "float") return floatV(-v.value);
+          return tensorV(this.at(e.span, () => this.ops.unary("neg", this.toTensor(v, e.operand.span))));
         }
-        if (v.kind === "int") return intV(dimMul(v.value, -1)!);
-        if (v.kind === "float") return floatV(-v.value);
-        return tensorV(this.at(e.span, () => this.ops.unary("neg", this.toTensor(v, e.operand.span))));
+        case "binary":
+          return this.evalBinary(e, scope);
+        case "if":
+          return this.condition(e.cond, scope) ? this.eval(e.then, scope) : this.eval(e.else, scope);
+        case "call":
+          return this.evalCall(e, scope);
+        case "index":
+          return this.evalIndex(e, scope);
+        case "member":
+          return this.evalMember(e, scope);
+        case "transpose": {
+          const v = this.eval(e.operand, scope);
+          return tensorV(this.at(e.span, () => this.ops.transposeLast(this.toTensor(v, e.operand.span))));
+        }
+        case "site":
+          return this.evalSite(e, scope);
       }
-      case "binary":
-        return this.evalBinary(e, scope);
-      case "if":
-        return this.condition(e.cond, scope) ? this.eval(e.then, scope) : this.eval(e.else, scope);
-      case "call":
-        return this.evalCall(e, scope);
-      case "index":
-        return this.evalIndex(e, scope);
-      case "member":
-        return this.evalMember(e, scope);
-      case "transpose": {
-        const v = this.eval(e.operand, scope);
-        return tensorV(this.at(e.span, () => this.ops.transposeLast(this.toTensor(v, e.operand.span))));
-      }
-      case "site":
-        return this.evalSite(e, scope);
+    } finally {
+      this.evalDepth--;
     }
   }
 
@@ -758,8 +763,21 @@ class Elaborator {
     return this.at(e.span, () => b.impl(args, this.ops));
   }
 
+  /**
+   * A left-deep chain (`a + b + ... + z`, thousands of terms when generated) is folded
+   * in a loop from its innermost operand outwards, so its length costs no stack.
+   */
   private evalBinary(e: A.BinaryExpr, scope: Scope): Value {
-    const l = this.eval(e.left, scope);
+    const chain: A.BinaryExpr[] = [];
+    let inner: A.Expr = e;
+    for (; inner.kind === "binary"; inner = inner.left) chain.push(inner);
+    let acc = this.eval(inner, scope);
+    for (let i = chain.length - 1; i >= 0; i--) acc = this.applyBinary(chain[i], acc, scope);
+    return acc;
+  }
+
+  /** `e` with its left operand already evaluated to `l`. */
+  private applyBinary(e: A.BinaryExpr, l: Value, scope: Scope): Value {
     if (e.op === "and" || e.op === "or") {
       if (l.kind !== "bool") fail("type", `\`${e.op}\` needs bools, got ${describeValue(l)}`, e.left.span);
       if (e.op === "and" ? !l.value : l.value) return l;
@@ -807,6 +825,11 @@ class Elaborator {
     const rv = (r as { value: Dim | number }).value;
     const bothInt = l.kind === "int" && r.kind === "int";
     const sym = typeof lv !== "number" || typeof rv !== "number";
+    // Ints stay exact: a result a double cannot hold is refused, like a literal that large.
+    const exact = (v: Dim): Value => {
+      if (typeof v === "number" && !Number.isSafeInteger(v)) fail("type", `${dimStr(lv)} ${e.op} ${dimStr(rv)} is beyond ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`, e.span);
+      return intV(v);
+    };
     const needConst = (): [number, number] => {
       if (sym) fail("type", `\`${e.op}\` on a symbolic dimension (${dimStr(lv)} ${e.op} ${dimStr(rv)}) is not supported`, e.span);
       return [lv as number, rv as number];
@@ -814,13 +837,13 @@ class Elaborator {
     switch (e.op) {
       case "+":
       case "-":
-        if (bothInt) return intV(e.op === "+" ? dimAdd(lv, rv) : dimSub(lv, rv));
+        if (bothInt) return exact(e.op === "+" ? dimAdd(lv, rv) : dimSub(lv, rv));
         return floatV(e.op === "+" ? needConst()[0] + needConst()[1] : needConst()[0] - needConst()[1]);
       case "*": {
         if (bothInt) {
           const m = dimMul(lv, rv);
           if (m === undefined) fail("type", `cannot multiply two symbolic dimensions (${dimStr(lv)} * ${dimStr(rv)})`, e.span);
-          return intV(m);
+          return exact(m);
         }
         const [a, b] = needConst();
         return floatV(a * b);

@@ -1,11 +1,21 @@
 import type * as A from "../grammar/ast.ts";
+import { forEachExpr } from "../grammar/ast-walk.ts";
 import { type Diagnostic, didYouMean } from "../grammar/diagnostics.ts";
+import { MAX_ERRORS } from "../grammar/limits.ts";
 import type { Program } from "../grammar/modules.ts";
 import { builtins } from "./builtins.ts";
 import { INIT_RULES } from "./init-rules.ts";
 
 const SCALAR_TYPES = ["int", "float", "bool", "string"];
 const ELEMENT_TYPES = ["int", "float", "i32", "f32"];
+
+/** Thrown to stop linking once MAX_ERRORS are found: each unknown name's suggestion scans every name in scope. */
+const enough = new Error("enough link errors");
+
+/** `table[key]` without reaching the prototype: a model may name a function `toString`. */
+function ownEntry<T>(table: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
 
 /** Names visible at one point: a chain of sets, innermost first. */
 class Names {
@@ -37,11 +47,23 @@ class Names {
  * The link phase: resolves every name that can be resolved without evaluating
  * anything (blocks, block arguments, variables, builtins, init rules, types) across
  * all loaded files, and reports all problems at once. Value-dependent checks (shapes,
- * repeat indices, fusion targets) are the elaborator's.
+ * repeat indices, fusion targets) are the elaborator's. Stops at MAX_ERRORS.
  */
 export function link(program: Program): Diagnostic[] {
   const out: Diagnostic[] = [];
-  const err = (message: string, node: { span: A.Ident["span"] }, hint?: string) => out.push({ phase: "link", message, span: node.span, hint });
+  try {
+    checkNames(program, (d) => {
+      out.push(d);
+      if (out.length >= MAX_ERRORS) throw enough;
+    });
+  } catch (e) {
+    if (e !== enough) throw e;
+  }
+  return out;
+}
+
+function checkNames(program: Program, report: (d: Diagnostic) => void): void {
+  const err = (message: string, node: { span: A.Ident["span"] }, hint?: string) => report({ phase: "link", message, span: node.span, hint });
   const builtinNames = Object.keys(builtins);
 
   const checkCall = (callee: A.Ident, args: readonly A.Arg[], span: A.Ident["span"], names: Names) => {
@@ -50,13 +72,14 @@ export function link(program: Program): Diagnostic[] {
     if (!target) return err(`unknown block \`${callee.name}\``, callee, didYouMean(callee.name, [...program.decls.keys()].filter((k) => program.decls.get(k)!.kind === "block")));
     if (target.kind === "model") return err(`\`${callee.name}\` is a model; only blocks can be instantiated`, callee);
     const params = target.params.map((p) => p.name.name);
+    const known = new Set(params); // a Set: generated blocks can have thousands of parameters
     const given = new Set<string>();
     let positional = 0;
     let sawNamed = false;
     for (const a of args) {
       if (a.name) {
         sawNamed = true;
-        if (!params.includes(a.name.name)) err(`\`${callee.name}\` has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, params) ?? `its parameters: ${params.join(", ") || "none"}`);
+        if (!known.has(a.name.name)) err(`\`${callee.name}\` has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, params) ?? `its parameters: ${params.join(", ") || "none"}`);
         else if (given.has(a.name.name)) err(`parameter \`${a.name.name}\` is given twice`, a);
         given.add(a.name.name);
       } else if (sawNamed) err("positional arguments must come before named ones", a, "name this argument too, like the ones before it");
@@ -64,60 +87,26 @@ export function link(program: Program): Diagnostic[] {
       else given.add(params[positional++]);
     }
     const missing = target.params.filter((p) => !p.default && !given.has(p.name.name)).map((p) => `\`${p.name.name}: ${p.type.name}\``);
-    if (missing.length) out.push({ phase: "link", message: `\`${callee.name}\` needs ${missing.join(", ")}`, span, hint: "give them as named arguments, e.g. `d: 128`" });
+    if (missing.length) report({ phase: "link", message: `\`${callee.name}\` needs ${missing.join(", ")}`, span, hint: "give them as named arguments, e.g. `d: 128`" });
   };
 
   /** Checks every bare name of an expression against the scope. */
-  const expr = (e: A.Expr, names: Names): void => {
-    switch (e.kind) {
-      case "name":
-        if (!names.has(e.name)) {
-          const isBlock = program.decls.has(e.name);
-          err(
-            isBlock ? `\`${e.name}\` is a block; declare an instance of it as a member (\`x = ${e.name}(...)\`) and call that` : `unknown name \`${e.name}\``,
-            e,
-            isBlock ? undefined : didYouMean(e.name, names.all()),
-          );
-        }
-        return;
-      case "unary":
-      case "transpose":
-        return expr(e.operand, names);
-      case "binary":
-        expr(e.left, names);
-        return expr(e.right, names);
-      case "if":
-        expr(e.cond, names);
-        expr(e.then, names);
-        return expr(e.else, names);
-      case "call": {
-        expr(e.callee, names);
-        e.args.forEach((a) => expr(a.value, names));
-        const b = e.callee.kind === "name" && !names.isShadowed(e.callee.name) ? builtins[e.callee.name] : undefined;
-        if (b)
-          for (const a of e.args)
-            if (a.name && !b.params.includes(a.name.name))
-              err(`${e.callee.kind === "name" ? e.callee.name : ""}() has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`);
-        return;
+  const expr = (root: A.Expr, names: Names): void =>
+    forEachExpr(root, (e) => {
+      if (e.kind === "name" && !names.has(e.name)) {
+        const isBlock = program.decls.has(e.name);
+        err(
+          isBlock ? `\`${e.name}\` is a block; declare an instance of it as a member (\`x = ${e.name}(...)\`) and call that` : `unknown name \`${e.name}\``,
+          e,
+          isBlock ? undefined : didYouMean(e.name, names.all()),
+        );
       }
-      case "index":
-        expr(e.target, names);
-        for (const i of e.items) {
-          if (i.kind === "at") expr(i.value, names);
-          if (i.kind === "slice") [i.start, i.end].forEach((x) => x && expr(x, names));
-        }
-        return;
-      case "member":
-        return expr(e.target, names);
-      case "list":
-        return e.items.forEach((x) => expr(x, names));
-      case "site":
-        e.args.forEach((a) => expr(a.value, names));
-        return expr(e.fallback, names);
-      default:
-        return;
-    }
-  };
+      const b = e.kind === "call" && e.callee.kind === "name" && !names.isShadowed(e.callee.name) ? ownEntry(builtins, e.callee.name) : undefined;
+      if (e.kind === "call" && b)
+        for (const a of e.args)
+          if (a.name && !b.params.includes(a.name.name))
+            err(`${e.callee.kind === "name" ? e.callee.name : ""}() has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`);
+    });
 
   const tensorType = (t: A.TensorType, names: Names): void => {
     if (t.dtypeName && !ELEMENT_TYPES.includes(t.dtypeName.name)) err(`unknown element type \`${t.dtypeName.name}\``, t.dtypeName, didYouMean(t.dtypeName.name, ELEMENT_TYPES) ?? "use `int` or `float` (the default)");
@@ -176,7 +165,7 @@ export function link(program: Program): Diagnostic[] {
           m.shape.forEach((e) => expr(e, scope));
           if (m.when) expr(m.when, scope);
           if (m.init) {
-            const rule = INIT_RULES[m.init.name.name as keyof typeof INIT_RULES];
+            const rule = ownEntry(INIT_RULES, m.init.name.name);
             if (!rule) err(`unknown init rule \`${m.init.name.name}\``, m.init.name, didYouMean(m.init.name.name, Object.keys(INIT_RULES)) ?? `known: ${Object.keys(INIT_RULES).join(", ")}`);
             m.init.args.forEach((a, i) => {
               expr(a.value, scope);
@@ -212,6 +201,4 @@ export function link(program: Program): Diagnostic[] {
       for (const c of m.clauses) if (c.name.name !== "target") expr(c.value, names);
     }
   }
-  return out;
 }
-

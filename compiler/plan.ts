@@ -9,13 +9,13 @@ import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
 import { runPipeline, type Root } from "./pipeline.ts";
+import { checkPlanBuffers, type DeviceLimits } from "./size-limits.ts";
 import { epilogueInputs, firstExtraOutputBinding, type Kernel, type Schedule, schedule } from "./schedule.ts";
 import { numel } from "./tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
-export interface PlanTarget extends RowTarget {
+export interface PlanTarget extends RowTarget, DeviceLimits {
   readonly maxStorageBuffers: number;
-  readonly maxBindingBytes: number;
   /** whether chained matmuls run as one kernel on this device (see runtime/webgpu-backend.ts) */
   readonly fuseChains: boolean;
   /** let elementwise kernels write in place (default true; see runtime/webgpu-backend.ts) */
@@ -157,12 +157,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
   const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true });
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
-  const maxBinding = target.maxBindingBytes;
-  for (const sl of memory.slots)
-    if (sl.size > maxBinding)
-      throw new Error(
-        `tensor ${sl.tensors.map((t) => (t.op === "param" || t.op === "input" ? (t.attrs as { name: string }).name : t.op)).join("/")} needs ${(sl.size / 2 ** 20).toFixed(1)} MiB, over this device's ${(maxBinding / 2 ** 20).toFixed(0)} MiB storage-binding limit; splitting large tensors across bindings is not implemented yet`,
-      );
+  checkPlanBuffers(model, sched, memory, target);
   const textureB = opts.textureB ?? target.textureB ?? true;
   const mutable = opts.mutableParams ?? new Set<string>();
   const textures: PlanTexture[] = [];

@@ -28,17 +28,26 @@ export interface RowGroupContext {
   position(n: Node): number;
 }
 
+/** The most buffered values one row kernel takes in (norms and softmax take in a handful). */
+const MAX_ABSORBED = 64;
+
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Whether the inline tree under `n` (stopping at buffers) holds a matmul: an epilogue or chain exit. */
 function computesMatmul(n: Node, isMat: (n: Node) => boolean): boolean {
-  const seen = new Set<Node>();
-  const visit = (x: Node, top: boolean): boolean => {
-    if (seen.has(x) || (!top && isMat(x)) || LEAF_CONST.has(x.op)) return false;
-    seen.add(x);
-    return x.op === "matmul" || x.src.some((s) => visit(s, false));
-  };
-  return visit(n, true);
+  // a loop, not recursion: an inline tree can be a chain thousands of nodes deep
+  const seen = new Set<Node>([n]);
+  const stack = [n];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (x.op === "matmul") return true;
+    for (const s of x.src) {
+      if (seen.has(s) || isMat(s) || LEAF_CONST.has(s.op)) continue;
+      seen.add(s);
+      stack.push(s);
+    }
+  }
+  return false;
 }
 
 /**
@@ -81,14 +90,18 @@ function rowGroupAlong(out: Node, axis: number, ctx: RowGroupContext): RowGroup 
     const absorbed = new Set<Node>();
     const misplaced = new Set<Node>();
     const visited = new Set<string>();
-    const walk = (x: Node, place: Place): void => {
+    // a loop over a stack, not recursion: a region can sit on a chain thousands of ops deep
+    const stack: [Node, Place][] = [[out, "full"]];
+    while (stack.length) {
+      const [x, place] = stack.pop()!;
       const key = `${x.id}|${place}`;
-      if (visited.has(key)) return;
+      if (visited.has(key)) continue;
       visited.add(key);
-      x.src.forEach((s) => {
-        if (LEAF_CONST.has(s.op)) return;
+      for (const s of x.src) {
+        if (LEAF_CONST.has(s.op)) continue;
         const mat = ctx.isMat(s);
-        if (mat && (!absorbable(s) || excluded.has(s))) return; // a buffer the kernel reads
+        // a buffer the kernel reads; past MAX_ABSORBED the kernel stops taking in more (its WGSL is one expression tree)
+        if (mat && (!absorbable(s) || excluded.has(s) || (!absorbed.has(s) && absorbed.size >= MAX_ABSORBED))) continue;
         const sPlace: Place = isRowReduction(x)
           ? "full"
           : x.op === "expand" && place === "full" && sameShape(ctx.shapes.get(s)!, rowShape)
@@ -99,10 +112,9 @@ function rowGroupAlong(out: Node, axis: number, ctx: RowGroupContext): RowGroup 
         if (mat && (sPlace === "other" || (isRowReduction(s) && sPlace !== "row"))) misplaced.add(s);
         region.add(s);
         if (mat) absorbed.add(s);
-        walk(s, sPlace);
-      });
-    };
-    walk(out, "full");
+        stack.push([s, sPlace]);
+      }
+    }
     // Values used outside the region (or outputs) would make another kernel compute an
     // absorbed node inline: give back every absorbed node they depend on.
     const giveBack = new Set<Node>(misplaced);
@@ -121,13 +133,12 @@ function rowGroupAlong(out: Node, axis: number, ctx: RowGroupContext): RowGroup 
 /** Absorbed nodes reachable from `x` within the region (x included). */
 function absorbedUnder(x: Node, region: ReadonlySet<Node>, absorbed: ReadonlySet<Node>): Node[] {
   const found: Node[] = [];
-  const seen = new Set<Node>();
-  const visit = (n: Node) => {
-    if (seen.has(n) || !region.has(n)) return;
-    seen.add(n);
+  const seen = new Set<Node>([x]);
+  const stack = [x];
+  while (stack.length) {
+    const n = stack.pop()!;
     if (absorbed.has(n)) found.push(n);
-    n.src.forEach(visit);
-  };
-  visit(x);
+    for (const s of n.src) if (!seen.has(s) && region.has(s)) stack.push(s), seen.add(s);
+  }
   return found;
 }

@@ -232,6 +232,9 @@ function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number
   return c;
 }
 
+/** The deepest inline tree a kernel computes; far above any real model's (a few dozen), far below the stack's. */
+const MAX_INLINE_DEPTH = 128;
+
 /** Recomputing up to this many ops per element is cheaper than a kernel and a round trip through memory. */
 const RECOMPUTE_BUDGET = 4;
 
@@ -251,6 +254,15 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     if (ALWAYS.has(n.op) || rootSet.has(n)) mat.add(n);
     else if (LEAF_CONST.has(n.op)) continue;
     else if (n.op === "matmul") mat.add(n); // may be absorbed below
+  }
+  // An inline tree is rendered (and walked) recursively into one WGSL expression: a chain
+  // thousands of ops deep (a generated 4,000-term sum) gets a buffer every so often.
+  const depth = new Map<Node, number>();
+  for (const n of order) {
+    if (mat.has(n) || LEAF_CONST.has(n.op)) continue;
+    const d = 1 + Math.max(0, ...n.src.map((s) => depth.get(s) ?? 0));
+    if (d > MAX_INLINE_DEPTH) mat.add(n);
+    else depth.set(n, d);
   }
   const cost = new Map<Node, number>();
   for (const n of order) {

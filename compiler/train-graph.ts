@@ -30,7 +30,7 @@ export interface TrainedParam {
 /**
  * One training step as a graph: the model's forward, the masked cross-entropy loss, its
  * gradient with respect to the trainable parameters, clipping and the AdamW update.
- * `model` is the step as a CompiledModel (extra inputs, outputs = loss, grad norm and the
+ * `model` is the step as a CompiledModel (extra inputs, outputs = loss, grad norm, norm of the new weights and the
  * new values), so it plans and runs like any forward; after each run the executor copies
  * each `updates[i].from` output over the `to` parameter, which keeps parameters and
  * optimizer state on the device.
@@ -41,10 +41,13 @@ export interface TrainGraph {
   readonly updates: readonly { readonly from: string; readonly to: string }[];
   /** scalar inputs fed per step: learning rate and AdamW bias corrections */
   readonly scalars: readonly string[];
+  readonly opt: OptimizerConfig;
 }
 
 export const LOSS_OUTPUT = "loss";
 export const GRAD_NORM_OUTPUT = "grad_norm";
+/** the norm of the updated trainable weights: not finite exactly when a weight stopped being finite, one reduction per step */
+export const PARAM_NORM_OUTPUT = "param_norm";
 
 function sumAll(t: TensorOps, x: Node): Node {
   let s = x;
@@ -116,9 +119,10 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
   // min(1, clip / norm), written with max because the IR has no min
   const scale = opt.clip > 0 ? t.unary("neg", t.binary("max", t.scalar(-1), t.unary("neg", t.div(t.scalar(opt.clip), t.add(gnorm, t.scalar(1e-6)))))) : undefined;
 
-  const outputs = [{ name: LOSS_OUTPUT, node: loss }, { name: GRAD_NORM_OUTPUT, node: gnorm }];
+  const newValues: { name: string; node: Node }[] = [];
   const trained: TrainedParam[] = [];
   const updates: { from: string; to: string }[] = [];
+  const newSquares: Node[] = [];
   params.forEach((p, i) => {
     const name = p.attrs.name;
     const shape = p.shape.map((d) => {
@@ -135,16 +139,24 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
     const delta = decay ? t.add(step, t.mul(p, t.scalar(opt.weightDecay))) : step;
     const p1 = t.sub(p, t.mul(delta, lr));
     for (const [node, to] of [[p1, name], [m1, m.attrs.name], [v1, v.attrs.name]] as const) {
-      outputs.push({ name: `new:${to}`, node });
+      newValues.push({ name: `new:${to}`, node });
       updates.push({ from: `new:${to}`, to });
     }
     trained.push({ name, shape, decay, m: m.attrs.name, v: v.attrs.name });
+    newSquares.push(sumAll(t, t.mul(p1, p1)));
   });
+  const pnorm = t.unary("sqrt", newSquares.reduce((a, b) => t.add(a, b)));
+  const outputs = [{ name: LOSS_OUTPUT, node: loss }, { name: GRAD_NORM_OUTPUT, node: gnorm }, { name: PARAM_NORM_OUTPUT, node: pnorm }, ...newValues];
   const stepModel: CompiledModel = { ...model, name: `${model.name}.train`, inputs, outputs };
-  return { model: stepModel, trained, updates, scalars: ["lr", "adam_bc1", "adam_bc2"] };
+  return { model: stepModel, trained, updates, scalars: ["lr", "adam_bc1", "adam_bc2"], opt };
 }
 
 /** The scalar inputs for step `step` (1-based) at learning rate `lr`. */
 export function adamScalars(step: number, lr: number, opt: OptimizerConfig = DEFAULT_OPTIMIZER): Record<string, number> {
   return { lr, adam_bc1: 1 / (1 - opt.beta1 ** step), adam_bc2: 1 / (1 - opt.beta2 ** step) };
+}
+
+/** What a checkpoint of this step holds: each trained weight and its two AdamW moments. */
+export function trainState(graph: TrainGraph): { name: string; shape: readonly number[] }[] {
+  return graph.trained.flatMap((p) => [p.name, p.m, p.v].map((name) => ({ name, shape: p.shape })));
 }

@@ -2,6 +2,7 @@ import { seededRng } from "../compiler/param-init.ts";
 import { GRID_SIZE, shuffle } from "./composites.ts";
 import type { TextParts } from "./scienceqa.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+import { DataError } from "./data-error.ts";
 
 /** One grey channel; every batch image is [B, 1, 56, 56]. */
 export const IMAGE_SHAPE = [1, GRID_SIZE, GRID_SIZE] as const;
@@ -139,7 +140,7 @@ export interface EpochShuffler {
 
 export function epochShuffler(n: number, batchSize: number, seed: number): EpochShuffler {
   const stepsPerEpoch = Math.floor(n / batchSize);
-  if (stepsPerEpoch === 0) throw new Error(`epoch shuffler: ${n} examples do not fill one batch of ${batchSize}`);
+  if (stepsPerEpoch === 0) throw new DataError(`the training split has ${n} examples for this task, fewer than one batch of ${batchSize}: lower \`batch\` or use more data`);
   let cached = { epoch: -1, order: [] as number[] };
   const order = (epoch: number) => {
     if (cached.epoch !== epoch) {

@@ -11,6 +11,7 @@ import { FASHION_MNIST_DIR, loadFashionMnist } from "./fashion-mnist.ts";
 import { DEFAULT_CONCURRENCY, FILES, mapLimit, readManifest } from "./loader.ts";
 import { generateProblems, promptParts, SPLITS, type PidSplits, type Problems, type SplitName } from "./scienceqa.ts";
 import { buildTokenizer, tokenizerToJson, type Tokenizer } from "./tokenizer.ts";
+import { processAlive } from "../io/process-identity.ts";
 
 /** Bump when the generated content changes, so existing datasets are rebuilt rather than reused. */
 export const DATA_VERSION = 2;
@@ -68,15 +69,6 @@ export interface BuildResult {
 
 const sameKey = (a: BuildKey | undefined, b: BuildKey) => a !== undefined && JSON.stringify(a) === JSON.stringify(b);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** Temp/old dirs of builds whose process is gone; a live concurrent build's are left alone. */
 async function removeStale(dir: string): Promise<void> {
   const parent = dirname(dir);
@@ -84,7 +76,7 @@ async function removeStale(dir: string): Promise<void> {
   const pattern = new RegExp(`^${basename(dir).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.(?:tmp|old)-(\\d+)$`);
   for (const name of await readdir(parent)) {
     const m = pattern.exec(name);
-    if (m && (Number(m[1]) === process.pid || !alive(Number(m[1])))) await rm(join(parent, name), { recursive: true, force: true });
+    if (m && (Number(m[1]) === process.pid || !processAlive(Number(m[1])))) await rm(join(parent, name), { recursive: true, force: true });
   }
 }
 

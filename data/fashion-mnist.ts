@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
+import { DataError } from "./data-error.ts";
 
 /** Where Debian's `dataset-fashion-mnist` puts the files; DEHVF_FASHION_MNIST overrides it. */
 export const FASHION_MNIST_DIR = process.env.DEHVF_FASHION_MNIST ?? "/usr/share/datasets/fashion-mnist";
@@ -46,21 +47,21 @@ export interface Idx {
 
 /** IDX format (big-endian): two zero bytes, a type byte (0x08 = ubyte), the rank, then one uint32 per dimension. */
 export function parseIdx(buf: Uint8Array, what = "IDX data"): Idx {
-  if (buf.length < 4 || buf[0] !== 0 || buf[1] !== 0) throw new Error(`${what}: not an IDX file (bad magic)`);
-  if (buf[2] !== 0x08) throw new Error(`${what}: element type 0x${buf[2].toString(16)} unsupported (only unsigned bytes)`);
+  if (buf.length < 4 || buf[0] !== 0 || buf[1] !== 0) throw new DataError(`${what}: not an IDX file (bad magic)`);
+  if (buf[2] !== 0x08) throw new DataError(`${what}: element type 0x${buf[2].toString(16)} unsupported (only unsigned bytes)`);
   const rank = buf[3];
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const head = 4 + 4 * rank;
-  if (buf.length < head) throw new Error(`${what}: truncated header`);
+  if (buf.length < head) throw new DataError(`${what}: truncated header`);
   const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
   const size = dims.reduce((a, b) => a * b, 1);
-  if (buf.length !== head + size) throw new Error(`${what}: ${buf.length - head} data bytes, header says ${size}`);
+  if (buf.length !== head + size) throw new DataError(`${what}: ${buf.length - head} data bytes, header says ${size}`);
   return { dims, data: buf.subarray(head) };
 }
 
 function readIdxGz(path: string): Idx {
   if (!existsSync(path)) {
-    throw new Error(
+    throw new DataError(
       `Fashion-MNIST file missing: ${path}\n` +
         `  install it with: sudo apt-get install dataset-fashion-mnist   (or: npm run setup)\n` +
         `  or point DEHVF_FASHION_MNIST at a folder holding the four *-ubyte.gz files`,
@@ -73,7 +74,7 @@ export function loadFashionMnist(split: FashionSplit, dir = FASHION_MNIST_DIR): 
   const img = readIdxGz(join(dir, `${split}-images-idx3-ubyte.gz`));
   const lab = readIdxGz(join(dir, `${split}-labels-idx1-ubyte.gz`));
   const [n, rows, cols] = img.dims;
-  if (img.dims.length !== 3 || rows !== ITEM_SIZE || cols !== ITEM_SIZE) throw new Error(`${split} images: shape [${img.dims}], expected [n, 28, 28]`);
-  if (lab.dims.length !== 1 || lab.dims[0] !== n) throw new Error(`${split}: ${lab.dims[0]} labels for ${n} images`);
+  if (img.dims.length !== 3 || rows !== ITEM_SIZE || cols !== ITEM_SIZE) throw new DataError(`${split} images: shape [${img.dims}], expected [n, 28, 28]`);
+  if (lab.dims.length !== 1 || lab.dims[0] !== n) throw new DataError(`${split}: ${lab.dims[0]} labels for ${n} images`);
   return { images: img.data, labels: lab.data, n };
 }

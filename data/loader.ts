@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
@@ -9,6 +10,7 @@ import type { CocoDataset } from "./captions.ts";
 import { GRID_SIZE, type Composite } from "./composites.ts";
 import { SPLITS, type PidSplits, type Problem, type Problems, type SplitName } from "./scienceqa.ts";
 import { tokenizerFromJson, type Tokenizer, type TokenizerJson } from "./tokenizer.ts";
+import { DataError } from "./data-error.ts";
 
 /** Fashion-MNIST pixel statistics; composites of its items share them. */
 export const PIXEL_MEAN = 0.286;
@@ -52,16 +54,21 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
 export const DEFAULT_CONCURRENCY = 2 * availableParallelism();
 
 export async function readJson<T>(path: string): Promise<T> {
+  return (await readJsonText<T>(path)).value;
+}
+
+/** The parsed file and the text it came from (what a content digest covers). */
+async function readJsonText<T>(path: string): Promise<{ value: T; text: string }> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (e) {
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
+    throw new DataError(`cannot read ${path}: ${(e as Error).message}`);
   }
   try {
-    return JSON.parse(text) as T;
+    return { value: JSON.parse(text) as T, text };
   } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+    throw new DataError(`${path}: invalid JSON (${(e as Error).message})`);
   }
 }
 
@@ -70,9 +77,7 @@ export async function readManifest(dir: string): Promise<Manifest | undefined> {
   return existsSync(path) ? readJson<Manifest>(path) : undefined;
 }
 
-export async function readTokenizer(path: string): Promise<Tokenizer> {
-  return tokenizerFromJson(await readJson<TokenizerJson>(path), path);
-}
+const sha256 = (data: string | Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /**
  * Grey, resized to size×size, scaled to [0,1] and standardised; [n, 1, size, size] row-major.
@@ -92,7 +97,7 @@ export async function decodeImages(paths: readonly string[], opts: { size?: numb
     try {
       raw = await sharp(path).flatten({ background: "#000000" }).greyscale().resize(size, size, { fit: "fill" }).raw().toBuffer({ resolveWithObject: true });
     } catch (e) {
-      throw new Error(`cannot decode image ${path}: ${(e as Error).message}`);
+      throw new DataError(`cannot decode image ${path}: ${(e as Error).message}`);
     }
     const stride = raw.info.channels;
     for (let i = 0; i < numel; i++) out[n * numel + i] = (raw.data[i * stride] / 255 - PIXEL_MEAN) / PIXEL_STD;
@@ -123,6 +128,8 @@ export interface LoadedSplit {
   captions: CaptionExample[];
   /** Problems without an image (ScienceQA has many text-only ones): skipped, counted here. */
   skippedNoImage: number;
+  /** digest of the decoded images in order (which file each example uses is in the index's digest) */
+  digest: string;
 }
 
 export interface DatasetIndex {
@@ -133,21 +140,29 @@ export interface DatasetIndex {
   grids?: Record<string, Composite>;
   tokenizer?: Tokenizer;
   manifest?: Manifest;
+  /** digest of the dataset's JSON files (the tokenizer's included; the manifest, which records build times, left out) */
+  digest: string;
 }
 
 /** The JSON side of a dataset dir; captions, grids, tokenizer and manifest are optional (real ScienceQA has none). */
 export async function readIndex(dir: string): Promise<DatasetIndex> {
-  const optional = async <T>(name: string, read: (p: string) => Promise<T>) => (existsSync(join(dir, name)) ? read(join(dir, name)) : undefined);
+  const texts: string[] = [];
+  const read = async <T>(name: string) => {
+    const { value, text } = await readJsonText<T>(join(dir, name));
+    texts.push(`${name}:${sha256(text)}`);
+    return value;
+  };
+  const optional = async <T>(name: string) => (existsSync(join(dir, name)) ? read<T>(name) : undefined);
   // problems.json first: when a directory holds no dataset, that is the error to report
-  const problems = await readJson<Problems>(join(dir, FILES.problems));
+  const problems = await read<Problems>(FILES.problems);
   const [pidSplits, coco, grids, tokenizer, manifest] = await Promise.all([
-    readJson<PidSplits>(join(dir, FILES.splits)),
-    optional(FILES.captions, (p) => readJson<CocoDataset>(p)),
-    optional(FILES.grids, (p) => readJson<Record<string, Composite>>(p)),
-    optional(FILES.tokenizer, readTokenizer),
+    read<PidSplits>(FILES.splits),
+    optional<CocoDataset>(FILES.captions),
+    optional<Record<string, Composite>>(FILES.grids),
+    optional<TokenizerJson>(FILES.tokenizer).then((json) => json && tokenizerFromJson(json, join(dir, FILES.tokenizer))),
     readManifest(dir),
   ]);
-  return { dir, problems, pidSplits, coco, grids, tokenizer, manifest };
+  return { dir, problems, pidSplits, coco, grids, tokenizer, manifest, digest: sha256(texts.sort().join("\n")) };
 }
 
 export async function loadSplit(index: DatasetIndex, split: SplitName, opts: { size?: number; concurrency?: number } = {}): Promise<LoadedSplit> {
@@ -165,7 +180,7 @@ export async function loadSplit(index: DatasetIndex, split: SplitName, opts: { s
   const vqaRefs: { pid: string; problem: Problem; at: number }[] = [];
   for (const pid of index.pidSplits[split] ?? []) {
     const problem = index.problems[pid];
-    if (!problem) throw new Error(`${FILES.splits}: pid ${pid} (${split}) is not in ${FILES.problems}`);
+    if (!problem) throw new DataError(`${FILES.splits}: pid ${pid} (${split}) is not in ${FILES.problems}`);
     if (!problem.image) {
       skippedNoImage++;
       continue;
@@ -184,6 +199,7 @@ export async function loadSplit(index: DatasetIndex, split: SplitName, opts: { s
     vqa: vqaRefs.map(({ pid, problem, at }) => ({ pid, problem, image: view(at), classes: index.grids?.[pid]?.classes })),
     captions: capRefs.map(({ imgid, captions, at }) => ({ imgid, captions, image: view(at) })),
     skippedNoImage,
+    digest: sha256(new Uint8Array(images.buffer, images.byteOffset, images.byteLength)),
   };
 }
 
@@ -197,4 +213,9 @@ export async function loadDataset(dir: string, opts: { splits?: readonly SplitNa
   // One split at a time: each decode already keeps the bounded pool busy.
   for (const s of opts.splits ?? SPLITS) splits[s] = await loadSplit(index, s, opts);
   return { ...index, splits };
+}
+
+/** What a result trained or evaluated on this data depends on: the index files and every loaded split's images. */
+export function datasetDigest(data: LoadedDataset): string {
+  return sha256([data.digest, ...SPLITS.map((s) => `${s}:${data.splits[s]?.digest ?? "-"}`)].join("\n"));
 }

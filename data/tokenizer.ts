@@ -1,3 +1,5 @@
+import { DataError } from "./data-error.ts";
+
 export const PAD = 0;
 export const BOS = 1;
 export const EOS = 2;
@@ -122,15 +124,15 @@ export function tokenizerToJson(tok: Tokenizer): TokenizerJson {
 }
 
 export function tokenizerFromJson(json: TokenizerJson, what = "tokenizer.json"): Tokenizer {
-  if (json?.model?.type !== "WordLevel") throw new Error(`${what}: model type ${json?.model?.type ?? "(none)"} unsupported (only WordLevel)`);
+  if (json?.model?.type !== "WordLevel") throw new DataError(`${what}: model type ${json?.model?.type ?? "(none)"} unsupported (only WordLevel)`);
   const tokens: string[] = [];
   for (const [t, i] of Object.entries(json.model.vocab)) tokens[i] = t;
   for (const a of json.added_tokens ?? []) tokens[a.id] = a.content;
   const hole = tokens.findIndex((t) => t === undefined);
-  if (hole >= 0 || tokens.length === 0) throw new Error(`${what}: vocabulary ids are not 0..n-1 (id ${hole} missing)`);
+  if (hole >= 0 || tokens.length === 0) throw new DataError(`${what}: vocabulary ids are not 0..n-1 (id ${hole} missing)`);
   const find = (names: string[]) => {
     const i = names.map((n) => tokens.indexOf(n)).find((k) => k >= 0);
-    if (i === undefined) throw new Error(`${what}: no ${names.join(" / ")} token`);
+    if (i === undefined) throw new DataError(`${what}: no ${names.join(" / ")} token`);
     return i;
   };
   const special = {

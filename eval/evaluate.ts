@@ -7,7 +7,7 @@ import type { LoadedSplit } from "../data/loader.ts";
 import { LETTERS, promptParts } from "../data/scienceqa.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import type { Gpu } from "../runtime/device.ts";
-import { PlanExecutor } from "../runtime/executor.ts";
+import { type CompileHook, createExecutor, type PlanExecutor } from "../runtime/executor.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
 import { labelledImages } from "../train/tasks.ts";
 import { captionMetrics, multipleChoiceAccuracy, type MultipleChoiceAccuracy } from "./metrics.ts";
@@ -23,8 +23,8 @@ export class Predictor {
     private readonly ex: PlanExecutor,
   ) {}
 
-  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>): Promise<Predictor> {
-    const ex = await PlanExecutor.create(gpu, buildPlan(model, dims, planTarget(gpu)), model.program.sources);
+  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook): Promise<Predictor> {
+    const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu)), model.program.sources, compiling);
     ex.writeParams(params);
     return new Predictor(model, dims, ex);
   }
@@ -45,6 +45,12 @@ export class Predictor {
 }
 
 
+/** How far an evaluation is (examples decoded of all it will decode), for progress lines. */
+export interface Tally {
+  done: number;
+  total: number;
+}
+
 /** Rows of `n` examples in batches of `B`; the last batch is padded by repeating row 0 (its results are dropped). */
 function* batches(n: number, B: number): Generator<{ idx: number[]; real: number }> {
   for (let s = 0; s < n; s += B) {
@@ -54,8 +60,9 @@ function* batches(n: number, B: number): Generator<{ idx: number[]; real: number
 }
 
 /** Per-quadrant classification accuracy of a [B, 4, 10] classifier. */
-export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = Infinity): Promise<{ accuracy: number; items: number }> {
+export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = Infinity, tally?: Tally): Promise<{ accuracy: number; items: number }> {
   const items = labelledImages(split).slice(0, limit);
+  if (tally) tally.total += items.length;
   const B = p.dims.B;
   let correct = 0;
   for (const { idx, real } of batches(items.length, B)) {
@@ -67,6 +74,7 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
         const row = out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10);
         if (row.indexOf(Math.max(...row)) === items[idx[b]].classes[q]) correct++;
       }
+    if (tally) tally.done += real;
   }
   return { accuracy: correct / (items.length * 4), items: items.length };
 }
@@ -76,7 +84,7 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
  * the logits at its last position pick the next token. A causal model's logits there do
  * not depend on the padding after it, so one compiled plan serves every step.
  */
-export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], maxNew: number, stopAt?: ReadonlySet<number>): Promise<number[][]> {
+export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], maxNew: number, stopAt?: ReadonlySet<number>, tally?: Tally): Promise<number[][]> {
   const { B, T } = p.dims;
   const out: number[][] = [];
   for (const { idx, real } of batches(rows.length, B)) {
@@ -110,6 +118,7 @@ export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly 
       }
     }
     out.push(...gen.slice(0, real));
+    if (tally) tally.done += real;
   }
   return out;
 }
@@ -127,18 +136,19 @@ export function answerLetter(text: string): string | undefined {
 }
 
 /** Multiple-choice accuracy per question type (ScienceQA-style) and caption BLEU-4 / CIDEr-D, all by greedy decoding. */
-export async function evalVqa(p: Predictor, tok: Tokenizer, split: LoadedSplit, opts: { problems?: number; captionImages?: number } = {}): Promise<VqaReport> {
+export async function evalVqa(p: Predictor, tok: Tokenizer, split: LoadedSplit, opts: { problems?: number; captionImages?: number; tally?: Tally } = {}): Promise<VqaReport> {
   const probs = split.vqa.slice(0, opts.problems ?? Infinity);
+  const caps = split.captions.slice(0, opts.captionImages ?? Infinity);
+  if (opts.tally) opts.tally.total += probs.length + caps.length;
   const rows = probs.map((e) => ({ prompt: encodeText(tok, promptParts(e.problem)).prompt, image: e.image }));
   // "The answer is X": decoding stops at the option letter, which is all that is scored
   const letters = new Set([...LETTERS].map((l) => tok.id(l)).filter((id) => id !== tok.special.unk));
-  const answers = await greedyDecode(p, tok, rows, 6, letters);
+  const answers = await greedyDecode(p, tok, rows, 6, letters, opts.tally);
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: answerLetter(tok.decode(answers[i])) === LETTERS[e.problem.answer] }));
   const chance = probs.reduce((a, e) => a + 1 / e.problem.choices.length, 0) / Math.max(1, probs.length);
 
-  const caps = split.captions.slice(0, opts.captionImages ?? Infinity);
   const capRows = caps.map((c) => ({ prompt: encodeText(tok, captionParts(c.captions[0])).prompt, image: c.image }));
-  const generated = await greedyDecode(p, tok, capRows, p.dims.T);
+  const generated = await greedyDecode(p, tok, capRows, p.dims.T, undefined, opts.tally);
   const corpus = new Map(caps.map((c, i) => [String(c.imgid), { candidates: tok.decode(generated[i]), references: c.captions }]));
   const m = caps.length ? captionMetrics(corpus) : { bleu4: NaN, ciderD: NaN };
   const samples = probs.slice(0, 3).map((e, i) => ({ question: promptParts(e.problem).prompt, generated: tok.decode(answers[i]), answer: promptParts(e.problem).answer }));

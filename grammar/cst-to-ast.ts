@@ -1,6 +1,7 @@
 import type { CstNode, IToken } from "chevrotain";
 import type * as A from "./ast.ts";
 import { fail } from "./diagnostics.ts";
+import { shorten } from "./printable.ts";
 import type { SourceFile, Span } from "./source.ts";
 
 /**
@@ -69,6 +70,14 @@ class AstBuilder {
       i++;
     }
     return out;
+  }
+
+  /** Ints are exact: a literal a double cannot hold exactly is refused, not rounded. */
+  private integer(t: IToken): number {
+    const value = Number(t.image);
+    if (!Number.isSafeInteger(value))
+      fail("syntax", `integer ${shorten(t.image)} is larger than ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`, this.tokSpan(t), "write it as a float (e.g. `1e16`) if an approximate value is meant");
+    return value;
   }
 
   file(n: CstNode): A.FileAst {
@@ -287,7 +296,7 @@ class AstBuilder {
     const span = this.nodeSpan(n);
     const t = (k: string) => this.token(n, k);
     let tok: IToken | undefined;
-    if ((tok = t("Integer"))) return { kind: "number", value: Number(tok.image), isInt: true, span };
+    if ((tok = t("Integer"))) return { kind: "number", value: this.integer(tok), isInt: true, span };
     if ((tok = t("Float"))) return { kind: "number", value: Number(tok.image), isInt: false, span };
     if ((tok = t("StringLit"))) return { kind: "string", value: this.string(tok), span };
     if (t("True")) return { kind: "bool", value: true, span };

@@ -1,3 +1,6 @@
+import { UserFacingError } from "../io/user-facing-error.ts";
+import { excerpt } from "./excerpt.ts";
+import { printable, shorten } from "./printable.ts";
 import type { SourceFile, Span } from "./source.ts";
 
 /** Which phase found a problem: users can tell a typo from a shape bug at a glance. */
@@ -13,7 +16,7 @@ export interface Diagnostic {
 }
 
 /** A failure the user can act on that has no source location (missing data, a diverged run): shown without a stack. */
-export class UserError extends Error {
+export class UserError extends UserFacingError {
   override name = "UserError";
 }
 
@@ -52,32 +55,42 @@ export type SourceMap = ReadonlyMap<string, SourceFile>;
 
 /**
  * Renders like rustc: message, `--> file:line:col`, the source line and carets under
- * the span (clipped to the first line of a multi-line span).
+ * the span (clipped to the first line of a multi-line span). Everything that can come
+ * from a model file (its text, names quoted in messages, its path) is shown through
+ * `shown`, so a model file cannot send escape sequences to the user's terminal, and a
+ * message quoting a megabyte-long name stays readable.
  */
 export function renderDiagnostic(d: Diagnostic, sources: SourceMap): string {
-  const out = [`error[${d.phase}]: ${d.message}`];
+  const shown = (s: string) => printable(shorten(s, 500));
+  const out = [`error[${d.phase}]: ${shown(d.message)}`];
   const src = d.span ? sources.get(d.span.file) : undefined;
+  const file = d.span && printable(d.span.file);
   if (d.span && src) {
     const { line, col } = src.position(d.span.start);
     const text = src.lineText(line);
     const end = src.position(Math.max(d.span.start, d.span.end - 1));
-    const width = end.line === line ? Math.max(1, end.col - col + 1) : Math.max(1, text.length - col + 1);
+    const source = excerpt(text, col, end.line === line ? end.col + 1 : text.length + 1);
     const gutter = String(line).length;
-    out.push(`${" ".repeat(gutter)}--> ${d.span.file}:${line}:${col}`);
+    out.push(`${" ".repeat(gutter)}--> ${file}:${line}:${col}`);
     out.push(`${" ".repeat(gutter)} |`);
-    out.push(`${line} | ${text}`);
-    out.push(`${" ".repeat(gutter)} | ${" ".repeat(col - 1)}${"^".repeat(width)}`);
+    out.push(`${line} | ${source.text}`);
+    out.push(`${" ".repeat(gutter)} | ${source.marker}`);
   } else if (d.span) {
-    out.push(`  --> ${d.span.file}`);
+    out.push(`  --> ${file}`);
   }
-  if (d.hint) out.push(`  = help: ${d.hint}`);
-  for (const n of d.notes ?? []) out.push(`  = note: ${n}`);
+  if (d.hint) out.push(`  = help: ${shown(d.hint)}`);
+  for (const n of d.notes ?? []) out.push(`  = note: ${shown(n)}`);
   return out.join("\n");
 }
 
+/** Diagnostics rendered in full: each file stops at MAX_ERRORS syntax errors, but a program has several files. */
+const MAX_RENDERED = 100;
+
 export function renderAll(diags: readonly Diagnostic[], sources: SourceMap): string {
   const n = diags.length;
-  return `${diags.map((d) => renderDiagnostic(d, sources)).join("\n\n")}\n\n${n} error${n === 1 ? "" : "s"}`;
+  const rendered = diags.slice(0, MAX_RENDERED).map((d) => renderDiagnostic(d, sources));
+  if (n > MAX_RENDERED) rendered.push(`… and ${n - MAX_RENDERED} more not shown`);
+  return `${rendered.join("\n\n")}\n\n${n} error${n === 1 ? "" : "s"}`;
 }
 
 /** Damerau-free Levenshtein distance; names are short, so O(nm) is fine. */
@@ -95,12 +108,17 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
+/** Longer names get no suggestion: edit distance is quadratic, and a generated file can have megabyte names. */
+const MAX_SUGGESTED_LENGTH = 100;
+
 /** The closest candidate within a third of the name's length (at least 1 edit), if any. */
 export function nearestName(name: string, candidates: Iterable<string>): string | undefined {
+  if (name.length > MAX_SUGGESTED_LENGTH) return undefined;
   let best: string | undefined;
   let bestDist = Math.max(1, Math.floor(name.length / 3)) + 1;
   for (const c of candidates) {
-    if (c === name) continue;
+    // the distance is at least the difference in length
+    if (c === name || Math.abs(c.length - name.length) >= bestDist) continue;
     const d = editDistance(name.toLowerCase(), c.toLowerCase());
     if (d < bestDist) {
       best = c;

@@ -1,5 +1,31 @@
-import { CstParser, type CstNode, type IRecognitionException } from "chevrotain";
+import { CstParser, type CstNode, type IRecognitionException, type IToken } from "chevrotain";
+import { MAX_ERRORS, MAX_EXPR_NESTING, MAX_SOURCE_TOKENS } from "./limits.ts";
 import * as T from "./tokens.ts";
+
+/**
+ * Thrown through Chevrotain (which rethrows what is not a recognition error) to stop a
+ * parse at a limit. Chevrotain still records "not all input parsed" while unwinding, so
+ * the errors recorded before the stop are counted here.
+ */
+class LimitReached extends Error {
+  constructor(
+    readonly token: IToken,
+    readonly hint: string,
+    message: string,
+    readonly errorsBefore: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Chevrotain records every syntax error through this method of its error-handling trait.
+ * It is not in the typings but has been there since Chevrotain 1; checked here so an
+ * upgrade that drops it fails every parse loudly rather than losing the error bound.
+ */
+type SaveError = (this: CstParser, e: IRecognitionException) => IRecognitionException;
+const saveError = (CstParser.prototype as unknown as { SAVE_ERROR?: SaveError }).SAVE_ERROR;
+if (typeof saveError !== "function") throw new Error("internal: chevrotain's parser has no SAVE_ERROR to bound syntax errors with");
 
 /**
  * The concrete grammar of .dehvf files. Recovery is on so one run reports several
@@ -9,6 +35,46 @@ class DehvfParser extends CstParser {
   constructor() {
     super(T.allTokens, { recoveryEnabled: true, nodeLocationTracking: "full", maxLookahead: 3 });
     this.performSelfAnalysis();
+  }
+
+  /**
+   * Expression levels open at the current token. Every cycle of the expression rules passes
+   * through unaryExpr or ifExpr, so counting those (and postfix operators, which nest in
+   * the tree though not in the parse) bounds both this parser's recursion and the depth
+   * of the trees later phases walk. Only ACTIONs touch it: rules also run to record the
+   * grammar.
+   */
+  nesting = 0;
+
+  private deeper(): void {
+    this.ACTION(() => {
+      if (++this.nesting > MAX_EXPR_NESTING)
+        throw new LimitReached(
+          this.LA(1),
+          "parentheses, brackets, calls, indexing, `.member`, `^T`, unary `-`/`not` and `if` each open a level; name inner parts with `let`",
+          `expression nested deeper than ${MAX_EXPR_NESTING} levels`,
+          this.errorCount,
+        );
+    });
+  }
+
+  /** syntax errors of this parse: it stops at MAX_ERRORS, as garbage input has one per token */
+  errorCount = 0;
+
+  SAVE_ERROR(e: IRecognitionException): IRecognitionException {
+    const saved = saveError!.call(this, e);
+    if (++this.errorCount >= MAX_ERRORS) throw new LimitReached(e.token, "fix these first; the rest may follow from them", `stopped after ${MAX_ERRORS} syntax errors`, this.errorCount);
+    return saved;
+  }
+
+  /** Runs `body` one expression level deeper. */
+  private nested(body: () => void): void {
+    this.deeper();
+    try {
+      body();
+    } finally {
+      this.ACTION(() => this.nesting--);
+    }
   }
 
   file = this.RULE("file", () => {
@@ -210,14 +276,16 @@ class DehvfParser extends CstParser {
     this.OR([{ ALT: () => this.SUBRULE(this.ifExpr) }, { ALT: () => this.SUBRULE(this.orExpr) }]);
   });
 
-  ifExpr = this.RULE("ifExpr", () => {
-    this.CONSUME(T.If);
-    this.SUBRULE(this.expr, { LABEL: "cond" });
-    this.CONSUME(T.Then);
-    this.SUBRULE2(this.expr, { LABEL: "then" });
-    this.CONSUME(T.Else);
-    this.SUBRULE3(this.expr, { LABEL: "else" });
-  });
+  ifExpr = this.RULE("ifExpr", () =>
+    this.nested(() => {
+      this.CONSUME(T.If);
+      this.SUBRULE(this.expr, { LABEL: "cond" });
+      this.CONSUME(T.Then);
+      this.SUBRULE2(this.expr, { LABEL: "then" });
+      this.CONSUME(T.Else);
+      this.SUBRULE3(this.expr, { LABEL: "else" });
+    }),
+  );
 
   orExpr = this.RULE("orExpr", () => {
     this.SUBRULE(this.andExpr, { LABEL: "operands" });
@@ -264,21 +332,34 @@ class DehvfParser extends CstParser {
     });
   });
 
-  unaryExpr = this.RULE("unaryExpr", () => {
-    this.OR([
-      {
-        ALT: () => {
-          this.OR2([{ ALT: () => this.CONSUME(T.Minus, { LABEL: "op" }) }, { ALT: () => this.CONSUME(T.Not, { LABEL: "op" }) }]);
-          this.SUBRULE(this.unaryExpr, { LABEL: "operand" });
+  unaryExpr = this.RULE("unaryExpr", () =>
+    this.nested(() => {
+      this.OR([
+        {
+          ALT: () => {
+            this.OR2([{ ALT: () => this.CONSUME(T.Minus, { LABEL: "op" }) }, { ALT: () => this.CONSUME(T.Not, { LABEL: "op" }) }]);
+            this.SUBRULE(this.unaryExpr, { LABEL: "operand" });
+          },
         },
-      },
-      { ALT: () => this.SUBRULE(this.postfixExpr) },
-    ]);
-  });
+        { ALT: () => this.SUBRULE(this.postfixExpr) },
+      ]);
+    }),
+  );
 
   postfixExpr = this.RULE("postfixExpr", () => {
     this.SUBRULE(this.primary);
-    this.MANY(() => this.SUBRULE(this.postfixOp));
+    // `x.a.b^T` is member(member(transpose(...))): each postfix operator is a level of the tree.
+    const outer = this.ACTION(() => this.nesting);
+    try {
+      this.MANY(() => {
+        this.deeper();
+        this.SUBRULE(this.postfixOp);
+      });
+    } finally {
+      this.ACTION(() => {
+        this.nesting = outer;
+      });
+    }
   });
 
   postfixOp = this.RULE("postfixOp", () => {
@@ -394,19 +475,40 @@ class DehvfParser extends CstParser {
 /** One parser instance is reused (Chevrotain's self-analysis is the expensive part). */
 export const parser = new DehvfParser();
 
+/** A bound of limits.ts that stopped the parse, at the token that crossed it. */
+export interface LimitHit {
+  readonly start: number;
+  readonly end: number;
+  readonly message: string;
+  readonly hint: string;
+}
+
 export interface ParseOutcome {
-  cst: CstNode;
+  /** absent when a limit stopped the parse */
+  cst?: CstNode;
   lexErrors: { offset: number; length: number; message: string }[];
   parseErrors: IRecognitionException[];
+  limit?: LimitHit;
+}
+
+/** Located at `t`, or at the last character when `t` is the end of input (which has no offset). */
+function hit(t: IToken, text: string, message: string, hint: string): LimitHit {
+  if (Number.isNaN(t.startOffset)) return { start: Math.max(0, text.length - 1), end: text.length, message, hint };
+  return { start: t.startOffset, end: (t.endOffset ?? t.startOffset) + 1, message, hint };
 }
 
 export function parseText(text: string): ParseOutcome {
   const lex = T.dehvfLexer.tokenize(text);
+  const lexErrors = lex.errors.map((e) => ({ offset: e.offset, length: e.length, message: e.message }));
+  if (lex.tokens.length > MAX_SOURCE_TOKENS)
+    return { lexErrors, parseErrors: [], limit: hit(lex.tokens[MAX_SOURCE_TOKENS], text, `file has more than ${MAX_SOURCE_TOKENS} tokens`, "split it into files that import each other") };
   parser.input = lex.tokens;
-  const cst = parser.file();
-  return {
-    cst,
-    lexErrors: lex.errors.map((e) => ({ offset: e.offset, length: e.length, message: e.message })),
-    parseErrors: [...parser.errors],
-  };
+  parser.nesting = 0;
+  parser.errorCount = 0;
+  try {
+    return { cst: parser.file(), lexErrors, parseErrors: parser.errors };
+  } catch (e) {
+    if (!(e instanceof LimitReached)) throw e;
+    return { lexErrors, parseErrors: parser.errors.slice(0, e.errorsBefore), limit: hit(e.token, text, e.message, e.hint) };
+  }
 }

@@ -5,13 +5,22 @@ export interface Span {
   readonly end: number; // offset, exclusive
 }
 
+/** Editors that save "UTF-8 with BOM" put U+FEFF first; it is not part of the program. */
+const BOM = "\uFEFF";
+
+/** `\n`, `\r\n` and a lone `\r` (classic Mac OS) each end a line, as in every editor. */
+const LINE_END = /\r\n?|\n/g;
+
 export class SourceFile {
+  /** the file's text without a leading byte-order mark: every offset points into this */
+  readonly text: string;
   private readonly lineStarts: number[] = [0];
   constructor(
     readonly path: string,
-    readonly text: string,
+    text: string,
   ) {
-    for (let i = 0; i < text.length; i++) if (text[i] === "\n") this.lineStarts.push(i + 1);
+    this.text = text.startsWith(BOM) ? text.slice(BOM.length) : text;
+    for (const m of this.text.matchAll(LINE_END)) this.lineStarts.push(m.index + m[0].length);
   }
 
   /** 1-based line and column of an offset. */
@@ -26,10 +35,11 @@ export class SourceFile {
     return { line: lo + 1, col: offset - this.lineStarts[lo] + 1 };
   }
 
+  /** The text of a 1-based line, without its line ending. */
   lineText(line: number): string {
     const start = this.lineStarts[line - 1] ?? this.text.length;
-    const next = this.lineStarts[line];
-    return this.text.slice(start, next === undefined ? this.text.length : next - 1).replace(/\r$/, "");
+    const next = this.lineStarts[line] ?? this.text.length;
+    return this.text.slice(start, next).replace(/\r?\n?$/, "");
   }
 
   span(start: number, end: number): Span {

@@ -1,6 +1,7 @@
 import type { IRecognitionException, IToken, TokenType } from "chevrotain";
 import { EOF } from "chevrotain";
 import type { Diagnostic } from "./diagnostics.ts";
+import { shorten } from "./printable.ts";
 import type { SourceFile } from "./source.ts";
 import { allTokens } from "./tokens.ts";
 
@@ -20,7 +21,7 @@ function describeTokenType(name: string): string {
 }
 
 function describeFound(t: IToken): string {
-  return t.tokenType === EOF ? "end of file" : `\`${t.image}\``;
+  return t.tokenType === EOF ? "end of file" : `\`${shorten(t.image)}\``;
 }
 
 const ruleWords: Record<string, string> = {

@@ -32,11 +32,13 @@ export const True = keyword("true");
 export const False = keyword("false");
 
 export const WhiteSpace = createToken({ name: "WhiteSpace", pattern: /[ \t\r\n]+/, group: Lexer.SKIPPED });
-export const Comment = createToken({ name: "Comment", pattern: /#[^\n]*/, group: Lexer.SKIPPED });
+// A comment or string ends at any line ending, `\r` included: files saved with classic
+// Mac line endings must not turn the rest of the file into one comment.
+export const Comment = createToken({ name: "Comment", pattern: /#[^\r\n]*/, group: Lexer.SKIPPED });
 
 export const Float = createToken({ name: "Float", pattern: /(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+/ });
 export const Integer = createToken({ name: "Integer", pattern: /\d+/ });
-export const StringLit = createToken({ name: "StringLit", pattern: /"(?:[^"\\\n]|\\.)*"/ });
+export const StringLit = createToken({ name: "StringLit", pattern: /"(?:[^"\\\r\n]|\\.)*"/ });
 
 export const Transpose = createToken({ name: "Transpose", pattern: /\^T\b/ });
 export const Arrow = createToken({ name: "Arrow", pattern: /->/ });

@@ -2,6 +2,8 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
+import { withPath } from "./errno.ts";
+import { processAlive } from "./process-identity.ts";
 
 /*
  * Crash-safe writes. A reader (or a resumed run) must see either the previous content or the
@@ -17,7 +19,7 @@ export function tempSibling(target: string, tag = "tmp"): string {
   return `${target}.${tag}-${process.pid}-${counter++}`;
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+export async function fsyncDir(dir: string): Promise<void> {
   let h: FileHandle | undefined;
   try {
     h = await fsp.open(dir, "r");
@@ -58,7 +60,8 @@ export async function writeFileAtomicStream(target: string, write: (handle: File
   } catch (e) {
     await handle?.close().catch(() => {});
     await fsp.rm(tmp, { force: true }).catch(() => {});
-    throw e;
+    // a failed handle.write carries no path: "no space left on device" must say where
+    throw withPath(e, target);
   }
   await fsyncDir(path.dirname(target));
 }
@@ -83,7 +86,7 @@ export function writeFileAtomicSync(target: string, data: string | Uint8Array): 
   } catch (e) {
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw withPath(e, target);
   }
   fsyncDirSync(path.dirname(target));
 }
@@ -152,17 +155,6 @@ export async function writeDirAtomic(dir: string, build: (tmpDir: string) => Pro
   if (hadOld) await fsp.rm(old, { recursive: true, force: true });
 }
 
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: the process exists but belongs to someone else.
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 export type RecoverResult = "intact" | "restored" | "missing";
 
 /**
@@ -188,7 +180,7 @@ export async function recoverDirAtomic(dir: string): Promise<RecoverResult> {
     const m = re.exec(name.slice(base.length));
     if (!m) continue;
     const pid = Number(m[2]);
-    if (pidAlive(pid) && pid !== process.pid) continue;
+    if (processAlive(pid) && pid !== process.pid) continue;
     if (m[1] === "old") olds.push({ name, pid, n: Number(m[3]) });
     else tmps.push({ name, pid });
   }

@@ -1,5 +1,12 @@
 import * as fs from "node:fs";
 import { writeFileAtomicSync } from "./atomic.ts";
+import { withPath } from "./errno.ts";
+import { UserFacingError } from "./user-facing-error.ts";
+
+/** A metrics log damaged somewhere other than its last line (which a kill may tear): not ours to repair. */
+export class MetricsLogError extends UserFacingError {
+  override name = "MetricsLogError";
+}
 
 /*
  * Training metrics as JSONL, one record per line. Each record goes to the OS in one write, so a
@@ -54,10 +61,10 @@ function parse(path: string, text: string): Parsed {
     } catch (e) {
       // Only the last line can be torn by a kill; damage anywhere else is real corruption.
       if (next >= text.length) break;
-      throw new Error(`${path}:${lineNo}: invalid JSON in metrics log (${(e as Error).message})`);
+      throw new MetricsLogError(`${path}:${lineNo}: invalid JSON in metrics log (${(e as Error).message}); only a last line torn by a kill is repaired`);
     }
     if (!complete) break; // parsed, but without its newline an append would glue onto it: treat as torn
-    if (!isRecord(value)) throw new Error(`${path}:${lineNo}: metrics record must be an object with a numeric "step"`);
+    if (!isRecord(value)) throw new MetricsLogError(`${path}:${lineNo}: metrics record must be an object with a numeric "step"`);
     records.push(value);
     goodBytes += Buffer.byteLength(text.slice(pos, next));
     pos = next;
@@ -120,7 +127,11 @@ export class MetricsLog {
     const bytes = Buffer.from(encode(record) + "\n", "utf8");
     // A record goes out in one write (the loop only covers short writes), so a kill tears at most the last line.
     let done = 0;
-    while (done < bytes.length) done += fs.writeSync(this.fd, bytes, done, bytes.length - done);
+    try {
+      while (done < bytes.length) done += fs.writeSync(this.fd, bytes, done, bytes.length - done);
+    } catch (e) {
+      throw withPath(e, this.path);
+    }
     if (this.fsync) fs.fsyncSync(this.fd);
   }
 

@@ -22,7 +22,7 @@ export interface TrainingProgressOptions {
   now?: () => number;
   /** Overrides `stream.isTTY`. */
   tty?: boolean;
-  /** Non-TTY: print at least this often (seconds). Default 30. */
+  /** Non-TTY: print at least this often (seconds); also how often a pause says it is still going. Default 8. */
   plainEverySeconds?: number;
   /** Non-TTY: also print every this many steps (0 = only by time). Default 0. */
   plainEverySteps?: number;
@@ -30,6 +30,8 @@ export interface TrainingProgressOptions {
   smoothing?: number;
   /** Window for tokens/s and steps/s, so they follow the current speed rather than the run average. Default 20 s. */
   rateWindowSeconds?: number;
+  /** Print a line when nothing was printed for `plainEverySeconds` (a timer; off for tests with a fake clock). Default true. */
+  heartbeat?: boolean;
 }
 
 export interface ProgressSnapshot {
@@ -68,6 +70,26 @@ function formatLoss(l: number): string {
   return Math.abs(l) >= 1e4 || (l !== 0 && Math.abs(l) < 1e-3) ? l.toExponential(3) : l.toFixed(4);
 }
 
+/**
+ * Long work with no steps to count (compiling pipelines, a final evaluation): says what it
+ * is at once, then every `everySeconds` that it is still going, with `status()` where the
+ * work can tell how far it is, so the terminal is never silent for longer.
+ */
+export async function during<T>(say: (line: string) => void, what: string, work: () => Promise<T>, opts: { note?: string; everySeconds?: number; status?: () => string | undefined } = {}): Promise<T> {
+  const t0 = Date.now();
+  say(`${what}${opts.note ? ` (${opts.note})` : ""} …`);
+  const timer = setInterval(() => {
+    const status = opts.status?.();
+    say(`  … still ${what}${status ? `: ${status}` : ""} (${formatDuration(Date.now() - t0)})`);
+  }, (opts.everySeconds ?? 8) * 1000);
+  timer.unref();
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 export class TrainingProgress {
   private readonly total: number;
   private readonly startStep: number;
@@ -86,8 +108,17 @@ export class TrainingProgress {
   private sawTokens = false;
   private ema = 0;
   private emaCount = 0;
-  /** (time, step, cumulative tokens), oldest first, spanning about `windowMs`. */
+  /**
+   * (active time, step, cumulative tokens), oldest first, spanning about `windowMs`. The
+   * first sample is taken at the first update, so the first step of a process (which pays
+   * for pipeline compilation) never enters a rate; active time stops during pauses.
+   */
   private samples: [number, number, number][] = [];
+  private pausedAt: number | undefined;
+  private pausedMs = 0;
+  private pauseWhat = "";
+  private lastLineTime: number;
+  private ticker: ReturnType<typeof setInterval> | undefined;
   private lastPlainTime = -Infinity;
   private lastPlainStep = -Infinity;
   private stopped = false;
@@ -105,12 +136,12 @@ export class TrainingProgress {
     this.stream = opts.stream ?? process.stdout;
     this.now = opts.now ?? Date.now;
     this.tty = opts.tty ?? this.stream.isTTY === true;
-    this.plainEveryMs = (opts.plainEverySeconds ?? 30) * 1000;
+    this.plainEveryMs = (opts.plainEverySeconds ?? 8) * 1000;
     this.plainEverySteps = opts.plainEverySteps ?? 0;
     this.beta = opts.smoothing ?? 0.9;
     this.windowMs = (opts.rateWindowSeconds ?? 20) * 1000;
     this.startTime = this.now();
-    this.samples.push([this.startTime, this.step, 0]);
+    this.lastLineTime = this.startTime;
 
     if (this.tty) {
       this.multibar = new cliProgress.MultiBar({
@@ -127,12 +158,23 @@ export class TrainingProgress {
       // A crash or process.exit must not leave the cursor hidden / wrapping off.
       process.once("exit", this.onExit);
     }
+    if (opts.heartbeat ?? true) {
+      this.ticker = setInterval(() => this.tick(), Math.min(1000, this.plainEveryMs));
+      this.ticker.unref();
+    }
+  }
+
+  /** Time that counts for rates: wall time less the pauses. */
+  private activeNow(): number {
+    const t = this.now();
+    return t - this.pausedMs - (this.pausedAt === undefined ? 0 : t - this.pausedAt);
   }
 
   /** Call after each optimiser step; `tokens` are the tokens processed since the previous call. */
   update(step: number, m: { loss?: number; tokens?: number } = {}): void {
     if (this.stopped) return;
     const t = this.now();
+    const active = this.activeNow();
     this.step = step;
     if (m.tokens !== undefined) {
       this.tokens += m.tokens;
@@ -142,8 +184,8 @@ export class TrainingProgress {
       this.ema = this.beta * this.ema + (1 - this.beta) * m.loss;
       this.emaCount++;
     }
-    this.samples.push([t, this.step, this.tokens]);
-    while (this.samples.length > 2 && t - this.samples[1][0] >= this.windowMs) this.samples.shift();
+    this.samples.push([active, this.step, this.tokens]);
+    while (this.samples.length > 2 && active - this.samples[1][0] >= this.windowMs) this.samples.shift();
 
     if (this.bar) this.bar.update(this.step, this.payload());
     else if (t - this.lastPlainTime >= this.plainEveryMs || (this.plainEverySteps > 0 && this.step - this.lastPlainStep >= this.plainEverySteps) || this.step >= this.total) {
@@ -158,14 +200,46 @@ export class TrainingProgress {
 
   /** Prints a message without corrupting the bar. */
   log(line: string): void {
+    this.lastLineTime = this.now();
     if (this.multibar && !this.stopped) this.multibar.log(line.endsWith("\n") ? line : line + "\n");
     else this.stream.write(line.endsWith("\n") ? line : line + "\n");
   }
 
+  /** Work between steps (an evaluation): says what it is, keeps saying so, and keeps it out of the rates and the ETA. */
+  async during<T>(what: string, work: () => Promise<T>): Promise<T> {
+    this.pause(what);
+    try {
+      return await work();
+    } finally {
+      this.resume();
+    }
+  }
+
+  pause(what: string): void {
+    if (this.stopped || this.pausedAt !== undefined) return;
+    this.pausedAt = this.now();
+    this.pauseWhat = what;
+    this.log(`  ${what} …`);
+  }
+
+  resume(): void {
+    if (this.pausedAt === undefined) return;
+    this.pausedMs += this.now() - this.pausedAt;
+    this.pausedAt = undefined;
+  }
+
+  /** No silence longer than the plain interval: a pause says it is still going, a slow step prints the status line. */
+  private tick(): void {
+    const t = this.now();
+    if (this.stopped || t - this.lastLineTime < this.plainEveryMs) return;
+    if (this.pausedAt !== undefined) this.log(`  … still ${this.pauseWhat} (${formatDuration(t - this.pausedAt)})`);
+    else if (!this.bar) this.printPlain(t);
+  }
+
   snapshot(): ProgressSnapshot {
     const t = this.now();
-    const [t0, s0, k0] = this.samples[0];
-    const [t1, s1, k1] = this.samples[this.samples.length - 1];
+    const [t0, s0, k0] = this.samples[0] ?? [0, this.step, 0];
+    const [t1, s1, k1] = this.samples[this.samples.length - 1] ?? [0, this.step, 0];
     const dt = (t1 - t0) / 1000;
     const stepsPerSec = dt > 0 ? (s1 - s0) / dt : NaN;
     const remaining = Math.max(0, this.total - this.step);
@@ -191,6 +265,7 @@ export class TrainingProgress {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
     if (this.multibar) {
       this.bar?.update(this.step, this.payload());
       // MultiBar prints log() lines on its next redraw; stop() alone would drop the pending ones.
@@ -205,6 +280,7 @@ export class TrainingProgress {
   private printPlain(t: number): void {
     this.stream.write(this.formatLine() + "\n");
     this.lastPlainTime = t;
+    this.lastLineTime = t;
     this.lastPlainStep = this.step;
   }
 

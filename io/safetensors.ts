@@ -3,6 +3,8 @@ import * as fsp from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { writeFileAtomicStream } from "./atomic.ts";
+import { withPath } from "./errno.ts";
+import { UserFacingError } from "./user-facing-error.ts";
 
 /*
  * safetensors (https://github.com/huggingface/safetensors): u64 LE header length N, N bytes of
@@ -37,12 +39,18 @@ export interface TensorInfo {
   readonly byteLength: number;
 }
 
-export class SafetensorsError extends Error {
+const located = (file: string, message: string, tensor?: string) => `${file}${tensor === undefined ? "" : ` (tensor "${tensor}")`}: ${message}`;
+
+/** The file is not valid safetensors, or does not hold what was asked of it: the user's file to fix. */
+export class SafetensorsError extends UserFacingError {
   constructor(file: string, message: string, tensor?: string) {
-    super(`${file}${tensor === undefined ? "" : ` (tensor "${tensor}")`}: ${message}`);
+    super(located(file, message, tensor));
     this.name = "SafetensorsError";
   }
 }
+
+/** The writer was called with data it cannot store: a bug in the caller, not in any file. */
+const misuse = (file: string, message: string, tensor?: string) => new Error(located(file, message, tensor));
 
 if (endianness() !== "LE") throw new Error("io/safetensors.ts assumes a little-endian host");
 
@@ -187,7 +195,9 @@ export class SafetensorsReader {
   static async open(file: string): Promise<SafetensorsReader> {
     const handle = await fsp.open(file, "r");
     try {
-      const size = (await handle.stat()).size;
+      const st = await handle.stat();
+      if (!st.isFile()) throw new SafetensorsError(file, `not a regular file${st.isDirectory() ? " (a directory)" : ""}`);
+      const size = st.size;
       if (size < 8) throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length`);
       const lenBuf = Buffer.alloc(8);
       await readExactly(handle, lenBuf, 0, file);
@@ -231,7 +241,7 @@ export class SafetensorsReader {
   /** The tensor's bytes, exactly as stored (little-endian), in a fresh aligned buffer. */
   async readBytes(name: string): Promise<Uint8Array> {
     const t = this.info(name);
-    if (!this.handle) throw new SafetensorsError(this.path, "reader is closed", name);
+    if (!this.handle) throw misuse(this.path, "reader is closed", name);
     if (t.byteLength > bufferConstants.MAX_LENGTH) {
       throw new SafetensorsError(this.path, `${t.byteLength} bytes is more than one buffer can hold (${bufferConstants.MAX_LENGTH})`, name);
     }
@@ -321,7 +331,12 @@ async function readExactly(handle: FileHandle, into: Uint8Array, position: numbe
   let done = 0;
   while (done < into.byteLength) {
     const len = Math.min(READ_CHUNK, into.byteLength - done);
-    const { bytesRead } = await handle.read(into, done, len, position + done);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(into, done, len, position + done));
+    } catch (e) {
+      throw withPath(e, file);
+    }
     if (bytesRead === 0) throw new SafetensorsError(file, `unexpected end of file at byte ${position + done}`, tensor);
     done += bytesRead;
   }
@@ -347,15 +362,15 @@ export interface TensorToWrite {
 function resolveDtype(file: string, name: string, t: TensorToWrite): Dtype {
   if (t.data instanceof Float32Array) {
     const d = t.dtype ?? "F32";
-    if (d !== "F32" && d !== "F16" && d !== "BF16") throw new SafetensorsError(file, `Float32Array cannot be written as ${d}`, name);
+    if (d !== "F32" && d !== "F16" && d !== "BF16") throw misuse(file, `Float32Array cannot be written as ${d}`, name);
     return d;
   }
   if (t.data instanceof Int32Array) {
     const d = t.dtype ?? "I32";
-    if (d !== "I32") throw new SafetensorsError(file, `Int32Array cannot be written as ${d}`, name);
+    if (d !== "I32") throw misuse(file, `Int32Array cannot be written as ${d}`, name);
     return d;
   }
-  if (t.dtype === undefined || !isDtype(t.dtype)) throw new SafetensorsError(file, "raw Uint8Array data needs an explicit dtype", name);
+  if (t.dtype === undefined || !isDtype(t.dtype)) throw misuse(file, "raw Uint8Array data needs an explicit dtype", name);
   return t.dtype;
 }
 
@@ -411,22 +426,27 @@ export async function writeSafetensors(
 ): Promise<void> {
   const list: [string, TensorToWrite][] = tensors instanceof Map ? [...(tensors as ReadonlyMap<string, TensorToWrite>).entries()] : Object.entries(tensors as Record<string, TensorToWrite>);
   if (metadata) {
-    for (const [k, v] of Object.entries(metadata)) if (typeof v !== "string") throw new SafetensorsError(file, `metadata["${k}"] must be a string`);
+    for (const [k, v] of Object.entries(metadata)) if (typeof v !== "string") throw misuse(file, `metadata["${k}"] must be a string`);
   }
   const entries = list.map(([name, t]) => {
-    if (name === "__metadata__" || name === "") throw new SafetensorsError(file, "reserved or empty tensor name", name);
-    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new SafetensorsError(file, `bad shape [${t.shape.join(", ")}]`, name);
+    if (name === "__metadata__" || name === "") throw misuse(file, "reserved or empty tensor name", name);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw misuse(file, `bad shape [${t.shape.join(", ")}]`, name);
     const dtype = resolveDtype(file, name, t);
     const numel = numelOf(t.shape);
     const byteLength = numel * DTYPE_BYTES[dtype];
     const have = t.data instanceof Uint8Array ? t.data.byteLength / DTYPE_BYTES[dtype] : t.data.length;
-    if (have !== numel) throw new SafetensorsError(file, `shape [${t.shape.join(", ")}] has ${numel} elements but data has ${have}`, name);
+    if (have !== numel) throw misuse(file, `shape [${t.shape.join(", ")}] has ${numel} elements but data has ${have}`, name);
     return { name, dtype, shape: t.shape, byteLength, t };
   });
   entries.sort((a, b) => DTYPE_BYTES[b.dtype] - DTYPE_BYTES[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const header = encodeHeader(entries, metadata);
-  await writeFileAtomicStream(file, async (h) => {
-    await writeAll(h, header);
-    for (const e of entries) for (const chunk of tensorChunks(e.t, e.dtype)) await writeAll(h, chunk);
-  });
+  try {
+    await writeFileAtomicStream(file, async (h) => {
+      await writeAll(h, header);
+      for (const e of entries) for (const chunk of tensorChunks(e.t, e.dtype)) await writeAll(h, chunk);
+    });
+  } catch (e) {
+    // a full disk shows up in a handle's write or sync, whose errors do not name the file
+    throw withPath(e, file);
+  }
 }

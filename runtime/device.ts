@@ -1,4 +1,6 @@
 import { create, globals } from "webgpu";
+import { UserFacingError } from "../io/user-facing-error.ts";
+import { withoutNativeNoise } from "./quiet-stderr.ts";
 
 /**
  * The process-wide Dawn instance. It must stay referenced for the life of the process:
@@ -28,7 +30,7 @@ export interface Gpu {
   destroy(): void;
 }
 
-export class NoAdapterError extends Error {
+export class NoAdapterError extends UserFacingError {
   constructor() {
     super(
       [
@@ -63,7 +65,8 @@ export async function acquireGpu(): Promise<Gpu> {
     Object.assign(globalThis, globals);
     instance = create([]);
   }
-  const adapter = await instance.requestAdapter({ powerPreference: "high-performance" });
+  const gpu = instance;
+  const adapter = await withoutNativeNoise(() => gpu.requestAdapter({ powerPreference: "high-performance" }));
   if (!adapter) throw new NoAdapterError();
   const features = WANTED_FEATURES.filter((f) => adapter.features.has(f));
   const L = adapter.limits;

@@ -29,6 +29,15 @@ export interface RunOptions {
   readonly copies?: readonly { readonly from: string; readonly to: string }[];
 }
 
+/** Wraps the creation of a plan's pipelines, given how many distinct ones it compiles (to say so while it runs). */
+export type CompileHook = <T>(work: () => Promise<T>, pipelines: number) => Promise<T>;
+
+/** Creates the executor, through `hook` when given. */
+export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook): Promise<PlanExecutor> {
+  const work = () => PlanExecutor.create(gpu, plan, sources);
+  return hook ? hook(work, new Set(plan.kernels.map((k) => k.wgsl)).size) : work();
+}
+
 /** Pipelines keyed by WGSL text: identical kernels (e.g. every layer's) compile once. */
 const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
 

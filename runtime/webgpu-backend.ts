@@ -1,6 +1,8 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import type { DeviceLimits } from "../compiler/size-limits.ts";
 import type { Tensor } from "../compiler/tensor.ts";
+import { UserFacingError } from "../io/user-facing-error.ts";
 import { targetFromGpu } from "../kernels/matmul.ts";
 import type { RowStrategy } from "../kernels/row.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
@@ -11,16 +13,21 @@ import { PlanExecutor } from "./executor.ts";
 function rowStrategyFromEnv(): RowStrategy | undefined {
   const v = process.env.DEHVF_ROW_STRATEGY;
   if (!v) return undefined;
-  if (v !== "thread" && v !== "subgroup" && v !== "workgroup") throw new Error(`DEHVF_ROW_STRATEGY must be thread, subgroup or workgroup, not "${v}"`);
+  if (v !== "thread" && v !== "subgroup" && v !== "workgroup") throw new UserFacingError(`DEHVF_ROW_STRATEGY must be thread, subgroup or workgroup, not "${v}"`);
   return v;
+}
+
+/** The device's per-buffer limits, which every plan's tensors must fit (compiler/size-limits.ts). */
+export function deviceLimits(gpu: Gpu): DeviceLimits {
+  return { maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize, maxBufferBytes: gpu.info.limits.maxBufferSize };
 }
 
 export function planTarget(gpu: Gpu): PlanTarget {
   const rowStrategy = rowStrategyFromEnv();
   return {
     ...targetFromGpu(gpu),
+    ...deviceLimits(gpu),
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
-    maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize,
     fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
     // switches for comparisons: DEHVF_IN_PLACE=0, DEHVF_TEXTURE_B=0, DEHVF_VEC4=0 (the compiler reads no environment)
     inPlace: process.env.DEHVF_IN_PLACE !== "0",

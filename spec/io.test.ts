@@ -9,7 +9,8 @@ import sharp from "sharp";
 import { recoverDirAtomic, writeDirAtomic, writeFileAtomic, writeFileAtomicStream, writeJsonAtomic } from "../io/atomic.ts";
 import { buildLossPlotSvg, downsample, MAX_POINTS_PER_SERIES, writeLossPlot } from "../io/loss-plot.ts";
 import { MetricsLog, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
-import { formatDuration, TrainingProgress } from "../io/progress.ts";
+import { during, formatDuration, TrainingProgress } from "../io/progress.ts";
+import { acquireRunLock, LOCK_FILE, RunLockedError } from "../io/run-lock.ts";
 import {
   bf16ToF32, encodeHeader, f16ToF32, f32ToBf16, f32ToF16, openSafetensors, SafetensorsError, writeSafetensors,
   type Dtype, type TensorToWrite,
@@ -531,7 +532,96 @@ describe("training progress", () => {
     assert.ok(out.text.endsWith("\n"));
   });
 
+  test("the first step (it pays for pipeline compilation) and pauses stay out of the rate: no wild ETA at step 1", () => {
+    const out = new FakeStream(false);
+    let t = 0;
+    const p = new TrainingProgress({ total: 1000, stream: out, now: () => t, heartbeat: false });
+    t += 80_000;
+    p.update(1, { loss: 2 });
+    assert.ok(Number.isNaN(p.snapshot().etaMs), "nothing to estimate from after one step");
+    assert.match(p.formatLine(), /eta --$/);
+    t += 500;
+    p.update(2, { loss: 2 });
+    assert.equal(formatDuration(p.snapshot().etaMs), "8m19s"); // 998 steps at 0.5 s, not 1000 × 80 s
+    p.pause("evaluating on 256 held-out questions");
+    t += 60_000;
+    p.resume();
+    t += 500;
+    p.update(3, { loss: 2 });
+    assert.equal(formatDuration(p.snapshot().etaMs), "8m19s"); // 997 steps at 0.5 s: the evaluation is not a step
+    assert.match(out.text, /^ {2}evaluating on 256 held-out questions …$/m);
+    p.stop();
+  });
+
+  test("never silent for longer than the interval: a pause says it is still going, a slow step repeats the status line", async () => {
+    const out = new FakeStream(false);
+    const p = new TrainingProgress({ total: 10, stage: "s", stream: out, plainEverySeconds: 0.05 });
+    p.update(1, { loss: 1 });
+    await p.during("evaluating on 8 held-out questions", () => new Promise((done) => setTimeout(done, 250)));
+    const stillLines = out.text.split("\n").filter((l) => /^ {2}… still evaluating on 8 held-out questions \(\d+s\)$/.test(l));
+    assert.ok(stillLines.length >= 2, out.text);
+    const before = out.text.split("\n").length;
+    await new Promise((done) => setTimeout(done, 250));
+    assert.ok(out.text.split("\n").length - before >= 2, "status lines while a step takes long");
+    p.stop();
+  });
+
+  test("during(): says what long work is doing at once, then that it is still going, with how far it is", async () => {
+    const lines: string[] = [];
+    let done = 0;
+    const r = await during((l) => lines.push(l), "evaluating on 8 questions", async () => {
+      for (; done < 5; done++) await new Promise((ok) => setTimeout(ok, 60));
+      return 42;
+    }, { note: "test split", everySeconds: 0.1, status: () => `${done} of 5 decoded` });
+    assert.equal(r, 42);
+    assert.equal(lines[0], "evaluating on 8 questions (test split) …");
+    assert.ok(lines.length >= 3 && lines.slice(1).every((l) => /^ {2}… still evaluating on 8 questions: \d of 5 decoded \(\d+s\)$/.test(l)), lines.join("\n"));
+  });
+
   test("formatDuration", () => {
     assert.deepEqual([0, 42_000, 187_000, 7_500_000, NaN].map(formatDuration), ["0s", "42s", "3m07s", "2h05m", "--"]);
+  });
+});
+
+describe("run lock", () => {
+  const lockWith = (owner: Record<string, unknown>) => {
+    const dir = fresh("out");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ host: os.hostname(), boot: null, start: null, since: "2026-01-01T00:00:00Z", command: "dehvf train x", ...owner }));
+    return dir;
+  };
+
+  test("a second run on the same directory is refused with who holds it; release frees it", () => {
+    const dir = fresh("out");
+    const lock = acquireRunLock(dir, "dehvf train a");
+    assert.throws(() => acquireRunLock(dir, "dehvf train b"), (e: unknown) => e instanceof RunLockedError && /in use by another dehvf run \(pid \d+ on .*dehvf train a\)/.test((e as Error).message));
+    lock.release();
+    assert.ok(!fs.existsSync(path.join(dir, LOCK_FILE)));
+    acquireRunLock(dir, "dehvf train b").release();
+  });
+
+  test("a dead owner's lock is taken over", () => {
+    const lock = acquireRunLock(lockWith({ pid: DEAD_PID }), "dehvf train");
+    assert.equal(lock.tookOver, `process ${DEAD_PID} is gone`);
+    lock.release();
+  });
+
+  test("a live pid is not enough: a lock whose process started at another time (pid reused) or in another boot is taken over", () => {
+    const reused = acquireRunLock(lockWith({ pid: process.ppid, start: "1" }), "dehvf train");
+    assert.equal(reused.tookOver, `pid ${process.ppid} now belongs to another process`);
+    reused.release();
+    if (fs.existsSync("/proc/sys/kernel/random/boot_id")) {
+      const rebooted = acquireRunLock(lockWith({ pid: process.ppid, boot: "another-boot" }), "dehvf train");
+      assert.equal(rebooted.tookOver, "the machine restarted since");
+      rebooted.release();
+    }
+  });
+
+  test("a live owner on this machine keeps its lock; release is idempotent", () => {
+    const dir = lockWith({ pid: process.ppid });
+    assert.throws(() => acquireRunLock(dir, "dehvf train"), RunLockedError);
+    const mine = acquireRunLock(fresh("out"), "dehvf train");
+    mine.release();
+    mine.release();
   });
 });

@@ -206,7 +206,8 @@ describe("dehvf train / eval", () => {
     assert.match(r.out, /test accuracy [\d.]+% of 16 \(chance.*captions BLEU-4 [\d.]+ CIDEr-D [\d.]+/);
     assert.doesNotMatch(r.out, /NaN/, "periodic evaluations decode no captions and say nothing of them");
     const dir = join(work, "full", "finetune-TinyVQA");
-    for (const f of ["final.safetensors", "metrics.jsonl", "loss.png", "eval.json", "checkpoint/state.safetensors"]) assert.ok(existsSync(join(dir, f)), f);
+    for (const f of ["final.safetensors", "metrics.jsonl", "loss.png", "eval.json"]) assert.ok(existsSync(join(dir, f)), f);
+    assert.ok(!existsSync(join(dir, "work")), "the work area goes once the result is in place");
     assert.deepEqual(readMetrics(join(dir, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.step), [1, 2, 3, 4]);
     const ev = JSON.parse(readFileSync(join(dir, "eval.json"), "utf8"));
     assert.equal(ev.trainable, 5024);
@@ -226,7 +227,7 @@ describe("dehvf train / eval", () => {
     if (!device(t)) return;
     cpSync(join(work, "full", "pretrain_vision"), join(work, "killed", "pretrain_vision"), { recursive: true });
     cpSync(join(work, "full", "pretrain_language"), join(work, "killed", "pretrain_language"), { recursive: true });
-    const killed = train("killed", [], { DEHVF_KILL_AFTER_CHECKPOINT: "finetune:2" });
+    const killed = train("killed", [], { DEHVF_KILL_AT: "finetune:checkpoint-2" });
     assert.equal(killed.signal, "SIGKILL");
     const resumed = train("killed", ["--resume"]);
     assert.equal(resumed.code, 0, resumed.err);
@@ -237,17 +238,6 @@ describe("dehvf train / eval", () => {
     const b = await openSafetensors(join(work, "killed", "finetune-TinyVQA", "final.safetensors"));
     for (const n of a.names()) assert.deepEqual(await b.readF32(n), await a.readF32(n), n);
     await Promise.all([a.close(), b.close()]);
-  });
-
-  test("a diverging run stops with a clear message and keeps the last good checkpoint", (t) => {
-    if (!device(t)) return;
-    const file = join(work, "diverge.dehvf");
-    writeFileSync(file, readFileSync(MICRO, "utf8").replace(/(train finetune \{[^}]*?)lr\s*=\s*[\d.]+/, "$1lr = 1e30"));
-    const r = dehvf(["train", file, "--data", data, "--out", join(work, "full"), "--eval-problems", "8", "--eval-captions", "2"]);
-    assert.equal(r.code, 1, r.out + r.err);
-    assert.match(r.err, /error: finetune \(TinyVQA\): the loss became (NaN|Infinity)/);
-    assert.match(r.err, /last good checkpoint is step \d|no checkpoint was written/);
-    assert.doesNotMatch(r.err, /internal error|at .*\.ts:\d+/);
   });
 });
 

@@ -1,31 +1,39 @@
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
-import { topoOrder } from "../compiler/graph.ts";
 import type { Tensor } from "../compiler/tensor.ts";
-import { DEFAULT_OPTIMIZER } from "../compiler/train-graph.ts";
+import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState } from "../compiler/train-graph.ts";
 import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset } from "../data/loader.ts";
-import { evalClassifier, evalVqa, Predictor } from "../eval/evaluate.ts";
+import { evalClassifier, evalVqa, Predictor, type Tally } from "../eval/evaluate.ts";
+import { UserError } from "../grammar/diagnostics.ts";
+import type { Program } from "../grammar/modules.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { writeLossPlot } from "../io/loss-plot.ts";
 import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
-import { TrainingProgress } from "../io/progress.ts";
-import { UserError } from "../grammar/diagnostics.ts";
-import type { Program } from "../grammar/modules.ts";
+import { during, TrainingProgress } from "../io/progress.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
-import { loadCheckpoint, loadMeta, loadTensors, saveCheckpoint, saveTensors, STAGE_FILES } from "./checkpoint.ts";
+import { CheckpointError, checkedStep, checkpointFile, loadMeta, readChecked, recordedDigest, saveTensors, STAGE_FILES } from "./checkpoint.ts";
+import { GoodCheckpoints, killPoint } from "./good-checkpoints.ts";
+import { decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
 import { learningRate } from "./lr-schedule.ts";
+import { publishPending, publishResult, workDir } from "./stage-result.ts";
 import type { StageConfig, Task } from "./stages.ts";
 import { taskData } from "./tasks.ts";
+import { checkTaskFits } from "./task-fit.ts";
+import { checkSizes } from "../compiler/size-limits.ts";
+import { hostLimits } from "../runtime/host-limits.ts";
+import { deviceLimits } from "../runtime/webgpu-backend.ts";
 
 export interface StageContext {
   readonly gpu: Gpu;
   readonly program: Program;
   readonly data: LoadedDataset;
+  /** datasetDigest(data): part of every stage's identity */
+  readonly dataDigest: string;
   readonly out: string;
   readonly resume: boolean;
   readonly say: (line: string) => void;
@@ -36,12 +44,19 @@ export interface StageContext {
   readonly autotune?: boolean;
 }
 
-/** Thrown when the loss or gradient stops being finite; the last good checkpoint stays on disk. */
+/** Rows per evaluation forward. */
+const EVAL_BATCH = 64;
+
+/** Thrown when the loss, the gradient or the weights stop being finite; the last good checkpoint stays on disk. */
 export class TrainingDiverged extends UserError {}
 
 export interface StageResult {
   readonly dir: string;
   readonly reused: boolean;
+  readonly identity: StageIdentity;
+  readonly key: string;
+  /** digest of the tensors in final.safetensors, checked when read */
+  readonly weights: string;
   readonly eval?: Record<string, unknown>;
   readonly msPerStep?: number;
 }
@@ -50,36 +65,40 @@ export function stageDir(out: string, stage: StageConfig, model: string): string
   return join(out, stage.model ? stage.name : `${stage.name}-${model}`);
 }
 
-/** What a stage's result depends on: reused only when all of it is unchanged. */
-function stageKey(stage: StageConfig, model: CompiledModel, data: LoadedDataset, backbones: readonly string[]): string {
-  const { span: _span, ...config } = stage;
-  const shapes = model.params.map((p) => `${p.name}:${p.shape.join("x")}:${p.trainable ? "t" : "f"}`);
-  const h = createHash("sha256").update(JSON.stringify({ config, model: model.name, shapes, data: data.manifest?.key ?? null, backbones }));
-  // the elaborated graph itself (every op, constant and shape): editing a scale in the .dehvf file retrains
-  for (const n of topoOrder(model.outputs.map((o) => o.node))) h.update(`${n.key}:${n.shape.map(String).join(",")};`);
-  return h.digest("hex").slice(0, 16);
-}
-
 const fmt = (x: number, d = 4) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
 
+
 /** Held-out evaluation of a task on one split; the record goes to the metrics log, eval.json and the terminal. */
-export async function evaluateTask(task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }): Promise<Record<string, unknown>> {
+export async function evaluateTask(task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }, tally?: Tally): Promise<Record<string, unknown>> {
   const held = data.splits[split];
   if (!held) throw new Error(`the dataset has no ${split} split loaded`);
   if (task === "classify") {
-    const r = await evalClassifier(p, held, sizes.problems);
+    const r = await evalClassifier(p, held, sizes.problems, tally);
     return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 1 / CLASS_NAMES.length };
   }
   if (task === "text") return { split };
-  const r = await evalVqa(p, data.tokenizer!, held, { problems: sizes.problems, captionImages: sizes.captions });
+  const r = await evalVqa(p, data.tokenizer!, held, { problems: sizes.problems, captionImages: sizes.captions, tally });
   const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
   return { split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images, samples: r.samples };
 }
 
+/** What an evaluation of `task` decodes, in words ("2,000 held-out questions and 100 caption images"). */
+export function evaluationSize(task: Task, sizes: { problems: number; captions: number }): string {
+  const n = (x: number) => x.toLocaleString("en-US");
+  if (task === "classify") return `${n(sizes.problems)} held-out images`;
+  return `${n(sizes.problems)} held-out questions${sizes.captions ? ` and ${n(sizes.captions)} caption images` : ""}`;
+}
+
+/** Runs evaluateTask with a line saying what it evaluates and, every few seconds, how far it is. */
+export function evaluateTaskSaying(say: (line: string) => void, task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }): Promise<Record<string, unknown>> {
+  if (task === "text") return evaluateTask(task, p, data, split, sizes);
+  const tally: Tally = { done: 0, total: 0 };
+  return during(say, `evaluating on ${evaluationSize(task, sizes)} (${split} split)`, () => evaluateTask(task, p, data, split, sizes, tally), { status: () => (tally.total ? `${tally.done.toLocaleString("en-US")} of ${tally.total.toLocaleString("en-US")} decoded` : undefined) });
+}
+
 /** Periodic evaluations are a quick look (256 questions, no captions); the final one is the full report. */
-function evaluate(stage: StageConfig, p: Predictor, ctx: StageContext, split: "val" | "test"): Promise<Record<string, unknown>> {
-  const quick = split === "val";
-  return evaluateTask(stage.task, p, ctx.data, split, { problems: quick ? Math.min(256, ctx.evalProblems) : ctx.evalProblems, captions: quick ? 0 : ctx.evalCaptions });
+function evalSizes(ctx: StageContext, split: "val" | "test"): { problems: number; captions: number } {
+  return split === "val" ? { problems: Math.min(256, ctx.evalProblems), captions: 0 } : { problems: ctx.evalProblems, captions: ctx.evalCaptions };
 }
 
 export function describeEval(e: Record<string, unknown>): string {
@@ -92,76 +111,144 @@ export function describeEval(e: Record<string, unknown>): string {
   return `${e.split} accuracy ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
 }
 
+interface Stage {
+  readonly ctx: StageContext;
+  readonly cfg: StageConfig;
+  readonly model: CompiledModel;
+  readonly dir: string;
+  readonly label: string;
+  readonly identity: StageIdentity;
+  readonly key: string;
+}
+
 /**
- * Trains one stage (or reuses its finished result): backbones loaded by parameter name,
- * the compiled step run `steps` times with warm-up + cosine, metrics and checkpoints
- * written as it goes, evaluation on the held-out split at the end.
+ * Trains one stage, or reuses its finished result when everything it was made from is
+ * unchanged (by content: train section, model graph, data, backbones' weights): backbones
+ * loaded by parameter name, the compiled step run `steps` times with warm-up + cosine,
+ * metrics and checkpoints written as it goes, evaluation on the held-out split at the end.
  */
-export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backboneDirs: readonly string[], steps?: number): Promise<StageResult> {
+export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], steps?: number): Promise<StageResult> {
   const cfg = steps === undefined ? stage : { ...stage, steps };
   const model = elaborate(ctx.program, cfg.model ?? modelName);
   const dir = stageDir(ctx.out, cfg, model.name);
-  const key = stageKey(cfg, model, ctx.data, backboneDirs);
-  const label = `${cfg.name} (${model.name})`;
-  const finalFile = join(dir, STAGE_FILES.final);
-  if (existsSync(finalFile)) {
-    if ((await loadMeta(finalFile)).key === key) {
-      ctx.say(`${label}: done before, reusing ${finalFile}`);
-      return { dir, reused: true };
-    }
-    ctx.say(`${label}: ${finalFile} is from another configuration; training again`);
-  }
-  mkdirSync(dir, { recursive: true });
+  const identity = stageIdentity(cfg, model, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])));
+  const s: Stage = { ctx, cfg, model, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
+  if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
+  return (await reuse(s)) ?? train(s, backbones);
+}
 
-  const params = initAllParams(model, cfg.seed);
-  for (const bdir of backboneDirs) {
-    const { tensors } = await loadTensors(join(bdir, STAGE_FILES.final));
-    let n = 0;
-    for (const [name, t] of tensors) {
-      const mine = params.get(name);
-      if (!mine) continue;
-      if (mine.shape.join("x") !== t.shape.join("x")) throw new Error(`${label}: backbone ${bdir} has ${name} of shape [${t.shape}], this model needs [${mine.shape}]`);
-      params.set(name, t);
-      n++;
-    }
-    ctx.say(`${label}: ${n} tensors from ${join(bdir, STAGE_FILES.final)}`);
+/** The finished result, if it was made from exactly this stage's identity; checked before it is trusted. */
+async function reuse(s: Stage): Promise<StageResult | undefined> {
+  const { ctx, dir, label } = s;
+  const finalFile = join(dir, STAGE_FILES.final);
+  if (!existsSync(finalFile)) return undefined;
+  const meta = await loadMeta(finalFile);
+  const was = decodeIdentity(meta.identity);
+  if (meta.key !== s.key || !was) {
+    const why = was ? identityChanges(was, s.identity) : ["it was written by an older dehvf that did not record what it was trained from"];
+    ctx.say(`${label}: ${finalFile} was trained from something else (${why.join("; ") || "its recorded key differs"}); training again. It stays in place until the new result is complete.`);
+    return undefined;
   }
+  checkedStep(finalFile, meta.step, s.cfg.steps);
+  const { tensors } = await readChecked(finalFile, { expected: s.model.params, exact: true });
+  ctx.say(`${label}: done before, reusing ${finalFile}`);
+  const evalFile = join(dir, STAGE_FILES.eval);
+  let report: Record<string, unknown> | undefined;
+  if (!existsSync(evalFile) || (await readJsonOrUndefined(evalFile))?.key !== s.key) {
+    ctx.say(`${label}: ${evalFile} is missing or from another run; evaluating again`);
+    const p = await predictorSaying(ctx.say, ctx.gpu, s.model, { ...taskData(s.cfg.task, ctx.data, s.cfg.batch, s.cfg.seed).dims, B: EVAL_BATCH }, tensors);
+    try {
+      report = await evaluateTaskSaying(ctx.say, s.cfg.task, p, ctx.data, "test", evalSizes(ctx, "test"));
+    } finally {
+      p.destroy();
+    }
+    await writeEval(s, evalFile, report, undefined);
+  }
+  const plot = join(dir, STAGE_FILES.plot);
+  if (!existsSync(plot)) await plotLoss(join(dir, STAGE_FILES.metrics), plot, label);
+  return { dir, reused: true, identity: s.identity, key: s.key, weights: recordedDigest(meta)!, eval: report };
+}
+
+async function readJsonOrUndefined(file: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const v = JSON.parse(await readFile(file, "utf8"));
+    return v && typeof v === "object" ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeEval(s: Stage, file: string, report: Record<string, unknown>, extra: Record<string, unknown> | undefined): Promise<void> {
+  const trainable = s.model.params.filter((p) => p.trainable).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+  await writeJsonAtomic(file, { stage: s.cfg.name, model: s.model.name, key: s.key, steps: s.cfg.steps, trainable, ...extra, ...report });
+}
+
+/** Every parameter the model takes from its backbones' final weights (checked), by name. */
+async function loadBackbones(s: Stage, params: Map<string, Tensor>, backbones: readonly StageResult[]): Promise<void> {
+  const provided = new Set<string>();
+  for (const b of backbones) {
+    const file = join(b.dir, STAGE_FILES.final);
+    const { tensors, meta } = await readChecked(file, { only: (n) => params.has(n) });
+    if (recordedDigest(meta) !== b.weights) throw new CheckpointError(file, `changed since stage \`${b.identity.stage}\` finished (another run wrote it?); run again`);
+    for (const [name, t] of tensors) {
+      const mine = params.get(name)!;
+      if (mine.shape.join("x") !== t.shape.join("x")) throw new CheckpointError(file, `has shape [${t.shape.join(", ")}], but ${s.model.name} needs [${mine.shape.join(", ")}]`, name);
+      params.set(name, t);
+      provided.add(name);
+    }
+    s.ctx.say(`${s.label}: ${tensors.size} tensors from ${file}`);
+  }
+  // a frozen weight nobody provides would silently stay at its random init
+  const missing = backbones.length ? s.model.params.filter((p) => !p.trainable && !provided.has(p.name)).map((p) => p.name) : [];
+  if (missing.length) throw new UserError(`${s.label}: ${missing.length} frozen parameters are in none of its backbones (${backbones.map((b) => b.identity.stage).join(", ")}), e.g. ${missing.slice(0, 3).join(", ")}; they would stay at their random init. Check the backbone models' parameter names, or mark them trainable.`);
+}
+
+async function train(s: Stage, backbones: readonly StageResult[]): Promise<StageResult> {
+  const { ctx, cfg, model, dir, label } = s;
+  const work = workDir(dir);
+  // refuse what cannot work before anything is allocated, compiled or written
+  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed);
+  checkTaskFits(model, cfg, ctx.data, task);
+  const evalDims = { ...task.dims, B: EVAL_BATCH };
+  const device = deviceLimits(ctx.gpu);
+  checkSizes(model, task.dims, { host: hostLimits(), training: true, device, dimFlags: { B: `\`batch\` in train section \`${cfg.name}\`` } });
+  checkSizes(model, evalDims, { device });
+  mkdirSync(work, { recursive: true });
+  const params = initAllParams(model, cfg.seed);
+  await loadBackbones(s, params, backbones);
   const trainable = model.params.filter((p) => p.trainable);
-  const size = (names: readonly { name: string }[]) => names.reduce((a, p) => a + params.get(p.name)!.data.length, 0);
+  const size = (ps: readonly { name: string }[]) => ps.reduce((a, p) => a + params.get(p.name)!.data.length, 0);
   const [count, total] = [size(trainable), size(model.params)];
   ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
 
-  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed);
-  let start = 0;
-  const metricsFile = join(dir, STAGE_FILES.metrics);
-  const saved = await loadCheckpoint(dir);
-  if (saved && ctx.resume) {
-    if (saved.meta.key !== key) throw new UserError(`${label}: the checkpoint in ${dir} is from another configuration; remove it or drop --resume`);
-    for (const [k, v] of saved.tensors) params.set(k, v);
-    start = Number(saved.meta.step);
-    truncateAfterStep(metricsFile, start);
-    ctx.say(`${label}: resuming at step ${start} of ${cfg.steps}`);
-  } else {
-    if (saved) ctx.say(`${label}: a checkpoint at step ${saved.meta.step} exists; starting over (pass --resume to continue it)`);
-    truncateAfterStep(metricsFile, 0);
-  }
+  const graph = buildTrainGraph(model, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
+  const start = await restore(s, params, trainState(graph));
+  const metricsFile = join(work, STAGE_FILES.metrics);
+  truncateAfterStep(metricsFile, start);
 
   const t0 = performance.now();
-  const trainer = await Trainer.create(ctx.gpu, model, task.dims, params, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip }, ctx.autotune && { log: ctx.say });
+  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  const evalDims = { ...task.dims, B: 64 };
   let predictor: Predictor | undefined;
   const predictorWith = async (state: ReadonlyMap<string, Tensor>) => {
-    predictor ??= await Predictor.create(ctx.gpu, model, evalDims, params);
+    predictor ??= await predictorSaying(progress.log.bind(progress), ctx.gpu, model, evalDims, params);
     predictor.update(state);
     return predictor;
   };
   const log = MetricsLog.open(metricsFile);
   const progress = new TrainingProgress({ total: cfg.steps, startStep: start, stage: label });
-  const meta = (step: number) => ({ key, step: String(step), stage: cfg.name, model: model.name });
+  const meta = (step: number) => ({ key: s.key, resume_key: resumeKey(s.identity), identity: encodeIdentity(s.identity), step: String(step), stage: cfg.name, model: model.name });
   let stepMs = 0;
   let timed = 0;
-  let lastSaved = start;
+  const checkpoints = new GoodCheckpoints(work, cfg.name, meta, start);
+  const diverged = (what: string, step: number) => {
+    const saved = checkpoints.lastSaved;
+    const justResumed = start > 0 && saved === start && step <= start + cfg.checkpointEvery;
+    const advice = !saved
+      ? `No checkpoint was written: lower \`lr\` (now ${formatSetting(cfg.lr)}) or raise \`warmup\` in train section \`${cfg.name}\` and run again`
+      : `The last good checkpoint is step ${saved} in ${join(work, STAGE_FILES.checkpoint)}: lower \`lr\` in train section \`${cfg.name}\` (now ${formatSetting(cfg.lr)}) or raise \`warmup\`, then run the same command with --resume to go on from it${justResumed ? " (it diverged again right after resuming from there: if a lower lr does not help, drop --resume to start over)" : ""}`;
+    return new TrainingDiverged(`${label}: ${what} at step ${step}; stopped. ${advice}.`);
+  };
   try {
     for (let step = start + 1; step <= cfg.steps; step++) {
       const feed = task.batchAt(step - 1);
@@ -173,20 +260,27 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
         stepMs += ms;
         timed++;
       }
+      const rec = { step, loss: r.loss, grad_norm: r.gradNorm, param_norm: r.paramNorm, lr };
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.gradNorm)) {
-        log.append({ step, loss: r.loss, grad_norm: r.gradNorm, lr });
-        throw new TrainingDiverged(`${label}: the loss became ${r.loss} (gradient norm ${r.gradNorm}) at step ${step}; stopped. ${lastSaved ? `The last good checkpoint is step ${lastSaved} in ${join(dir, STAGE_FILES.checkpoint)}` : "no checkpoint was written"}; try a lower lr (now ${cfg.lr}) or more warm-up`);
+        log.append(rec);
+        checkpoints.discard();
+        throw diverged(`the loss became ${r.loss} (gradient norm ${r.gradNorm})`, step);
       }
-      log.append({ step, loss: r.loss, grad_norm: r.gradNorm, lr, ms: Math.round(ms) });
+      // the weights that gave this finite loss and gradient are good to keep
+      await checkpoints.confirm();
+      if (!Number.isFinite(r.paramNorm)) {
+        log.append(rec);
+        throw diverged(`the norm of the weights became ${r.paramNorm}`, step);
+      }
+      log.append({ ...rec, ms: Math.round(ms) });
       progress.update(step, { loss: r.loss, tokens: task.unitsPerStep });
       if (step % cfg.checkpointEvery === 0 || step === cfg.steps) {
-        await saveCheckpoint(dir, await trainer.readState(), meta(step));
-        lastSaved = step;
-        // lets the resume test kill the process for real (SIGKILL: no cleanup runs) right after a checkpoint
-        if (process.env.DEHVF_KILL_AFTER_CHECKPOINT === `${cfg.name}:${step}`) process.kill(process.pid, "SIGKILL");
+        const bad = await checkpoints.offer(step, await trainer.readState(), step === cfg.steps);
+        if (bad) throw diverged(`\`${bad}\` stopped being finite`, step);
       }
       if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) {
-        const e = await evaluate(cfg, await predictorWith(await trainer.readState()), ctx, "val");
+        const sizes = evalSizes(ctx, "val");
+        const e = await progress.during(`evaluating on ${evaluationSize(cfg.task, sizes)} (val split)`, async () => evaluateTask(cfg.task, await predictorWith(await trainer.readState()), ctx.data, "val", sizes));
         log.append({ step, eval: e });
         progress.log(`  step ${step}: ${describeEval(e)}`);
       }
@@ -197,20 +291,57 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   }
   const state = await trainer.readState();
   trainer.destroy();
-  const final = new Map(params);
-  for (const [k, v] of state) if (!k.includes("@")) final.set(k, v);
-  const result = await evaluate(cfg, await predictorWith(final), ctx, "test");
+  // the model's parameters only: the optimizer state restored on resume is not part of the result
+  const final = new Map(model.params.map((p) => [p.name, state.get(p.name) ?? params.get(p.name)!]));
+  const result = await evaluateTaskSaying((line) => ctx.say(`${label}: ${line}`), cfg.task, await predictorWith(final), ctx.data, "test", evalSizes(ctx, "test"));
   predictor?.destroy();
   const msPerStep = timed ? stepMs / timed : undefined;
-  await saveTensors(finalFile, final, meta(cfg.steps));
-  await writeJsonAtomic(join(dir, STAGE_FILES.eval), { stage: cfg.name, model: model.name, steps: cfg.steps, trainable: count, ms_per_step: msPerStep, ...result });
-  await plotLoss(metricsFile, join(dir, STAGE_FILES.plot), label);
+  // the result is written whole into work/ (final.safetensors last), then moved into place
+  await writeEval(s, join(work, STAGE_FILES.eval), result, { ms_per_step: msPerStep });
+  await plotLoss(metricsFile, join(work, STAGE_FILES.plot), label);
+  const weights = await saveTensors(join(work, STAGE_FILES.final), final, meta(cfg.steps));
+  killPoint(cfg.name, "final-written");
+  await publishResult(dir);
   ctx.say(`${label}: ${describeEval(result)}${msPerStep ? `; ${msPerStep.toFixed(0)} ms/step` : ""}`);
-  return { dir, reused: false, eval: result, msPerStep };
+  return { dir, reused: false, identity: s.identity, key: s.key, weights, eval: result, msPerStep };
+}
+
+/**
+ * With --resume, loads the checkpoint into `params` (checked: identity, step, every state
+ * tensor present with its shape, finite, matching its digest) and returns its step; else 0.
+ */
+async function restore(s: Stage, params: Map<string, Tensor>, state: readonly { name: string; shape: readonly number[] }[]): Promise<number> {
+  const { ctx, cfg, label } = s;
+  const file = await checkpointFile(workDir(s.dir));
+  if (!ctx.resume) {
+    if (file) ctx.say(`${label}: a checkpoint exists (${file}); starting over from step 0 (pass --resume to continue it)`);
+    return 0;
+  }
+  if (!file) {
+    ctx.say(`${label}: --resume: no checkpoint in ${workDir(s.dir)}; starting from step 0`);
+    return 0;
+  }
+  const meta = await loadMeta(file);
+  const was = decodeIdentity(meta.identity);
+  if (!was) throw new CheckpointError(file, "records no identity (written by an older dehvf?); remove it or drop --resume");
+  if (resumeKey(was) !== resumeKey(s.identity)) {
+    throw new UserError(`${label}: the checkpoint ${file} was made from something else (${identityChanges(was, s.identity, "resume").join("; ")}); to start over, drop --resume`);
+  }
+  const step = checkedStep(file, meta.step, cfg.steps);
+  const { tensors } = await readChecked(file, { expected: state, exact: true });
+  for (const [k, v] of tensors) params.set(k, v);
+  const changed = identityChanges(was, s.identity);
+  ctx.say(`${label}: resuming at step ${step} of ${cfg.steps}${changed.length ? ` (changed since the checkpoint: ${changed.join("; ")})` : ""}`);
+  return step;
 }
 
 async function plotLoss(metricsFile: string, png: string, title: string): Promise<void> {
   const recs: MetricsRecord[] = readMetrics(metricsFile);
   const points = recs.filter((r) => typeof r.loss === "number" && Number.isFinite(r.loss)).map((r) => [r.step, r.loss as number] as [number, number]);
   if (points.length) await writeLossPlot(png, [{ name: "train loss", points }], { title, xLabel: "step", yLabel: "loss", logY: points.every(([, y]) => y > 0) });
+}
+
+/** A forward plan on the device for evaluation, saying so while its pipelines compile. */
+export function predictorSaying(say: (line: string) => void, gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>): Promise<Predictor> {
+  return Predictor.create(gpu, model, dims, params, (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work));
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { shapeStr } from "../../compiler/dims.ts";
 import { fmtCount, fmtInt, paramRows, trainableGroups } from "../../compiler/param-report.ts";
-import { intOption, loadModel } from "./load.ts";
+import { loadModel, positiveInt } from "./load.ts";
 
 function pad(s: string, n: number, right = false): string {
   return right ? s.padStart(n) : s.padEnd(n);
@@ -12,7 +12,7 @@ export function registerCheck(program: Command): void {
     .command("check")
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to check (default: the file's first model)")
-    .option("--depth <n>", "depth of the parameter table", intOption("depth"), 2)
+    .option("--depth <n>", "depth of the parameter table", positiveInt, 2)
     .description("parse, link, elaborate and shape-check a model; print its signature and parameter table")
     .action((file: string, opts: { model?: string; depth: number }) => {
       const m = loadModel(file, opts.model);

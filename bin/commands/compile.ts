@@ -4,9 +4,10 @@ import { opHistogram, printGraph } from "../../compiler/print-graph.ts";
 import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
 import type { SourceMap } from "../../grammar/diagnostics.ts";
 import { buildPlan, type Plan, type PlanTarget, planTextureBytes } from "../../compiler/plan.ts";
+import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
-import { dimOptions, loadModel, resolveDims } from "./load.ts";
+import { type DimOptions, dimOptions, loadModel, resolveDims } from "./load.ts";
 
 const EMITS = ["summary", "graph", "plan", "wgsl"] as const;
 
@@ -19,7 +20,7 @@ async function target(): Promise<{ target: PlanTarget; device: string; release: 
     return { target: planTarget(gpu), device: gpu.info.description || gpu.info.vendor, release: () => gpu.destroy() };
   } catch (e) {
     if (!(e instanceof NoAdapterError)) throw e;
-    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, fuseChains: true };
+    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, maxBufferBytes: 256 * 2 ** 20, fuseChains: true };
     return { target: t, device: "no adapter: WebGPU default limits", release: () => {} };
   }
 }
@@ -58,7 +59,7 @@ export function registerCompile(program: Command): void {
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; batch: number; seq: number; dim?: string[] }) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[] } & DimOptions) => {
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
@@ -68,9 +69,11 @@ export function registerCompile(program: Command): void {
         if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
       });
       if (opts.emit === "plan" || opts.emit === "wgsl") {
+        const dims = resolveDims(m, opts);
         const t = await target();
         try {
-          const plan = buildPlan(m, resolveDims(m, opts), t.target, roots);
+          checkSizes(m, dims, { device: t.target });
+          const plan = buildPlan(m, dims, t.target, roots);
           if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, sources, t.device)}\n`);
           else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
         } finally {

@@ -4,14 +4,16 @@ import type { Command } from "commander";
 import { elaborate } from "../../compiler/elaborate.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
-import { Predictor } from "../../eval/evaluate.ts";
 import { acquireGpu } from "../../runtime/device.ts";
-import { loadTensors, STAGE_FILES } from "../../train/checkpoint.ts";
+import { readChecked, STAGE_FILES } from "../../train/checkpoint.ts";
+import { checkSizes } from "../../compiler/size-limits.ts";
+import { hostLimits } from "../../runtime/host-limits.ts";
+import { deviceLimits } from "../../runtime/webgpu-backend.ts";
 import { prepareData } from "../../train/data.ts";
-import { describeEval, evaluateTask } from "../../train/run-stage.ts";
+import { describeEval, evaluateTaskSaying, predictorSaying } from "../../train/run-stage.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
 import { seqLength, groundedExamples } from "../../train/tasks.ts";
-import { intOption } from "./load.ts";
+import { nonNegativeInt, positiveInt } from "./load.ts";
 
 interface EvalOptions {
   model?: string;
@@ -21,6 +23,7 @@ interface EvalOptions {
   batch: number;
   problems: number;
   captions: number;
+  strict?: boolean;
 }
 
 export function registerEval(program: Command): void {
@@ -32,9 +35,10 @@ export function registerEval(program: Command): void {
     .option("-m, --model <name>", "model to evaluate (default: the file's first model)")
     .option("--data <dir>", "dataset directory (default: the built-in Fashion-MNIST one)")
     .option("--split <name>", "val or test", "test")
-    .option("--batch <n>", "rows per forward", intOption("batch"), 64)
-    .option("--problems <n>", "at most this many problems", intOption("problems"), 2000)
-    .option("--captions <n>", "at most this many caption images", intOption("captions"), 100)
+    .option("--batch <n>", "rows per forward", positiveInt, 64)
+    .option("--problems <n>", "at most this many problems", nonNegativeInt, 2000)
+    .option("--captions <n>", "at most this many caption images", nonNegativeInt, 100)
+    .option("--strict", "exit with an error, evaluating nothing, when the weights hold NaN or infinite values (default: a loud warning)")
     .action(async (file: string, opts: EvalOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
       if (opts.split !== "val" && opts.split !== "test") throw new UserError(`--split must be val or test, got ${opts.split}`);
@@ -44,19 +48,25 @@ export function registerEval(program: Command): void {
       const model = elaborate(program, modelName);
       const weights = existsSync(opts.checkpoint) && statSync(opts.checkpoint).isDirectory() ? join(opts.checkpoint, STAGE_FILES.final) : opts.checkpoint;
       if (!existsSync(weights)) throw new UserError(`no weights at ${weights} (train first: dehvf train ${file} -m ${modelName})`);
-      const { tensors, meta } = await loadTensors(weights);
-      const missing = model.params.filter((p) => !tensors.has(p.name)).map((p) => p.name);
-      if (missing.length) throw new UserError(`${weights} lacks ${missing.length} parameters of ${modelName} (e.g. ${missing.slice(0, 3).join(", ")}); was it trained for another model?`);
       const stage = stagesFor(trainStages(program), modelName).at(-1)!;
       const data = await prepareData(opts.data, say, [opts.split]);
+      // room for the longest prompt + reference answer of the evaluated split itself
+      const T = stage.task === "classify" ? undefined : seqLength(groundedExamples(data.tokenizer!, data.splits[opts.split]!));
+      const dims: Record<string, number> = T ? { B: opts.batch, T } : { B: opts.batch };
       const gpu = await acquireGpu();
       try {
-        // room for the longest prompt + reference answer of the evaluated split itself
-        const T = stage.task === "classify" ? undefined : seqLength(groundedExamples(data.tokenizer!, data.splits[opts.split]!));
-        const p = await Predictor.create(gpu, model, T ? { B: opts.batch, T } : { B: opts.batch }, tensors);
+        checkSizes(model, dims, { host: hostLimits(), device: deviceLimits(gpu) });
+        const { tensors, meta, nonFinite } = await readChecked(weights, { expected: model.params, anyFloat: true, nonFinite: "report" });
+        if (nonFinite.length) {
+          const which = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count.toLocaleString("en-US")} of ${t.size.toLocaleString("en-US")}`).join(", ");
+          const what = `${weights}: ${nonFinite.length} tensor${nonFinite.length === 1 ? "" : "s"} hold NaN or infinite values (${which}${nonFinite.length > 3 ? ", …" : ""})`;
+          if (opts.strict) throw new UserError(`${what}; nothing evaluated (--strict)`);
+          process.stderr.write(`\n*** WARNING: ${what}.\n*** The model's outputs are not numbers: every result below is meaningless. (--strict makes this an error.)\n\n`);
+        }
+        const p = await predictorSaying(say, gpu, model, dims, tensors);
         say(`${modelName} from ${weights} (stage ${meta.stage ?? "?"}, step ${meta.step ?? "?"})`);
         const t0 = performance.now();
-        const r = await evaluateTask(stage.task, p, data, opts.split, { problems: opts.problems, captions: opts.captions });
+        const r = await evaluateTaskSaying(say, stage.task, p, data, opts.split, { problems: opts.problems, captions: opts.captions });
         say(describeEval(r));
         for (const s of (r.samples ?? []) as { question: string; generated: string; answer: string }[]) say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
         say(`evaluated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

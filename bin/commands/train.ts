@@ -4,9 +4,11 @@ import { UserError } from "../../grammar/diagnostics.ts";
 import { autotuneRequested } from "../../runtime/autotune.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { prepareData } from "../../train/data.ts";
-import { runStage, type StageResult, stageDir } from "../../train/run-stage.ts";
+import { runStage, type StageResult } from "../../train/run-stage.ts";
+import { datasetDigest } from "../../data/loader.ts";
+import { acquireRunLock } from "../../io/run-lock.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
-import { intOption } from "./load.ts";
+import { nonNegativeInt, positiveInt } from "./load.ts";
 
 interface TrainOptions {
   model?: string;
@@ -26,11 +28,11 @@ export function registerTrain(program: Command): void {
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to fine-tune (default: the file's first model)")
     .option("--data <dir>", "dataset directory (ScienceQA/COCO-shaped); default: build the Fashion-MNIST one in out/data/fashion")
-    .option("--steps <n>", "steps of the last stage (overrides its `steps`)", intOption("steps"))
+    .option("--steps <n>", "steps of the last stage (overrides its `steps`)", positiveInt)
     .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
     .option("--resume", "continue each unfinished stage from its last checkpoint")
-    .option("--eval-problems <n>", "held-out problems to evaluate", intOption("eval-problems"), 2000)
-    .option("--eval-captions <n>", "held-out caption images to evaluate", intOption("eval-captions"), 100)
+    .option("--eval-problems <n>", "held-out problems to evaluate", nonNegativeInt, 2000)
+    .option("--eval-captions <n>", "held-out caption images to evaluate", nonNegativeInt, 100)
     .option("--autotune", "time candidate matmul kernels of each training step on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .action(async (file: string, opts: TrainOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -39,21 +41,29 @@ export function registerTrain(program: Command): void {
       if (!modelName) throw new UserError(`${file} declares no model`);
       const stages = stagesFor(trainStages(program), modelName);
       say(`stages: ${stages.map((s) => `${s.name}${s.model ? ` (${s.model})` : ` (${modelName})`}`).join(" → ")}`);
-      const t0 = performance.now();
-      const data = await prepareData(opts.data, say);
-      const gpu = await acquireGpu();
-      say(`device: ${gpu.info.description || gpu.info.vendor}`);
+      const lock = acquireRunLock(opts.out, `dehvf train ${process.argv.slice(3).join(" ")}`);
+      if (lock.tookOver) say(`${opts.out}: took over the lock of an earlier run (${lock.tookOver})`);
       try {
-        const done = new Map<string, StageResult>();
-        for (const [i, stage] of stages.entries()) {
-          const last = i === stages.length - 1;
-          const backbones = stage.backbones.map((b) => done.get(b)?.dir ?? stageDir(opts.out, stages.find((s) => s.name === b)!, modelName));
-          const ctx = { gpu, program, data, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
-          done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));
+        const t0 = performance.now();
+        const data = await prepareData(opts.data, say);
+        const dataDigest = datasetDigest(data);
+        const gpu = await acquireGpu();
+        say(`device: ${gpu.info.description || gpu.info.vendor}`);
+        try {
+          const ctx = { gpu, program, data, dataDigest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
+          const done = new Map<string, StageResult>();
+          for (const [i, stage] of stages.entries()) {
+            const last = i === stages.length - 1;
+            // stagesFor puts every backbone before the stages that use it
+            const backbones = stage.backbones.map((b) => done.get(b)!);
+            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));
+          }
+          say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
+        } finally {
+          gpu.destroy();
         }
-        say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
       } finally {
-        gpu.destroy();
+        lock.release();
       }
     });
 }
