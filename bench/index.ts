@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ main(argv: readonly string[]): Pro
   layer: () => import("./layer.ts"),
   "dehvf-vs-concat": () => import("./dehvf-vs-concat.ts"),
   fusion: () => import("./fusion.ts"),
+  generate: () => import("./generate.ts"),
 };
 
 async function runOne(name: string, args: readonly string[]): Promise<void> {

@@ -3,6 +3,8 @@ import { registerCheck } from "./commands/check.ts";
 import { registerCompile } from "./commands/compile.ts";
 import { registerInfo } from "./commands/info.ts";
 import { registerEval } from "./commands/eval.ts";
+import { registerGenerate } from "./commands/generate.ts";
+import { registerImport } from "./commands/import.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerTrain } from "./commands/train.ts";
 import { report } from "./report.ts";
@@ -18,6 +20,8 @@ registerCompile(program);
 registerRun(program);
 registerTrain(program);
 registerEval(program);
+registerGenerate(program);
+registerImport(program);
 registerInfo(program);
 
 let code = 0;

@@ -2,6 +2,7 @@ import type { Span } from "../grammar/source.ts";
 import { type Dim, dimDivExact, dimMul, dimStr, shapeStr } from "./dims.ts";
 import type { Node } from "./ir.ts";
 import { ShapeError } from "./shape-rules.ts";
+import { cached, type DecodingContext, once, positions } from "./decoding.ts";
 import type { TensorOps } from "./tensor-ops.ts";
 import { boolV, floatV, intV, tensorV, type Value } from "./values.ts";
 
@@ -114,7 +115,7 @@ export class BuiltinArgs {
   }
 }
 
-type Impl = (a: BuiltinArgs, t: TensorOps) => Value;
+type Impl = (a: BuiltinArgs, t: TensorOps, ctx: DecodingContext) => Value;
 
 interface Builtin {
   /** parameter names in positional order; `...` marks a variadic tail */
@@ -139,6 +140,8 @@ const activations: Record<string, (t: TensorOps, x: Node) => Node> = {
   silu: (t, x) => t.mul(x, sigmoid(t, x)),
   gelu,
   quick_gelu: (t, x) => t.mul(x, sigmoid(t, t.mul(x, t.scalar(1.702)))),
+  // SigLIP's: ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
+  gelu_pytorch_tanh: (t, x) => t.mul(t.mul(x, t.scalar(0.5)), t.add(t.scalar(1), t.unary("tanh", t.mul(t.add(x, t.mul(t.mul(t.mul(x, x), x), t.scalar(0.044715))), t.scalar(Math.sqrt(2 / Math.PI)))))),
   relu: (t, x) => t.binary("max", x, t.scalar(0)),
   sigmoid,
   tanh: (t, x) => t.unary("tanh", x),
@@ -232,6 +235,11 @@ export const builtins: Record<string, Builtin> = {
   full: { params: ["shape", "value"], impl: (a, t) => T(t.expand(t.scalar(a.number("value")), a.dims("shape"))) },
   gather: { params: ["table", "index"], impl: (a, t) => T(t.gather(a.tensor("table"), a.tensor("index"))) },
   float: { params: ["x"], impl: (a, t) => T(t.cast(a.tensor("x"), "f32")) },
+  // incremental decoding (compiler/decoding.ts): identities in training
+  positions: { params: ["x", "axis"], impl: (a, t, ctx) => T(positions(t, ctx, a.tensor("x"), a.int("axis"))) },
+  cached: { params: ["x", "axis"], impl: (a, t, ctx) => T(cached(t, ctx, a.tensor("x"), a.int("axis"))) },
+  once: { params: ["x"], impl: (a, _t, ctx) => T(once(ctx, a.tensor("x"))) },
+  decoding: { params: [], impl: (_a, _t, ctx) => boolV(ctx.mode === "decode") },
   patches: { params: ["image", "size"], impl: (a, t) => T(patches(t, a.tensor("image"), a.int("size"))) },
   split_heads: { params: ["x", "heads"], impl: (a, t) => T(splitHeads(t, a.tensor("x"), a.int("heads"))) },
   merge_heads: { params: ["x"], impl: (a, t) => T(mergeHeads(t, a.tensor("x"))) },

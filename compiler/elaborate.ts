@@ -5,12 +5,15 @@ import { MAX_EVAL_DEPTH, MAX_INSTANCES, MAX_REPEAT } from "../grammar/limits.ts"
 import type { Program } from "../grammar/modules.ts";
 import type { Span } from "../grammar/source.ts";
 import { ArgError, type ArgValue, BuiltinArgs, builtinNames, builtins } from "./builtins.ts";
+import { CACHE_POS, CONTEXT_DIM, type DecodingContext, type ElaborationMode } from "./decoding.ts";
 import { type Dim, type Shape, dimAdd, dimDivExact, dimEq, dimMul, dimStr, dimSub, shapeStr, sym } from "./dims.ts";
 import { GraphBuilder } from "./graph.ts";
 import { link } from "./link.ts";
 import { makeInitRule, INIT_RULES } from "./init-rules.ts";
 import type { DType, InitRule, Node } from "./ir.ts";
 import { Scope } from "./scope.ts";
+import { besideFile, WeightSources } from "./weight-sources.ts";
+import { type PreprocessSpec, preprocessOf } from "./preprocess-decl.ts";
 import { ShapeError } from "./shape-rules.ts";
 import { numel } from "./tensor.ts";
 import { TensorOps } from "./tensor-ops.ts";
@@ -44,6 +47,21 @@ export interface CompiledModel {
   readonly fusions: readonly FusionInfo[];
   /** run-time dimension symbols (B, T, ...) */
   readonly symbols: readonly string[];
+  /** the model's `tokenizer "..."`, resolved against its file (absolute) */
+  readonly tokenizer?: string;
+  /** the model's `preprocess(...)` for its `image` input, as written (data/preprocess.ts completes it) */
+  readonly preprocess?: PreprocessSpec;
+  /** the mode it was elaborated in (compiler/decoding.ts) */
+  readonly mode: ElaborationMode;
+  /** persistent inputs (KV caches, values kept from prefill) and the outputs that update them after each run (none: read only) */
+  readonly state: readonly { readonly input: string; readonly update?: string }[];
+}
+
+export interface ElaborateOptions {
+  /** full (training), prefill or decode: see compiler/decoding.ts */
+  readonly mode?: ElaborationMode;
+  /** run-time dimensions fixed at elaboration (decode: the new tokens' length, 1) */
+  readonly fixed?: Readonly<Record<string, number>>;
 }
 
 interface Attachment {
@@ -76,13 +94,55 @@ class Elaborator {
   readonly graph = new GraphBuilder();
   readonly ops = new TensorOps(this.graph);
   readonly params: ParamInfo[] = [];
+  /** `from "..."` checkpoints in force while instances are made */
+  private readonly weights = new WeightSources();
   private readonly taps = new Map<string, Node | "ambiguous">();
   private readonly attachments = new Map<string, Attachment>();
   private modelScope: Scope | undefined;
   private readonly symbols = new Set<string>();
   private depth = 0;
 
-  constructor(private readonly program: Program) {}
+  /** state inputs made by the decoding builtins, and each one's new value */
+  private readonly stateInputs: InputInfo[] = [];
+  private readonly stateUpdates = new Map<Node, Node>();
+  private readonly stateCount = new Map<string, number>();
+  private cachePosInput: InputInfo | undefined;
+
+  constructor(
+    private readonly program: Program,
+    private readonly options: ElaborateOptions = {},
+  ) {}
+
+  private get mode(): ElaborationMode {
+    return this.options.mode ?? "full";
+  }
+
+  /** The decoding builtins' view of the elaborator, for a call inside `inst`. */
+  private decodingContext(inst: Instance | undefined): DecodingContext {
+    return {
+      mode: this.mode,
+      state: (kind, shape, dtype) => {
+        const base = `${inst?.path || "model"}@${kind}`;
+        const n = this.stateCount.get(base) ?? 0;
+        this.stateCount.set(base, n + 1);
+        const name = n ? `${base}${n}` : base;
+        const node = this.ops.make("input", [], { name, shape, dtype });
+        this.stateInputs.push({ name, shape, dtype, node });
+        return node;
+      },
+      update: (state, value) => {
+        this.stateUpdates.set(state, value);
+      },
+      cachePos: (batch) => {
+        this.cachePosInput ??= { name: CACHE_POS, shape: [batch], dtype: "i32", node: this.ops.make("input", [], { name: CACHE_POS, shape: [batch], dtype: "i32" }) };
+        return this.cachePosInput.node;
+      },
+      context: () => {
+        this.symbols.add(CONTEXT_DIM);
+        return sym(CONTEXT_DIM);
+      },
+    };
+  }
 
   // ---------- errors ----------
 
@@ -222,7 +282,8 @@ class Elaborator {
           return n;
         });
         this.countElements(m, shape);
-        const info: ParamInfo = { name: sub(m.name.name), shape, init: this.initRule(m.init, scope), trainable: !(frozen || m.frozen), decl: m };
+        const source = this.weights.sourceOf(sub(m.name.name), shape);
+        const info: ParamInfo = { name: sub(m.name.name), shape, init: this.initRule(m.init, scope), trainable: !(frozen || m.frozen), decl: m, ...(source && { source }) };
         inst.params.set(m.name.name, info);
         this.params.push(info);
       } else if (m.kind === "instance") {
@@ -235,9 +296,9 @@ class Elaborator {
           if (n > MAX_REPEAT) fail("shape", `repeat count is ${n}; at most ${MAX_REPEAT} copies are allowed`, m.repeat.span);
           inst.children.set(
             m.name.name,
-            Array.from({ length: n }, (_, i) => this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span)),
+            Array.from({ length: n }, (_, i) => this.weights.within(m, `${sub(m.name.name)}.${i}`, childArgs, () => this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span))),
           );
-        } else inst.children.set(m.name.name, this.child(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span));
+        } else inst.children.set(m.name.name, this.weights.within(m, sub(m.name.name), childArgs, () => this.child(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span)));
       }
     }
     return inst;
@@ -276,6 +337,11 @@ class Elaborator {
       const shape = tt.dims.map((d): Dim => {
         if (d.kind === "ellipsis") fail("type", "`...` is not allowed in model inputs: give every dimension", d.span);
         if (d.expr.kind === "name" && !scope.local(d.expr.name) && !root.args.has(d.expr.name)) {
+          const fixed = this.options.fixed?.[d.expr.name];
+          if (fixed !== undefined) {
+            scope.vars.set(d.expr.name, intV(fixed));
+            return fixed;
+          }
           this.symbols.add(d.expr.name);
           const s = sym(d.expr.name);
           scope.vars.set(d.expr.name, intV(s));
@@ -295,16 +361,24 @@ class Elaborator {
     if (fwd.result) this.bindPattern(fwd.result, result.node, scope, "the model's result", fwd.result.span);
     for (const [key, att] of this.attachments)
       if (!this.usedAttachments.has(key)) fail("link", `fusion \`${att.fusion.name.name}\` targets site \`${key}\`, but the forward never reaches it`, att.fusion.name.span, "is the block that holds the site called from the model's forward?");
+    if (this.cachePosInput) inputs.push(this.cachePosInput);
+    inputs.push(...this.stateInputs);
+    const state = this.stateInputs.map((i) => ({ input: i.name, ...(this.stateUpdates.has(i.node) ? { update: `new:${i.name}` } : {}) }));
+    const updates = this.stateInputs.filter((i) => this.stateUpdates.has(i.node)).map((i) => ({ name: `new:${i.name}`, node: this.stateUpdates.get(i.node)! }));
     return {
       name: model.name.name,
       program: this.program,
       graph: this.graph,
       root,
       inputs,
-      outputs: [{ name: "out", node: result.node }],
+      outputs: [{ name: "out", node: result.node }, ...updates],
       params: this.params,
       fusions,
       symbols: [...this.symbols],
+      ...(model.tokenizers?.length && { tokenizer: besideFile(model.tokenizers[0].pathSpan, model.tokenizers[0].path) }),
+      ...(model.preprocess?.length && { preprocess: preprocessOf(model, inputs) }),
+      mode: this.mode,
+      state,
     };
   }
 
@@ -735,7 +809,7 @@ class Elaborator {
         positional.push(av);
       }
     }
-    if (callee.kind === "builtin") return this.callBuiltin(callee.name, positional, named, e);
+    if (callee.kind === "builtin") return this.callBuiltin(callee.name, positional, named, e, scope);
     if (callee.kind === "instance") return this.callForward(callee.inst, positional, named, e.span);
     if (callee.kind === "list" && callee.items.length && callee.items.every((x) => x.kind === "instance")) {
       // A repeat applied as a function chains its copies: h = layer[0](h); h = layer[1](h); ...
@@ -750,7 +824,7 @@ class Elaborator {
     return fail("type", `${describeValue(callee)} cannot be called`, e.callee.span);
   }
 
-  private callBuiltin(name: string, positional: ArgValue[], named: Map<string, ArgValue>, e: A.CallExpr): Value {
+  private callBuiltin(name: string, positional: ArgValue[], named: Map<string, ArgValue>, e: A.CallExpr, scope: Scope): Value {
     const b = builtins[name];
     const variadic = b.params[0] === "...";
     if (!variadic && positional.length > b.params.length)
@@ -760,7 +834,7 @@ class Elaborator {
     if (b.scalar && positional.length === 1 && (positional[0].value.kind === "float" || (positional[0].value.kind === "int" && typeof positional[0].value.value === "number")))
       return floatV(b.scalar(Number(positional[0].value.value)));
     const args = new BuiltinArgs(name, variadic ? [] : b.params, variadic ? positional : positional, named, (v, span) => this.toTensor(v, span));
-    return this.at(e.span, () => b.impl(args, this.ops));
+    return this.at(e.span, () => b.impl(args, this.ops, this.decodingContext(scope.inst)));
   }
 
   /**
@@ -881,7 +955,7 @@ class Elaborator {
 }
 
 /** Links every loaded file, then elaborates the named model (default: the entry file's first). */
-export function elaborate(program: Program, modelName?: string): CompiledModel {
+export function elaborate(program: Program, modelName?: string, options: ElaborateOptions = {}): CompiledModel {
   const linkErrors = link(program);
   if (linkErrors.length) throw new DehvfError(linkErrors).withSources(program.sources);
   const models = program.entry.decls.filter((d) => d.kind === "model");
@@ -895,7 +969,7 @@ export function elaborate(program: Program, modelName?: string): CompiledModel {
   } else model = models[0];
   if (!model) throw new DehvfError([{ phase: "input", message: `${program.entry.path} declares no \`model\``, hint: "add `model Name { ... }`, or pass a file that has one" } as Diagnostic]).withSources(program.sources);
   try {
-    return new Elaborator(program).elaborateModel(model);
+    return new Elaborator(program, options).elaborateModel(model);
   } catch (e) {
     if (e instanceof DehvfError) e.withSources(program.sources);
     throw e;

@@ -5,6 +5,8 @@ import { MAX_ERRORS } from "../grammar/limits.ts";
 import type { Program } from "../grammar/modules.ts";
 import { builtins } from "./builtins.ts";
 import { INIT_RULES } from "./init-rules.ts";
+import { checkWeightDecls } from "./weight-sources.ts";
+import { checkPreprocessDecls } from "./preprocess-decl.ts";
 
 const SCALAR_TYPES = ["int", "float", "bool", "string"];
 const ELEMENT_TYPES = ["int", "float", "i32", "f32"];
@@ -136,6 +138,8 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
   };
 
   for (const decl of program.decls.values()) {
+    checkWeightDecls(decl, report);
+    checkPreprocessDecls(decl, report);
     const builtinScope = new Names(undefined, true);
     builtinNames.forEach((n) => builtinScope.add(n));
     const scope = builtinScope.child();

@@ -152,7 +152,9 @@ function interpreterPeak(model: CompiledModel, dims: Readonly<Record<string, num
 }
 
 function overHostMemory(model: CompiledModel, dims: Readonly<Record<string, number>>, host: HostLimits, budget: SizeBudget, resident: readonly Sized[], activations: number): Diagnostic[] {
-  const params = elements(resident.filter((t) => t.kind === "parameter")) * FLOAT64;
+  // checkpoint weights (`from "..."`) are streamed to the device as float32: on the host only for the interpreter
+  const onHost = new Set(model.params.filter((p) => budget.interp || !p.source).map((p) => `parameter \`${p.name}\``));
+  const params = elements(resident.filter((t) => t.kind === "parameter" && onHost.has(t.what))) * FLOAT64;
   const state = budget.training ? 2 * model.params.filter((p) => p.trainable).reduce((a, p) => a + numel(p.shape), 0) * FLOAT64 : 0;
   const io = elements(resident.filter((t) => t.kind !== "parameter")) * FLOAT64;
   const live = activations * FLOAT64;

@@ -1,12 +1,8 @@
 import { seededRng } from "../compiler/param-init.ts";
-import { GRID_SIZE, shuffle } from "./composites.ts";
+import { shuffle } from "./composites.ts";
 import type { TextParts } from "./scienceqa.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { padId, requireSpecial, type Tokenizer } from "./tokenizers/tokenizer.ts";
 import { DataError } from "./data-error.ts";
-
-/** One grey channel; every batch image is [B, 1, 56, 56]. */
-export const IMAGE_SHAPE = [1, GRID_SIZE, GRID_SIZE] as const;
-const IMAGE_NUMEL = GRID_SIZE * GRID_SIZE;
 
 /** Token ids without <bos>/<eos>: the batch adds those, so T is counted the same way everywhere. */
 export interface EncodedText {
@@ -15,7 +11,7 @@ export interface EncodedText {
 }
 
 export interface EncodedExample extends EncodedText {
-  /** 1×56×56 normalised grey, e.g. a view into a loaded split. */
+  /** C×H×W as the model takes it (data/images.ts), e.g. a view into a loaded split. */
   image: Float32Array;
 }
 
@@ -37,7 +33,7 @@ export function sequenceLength(t: EncodedText): number {
 export interface TextBatch {
   B: number;
   T: number;
-  /** [B, T] <bos> prompt answer, right-padded with <pad>. */
+  /** [B, T] <bos> prompt answer, right-padded with <pad> (or <eos>: tokenizers/tokenizer.ts padId). */
   tokens: Int32Array;
   /** [B, T] the next token; <pad> past the end. */
   targets: Int32Array;
@@ -50,7 +46,7 @@ export interface TextBatch {
 }
 
 export interface LmBatch extends TextBatch {
-  /** [B, 1, 56, 56] */
+  /** [B, C, H, W] */
   image: Float32Array;
 }
 
@@ -63,7 +59,9 @@ export interface VitBatch {
 
 function fillText(tok: Tokenizer, texts: readonly EncodedText[], T: number, lossOnPrompt: boolean, what: string): TextBatch {
   const B = texts.length;
-  const { pad, bos, eos } = tok.special;
+  const purpose = `the ${what} layout (<bos> text <eos>, then padding)`;
+  const [bos, eos] = (["bos", "eos"] as const).map((s) => requireSpecial(tok, s, purpose));
+  const pad = padId(tok, purpose);
   const batch: TextBatch = {
     B,
     T,
@@ -92,11 +90,13 @@ function fillText(tok: Tokenizer, texts: readonly EncodedText[], T: number, loss
   return batch;
 }
 
-function gatherImages(images: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(images.length * IMAGE_NUMEL);
+/** The rows' images, one after another ([B, C, H, W]); every one the same size. */
+export function gatherImages(images: readonly Float32Array[]): Float32Array {
+  const numel = images[0]?.length ?? 0;
+  const out = new Float32Array(images.length * numel);
   images.forEach((im, b) => {
-    if (im.length !== IMAGE_NUMEL) throw new Error(`image ${b}: ${im.length} values, expected ${IMAGE_SHAPE.join("×")}`);
-    out.set(im, b * IMAGE_NUMEL);
+    if (im.length !== numel) throw new Error(`image ${b}: ${im.length} values, image 0 has ${numel}`);
+    out.set(im, b * numel);
   });
   return out;
 }

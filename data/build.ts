@@ -10,11 +10,13 @@ import { GRID_SIZE, itemPool, renderComposite, type Composite, type ItemPool } f
 import { FASHION_MNIST_DIR, loadFashionMnist } from "./fashion-mnist.ts";
 import { DEFAULT_CONCURRENCY, FILES, mapLimit, readManifest } from "./loader.ts";
 import { generateProblems, promptParts, SPLITS, type PidSplits, type Problems, type SplitName } from "./scienceqa.ts";
-import { buildTokenizer, tokenizerToJson, type Tokenizer } from "./tokenizer.ts";
+import { hfTokenizer } from "./tokenizers/hf.ts";
+import type { Tokenizer } from "./tokenizers/tokenizer.ts";
+import { buildWordLevel, type TokenizerFiles } from "./tokenizers/word-level.ts";
 import { processAlive } from "../io/process-identity.ts";
 
 /** Bump when the generated content changes, so existing datasets are rebuilt rather than reused. */
-export const DATA_VERSION = 2;
+export const DATA_VERSION = 3;
 
 export interface BuildOptions {
   seed?: number;
@@ -86,6 +88,7 @@ interface Generated {
   grids: Record<string, Composite>;
   coco: CocoDataset;
   tokenizer: Tokenizer;
+  tokenizerFiles: TokenizerFiles;
   maxSequence: Manifest["maxSequence"];
   captionImages: Record<SplitName, number>;
 }
@@ -118,7 +121,9 @@ function generate(pools: Record<SplitName, ItemPool>, key: BuildKey): Generated 
   const vqaTexts = (split: SplitName | null) => Object.values(problems).filter((p) => !split || p.split === split).map(promptParts);
   const capTexts = (split: SplitName | null) => images.filter((im) => !split || im.split === split).flatMap((im) => im.sentences.map((s) => captionParts(s.raw)));
   // Train text only: val/test words the tokenizer never saw must show up as <unk>, not leak in.
-  const tokenizer = buildTokenizer([...vqaTexts("train"), ...capTexts("train")].flatMap((t) => [t.prompt, t.answer]));
+  const tokenizerFiles = buildWordLevel([...vqaTexts("train"), ...capTexts("train")].flatMap((t) => [t.prompt, t.answer]));
+  // Encoded through the Hugging Face path, as the loader will read the written files back.
+  const tokenizer = hfTokenizer(tokenizerFiles.json, tokenizerFiles.config, "the word-level vocabulary built from the training text");
   const longest = (texts: { prompt: string; answer: string }[]) => texts.reduce((m, t) => Math.max(m, sequenceLength(encodeText(tokenizer, t))), 0);
   return {
     problems,
@@ -126,6 +131,7 @@ function generate(pools: Record<SplitName, ItemPool>, key: BuildKey): Generated 
     grids,
     coco: { dataset: "fashion", images },
     tokenizer,
+    tokenizerFiles,
     maxSequence: { vqa: longest(vqaTexts(null)), caption: longest(capTexts(null)) },
     captionImages,
   };
@@ -204,7 +210,8 @@ export async function buildDefaultData(dir: string, opts: BuildOptions = {}): Pr
       json(FILES.splits, g.pidSplits),
       json(FILES.captions, g.coco),
       json(FILES.grids, g.grids),
-      writeFile(join(tmp, FILES.tokenizer), JSON.stringify(tokenizerToJson(g.tokenizer), null, 1)),
+      writeFile(join(tmp, FILES.tokenizer), JSON.stringify(g.tokenizerFiles.json, null, 1)),
+      writeFile(join(tmp, FILES.tokenizerConfig), JSON.stringify(g.tokenizerFiles.config, null, 1)),
     ]);
     manifest.buildSeconds = Math.round((performance.now() - started) / 10) / 100;
     // The manifest goes in last: a dir with one is complete.

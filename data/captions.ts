@@ -11,7 +11,8 @@ export interface CocoSentence {
 }
 
 export interface CocoImage {
-  filepath: string;
+  /** Karpathy's COCO file has it (train2014/val2014); Flickr30k's does not */
+  filepath?: string;
   filename: string;
   imgid: number;
   split: SplitName;

@@ -37,9 +37,14 @@ export interface TextParts {
   answer: string;
 }
 
+/** ScienceQA's options line: `(A) yes (B) no`. */
+export function optionsText(p: Pick<Problem, "choices">): string {
+  return p.choices.map((c, i) => `(${LETTERS[i]}) ${c}`).join(" ");
+}
+
 /** ScienceQA's QCM→A text: `Question: … Options: (A) … Answer:` then `The answer is X.` (the Context line only when there is a hint). */
 export function promptParts(p: Problem): TextParts {
-  const options = p.choices.map((c, i) => `(${LETTERS[i]}) ${c}`).join(" ");
+  const options = optionsText(p);
   const context = p.hint ? ` Context: ${p.hint}` : "";
   return { prompt: `Question: ${p.question}${context} Options: ${options} Answer:`, answer: `The answer is ${LETTERS[p.answer]}.` };
 }

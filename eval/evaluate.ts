@@ -1,13 +1,17 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { encodeText, IMAGE_SHAPE, lmBatch } from "../data/batches.ts";
+import { encodeText } from "../data/batches.ts";
 import { captionParts } from "../data/captions.ts";
 import type { LoadedSplit } from "../data/loader.ts";
-import { LETTERS, promptParts } from "../data/scienceqa.ts";
-import type { Tokenizer } from "../data/tokenizer.ts";
+import type { Problem } from "../data/scienceqa.ts";
+import type { PromptFormat } from "../data/prompts.ts";
+import { padId, requireSpecial, type Tokenizer } from "../data/tokenizers/tokenizer.ts";
+import { generateBatch } from "../generate/generate.ts";
+import type { StepModel } from "../runtime/decoder.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "../runtime/executor.ts";
+import { uploadParams } from "../runtime/param-upload.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
 import { labelledImages } from "../train/tasks.ts";
 import { captionMetrics, multipleChoiceAccuracy, type MultipleChoiceAccuracy } from "./metrics.ts";
@@ -25,7 +29,7 @@ export class Predictor {
 
   static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook): Promise<Predictor> {
     const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu)), model.program.sources, compiling);
-    ex.writeParams(params);
+    await uploadParams(ex, model, params);
     return new Predictor(model, dims, ex);
   }
 
@@ -63,12 +67,13 @@ function* batches(n: number, B: number): Generator<{ idx: number[]; real: number
 export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = Infinity, tally?: Tally): Promise<{ accuracy: number; items: number }> {
   const items = labelledImages(split).slice(0, limit);
   if (tally) tally.total += items.length;
+  if (!split.imageShape) throw new Error(`the ${split.split} split was loaded without images`);
   const B = p.dims.B;
   let correct = 0;
   for (const { idx, real } of batches(items.length, B)) {
     const image = new Float32Array(B * items[0].image.length);
     idx.forEach((i, b) => image.set(items[i].image, b * items[0].image.length));
-    const out = await p.forward(new Map([["image", tensor([B, ...IMAGE_SHAPE], image)]]));
+    const out = await p.forward(new Map([["image", tensor([B, ...split.imageShape], image)]]));
     for (let b = 0; b < real; b++)
       for (let q = 0; q < 4; q++) {
         const row = out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10);
@@ -80,45 +85,32 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
 }
 
 /**
- * Greedy decoding at a fixed T: row b holds <bos> prompt and what was generated so far;
- * the logits at its last position pick the next token. A causal model's logits there do
- * not depend on the padding after it, so one compiled plan serves every step.
+ * Greedy answers for rows of prompts (token ids, without BOS) and images ([C, H, W] each:
+ * `imageShape`; none when the model takes no image), B rows at a time
+ * through the model's prefill and decode plans (the KV cache; the ViT and any image memory
+ * run once per row). Every batch is laid out at the same prompt length, so one prefill plan
+ * serves all; the last batch is padded with row 0 (its results are dropped).
  */
-export async function greedyDecode(p: Predictor, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], maxNew: number, stopAt?: ReadonlySet<number>, tally?: Tally): Promise<number[][]> {
-  const { B, T } = p.dims;
+export async function greedyAnswers(decoder: StepModel, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], opts: { maxNew: number; stopAfter?: ReadonlySet<number>; tally?: Tally; takesPromptMask: boolean; imageShape?: readonly number[] }): Promise<number[][]> {
+  const B = decoder.batch;
+  const purpose = "greedy decoding (<bos> prompt, padded)";
+  const [pad, bos] = [padId(tok, purpose), requireSpecial(tok, "bos", purpose)];
+  const T = 1 + Math.max(0, ...rows.map((r) => r.prompt.length));
+  const stop = new Set([tok.special.eos].filter((x): x is number => x !== undefined));
   const out: number[][] = [];
   for (const { idx, real } of batches(rows.length, B)) {
-    const examples = idx.map((i) => ({ prompt: rows[i].prompt, answer: [] as number[], image: rows[i].image }));
-    const base = lmBatch(tok, examples, examples.map((_, i) => i), T);
-    const tokens = Int32Array.from(base.tokens);
-    const len = examples.map((e) => e.prompt.length + 1);
-    const gen: number[][] = examples.map(() => []);
-    const done = examples.map((_, b) => b >= real);
-    for (let s = 0; s < maxNew && done.some((d) => !d); s++) {
-      const feed = new Map([
-        ["image", tensor([B, ...IMAGE_SHAPE], base.image)],
-        ["tokens", tensor([B, T], tokens)],
-        ["prompt_mask", tensor([B, T], base.promptMask)],
-      ]);
-      const logits = await p.forward(feed);
-      const [, S, V] = logits.shape;
-      const offset = S - T; // a concat model's output also covers its visual prefix
-      for (let b = 0; b < B; b++) {
-        if (done[b]) continue;
-        const at = (b * S + offset + len[b] - 1) * V;
-        let best = 0;
-        for (let v = 1; v < V; v++) if (logits.data[at + v] > logits.data[at + best]) best = v;
-        if (best === tok.special.eos || len[b] >= T) done[b] = true;
-        else {
-          tokens[b * T + len[b]] = best;
-          gen[b].push(best);
-          len[b]++;
-          if (stopAt?.has(best)) done[b] = true;
-        }
-      }
+    const extra = new Map<string, Tensor>();
+    if (opts.imageShape) {
+      const numel = opts.imageShape.reduce((a, x) => a * x, 1);
+      const image = new Float32Array(B * numel);
+      idx.forEach((i, b) => image.set(rows[i].image, b * numel));
+      extra.set("image", tensor([B, ...opts.imageShape], image));
     }
+    // the prompt's own tokens, not BOS, as in training (data/batches.ts)
+    if (opts.takesPromptMask) extra.set("prompt_mask", tensor([B, T], Float32Array.from({ length: B * T }, (_, k) => (k % T >= 1 && k % T <= rows[idx[Math.floor(k / T)]].prompt.length ? 1 : 0))));
+    const gen = await generateBatch(decoder, idx.map((i) => [bos, ...rows[i].prompt]), { maxNew: opts.maxNew, promptLength: T, pad, stop, stopAfter: opts.stopAfter, extra });
     out.push(...gen.slice(0, real));
-    if (tally) tally.done += real;
+    if (opts.tally) opts.tally.done += real;
   }
   return out;
 }
@@ -130,27 +122,59 @@ export interface VqaReport {
   readonly samples: readonly { question: string; generated: string; answer: string }[];
 }
 
-/** The letter a generated answer names ("The answer is B."), if any. */
-export function answerLetter(text: string): string | undefined {
-  return /answer is \(?([a-j])\b/i.exec(text)?.[1]?.toUpperCase();
+/**
+ * What decoding an answer needs: room for the longest answer (and EOS), and the tokens it may
+ * stop after, the ones that end "The answer is X" for each option X (where the tokenizer
+ * keeps that ending a token of its own and nothing before it in the answer is one).
+ */
+function answerDecoding(tok: Tokenizer, format: PromptFormat, problems: readonly Problem[]): { maxNew: number; stopAfter?: Set<number> } {
+  const memo = new Map<string, number[]>();
+  const encode = (text: string) => memo.get(text) ?? memo.set(text, tok.encode(text)).get(text)!;
+  let longest = 0;
+  const stop = new Set<number>();
+  let stopsEveryChoice = true;
+  for (const p of problems)
+    p.choices.forEach((_, i) => {
+      const full = encode(format.answer(p, i));
+      longest = Math.max(longest, full.length);
+      const upTo = format.answerUpToChoice(p, i);
+      const head = upTo === undefined ? undefined : encode(upTo);
+      const last = head?.at(-1);
+      if (head && last !== undefined && head.every((t, k) => full[k] === t) && !head.slice(0, -1).includes(last)) stop.add(last);
+      else stopsEveryChoice = false;
+    });
+  // a token that ends one option's answer must not stand before another's choice
+  for (const p of problems)
+    p.choices.forEach((_, i) => {
+      const upTo = format.answerUpToChoice(p, i);
+      if (upTo !== undefined && encode(upTo).slice(0, -1).some((t) => stop.has(t))) stopsEveryChoice = false;
+    });
+  return { maxNew: Math.max(6, longest + 1), ...(stopsEveryChoice && stop.size && { stopAfter: stop }) };
 }
 
 /** Multiple-choice accuracy per question type (ScienceQA-style) and caption BLEU-4 / CIDEr-D, all by greedy decoding. */
-export async function evalVqa(p: Predictor, tok: Tokenizer, split: LoadedSplit, opts: { problems?: number; captionImages?: number; tally?: Tally } = {}): Promise<VqaReport> {
+export async function evalVqa(
+  decoder: StepModel,
+  tok: Tokenizer,
+  split: LoadedSplit,
+  opts: { problems?: number; captionImages?: number; tally?: Tally; takesPromptMask: boolean; maxCaption: number; format: PromptFormat },
+): Promise<VqaReport> {
   const probs = split.vqa.slice(0, opts.problems ?? Infinity);
   const caps = split.captions.slice(0, opts.captionImages ?? Infinity);
   if (opts.tally) opts.tally.total += probs.length + caps.length;
-  const rows = probs.map((e) => ({ prompt: encodeText(tok, promptParts(e.problem)).prompt, image: e.image }));
+  const { format } = opts;
+  const rows = probs.map((e) => ({ prompt: encodeText(tok, format.parts(e.problem)).prompt, image: e.image }));
   // "The answer is X": decoding stops at the option letter, which is all that is scored
-  const letters = new Set([...LETTERS].map((l) => tok.id(l)).filter((id) => id !== tok.special.unk));
-  const answers = await greedyDecode(p, tok, rows, 6, letters, opts.tally);
-  const items = probs.map((e, i) => ({ category: e.problem.category, correct: answerLetter(tok.decode(answers[i])) === LETTERS[e.problem.answer] }));
+  const decoding = answerDecoding(tok, format, probs.map((e) => e.problem));
+  const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: split.imageShape };
+  const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
+  const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
   const chance = probs.reduce((a, e) => a + 1 / e.problem.choices.length, 0) / Math.max(1, probs.length);
 
   const capRows = caps.map((c) => ({ prompt: encodeText(tok, captionParts(c.captions[0])).prompt, image: c.image }));
-  const generated = await greedyDecode(p, tok, capRows, p.dims.T, undefined, opts.tally);
+  const generated = await greedyAnswers(decoder, tok, capRows, { maxNew: opts.maxCaption, ...common });
   const corpus = new Map(caps.map((c, i) => [String(c.imgid), { candidates: tok.decode(generated[i]), references: c.captions }]));
   const m = caps.length ? captionMetrics(corpus) : { bleu4: NaN, ciderD: NaN };
-  const samples = probs.slice(0, 3).map((e, i) => ({ question: promptParts(e.problem).prompt, generated: tok.decode(answers[i]), answer: promptParts(e.problem).answer }));
+  const samples = probs.slice(0, 3).map((e, i) => ({ question: format.parts(e.problem).prompt, generated: tok.decode(answers[i]), answer: format.parts(e.problem).answer }));
   return { mc: multipleChoiceAccuracy(items), chance, captions: { bleu4: m.bleu4, ciderD: m.ciderD, images: caps.length }, samples };
 }

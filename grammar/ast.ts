@@ -62,6 +62,14 @@ export interface ParamDecl extends Node {
   readonly frozen: boolean;
   readonly when?: Expr;
 }
+/** `from "weights" [as family]` on a sub-block: its parameters' values come from a checkpoint. */
+export interface WeightSourceDecl extends Node {
+  /** as written: relative to the declaring file */
+  readonly path: string;
+  readonly pathSpan: Span;
+  /** a checkpoint family of models/std/checkpoints/ (detected from the file when absent) */
+  readonly family?: Ident;
+}
 export interface InstanceDecl extends Node {
   readonly kind: "instance";
   readonly name: Ident;
@@ -69,6 +77,7 @@ export interface InstanceDecl extends Node {
   readonly block: Ident;
   readonly args: readonly Arg[];
   readonly frozen: boolean;
+  readonly source?: WeightSourceDecl;
   readonly when?: Expr;
 }
 export interface FusionClause extends Node { readonly name: Ident; readonly value: Expr }
@@ -98,11 +107,26 @@ export interface ForwardDecl extends Node {
 
 export type Member = ParamDecl | InstanceDecl | FusionDecl | ForwardDecl;
 
+/** `tokenizer "tok512.bin"` in a model: its tokenizer, relative to the declaring file. */
+export interface TokenizerDecl extends Node {
+  readonly path: string;
+  readonly pathSpan: Span;
+}
+
+/** `preprocess(mean: ..., std: ..., resize: ..., interpolation: ...)` in a model: how its `image` input is prepared. */
+export interface PreprocessDecl extends Node {
+  readonly args: readonly Arg[];
+}
+
 export interface BlockDecl extends Node {
   readonly kind: "block" | "model";
   readonly name: Ident;
   readonly params: readonly BlockParam[];
   readonly members: readonly Member[];
+  /** every `tokenizer` declaration (the linker allows one, in a model) */
+  readonly tokenizers?: readonly TokenizerDecl[];
+  /** every `preprocess(...)` declaration (the linker allows one, in a model) */
+  readonly preprocess?: readonly PreprocessDecl[];
 }
 
 export interface TrainEntry extends Node { readonly key: Ident; readonly value: Expr }

@@ -109,10 +109,36 @@ class AstBuilder {
         };
       }),
       members: this.nodes(n, "member")
+        .filter((m) => !m.children.tokenizerDecl && !m.children.preprocessDecl)
         .map((m) => this.member(m))
         .sort((x, y) => x.span.start - y.span.start),
+      tokenizers: this.nodes(n, "member")
+        .flatMap((m) => this.nodes(m, "tokenizerDecl"))
+        .map((t) => {
+          const path = this.token(t, "StringLit")!;
+          return { path: this.string(path), pathSpan: this.tokSpan(path), span: this.nodeSpan(t) };
+        }),
+      preprocess: this.nodes(n, "member")
+        .flatMap((m) => this.nodes(m, "preprocessDecl"))
+        .map((p) => ({ args: this.callArgs(this.node(p, "callArgs")), span: this.nodeSpan(p) })),
       span: this.nodeSpan(n),
     };
+  }
+
+  /** `from "path" [as family]` of an instance declaration, if any. */
+  private weightSource(c: CstNode): A.WeightSourceDecl | undefined {
+    const path = this.token(c, "from");
+    if (!path) return undefined;
+    const parts = this.tokens(c, "family").sort((a, b) => a.startOffset - b.startOffset);
+    const from = this.token(c, "From")!;
+    const last = parts[parts.length - 1];
+    let family: A.Ident | undefined;
+    if (parts.length) {
+      const span = this.join(this.tokSpan(parts[0]), this.tokSpan(last));
+      if (parts.some((t, i) => i > 0 && t.startOffset !== parts[i - 1].endOffset! + 1)) fail("syntax", "a checkpoint family name has no spaces", span, "write it like `hf-llama`");
+      family = { name: parts.map((t) => t.image).join(""), span };
+    }
+    return { path: this.string(path), pathSpan: this.tokSpan(path), family, span: this.join(this.tokSpan(from), this.tokSpan(last ?? path)) };
   }
 
   member(n: CstNode): A.Member {
@@ -143,6 +169,7 @@ class AstBuilder {
           block: this.ident(this.token(c, "block")!),
           args: this.callArgs(this.node(c, "callArgs")),
           frozen: this.tokens(c, "Frozen").length > 0,
+          source: this.weightSource(c),
           when: when ? this.expr(when) : undefined,
           span: this.nodeSpan(c),
         };

@@ -127,7 +127,21 @@ class DehvfParser extends CstParser {
       { ALT: () => this.SUBRULE(this.forwardDecl) },
       { ALT: () => this.SUBRULE(this.fusionDecl) },
       { ALT: () => this.SUBRULE(this.instanceDecl) },
+      { ALT: () => this.SUBRULE(this.tokenizerDecl) },
+      { ALT: () => this.SUBRULE(this.preprocessDecl) },
     ]);
+  });
+
+  /** `tokenizer "tok512.bin"`: the model's tokenizer, by path relative to the file. */
+  tokenizerDecl = this.RULE("tokenizerDecl", () => {
+    this.CONSUME(T.Tokenizer);
+    this.CONSUME(T.StringLit);
+  });
+
+  /** `preprocess(mean: [...], std: [...], ...)`: how the model's `image` input is prepared (data/preprocess.ts). */
+  preprocessDecl = this.RULE("preprocessDecl", () => {
+    this.CONSUME(T.Preprocess);
+    this.SUBRULE(this.callArgs);
   });
 
   paramDecl = this.RULE("paramDecl", () => {
@@ -159,6 +173,20 @@ class DehvfParser extends CstParser {
     this.CONSUME2(T.Identifier, { LABEL: "block" });
     this.SUBRULE(this.callArgs);
     this.OPTION2(() => this.CONSUME(T.Frozen));
+    // `from "weights" [as family]`: the parameters' values come from a checkpoint
+    this.OPTION4(() => {
+      this.CONSUME(T.From);
+      this.CONSUME(T.StringLit, { LABEL: "from" });
+      this.OPTION5(() => {
+        this.CONSUME(T.As);
+        // a family name may have dashes: `as hf-clip-vision`
+        this.CONSUME3(T.Identifier, { LABEL: "family" });
+        this.MANY(() => {
+          this.CONSUME(T.Minus, { LABEL: "family" });
+          this.CONSUME4(T.Identifier, { LABEL: "family" });
+        });
+      });
+    });
     this.OPTION3(() => {
       this.CONSUME(T.If);
       this.SUBRULE2(this.expr, { LABEL: "when" });
@@ -265,8 +293,12 @@ class DehvfParser extends CstParser {
   });
 
   trainEntry = this.RULE("trainEntry", () => {
-    // `model = Name` reads naturally in a train section, though `model` is a keyword elsewhere
-    this.OR([{ ALT: () => this.CONSUME(T.Identifier, { LABEL: "key" }) }, { ALT: () => this.CONSUME(T.Model, { LABEL: "key" }) }]);
+    // `model = Name` reads naturally in a train section, though `model` (and `tokenizer`) are keywords elsewhere
+    this.OR([
+      { ALT: () => this.CONSUME(T.Identifier, { LABEL: "key" }) },
+      { ALT: () => this.CONSUME(T.Model, { LABEL: "key" }) },
+      { ALT: () => this.CONSUME(T.Tokenizer, { LABEL: "key" }) },
+    ]);
     this.CONSUME(T.Equals);
     this.SUBRULE(this.expr);
   });

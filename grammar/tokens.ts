@@ -30,6 +30,10 @@ export const Or = keyword("or");
 export const Not = keyword("not");
 export const True = keyword("true");
 export const False = keyword("false");
+export const From = keyword("from");
+export const As = keyword("as");
+export const Tokenizer = keyword("tokenizer");
+export const Preprocess = keyword("preprocess");
 
 export const WhiteSpace = createToken({ name: "WhiteSpace", pattern: /[ \t\r\n]+/, group: Lexer.SKIPPED });
 // A comment or string ends at any line ending, `\r` included: files saved with classic
@@ -65,7 +69,7 @@ export const Semicolon = createToken({ name: "Semicolon", pattern: /;/ });
 export const allTokens: TokenType[] = [
   WhiteSpace, Comment,
   Import, Block, Model, Param, Init, Frozen, Forward, Repeat, Let, Tap, Site, Default, Return,
-  Fusion, Each, Train, If, Then, Else, And, Or, Not, True, False,
+  Fusion, Each, Train, If, Then, Else, And, Or, Not, True, False, From, As, Tokenizer, Preprocess,
   Identifier, Float, Integer, StringLit,
   Transpose, Arrow, Ellipsis, Dot, Compare, Equals, Plus, Minus, Star, Slash, Percent, At,
   LParen, RParen, LBracket, RBracket, LBrace, RBrace, Comma, Colon, Semicolon,

@@ -1,4 +1,5 @@
 import cliProgress from "cli-progress";
+import { printed, type Watch, watch } from "./heartbeat.ts";
 
 /*
  * Training progress. On a terminal: a cli-progress bar redrawn in place. Elsewhere (CI logs,
@@ -30,8 +31,12 @@ export interface TrainingProgressOptions {
   smoothing?: number;
   /** Window for tokens/s and steps/s, so they follow the current speed rather than the run average. Default 20 s. */
   rateWindowSeconds?: number;
-  /** Print a line when nothing was printed for `plainEverySeconds` (a timer; off for tests with a fake clock). Default true. */
-  heartbeat?: boolean;
+  /**
+   * When nothing was printed for `plainEverySeconds`, a worker thread prints what is going
+   * on to this file descriptor, even while a long kernel compile blocks the main thread
+   * (io/heartbeat.ts). Default 1 (stdout); false: off (tests with a fake clock).
+   */
+  heartbeat?: number | false;
 }
 
 export interface ProgressSnapshot {
@@ -72,21 +77,22 @@ function formatLoss(l: number): string {
 
 /**
  * Long work with no steps to count (compiling pipelines, a final evaluation): says what it
- * is at once, then every `everySeconds` that it is still going, with `status()` where the
- * work can tell how far it is, so the terminal is never silent for longer.
+ * is at once, then, after every `everySeconds` of silence, that it is still going (with
+ * `status()` where the work can tell how far it is), from a worker thread, so the terminal
+ * is never silent for longer even while the work blocks the main thread.
  */
-export async function during<T>(say: (line: string) => void, what: string, work: () => Promise<T>, opts: { note?: string; everySeconds?: number; status?: () => string | undefined } = {}): Promise<T> {
-  const t0 = Date.now();
+export async function during<T>(say: (line: string) => void, what: string, work: () => Promise<T>, opts: { note?: string; everySeconds?: number; status?: () => string | undefined; fd?: number } = {}): Promise<T> {
   say(`${what}${opts.note ? ` (${opts.note})` : ""} …`);
-  const timer = setInterval(() => {
-    const status = opts.status?.();
-    say(`  … still ${what}${status ? `: ${status}` : ""} (${formatDuration(Date.now() - t0)})`);
-  }, (opts.everySeconds ?? 8) * 1000);
-  timer.unref();
+  printed();
+  const w = watch(`  … still ${what}`, { everyMs: (opts.everySeconds ?? 8) * 1000, fd: opts.fd });
+  // the worker prints the latest status it was told; a blocked main thread tells it nothing new
+  const poll = opts.status && setInterval(() => w.status(opts.status!()), 500);
+  if (poll) poll.unref();
   try {
     return await work();
   } finally {
-    clearInterval(timer);
+    if (poll) clearInterval(poll);
+    w.stop();
   }
 }
 
@@ -116,9 +122,9 @@ export class TrainingProgress {
   private samples: [number, number, number][] = [];
   private pausedAt: number | undefined;
   private pausedMs = 0;
-  private pauseWhat = "";
-  private lastLineTime: number;
-  private ticker: ReturnType<typeof setInterval> | undefined;
+  private readonly heartbeat: Watch | undefined;
+  private readonly heartbeatFd: number | false;
+  private pauseWatch: Watch | undefined;
   private lastPlainTime = -Infinity;
   private lastPlainStep = -Infinity;
   private stopped = false;
@@ -141,7 +147,6 @@ export class TrainingProgress {
     this.beta = opts.smoothing ?? 0.9;
     this.windowMs = (opts.rateWindowSeconds ?? 20) * 1000;
     this.startTime = this.now();
-    this.lastLineTime = this.startTime;
 
     if (this.tty) {
       this.multibar = new cliProgress.MultiBar({
@@ -158,10 +163,9 @@ export class TrainingProgress {
       // A crash or process.exit must not leave the cursor hidden / wrapping off.
       process.once("exit", this.onExit);
     }
-    if (opts.heartbeat ?? true) {
-      this.ticker = setInterval(() => this.tick(), Math.min(1000, this.plainEveryMs));
-      this.ticker.unref();
-    }
+    const fd = (this.heartbeatFd = opts.heartbeat ?? 1);
+    if (fd !== false)
+      this.heartbeat = watch(`[${this.stage}] step ${this.step + 1}/${this.total} running: a run's first step also compiles the kernels' shaders on this device (cached for later runs)`, { everyMs: this.plainEveryMs, fd });
   }
 
   /** Time that counts for rates: wall time less the pauses. */
@@ -187,6 +191,8 @@ export class TrainingProgress {
     this.samples.push([active, this.step, this.tokens]);
     while (this.samples.length > 2 && active - this.samples[1][0] >= this.windowMs) this.samples.shift();
 
+    // a long silence from here on is a slow step: the worker then repeats the status line
+    this.heartbeat?.text(this.formatLine());
     if (this.bar) this.bar.update(this.step, this.payload());
     else if (t - this.lastPlainTime >= this.plainEveryMs || (this.plainEverySteps > 0 && this.step - this.lastPlainStep >= this.plainEverySteps) || this.step >= this.total) {
       this.printPlain(t);
@@ -200,7 +206,7 @@ export class TrainingProgress {
 
   /** Prints a message without corrupting the bar. */
   log(line: string): void {
-    this.lastLineTime = this.now();
+    printed();
     if (this.multibar && !this.stopped) this.multibar.log(line.endsWith("\n") ? line : line + "\n");
     else this.stream.write(line.endsWith("\n") ? line : line + "\n");
   }
@@ -218,22 +224,16 @@ export class TrainingProgress {
   pause(what: string): void {
     if (this.stopped || this.pausedAt !== undefined) return;
     this.pausedAt = this.now();
-    this.pauseWhat = what;
     this.log(`  ${what} …`);
+    if (this.heartbeatFd !== false) this.pauseWatch = watch(`  … still ${what}`, { everyMs: this.plainEveryMs, fd: this.heartbeatFd });
   }
 
   resume(): void {
     if (this.pausedAt === undefined) return;
     this.pausedMs += this.now() - this.pausedAt;
     this.pausedAt = undefined;
-  }
-
-  /** No silence longer than the plain interval: a pause says it is still going, a slow step prints the status line. */
-  private tick(): void {
-    const t = this.now();
-    if (this.stopped || t - this.lastLineTime < this.plainEveryMs) return;
-    if (this.pausedAt !== undefined) this.log(`  … still ${this.pauseWhat} (${formatDuration(t - this.pausedAt)})`);
-    else if (!this.bar) this.printPlain(t);
+    this.pauseWatch?.stop();
+    this.pauseWatch = undefined;
   }
 
   snapshot(): ProgressSnapshot {
@@ -265,7 +265,8 @@ export class TrainingProgress {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
+    this.pauseWatch?.stop();
+    this.heartbeat?.stop();
     if (this.multibar) {
       this.bar?.update(this.step, this.payload());
       // MultiBar prints log() lines on its next redraw; stop() alone would drop the pending ones.
@@ -280,7 +281,7 @@ export class TrainingProgress {
   private printPlain(t: number): void {
     this.stream.write(this.formatLine() + "\n");
     this.lastPlainTime = t;
-    this.lastLineTime = t;
+    printed();
     this.lastPlainStep = this.step;
   }
 

@@ -51,10 +51,26 @@ export class NoAdapterError extends UserFacingError {
  * While a GPU promise is pending, Dawn's binding re-arms `setImmediate`, keeping one
  * core busy; on a 2-core machine that starves lavapipe. Routing the re-arms through
  * setTimeout(0) costs ~1 ms per wait and was measured +50-60% on large kernels.
+ * spinBriefly lets a short wait poll without that millisecond.
  */
 function yieldToLavapipe(): void {
   const g = globalThis as unknown as { setImmediate: (f: (...a: unknown[]) => void, ...a: unknown[]) => unknown };
-  g.setImmediate = (f, ...a) => setTimeout(f, 0, ...a);
+  const immediate = g.setImmediate;
+  g.setImmediate = (f, ...a) => (performance.now() < spinUntil ? immediate(f, ...a) : setTimeout(f, 0, ...a));
+}
+
+/** Until when a wait is polled without sleeping (see spinBriefly). */
+let spinUntil = 0;
+/** How long the start of a wait is polled without sleeping (DEHVF_SPIN_MS overrides). */
+const SPIN_MS = Number(process.env.DEHVF_SPIN_MS ?? 2);
+
+/**
+ * Polls the next wait at full speed for its first few ms: a decode step's small kernels
+ * finish in well under the millisecond a sleeping poll costs; a long wait (a training
+ * step) then sleeps between polls as before, so lavapipe keeps both cores.
+ */
+export function spinBriefly(): void {
+  spinUntil = performance.now() + SPIN_MS;
 }
 
 const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "subgroups", "timestamp-query"];

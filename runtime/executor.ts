@@ -1,7 +1,8 @@
 import type { SourceMap } from "../grammar/diagnostics.ts";
 import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../compiler/plan.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
-import type { Gpu } from "./device.ts";
+import type { StreamedParam } from "../io/checkpoints/load.ts";
+import { type Gpu, spinBriefly } from "./device.ts";
 import { createOperandTexture, type DeviceTexture, encodeFills, fillPipeline } from "./matmul-run.ts";
 
 /** A generated shader that the device rejected: shows it numbered, with its DSL origin. */
@@ -25,16 +26,23 @@ export class ShaderError extends Error {
 export interface RunOptions {
   /** names of the outputs to read back (default: all) */
   readonly read?: readonly string[];
-  /** output → parameter copies after the kernels (a training step's updates) */
+  /** output → parameter (or persistent input) copies after the kernels: a training step's updates, a KV cache's */
   readonly copies?: readonly { readonly from: string; readonly to: string }[];
+}
+
+export interface ExecutorOptions {
+  /** inputs whose buffers keep their contents between runs (state: KV caches); a run need not feed them */
+  readonly persistent?: readonly string[];
+  /** use another executor's buffers for these inputs and parameters (same name, shape and layout): a prefill and a decode plan share the model and its state */
+  readonly shareWith?: PlanExecutor;
 }
 
 /** Wraps the creation of a plan's pipelines, given how many distinct ones it compiles (to say so while it runs). */
 export type CompileHook = <T>(work: () => Promise<T>, pipelines: number) => Promise<T>;
 
 /** Creates the executor, through `hook` when given. */
-export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook): Promise<PlanExecutor> {
-  const work = () => PlanExecutor.create(gpu, plan, sources);
+export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook, opts?: ExecutorOptions): Promise<PlanExecutor> {
+  const work = () => PlanExecutor.create(gpu, plan, sources, opts);
   return hook ? hook(work, new Set(plan.kernels.map((k) => k.wgsl)).size) : work();
 }
 
@@ -90,6 +98,13 @@ function transpose2d(t: Tensor): Tensor {
   return { shape: [c, r], data: out };
 }
 
+function transposeF32(data: Float32Array, shape: readonly number[]): Float32Array {
+  const [r, c] = shape;
+  const out = new Float32Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = data[i * c + j];
+  return out;
+}
+
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 
 function toTyped(t: Tensor, dtype: "f32" | "i32"): Float32Array | Int32Array {
@@ -108,12 +123,26 @@ export class PlanExecutor {
     private readonly pipelines: GPUComputePipeline[],
     private readonly bindGroups: GPUBindGroup[],
     private readonly textures: DeviceTexture[],
+    private readonly persistent: ReadonlySet<string>,
+    /** slots whose buffers belong to another executor (destroyed by it) */
+    private readonly borrowed: ReadonlySet<number>,
+    private readonly sharedWith?: PlanExecutor,
   ) {}
 
-  static async create(gpu: Gpu, plan: Plan, sources?: SourceMap): Promise<PlanExecutor> {
+  static async create(gpu: Gpu, plan: Plan, sources?: SourceMap, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
     const { device } = gpu;
-    const buffers = plan.memory.slots.map((s) =>
-      device.createBuffer({ size: align4(s.size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: `slot${s.id}:${s.role}` }),
+    const borrowed = new Map<number, GPUBuffer>();
+    const other = opts.shareWith;
+    if (other) {
+      const same = (a: PlanTensor, b: PlanTensor) => a.shape.join() === b.shape.join() && a.dtype === b.dtype && Boolean(a.transposed) === Boolean(b.transposed);
+      for (const [mine, theirs] of [[plan.inputs, other.plan.inputs], [plan.params, other.plan.params]] as const)
+        for (const t of mine) {
+          const o = theirs.find((x) => x.name === t.name);
+          if (o && same(t, o)) borrowed.set(t.slot, other.buffers[o.slot]);
+        }
+    }
+    const buffers = plan.memory.slots.map(
+      (s) => borrowed.get(s.id) ?? device.createBuffer({ size: align4(s.size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: `slot${s.id}:${s.role}` }),
     );
     const pipelines = await Promise.all(plan.kernels.map((k) => pipelineFor(device, k, sources)));
     const textures = await createTextures(device, plan, buffers);
@@ -123,8 +152,10 @@ export class PlanExecutor {
         entries: k.bindings.map((b) => ({ binding: b.binding, resource: b.texture === undefined ? { buffer: buffers[b.slot] } : textures[b.texture].view })),
       }),
     );
-    return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups, textures);
+    return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups, textures, new Set(opts.persistent ?? []), new Set(borrowed.keys()), other);
   }
+
+
 
   private write(t: PlanTensor, value: Tensor): void {
     const want = t.shape.join(",");
@@ -141,16 +172,50 @@ export class PlanExecutor {
     const written = new Set<string>();
     for (const p of this.plan.params) {
       const v = params.get(p.name);
-      if (v) {
-        this.write(p, v);
-        written.add(p.name);
-      } else if (!opts.partial) throw new Error(`no value for parameter \`${p.name}\``);
+      // a borrowed buffer is written by its owner; its textures here still refill
+      if (v && !this.borrowed.has(p.slot)) this.write(p, v);
+      if (v || this.borrowed.has(p.slot)) written.add(p.name);
+      else if (!opts.partial) throw new Error(`no value for parameter \`${p.name}\``);
     }
     if (!this.plan.textures.some((t) => written.has(t.param))) return;
     const enc = this.gpu.device.createCommandEncoder();
     this.encodeRefills(enc, written);
     this.gpu.device.queue.submit([enc.finish()]);
   }
+
+  /**
+   * Streams parameters into their buffers one float32 tensor at a time (checkpoint weights:
+   * never float64 on the host, never all at once); `rest` supplies the others. Together they
+   * must cover the plan; names the plan does not use are skipped.
+   */
+  async writeParamsFrom(source: AsyncIterable<StreamedParam>, rest: ReadonlyMap<string, Tensor> = new Map()): Promise<void> {
+    const byName = new Map(this.plan.params.map((p) => [p.name, p]));
+    const written = new Set<string>();
+    for await (const v of source) {
+      const p = byName.get(v.name);
+      if (!p || this.borrowed.has(p.slot)) continue;
+      if (v.shape.join(",") !== p.shape.join(",")) throw new Error(`\`${p.name}\` has shape [${v.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
+      this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.transposed ? transposeF32(v.data, v.shape) : v.data);
+      written.add(p.name);
+    }
+    for (const p of this.plan.params) {
+      if (written.has(p.name)) continue;
+      if (this.borrowed.has(p.slot)) {
+        written.add(p.name);
+        continue;
+      }
+      const v = rest.get(p.name);
+      if (!v) throw new Error(`no value for parameter \`${p.name}\``);
+      this.write(p, v);
+      written.add(p.name);
+    }
+    if (!this.plan.textures.length) return;
+    const enc = this.gpu.device.createCommandEncoder();
+    this.encodeRefills(enc, written);
+    this.gpu.device.queue.submit([enc.finish()]);
+  }
+
+
 
   /** Encodes the fills of the textures copied from `params` (names), if any. */
   private encodeRefills(enc: GPUCommandEncoder, params: ReadonlySet<string>): void {
@@ -168,11 +233,7 @@ export class PlanExecutor {
    */
   async run(inputs: ReadonlyMap<string, Tensor>, opts: RunOptions = {}): Promise<Tensor[]> {
     const { device } = this.gpu;
-    for (const i of this.plan.inputs) {
-      const v = inputs.get(i.name);
-      if (!v) throw new Error(`no value for input \`${i.name}\``);
-      this.write(i, v);
-    }
+    this.writeInputs(inputs);
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
     this.plan.kernels.forEach((k, i) => {
@@ -185,15 +246,24 @@ export class PlanExecutor {
     const staging = this.stage(enc, wanted);
     for (const c of opts.copies ?? []) {
       const from = this.tensorNamed(this.plan.outputs, c.from, "output");
-      const to = this.tensorNamed(this.plan.params, c.to, "parameter");
-      if (to.transposed) throw new Error(`parameter \`${c.to}\` is stored transposed; it cannot take an update`);
-      enc.copyBufferToBuffer(this.buffers[from.slot], 0, this.buffers[to.slot], 0, align4(numel(to.shape) * 4));
+      const to = this.copyTarget(c.to);
+      if (to.tensor.transposed) throw new Error(`parameter \`${c.to}\` is stored transposed; it cannot take an update`);
+      enc.copyBufferToBuffer(this.buffers[from.slot], 0, to.buffer, 0, align4(numel(to.tensor.shape) * 4));
     }
     // a plan built without the copies' targets in PlanOptions.mutableParams reads them
     // from textures: keep those current too (a training plan has none)
     this.encodeRefills(enc, new Set((opts.copies ?? []).map((c) => c.to)));
     device.queue.submit([enc.finish()]);
     return this.collect(wanted, staging);
+  }
+
+  /** Every input the run needs (persistent ones keep their contents unless given). */
+  private writeInputs(inputs: ReadonlyMap<string, Tensor>): void {
+    for (const i of this.plan.inputs) {
+      const v = inputs.get(i.name);
+      if (v) this.write(i, v);
+      else if (!this.persistent.has(i.name)) throw new Error(`no value for input \`${i.name}\``);
+    }
   }
 
   /** Current values of parameters (e.g. for a checkpoint), in their logical layout. */
@@ -204,6 +274,18 @@ export class PlanExecutor {
     this.gpu.device.queue.submit([enc.finish()]);
     const out = await this.collect(ts, staging);
     return out.map((v, i) => (ts[i].transposed ? transpose2d(v) : v));
+  }
+
+  /**
+   * Where an update goes: a parameter or persistent input of this plan, or, for state this
+   * plan writes without reading (a prefill's cache), the executor it shares buffers with.
+   */
+  private copyTarget(name: string): { tensor: PlanTensor; buffer: GPUBuffer } {
+    const own = this.plan.params.find((x) => x.name === name) ?? this.plan.inputs.find((x) => x.name === name && this.persistent.has(name));
+    if (own) return { tensor: own, buffer: this.buffers[own.slot] };
+    const theirs = this.sharedWith?.plan.inputs.find((x) => x.name === name);
+    if (theirs && this.sharedWith!.persistent.has(name)) return { tensor: theirs, buffer: this.sharedWith!.buffers[theirs.slot] };
+    throw new Error(`the plan has no parameter or persistent input named \`${name}\``);
   }
 
   private tensorNamed(list: readonly PlanTensor[], name: string, what: string): PlanTensor {
@@ -222,6 +304,7 @@ export class PlanExecutor {
   }
 
   private async collect(ts: readonly PlanTensor[], staging: readonly GPUBuffer[]): Promise<Tensor[]> {
+    spinBriefly();
     const out: Tensor[] = [];
     for (const [k, o] of ts.entries()) {
       const buf = staging[k];
@@ -240,7 +323,7 @@ export class PlanExecutor {
   async profile(inputs: ReadonlyMap<string, Tensor>): Promise<number[]> {
     const { device } = this.gpu;
     if (!this.gpu.hasTimestamps) throw new Error("this adapter has no timestamp-query feature");
-    for (const i of this.plan.inputs) this.write(i, inputs.get(i.name)!);
+    this.writeInputs(inputs);
     const n = this.plan.kernels.length;
     const qs = device.createQuerySet({ type: "timestamp", count: 2 * n });
     const resolve = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
@@ -265,7 +348,9 @@ export class PlanExecutor {
   }
 
   destroy(): void {
-    for (const b of this.buffers) b.destroy();
+    this.buffers.forEach((b, slot) => {
+      if (!this.borrowed.has(slot)) b.destroy();
+    });
     for (const t of this.textures) t.texture.destroy();
   }
 }

@@ -4,6 +4,7 @@ import { topoOrder } from "../compiler/graph.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { initParam, seededRng } from "../compiler/param-init.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
+import { sourcedParams, streamSourced } from "../io/checkpoints/load.ts";
 
 export interface RunOptions {
   readonly seed: number;
@@ -12,8 +13,20 @@ export interface RunOptions {
   readonly inputs?: ReadonlyMap<string, Tensor>;
 }
 
+/**
+ * Every parameter a checkpoint does not provide, from its init rule (float64). Parameters
+ * with a `from "..."` source are left out: the GPU path streams them (runtime/param-upload.ts),
+ * the interpreter reads them with loadAllParams.
+ */
 export function initAllParams(model: CompiledModel, seed: number): Map<string, Tensor> {
-  return new Map(model.params.map((p) => [p.name, initParam(p.name, p.shape, p.init, seed)]));
+  return new Map(model.params.filter((p) => !p.source).map((p) => [p.name, initParam(p.name, p.shape, p.init, seed)]));
+}
+
+/** Every parameter as float64, checkpoint tensors included: for the reference interpreter (small models). */
+export async function loadAllParams(model: CompiledModel, seed: number): Promise<Map<string, Tensor>> {
+  const params = initAllParams(model, seed);
+  for await (const p of streamSourced(sourcedParams(model.params))) params.set(p.name, { shape: [...p.shape], data: Float64Array.from(p.data) });
+  return params;
 }
 
 /** Upper bound for synthetic ids: the smallest table any gather indexes with this input. */

@@ -5,6 +5,7 @@ import { adamScalars, buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "./executor.ts";
+import { uploadParams } from "./param-upload.ts";
 import { planTarget } from "./webgpu-backend.ts";
 
 export interface StepResult {
@@ -27,7 +28,8 @@ export class Trainer {
   ) {}
 
   /**
-   * `params`: every model parameter by name (frozen and trainable); optimizer state may be
+   * `params`: every model parameter by name (frozen and trainable) but those a checkpoint
+   * provides (streamed from it unless given here); optimizer state may be
    * included (resume) or starts at zero. `autotune`: tune the step's matmuls on this device
    * first (runtime/autotune.ts).
    */
@@ -48,7 +50,7 @@ export class Trainer {
     const all = new Map(params);
     for (const p of graph.trained)
       for (const s of [p.m, p.v]) if (!all.has(s)) all.set(s, tensor(p.shape));
-    ex.writeParams(all);
+    await uploadParams(ex, graph.model, all);
     return new Trainer(graph, plan, ex);
   }
 

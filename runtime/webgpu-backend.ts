@@ -8,6 +8,7 @@ import type { RowStrategy } from "../kernels/row.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
 import { PlanExecutor } from "./executor.ts";
+import { uploadParams } from "./param-upload.ts";
 
 /** `DEHVF_ROW_STRATEGY=thread|subgroup|workgroup` forces how row kernels split a row (for comparisons). */
 function rowStrategyFromEnv(): RowStrategy | undefined {
@@ -54,13 +55,13 @@ export interface WebgpuRunOptions {
   readonly autotune?: boolean | AutotuneOptions;
 }
 
-/** Plans the model for these dims, uploads the parameters, runs twice (cold, warm). */
+/** Plans the model for these dims, uploads the parameters (`params`, and checkpoint tensors streamed for the others), runs twice (cold, warm). */
 export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, opts: WebgpuRunOptions = {}): Promise<WebgpuRun> {
   const t0 = performance.now();
   const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning }), opts.autotune);
   const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
   const t1 = performance.now();
-  ex.writeParams(params);
+  await uploadParams(ex, model, params);
   await ex.run(inputs);
   const t2 = performance.now();
   const outputs = await ex.run(inputs);

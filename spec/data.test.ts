@@ -9,9 +9,12 @@ import { buildDefaultData, type Manifest } from "../data/build.ts";
 import { captionParts, type CocoDataset } from "../data/captions.ts";
 import { composeClasses, itemPool, randomComposites, renderComposite, type Composite } from "../data/composites.ts";
 import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../data/fashion-mnist.ts";
-import { FILES, loadDataset, PIXEL_MEAN, PIXEL_STD, readIndex, type LoadedDataset } from "../data/loader.ts";
+import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
+import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
 import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problems } from "../data/scienceqa.ts";
-import { buildTokenizer, EOS, MAX_VOCAB, tokenizerFromJson, tokenizerToJson, type Tokenizer } from "../data/tokenizer.ts";
+import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
+import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
+import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
 import { fcRuns } from "./fc-runs.ts";
 
 const SMALL = { seed: 7, train: 200, val: 50, test: 50 } as const;
@@ -212,12 +215,16 @@ describe("tokenizer", () => {
 
   test("covers the training text, fits the model, keeps answer letters single tokens", () => {
     assert.ok(tok.size <= MAX_VOCAB);
-    for (const t of trainTexts()) assert.ok(!encodeText(tok, t).prompt.concat(encodeText(tok, t).answer).includes(tok.special.unk), t.prompt);
+    for (const t of trainTexts()) assert.ok(!encodeText(tok, t).prompt.concat(encodeText(tok, t).answer).includes(tok.special.unk!), t.prompt);
     for (const L of "ABCD") assert.equal(tok.encode(`(${L})`).length, 3);
-    assert.notEqual(tok.id("A"), tok.id("a"));
-    assert.deepEqual(tok.encode("The answer is C."), [tok.id("the"), tok.id("answer"), tok.id("is"), tok.id("C"), tok.id(".")]);
-    assert.equal(tok.decode(tok.encode("Question: How many bags? Options: (A) 1 (B) 2 Answer: The answer is A.")), "question: how many bags? options: (A) 1 (B) 2 answer: the answer is A.");
+    assert.ok(tok.id("A") !== undefined && tok.id("a") !== undefined && tok.id("A") !== tok.id("a"));
+    // Case is kept: the sentence's "The" is its own word.
+    assert.ok(tok.id("The") !== undefined && tok.id("the") !== undefined && tok.id("The") !== tok.id("the"));
+    assert.deepEqual(tok.encode("The answer is C."), [tok.id("The"), tok.id("answer"), tok.id("is"), tok.id("C"), tok.id(".")]);
+    const prompt = "Question: How many bags? Options: (A) 1 (B) 2 Answer: The answer is A.";
+    assert.equal(tok.decode(tok.encode(prompt)), prompt);
     assert.equal(tok.encode("zebra")[0], tok.special.unk);
+    assert.deepEqual(tok.special, { pad: PAD, bos: BOS, eos: EOS, unk: UNK });
   });
 
   test("decode then encode gives the same ids (any token sequence)", () => {
@@ -228,8 +235,9 @@ describe("tokenizer", () => {
     );
   });
 
-  test("tokenizer.json is a WordLevel HF file and loads back to the same ids", () => {
-    const json = readJson<ReturnType<typeof tokenizerToJson>>(dir, FILES.tokenizer);
+  test("tokenizer.json is a standard WordLevel HF file, rebuilt identically from the training text", () => {
+    const json = readJson<TokenizerJson>(dir, FILES.tokenizer);
+    const config = readJson<TokenizerConfig>(dir, FILES.tokenizerConfig);
     assert.equal(json.model.type, "WordLevel");
     assert.equal(json.model.unk_token, "<unk>");
     assert.deepEqual(
@@ -241,24 +249,9 @@ describe("tokenizer", () => {
         [3, "<unk>"],
       ],
     );
-    const again = tokenizerFromJson(JSON.parse(JSON.stringify(tokenizerToJson(tok))));
-    for (const t of trainTexts().slice(0, 50)) assert.deepEqual(again.encode(t.prompt), tok.encode(t.prompt));
-    assert.deepEqual(buildTokenizer(["b a b"]).tokens, ["<pad>", "<bos>", "<eos>", "<unk>", "b", "a"]);
-  });
-
-  test("a foreign WordLevel file: its own special ids and Lowercase normalizer are honoured", () => {
-    const foreign = tokenizerFromJson({
-      version: "1.0",
-      added_tokens: [],
-      normalizer: { type: "Lowercase" },
-      pre_tokenizer: null,
-      post_processor: null,
-      decoder: null,
-      model: { type: "WordLevel", vocab: { "[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3, hello: 4, a: 5 }, unk_token: "[UNK]" },
-    });
-    assert.deepEqual(foreign.special, { pad: 1, bos: 2, eos: 3, unk: 0 });
-    assert.deepEqual(foreign.encode("Hello A x"), [4, 5, 0]);
-    assert.throws(() => tokenizerFromJson({ model: { type: "BPE" } } as never), /BPE unsupported/);
+    assert.deepEqual([config.bos_token, config.eos_token, config.pad_token, config.unk_token, config.add_bos_token, config.add_eos_token], ["<bos>", "<eos>", "<pad>", "<unk>", true, false]);
+    assert.deepEqual(buildWordLevel(trainTexts().flatMap((t) => [t.prompt, t.answer])), { json, config });
+    assert.deepEqual(Object.keys(buildWordLevel(["b a b"]).json.model.vocab as object), ["<pad>", "<bos>", "<eos>", "<unk>", "b", "a"]);
   });
 });
 
@@ -317,7 +310,7 @@ describe("batches", () => {
       assert.equal(tokens[0], tok.special.bos);
       assert.deepEqual(targets.filter((_, i) => loss[i] === 1), [...e.answer, EOS]);
       assert.equal(tok.decode(targets.filter((_, i) => loss[i] === 1)), e.answer.length ? tok.decode(e.answer) : "");
-      assert.match(tok.decode(targets.filter((_, i) => loss[i] === 1)), /^the answer is [A-D]\.$/);
+      assert.match(tok.decode(targets.filter((_, i) => loss[i] === 1)), /^The answer is [A-D]\.$/);
       assert.deepEqual(tokens.filter((_, i) => prompt[i] === 1), e.prompt);
       assert.equal(b.lengths[r], 1 + e.prompt.length + e.answer.length);
       assert.ok(tokens.slice(b.lengths[r]).every((t) => t === 0) && targets.slice(b.lengths[r]).every((t) => t === 0));
@@ -378,7 +371,7 @@ describe("build", () => {
     const r = await buildDefaultData(other, SMALL);
     assert.equal(r.reused, false);
     assert.ok(!existsSync(stale));
-    for (const f of [FILES.problems, FILES.splits, FILES.captions, FILES.grids, FILES.tokenizer])
+    for (const f of [FILES.problems, FILES.splits, FILES.captions, FILES.grids, FILES.tokenizer, FILES.tokenizerConfig])
       assert.equal(readFileSync(join(other, f), "utf8"), readFileSync(join(dir, f), "utf8"), f);
     assert.ok(readFileSync(join(other, "images/5/image.png")).equals(readFileSync(join(dir, "images/5/image.png"))));
   });

@@ -11,6 +11,7 @@ import { ShapeError } from "../compiler/shape-rules.ts";
 import { TensorOps } from "../compiler/tensor-ops.ts";
 import { numel, type Tensor, tensor } from "../compiler/tensor.ts";
 import { intV, tensorV, type Value } from "../compiler/values.ts";
+import type { DecodingContext } from "../compiler/decoding.ts";
 
 // ---------------------------------------------------------------------------
 // Naive tensor helpers: index arithmetic written out longhand, independent of
@@ -652,6 +653,15 @@ describe("symbolic dims at run time", () => {
   });
 });
 
+/** The decoding builtins' context in training mode: nothing is cached. */
+const FULL_MODE: DecodingContext = {
+  mode: "full",
+  state: () => assert.fail("no state in full mode"),
+  update: () => assert.fail("no state in full mode"),
+  cachePos: () => assert.fail("no cache_pos in full mode"),
+  context: () => assert.fail("no context in full mode"),
+};
+
 describe("builtins", () => {
   const span = { file: "spec.dehvf", start: 0, end: 0 };
   const arg = (value: Value): ArgValue => ({ value, span });
@@ -662,7 +672,7 @@ describe("builtins", () => {
       if (v.kind !== "tensor") throw new Error(`not a tensor: ${v.kind}`);
       return v.node;
     });
-    const out = b.impl(args, ops);
+    const out = b.impl(args, ops, FULL_MODE);
     assert.equal(out.kind, "tensor");
     return (out as { node: Node }).node;
   }

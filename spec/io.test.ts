@@ -553,29 +553,55 @@ describe("training progress", () => {
     p.stop();
   });
 
-  test("never silent for longer than the interval: a pause says it is still going, a slow step repeats the status line", async () => {
+  /** Blocks the main thread as a long shader compile inside a Dawn call does: no timer of it fires. */
+  const block = (ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until);
+  };
+  const settle = () => new Promise((done) => setTimeout(done, 400));
+
+  test("never silent for longer than the interval, even while the main thread is blocked: the first step, a pause and a slow step say so", async () => {
     const out = new FakeStream(false);
-    const p = new TrainingProgress({ total: 10, stage: "s", stream: out, plainEverySeconds: 0.05 });
-    p.update(1, { loss: 1 });
-    await p.during("evaluating on 8 held-out questions", () => new Promise((done) => setTimeout(done, 250)));
-    const stillLines = out.text.split("\n").filter((l) => /^ {2}… still evaluating on 8 held-out questions \(\d+s\)$/.test(l));
-    assert.ok(stillLines.length >= 2, out.text);
-    const before = out.text.split("\n").length;
-    await new Promise((done) => setTimeout(done, 250));
-    assert.ok(out.text.split("\n").length - before >= 2, "status lines while a step takes long");
-    p.stop();
+    const file = fresh("heartbeat.txt");
+    const fd = fs.openSync(file, "w");
+    try {
+      const p = new TrainingProgress({ total: 10, stage: "s", stream: out, plainEverySeconds: 0.1, heartbeat: fd });
+      await settle(); // the worker starts
+      block(500);
+      assert.match(fs.readFileSync(file, "utf8"), /^\[s\] step 1\/10 running: a run's first step also compiles the kernels' shaders on this device \(cached for later runs\) \(\d+s\)$/m);
+      p.update(1, { loss: 1 });
+      await p.during("evaluating on 8 held-out questions", async () => block(500));
+      await settle();
+      assert.match(fs.readFileSync(file, "utf8"), /^ {2}… still evaluating on 8 held-out questions \(\d+s\)$/m);
+      block(500);
+      await settle();
+      assert.match(fs.readFileSync(file, "utf8"), /^\[s\] step 1\/10 \(10\.0%\) \| loss/m, "a slow step repeats the status line");
+      p.stop();
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   test("during(): says what long work is doing at once, then that it is still going, with how far it is", async () => {
     const lines: string[] = [];
+    const file = fresh("during.txt");
+    const fd = fs.openSync(file, "w");
     let done = 0;
-    const r = await during((l) => lines.push(l), "evaluating on 8 questions", async () => {
-      for (; done < 5; done++) await new Promise((ok) => setTimeout(ok, 60));
-      return 42;
-    }, { note: "test split", everySeconds: 0.1, status: () => `${done} of 5 decoded` });
-    assert.equal(r, 42);
-    assert.equal(lines[0], "evaluating on 8 questions (test split) …");
-    assert.ok(lines.length >= 3 && lines.slice(1).every((l) => /^ {2}… still evaluating on 8 questions: \d of 5 decoded \(\d+s\)$/.test(l)), lines.join("\n"));
+    try {
+      const r = await during((l) => lines.push(l), "evaluating on 8 questions", async () => {
+        for (; done < 5; done++) await new Promise((ok) => setTimeout(ok, 150));
+        block(400);
+        return 42;
+      }, { note: "test split", everySeconds: 0.1, status: () => `${done} of 5 decoded`, fd });
+      assert.equal(r, 42);
+      assert.deepEqual(lines, ["evaluating on 8 questions (test split) …"]);
+      await settle();
+      const beats = fs.readFileSync(file, "utf8").trimEnd().split("\n");
+      assert.ok(beats.length >= 3 && beats.every((l) => /^ {2}… still evaluating on 8 questions(: \d of 5 decoded)? \(\d+s\)$/.test(l)), beats.join("\n"));
+      assert.ok(beats.some((l) => / \d of 5 decoded/.test(l)), "the status told before the main thread blocked");
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   test("formatDuration", () => {

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Tensor } from "../compiler/tensor.ts";
+import type { ParamSource } from "../compiler/values.ts";
+import { storedParams } from "../io/checkpoints/load.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import { recoverDirAtomic, writeDirAtomic } from "../io/atomic.ts";
 import { openSafetensors, type SafetensorsReader, writeSafetensors } from "../io/safetensors.ts";
@@ -156,4 +158,16 @@ export async function checkpointFile(workDir: string): Promise<string | undefine
   const dir = join(workDir, STAGE_FILES.checkpoint);
   if ((await recoverDirAtomic(dir)) === "missing" || !existsSync(join(dir, STAGE_FILES.state))) return undefined;
   return join(dir, STAGE_FILES.state);
+}
+
+/**
+ * Trained weights for `model` from a stage directory of `dehvf train` (its
+ * final.safetensors) or a .safetensors file: every parameter present with its shape,
+ * finite, matching its digest.
+ */
+export async function loadTrainedWeights(path: string, model: { readonly params: readonly (ExpectedTensor & { readonly source?: ParamSource; readonly trainable: boolean })[] }): Promise<Map<string, Tensor>> {
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, STAGE_FILES.final) : path;
+  if (!existsSync(file)) throw new UserError(`no weights at ${file} (a stage directory of \`dehvf train\` holds ${STAGE_FILES.final})`);
+  // frozen checkpoint weights (`from "..."`) are not stored with a result: they come from their checkpoint
+  return (await readChecked(file, { expected: storedParams(model.params), anyFloat: true })).tensors;
 }

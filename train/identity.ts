@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { topoOrder } from "../compiler/graph.ts";
+import { contentDigest } from "../io/file-digest.ts";
 import { attrsKey, type Node } from "../compiler/ir.ts";
 import type { StageConfig } from "./stages.ts";
 
@@ -19,6 +20,8 @@ export interface StageIdentity {
   readonly graph: string;
   /** digest of the dataset's files and decoded images */
   readonly data: string;
+  /** digest of the pretrained checkpoints the model reads (`from "..."`) and which tensor each parameter takes */
+  readonly checkpoints: string;
   /** per backbone stage: its key and the digest of its final weights */
   readonly backbones: Readonly<Record<string, { readonly key: string; readonly weights: string }>>;
 }
@@ -42,9 +45,22 @@ export function graphDigest(model: CompiledModel): string {
   return sha256(JSON.stringify({ inputs: model.inputs.map((i) => [i.name, digest.get(i.node) ?? null]), outputs: model.outputs.map((o) => [o.name, digest.get(o.node)]) }));
 }
 
-export function stageIdentity(cfg: StageConfig, model: CompiledModel, dataDigest: string, backbones: StageIdentity["backbones"]): StageIdentity {
+export function stageIdentity(cfg: StageConfig, model: CompiledModel, dataDigest: string, backbones: StageIdentity["backbones"], checkpoints = "none"): StageIdentity {
   const { span: _span, ...config } = cfg;
-  return { stage: cfg.name, model: model.name, config, graph: graphDigest(model), data: dataDigest, backbones };
+  return { stage: cfg.name, model: model.name, config, graph: graphDigest(model), data: dataDigest, checkpoints, backbones };
+}
+
+/** What the model's `from "..."` checkpoints contribute: each file's content and the tensor each parameter reads from it. */
+export async function checkpointsDigest(model: CompiledModel): Promise<string> {
+  const files = new Map<string, string>();
+  const lines: string[] = [];
+  for (const p of model.params) {
+    if (!p.source) continue;
+    const file = p.source.file;
+    if (!files.has(file)) files.set(file, await contentDigest(file));
+    lines.push(`${p.name}<-${files.get(file)}:${p.source.tensor}:${JSON.stringify(p.source.transform ?? null)}`);
+  }
+  return lines.length ? sha256(lines.sort().join("\n")) : "none";
 }
 
 /** Keys are sorted so the same identity always serialises (and hashes) the same. */
@@ -72,7 +88,7 @@ export function decodeIdentity(text: string | undefined): StageIdentity | undefi
   if (text === undefined) return undefined;
   try {
     const v = JSON.parse(text) as StageIdentity;
-    const ok = v && typeof v === "object" && typeof v.stage === "string" && typeof v.model === "string" && typeof v.graph === "string" && typeof v.data === "string" && v.config && typeof v.config === "object" && v.backbones && typeof v.backbones === "object";
+    const ok = v && typeof v === "object" && typeof v.stage === "string" && typeof v.model === "string" && typeof v.graph === "string" && typeof v.data === "string" && typeof v.checkpoints === "string" && v.config && typeof v.config === "object" && v.backbones && typeof v.backbones === "object";
     return ok ? v : undefined;
   } catch {
     return undefined;
@@ -95,6 +111,7 @@ export function identityChanges(was: StageIdentity, now: StageIdentity, only?: "
   }
   if (was.graph !== now.graph) out.push("the model graph changed (an op, constant, shape, init rule or frozen mark in the model file or the std library)");
   if (was.data !== now.data) out.push("the data changed (dataset files, images or tokenizer)");
+  if (was.checkpoints !== now.checkpoints) out.push("a pretrained checkpoint the model reads (`from \"...\"`) changed");
   for (const b of new Set([...Object.keys(was.backbones), ...Object.keys(now.backbones)])) {
     const [x, y] = [was.backbones[b], now.backbones[b]];
     if (!x || !y) out.push(`backbone stage \`${b}\` was ${x ? "removed" : "added"}`);

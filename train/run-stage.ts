@@ -4,9 +4,8 @@ import { join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState } from "../compiler/train-graph.ts";
-import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset } from "../data/loader.ts";
-import { evalClassifier, evalVqa, Predictor, type Tally } from "../eval/evaluate.ts";
+import { describeEval, EVAL_BATCH, EvalModel, evaluationSize } from "../eval/task-eval.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
@@ -15,13 +14,14 @@ import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "
 import { during, TrainingProgress } from "../io/progress.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
+import { storedParams } from "../io/checkpoints/load.ts";
 import { Trainer } from "../runtime/trainer.ts";
 import { CheckpointError, checkedStep, checkpointFile, loadMeta, readChecked, recordedDigest, saveTensors, STAGE_FILES } from "./checkpoint.ts";
 import { GoodCheckpoints, killPoint } from "./good-checkpoints.ts";
-import { decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
+import { checkpointsDigest, decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
 import { learningRate } from "./lr-schedule.ts";
 import { publishPending, publishResult, workDir } from "./stage-result.ts";
-import type { StageConfig, Task } from "./stages.ts";
+import type { StageConfig } from "./stages.ts";
 import { taskData } from "./tasks.ts";
 import { checkTaskFits } from "./task-fit.ts";
 import { checkSizes } from "../compiler/size-limits.ts";
@@ -44,9 +44,6 @@ export interface StageContext {
   readonly autotune?: boolean;
 }
 
-/** Rows per evaluation forward. */
-const EVAL_BATCH = 64;
-
 /** Thrown when the loss, the gradient or the weights stop being finite; the last good checkpoint stays on disk. */
 export class TrainingDiverged extends UserError {}
 
@@ -65,51 +62,11 @@ export function stageDir(out: string, stage: StageConfig, model: string): string
   return join(out, stage.model ? stage.name : `${stage.name}-${model}`);
 }
 
-const fmt = (x: number, d = 4) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
-
-
-/** Held-out evaluation of a task on one split; the record goes to the metrics log, eval.json and the terminal. */
-export async function evaluateTask(task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }, tally?: Tally): Promise<Record<string, unknown>> {
-  const held = data.splits[split];
-  if (!held) throw new Error(`the dataset has no ${split} split loaded`);
-  if (task === "classify") {
-    const r = await evalClassifier(p, held, sizes.problems, tally);
-    return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 1 / CLASS_NAMES.length };
-  }
-  if (task === "text") return { split };
-  const r = await evalVqa(p, data.tokenizer!, held, { problems: sizes.problems, captionImages: sizes.captions, tally });
-  const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
-  return { split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images, samples: r.samples };
-}
-
-/** What an evaluation of `task` decodes, in words ("2,000 held-out questions and 100 caption images"). */
-export function evaluationSize(task: Task, sizes: { problems: number; captions: number }): string {
-  const n = (x: number) => x.toLocaleString("en-US");
-  if (task === "classify") return `${n(sizes.problems)} held-out images`;
-  return `${n(sizes.problems)} held-out questions${sizes.captions ? ` and ${n(sizes.captions)} caption images` : ""}`;
-}
-
-/** Runs evaluateTask with a line saying what it evaluates and, every few seconds, how far it is. */
-export function evaluateTaskSaying(say: (line: string) => void, task: Task, p: Predictor, data: LoadedDataset, split: "val" | "test", sizes: { problems: number; captions: number }): Promise<Record<string, unknown>> {
-  if (task === "text") return evaluateTask(task, p, data, split, sizes);
-  const tally: Tally = { done: 0, total: 0 };
-  return during(say, `evaluating on ${evaluationSize(task, sizes)} (${split} split)`, () => evaluateTask(task, p, data, split, sizes, tally), { status: () => (tally.total ? `${tally.done.toLocaleString("en-US")} of ${tally.total.toLocaleString("en-US")} decoded` : undefined) });
-}
-
 /** Periodic evaluations are a quick look (256 questions, no captions); the final one is the full report. */
 function evalSizes(ctx: StageContext, split: "val" | "test"): { problems: number; captions: number } {
   return split === "val" ? { problems: Math.min(256, ctx.evalProblems), captions: 0 } : { problems: ctx.evalProblems, captions: ctx.evalCaptions };
 }
 
-export function describeEval(e: Record<string, unknown>): string {
-  const pct = (x: unknown) => `${(100 * (x as number)).toFixed(1)}%`;
-  if ("item_accuracy" in e) return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})`;
-  if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
-  const per = Object.entries(e.per_type as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(", ");
-  // the quick periodic evaluations decode no captions: say nothing rather than NaN
-  const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
-  return `${e.split} accuracy ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
-}
 
 interface Stage {
   readonly ctx: StageContext;
@@ -131,7 +88,7 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   const cfg = steps === undefined ? stage : { ...stage, steps };
   const model = elaborate(ctx.program, cfg.model ?? modelName);
   const dir = stageDir(ctx.out, cfg, model.name);
-  const identity = stageIdentity(cfg, model, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])));
+  const identity = stageIdentity(cfg, model, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
   const s: Stage = { ctx, cfg, model, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
   return (await reuse(s)) ?? train(s, backbones);
@@ -150,17 +107,17 @@ async function reuse(s: Stage): Promise<StageResult | undefined> {
     return undefined;
   }
   checkedStep(finalFile, meta.step, s.cfg.steps);
-  const { tensors } = await readChecked(finalFile, { expected: s.model.params, exact: true });
+  const { tensors } = await readChecked(finalFile, { expected: storedParams(s.model.params), exact: true });
   ctx.say(`${label}: done before, reusing ${finalFile}`);
   const evalFile = join(dir, STAGE_FILES.eval);
   let report: Record<string, unknown> | undefined;
   if (!existsSync(evalFile) || (await readJsonOrUndefined(evalFile))?.key !== s.key) {
     ctx.say(`${label}: ${evalFile} is missing or from another run; evaluating again`);
-    const p = await predictorSaying(ctx.say, ctx.gpu, s.model, { ...taskData(s.cfg.task, ctx.data, s.cfg.batch, s.cfg.seed).dims, B: EVAL_BATCH }, tensors);
+    const ev = await EvalModel.create(ctx.say, ctx.gpu, s.model, s.cfg.task, ctx.data, tensors);
     try {
-      report = await evaluateTaskSaying(ctx.say, s.cfg.task, p, ctx.data, "test", evalSizes(ctx, "test"));
+      report = await ev.evaluateSaying(ctx.say, ctx.data, "test", evalSizes(ctx, "test"));
     } finally {
-      p.destroy();
+      ev.destroy();
     }
     await writeEval(s, evalFile, report, undefined);
   }
@@ -199,7 +156,7 @@ async function loadBackbones(s: Stage, params: Map<string, Tensor>, backbones: r
     s.ctx.say(`${s.label}: ${tensors.size} tensors from ${file}`);
   }
   // a frozen weight nobody provides would silently stay at its random init
-  const missing = backbones.length ? s.model.params.filter((p) => !p.trainable && !provided.has(p.name)).map((p) => p.name) : [];
+  const missing = backbones.length ? s.model.params.filter((p) => !p.trainable && !p.source && !provided.has(p.name)).map((p) => p.name) : [];
   if (missing.length) throw new UserError(`${s.label}: ${missing.length} frozen parameters are in none of its backbones (${backbones.map((b) => b.identity.stage).join(", ")}), e.g. ${missing.slice(0, 3).join(", ")}; they would stay at their random init. Check the backbone models' parameter names, or mark them trainable.`);
 }
 
@@ -217,7 +174,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const params = initAllParams(model, cfg.seed);
   await loadBackbones(s, params, backbones);
   const trainable = model.params.filter((p) => p.trainable);
-  const size = (ps: readonly { name: string }[]) => ps.reduce((a, p) => a + params.get(p.name)!.data.length, 0);
+  const size = (ps: readonly { shape: readonly number[] }[]) => ps.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
   const [count, total] = [size(trainable), size(model.params)];
   ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
 
@@ -229,11 +186,11 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const t0 = performance.now();
   const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  let predictor: Predictor | undefined;
-  const predictorWith = async (state: ReadonlyMap<string, Tensor>) => {
-    predictor ??= await predictorSaying(progress.log.bind(progress), ctx.gpu, model, evalDims, params);
-    predictor.update(state);
-    return predictor;
+  let evaluator: EvalModel | undefined;
+  const evaluatorWith = async (state: ReadonlyMap<string, Tensor>) => {
+    evaluator ??= await EvalModel.create(progress.log.bind(progress), ctx.gpu, model, cfg.task, ctx.data, params);
+    await evaluator.update(state);
+    return evaluator;
   };
   const log = MetricsLog.open(metricsFile);
   const progress = new TrainingProgress({ total: cfg.steps, startStep: start, stage: label });
@@ -280,7 +237,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
       }
       if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) {
         const sizes = evalSizes(ctx, "val");
-        const e = await progress.during(`evaluating on ${evaluationSize(cfg.task, sizes)} (val split)`, async () => evaluateTask(cfg.task, await predictorWith(await trainer.readState()), ctx.data, "val", sizes));
+        const e = await progress.during(`evaluating on ${evaluationSize(cfg.task, sizes)} (val split)`, async () => (await evaluatorWith(await trainer.readState())).evaluate(ctx.data, "val", sizes));
         log.append({ step, eval: e });
         progress.log(`  step ${step}: ${describeEval(e)}`);
       }
@@ -292,9 +249,10 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const state = await trainer.readState();
   trainer.destroy();
   // the model's parameters only: the optimizer state restored on resume is not part of the result
-  const final = new Map(model.params.map((p) => [p.name, state.get(p.name) ?? params.get(p.name)!]));
-  const result = await evaluateTaskSaying((line) => ctx.say(`${label}: ${line}`), cfg.task, await predictorWith(final), ctx.data, "test", evalSizes(ctx, "test"));
-  predictor?.destroy();
+  // frozen weights from a checkpoint (`from "..."`) stay in it: the predictor streams them again
+  const final = new Map(storedParams(model.params).map((p) => [p.name, state.get(p.name) ?? params.get(p.name)!]));
+  const result = await (await evaluatorWith(final)).evaluateSaying((line) => ctx.say(`${label}: ${line}`), ctx.data, "test", evalSizes(ctx, "test"));
+  evaluator?.destroy();
   const msPerStep = timed ? stepMs / timed : undefined;
   // the result is written whole into work/ (final.safetensors last), then moved into place
   await writeEval(s, join(work, STAGE_FILES.eval), result, { ms_per_step: msPerStep });
@@ -339,9 +297,4 @@ async function plotLoss(metricsFile: string, png: string, title: string): Promis
   const recs: MetricsRecord[] = readMetrics(metricsFile);
   const points = recs.filter((r) => typeof r.loss === "number" && Number.isFinite(r.loss)).map((r) => [r.step, r.loss as number] as [number, number]);
   if (points.length) await writeLossPlot(png, [{ name: "train loss", points }], { title, xLabel: "step", yLabel: "loss", logY: points.every(([, y]) => y > 0) });
-}
-
-/** A forward plan on the device for evaluation, saying so while its pipelines compile. */
-export function predictorSaying(say: (line: string) => void, gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>): Promise<Predictor> {
-  return Predictor.create(gpu, model, dims, params, (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work));
 }

@@ -1,6 +1,7 @@
 import type * as A from "../grammar/ast.ts";
 import { DehvfError, type Diagnostic, didYouMean } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
+import { promptProblem } from "../data/prompts.ts";
 
 export const TASKS = ["classify", "text", "vqa"] as const;
 export type Task = (typeof TASKS)[number];
@@ -23,11 +24,15 @@ export interface StageConfig {
   readonly evalEvery: number;
   readonly checkpointEvery: number;
   readonly seed: number;
+  /** how problems become text (data/prompts.ts): a ScienceQA format name or a template; undefined: "QCM-A" */
+  readonly prompt?: string;
+  /** the answer template that goes with a template `prompt`; undefined: "The answer is {letter}." */
+  readonly answer?: string;
   readonly span: A.TrainDecl["span"];
 }
 
 const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
-const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed"] as const;
+const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer"] as const;
 
 function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
   const d: Diagnostic = { phase: "input", message, span, hint };
@@ -75,6 +80,16 @@ export function trainStages(program: Program): StageConfig[] {
       if (at < 0) fail(`train section \`${names[i]}\`: no stage named \`${b}\``, bb!.span, didYouMean(b, names));
       if (at >= i) fail(`train section \`${names[i]}\` starts from \`${b}\`, which comes later in the file`, bb!.span);
     }
+    const text = (key: "prompt" | "answer") => {
+      const e = seen.get(key);
+      if (!e) return undefined;
+      if (e.kind !== "string") fail(`\`${key}\` must be a string`, e.span);
+      if (task === "classify") fail(`\`${key}\` applies to the "text" and "vqa" tasks; train section \`${names[i]}\` classifies`, e.span);
+      return e.value;
+    };
+    const [prompt, answer] = [text("prompt"), text("answer")];
+    const promptIssue = prompt === undefined && answer === undefined ? undefined : promptProblem(prompt ?? "QCM-A", answer);
+    if (promptIssue) fail(promptIssue.message, (seen.get(promptIssue.key) ?? seen.get("answer"))!.span);
     stages.push({
       name: names[i],
       model,
@@ -89,6 +104,8 @@ export function trainStages(program: Program): StageConfig[] {
       evalEvery: get("eval_every", { int: true, min: 0 }),
       checkpointEvery: get("checkpoint_every", { int: true, min: 1 }),
       seed: get("seed", { int: true, min: 0 }),
+      ...(prompt !== undefined && { prompt }),
+      ...(answer !== undefined && { answer }),
       span: sec.span,
     });
   });

@@ -19,7 +19,8 @@ const concrete = (shape: readonly number[]) => `[${shape.join(", ")}]`;
 /** How many classes the task's targets range over: the output's last axis must score each. */
 function targetClasses(stage: Pick<StageConfig, "task">, data: LoadedDataset): { count: number; what: string } {
   if (stage.task === "classify") return { count: CLASS_NAMES.length, what: `${CLASS_NAMES.length} clothing classes` };
-  return { count: data.tokenizer!.size, what: `the ${data.tokenizer!.size} tokens of the dataset's tokenizer` };
+  const tok = data.tokenizer!;
+  return { count: tok.size, what: `the ${tok.size} tokens of the ${data.tokenizerDigest ? "model's" : "dataset's"} tokenizer, ${tok.source}` };
 }
 
 /**

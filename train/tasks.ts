@@ -1,10 +1,11 @@
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { type EncodedExample, type EncodedText, encodeText, epochShuffler, IMAGE_SHAPE, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
+import { type EncodedExample, type EncodedText, encodeText, epochShuffler, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
 import { captionParts, describePositions } from "../data/captions.ts";
 import type { Quad } from "../data/composites.ts";
 import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
-import { promptParts, type QuestionType } from "../data/scienceqa.ts";
-import type { Tokenizer } from "../data/tokenizer.ts";
+import type { PromptFormat } from "../data/prompts.ts";
+import type { QuestionType } from "../data/scienceqa.ts";
+import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import type { Task } from "./stages.ts";
 
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
@@ -22,8 +23,8 @@ export function labelledImages(split: LoadedSplit): LabelledImage[] {
  * right option to its letter; fine-tuning then has the image stand in for the words),
  * and one caption per caption image (rotating phrasings), so questions are the bulk.
  */
-export function trainingTexts(tok: Tokenizer, split: LoadedSplit): EncodedText[] {
-  const withContext = split.vqa.map((e) => encodeText(tok, promptParts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>) } : e.problem)));
+export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
+  const withContext = split.vqa.map((e) => encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>) } : e.problem)));
   return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
 }
 
@@ -31,9 +32,9 @@ export function trainingTexts(tok: Tokenizer, split: LoadedSplit): EncodedText[]
  * Image-grounded examples for fine-tuning: every VQA problem plus one of each caption
  * image's captions (they rotate over images), so questions stay the bulk of the mix.
  */
-export function groundedExamples(tok: Tokenizer, split: LoadedSplit): (EncodedExample & { category?: QuestionType })[] {
+export function groundedExamples(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): (EncodedExample & { category?: QuestionType })[] {
   return [
-    ...split.vqa.map((e) => ({ ...encodeText(tok, promptParts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
+    ...split.vqa.map((e) => ({ ...encodeText(tok, format.parts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
     ...split.captions.map((c, i) => ({ ...encodeText(tok, captionParts(c.captions[i % c.captions.length])), image: c.image })),
   ];
 }
@@ -74,6 +75,8 @@ function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32A
 export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number): TaskData {
   const tok = data.tokenizer!;
   const train = data.splits.train!;
+  // [B, C, H, W] as the stage's model takes it; no image when it takes none (loaded without)
+  const image = (b: number, pixels: Float32Array): [string, Tensor][] => (train.imageShape ? [["image", tensor([b, ...train.imageShape], pixels)]] : []);
   if (task === "classify") {
     const items = labelledImages(train);
     const sh = epochShuffler(items.length, batch, seed);
@@ -83,17 +86,17 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
       unitsPerStep: batch * 4,
       batchAt(step) {
         const b = vitBatch(items, sh.batchAt(step));
-        return new Map([["image", tensor([batch, ...IMAGE_SHAPE], b.image)], ["targets", tensor([batch, 4], b.labels)], ["loss_mask", tensor([batch, 4], new Float32Array(batch * 4).fill(1))]]);
+        return new Map([...image(batch, b.image), ["targets", tensor([batch, 4], b.labels)], ["loss_mask", tensor([batch, 4], new Float32Array(batch * 4).fill(1))]]);
       },
     };
   }
   if (task === "text") {
-    const texts = trainingTexts(tok, train);
+    const texts = trainingTexts(tok, train, data.format);
     const T = seqLength(texts);
     const sh = epochShuffler(texts.length, batch, seed);
     return { dims: { B: batch, T }, examples: texts.length, unitsPerStep: batch * T, batchAt: (step) => textFeed(textBatch(tok, texts, sh.batchAt(step), T)) };
   }
-  const ex = groundedExamples(tok, train);
+  const ex = groundedExamples(tok, train, data.format);
   const T = seqLength(ex);
   const sh = epochShuffler(ex.length, batch, seed);
   return {
@@ -103,7 +106,9 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     batchAt(step) {
       const b = lmBatch(tok, ex, sh.batchAt(step), T);
       perRowMean(b.lossMask, T);
-      return textFeed(b).set("image", tensor([batch, ...IMAGE_SHAPE], b.image));
+      const feed = textFeed(b);
+      for (const [k, v] of image(batch, b.image)) feed.set(k, v);
+      return feed;
     },
   };
 }

@@ -1,6 +1,9 @@
 import type { Command } from "commander";
 import { shapeStr } from "../../compiler/dims.ts";
 import { fmtCount, fmtInt, paramRows, trainableGroups } from "../../compiler/param-report.ts";
+import { sourceLines } from "../../compiler/source-report.ts";
+import { loadTokenizer } from "../../data/tokenizers/load.ts";
+import { shownPath } from "../../compiler/weight-sources.ts";
 import { loadModel, positiveInt } from "./load.ts";
 
 function pad(s: string, n: number, right = false): string {
@@ -14,7 +17,7 @@ export function registerCheck(program: Command): void {
     .option("-m, --model <name>", "model to check (default: the file's first model)")
     .option("--depth <n>", "depth of the parameter table", positiveInt, 2)
     .description("parse, link, elaborate and shape-check a model; print its signature and parameter table")
-    .action((file: string, opts: { model?: string; depth: number }) => {
+    .action(async (file: string, opts: { model?: string; depth: number }) => {
       const m = loadModel(file, opts.model);
       const out: string[] = [];
       out.push(`model ${m.name}  (${file})`, "");
@@ -50,6 +53,8 @@ export function registerCheck(program: Command): void {
         for (const g of groups)
           out.push(`  ${pad(g.name, nw)}  ${pad(`[${g.shape.join(", ")}]`, 14)}${g.copies > 1 ? pad(`×${g.copies}`, 5, true) : "     "} ${pad(fmtInt(g.total), 12, true)}`);
       }
+      out.push("", "weights:", ...sourceLines(m.params));
+      if (m.tokenizer) out.push(`tokenizer: ${shownPath(m.tokenizer)} (${(await loadTokenizer(m.tokenizer)).size} tokens)`);
       process.stdout.write(`${out.join("\n")}\n`);
     });
 }

@@ -32,6 +32,15 @@ function wholeNumberOption(min: number): (v: string) => number {
 export const positiveInt = wholeNumberOption(1);
 export const nonNegativeInt = wholeNumberOption(0);
 
+/** An option parser for a plain decimal number in [min, max] ("0.8", "1", "1e-3"; not "", "0x1" or "Infinity"). */
+export function numberOption(min: number, max = Infinity): (v: string) => number {
+  return (v: string) => {
+    const n = /^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v) ? Number(v) : NaN;
+    if (!(n >= min && n <= max)) throw new InvalidArgumentError(`Expected a number${max === Infinity ? ` of at least ${min}` : ` from ${min} to ${max}`}.`);
+    return n;
+  };
+}
+
 /** `--dim name=n` (repeatable, variadic): the values of run-time dimension symbols, collected by name. */
 export function dimAssignment(v: string, acc: Readonly<Record<string, number>> = {}): Record<string, number> {
   const m = /^([A-Za-z_]\w*)=(.*)$/.exec(v);

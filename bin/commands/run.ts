@@ -7,7 +7,7 @@ import { DehvfError } from "../../grammar/diagnostics.ts";
 import { autotuneRequested } from "../../runtime/autotune.ts";
 import { acquireGpu, type Gpu } from "../../runtime/device.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
-import { checksum, initAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
+import { checksum, initAllParams, loadAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
 import { deviceLimits, runWebgpu, type WebgpuRun } from "../../runtime/webgpu-backend.ts";
 import { type DimOptions, dimOptions, loadModel, nonNegativeInt, resolveDims } from "./load.ts";
 
@@ -48,10 +48,11 @@ function sayProfile(m: CompiledModel, r: WebgpuRun, kernelMs: readonly number[],
   say(`by instance: ${totals((k) => (k.path || "model").split(".")[0])}`);
 }
 
-/** Random weights, one synthetic batch, through the interpreter and/or `gpu`; prints shapes, checksums and times. */
+/** Weights from init rules (seeded) or checkpoints, one synthetic batch, through the interpreter and/or `gpu`; prints shapes, checksums and times. */
 async function runModel(m: CompiledModel, dims: Record<string, number>, opts: RunOptions, gpu: Gpu | undefined): Promise<void> {
   const t0 = performance.now();
-  const params = initAllParams(m, opts.seed);
+  // the interpreter needs every weight as float64; the GPU path streams checkpoint weights as float32
+  const params = !gpu || opts.compare ? await loadAllParams(m, opts.seed) : initAllParams(m, opts.seed);
   const inputs = syntheticInputs(m, opts.seed, dims);
   const t1 = performance.now();
   const say: Say = (line) => process.stdout.write(`${line}\n`);
@@ -86,7 +87,7 @@ export function registerRun(program: Command): void {
     .option("--profile", "print per-kernel GPU times (timestamp queries)")
     .option("--autotune", "time candidate matmul kernels on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .option("--seed <n>", "seed for parameter init and the synthetic batch", nonNegativeInt, 0)
-    .description("random-init the weights, run one synthetic batch and print output shapes and checksums")
+    .description("load the weights (init rules, seeded; `from` checkpoints), run one synthetic batch and print output shapes and checksums")
     .action(async (file: string, opts: RunOptions) => {
       if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       const m = loadModel(file, opts.model);

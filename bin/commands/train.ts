@@ -3,9 +3,9 @@ import { loadProgram } from "../../grammar/modules.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
 import { autotuneRequested } from "../../runtime/autotune.ts";
 import { acquireGpu } from "../../runtime/device.ts";
-import { prepareData } from "../../train/data.ts";
+import { checkSameTokens, Dataset, type StageData } from "../../train/data.ts";
 import { runStage, type StageResult } from "../../train/run-stage.ts";
-import { datasetDigest } from "../../data/loader.ts";
+import { elaborate } from "../../compiler/elaborate.ts";
 import { acquireRunLock } from "../../io/run-lock.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
 import { nonNegativeInt, positiveInt } from "./load.ts";
@@ -13,6 +13,7 @@ import { nonNegativeInt, positiveInt } from "./load.ts";
 interface TrainOptions {
   model?: string;
   data?: string;
+  cocoRoot?: string;
   steps?: number;
   out: string;
   resume?: boolean;
@@ -27,7 +28,8 @@ export function registerTrain(program: Command): void {
     .description("train a model through the stages its file's `train` sections declare (backbones first, reused when already trained), then evaluate on the held-out split")
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to fine-tune (default: the file's first model)")
-    .option("--data <dir>", "dataset directory (ScienceQA/COCO-shaped); default: build the Fashion-MNIST one in out/data/fashion")
+    .option("--data <dir>", "dataset directory: ScienceQA's problems.json + pid_splits.json + images/, COCO-Karpathy's dataset_coco.json, or both; default: build the Fashion-MNIST one in out/data/fashion")
+    .option("--coco-root <dir>", "where dataset_coco.json's filepath/filename are relative to (default: the --data directory)")
     .option("--steps <n>", "steps of the last stage (overrides its `steps`)", positiveInt)
     .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
     .option("--resume", "continue each unfinished stage from its last checkpoint")
@@ -45,15 +47,22 @@ export function registerTrain(program: Command): void {
       if (lock.tookOver) say(`${opts.out}: took over the lock of an earlier run (${lock.tookOver})`);
       try {
         const t0 = performance.now();
-        const data = await prepareData(opts.data, say);
-        const dataDigest = datasetDigest(data);
+        const dataset = await Dataset.open(opts.data, say, undefined, { cocoRoot: opts.cocoRoot });
+        // each stage sees the data as its model reads it (image form, tokenizer) and its section words it (prompt)
+        const stageData = new Map<string, StageData>();
+        for (const stage of stages) {
+          const d = await dataset.forStage(elaborate(program, stage.model ?? modelName), stage);
+          checkSameTokens(stage.name, d, stage.backbones.map((b) => ({ stage: b, data: stageData.get(b)! })));
+          stageData.set(stage.name, d);
+        }
         const gpu = await acquireGpu();
         say(`device: ${gpu.info.description || gpu.info.vendor}`);
         try {
-          const ctx = { gpu, program, data, dataDigest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
           const done = new Map<string, StageResult>();
           for (const [i, stage] of stages.entries()) {
             const last = i === stages.length - 1;
+            const { data, digest } = stageData.get(stage.name)!;
+            const ctx = { gpu, program, data, dataDigest: digest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
             // stagesFor puts every backbone before the stages that use it
             const backbones = stage.backbones.map((b) => done.get(b)!);
             done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));

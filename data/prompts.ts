@@ -1,0 +1,108 @@
+import { LETTERS, optionsText as options, type Problem, promptParts, type TextParts } from "./scienceqa.ts";
+
+/**
+ * How a multiple-choice problem becomes training text and how a generated answer is read
+ * back: a train section's `prompt` (and `answer`). Training, evaluation and the stage's
+ * identity all use the same one.
+ */
+export interface PromptFormat {
+  /** as the train section names it: "QCM-A", or the templates */
+  readonly name: string;
+  /** the prompt and the answer (the correct choice) */
+  parts(p: Problem): TextParts;
+  /** the answer text for choice `i` */
+  answer(p: Problem, i: number): string;
+  /** the answer text up to and including what names choice `i` (decoding may stop there), or undefined when the whole answer is needed */
+  answerUpToChoice(p: Problem, i: number): string | undefined;
+  /** the choice a generated answer names, or undefined */
+  choiceOf(p: Problem, generated: string): number | undefined;
+}
+
+export const DEFAULT_PROMPT = "QCM-A";
+export const DEFAULT_ANSWER = "The answer is {letter}.";
+export const PROMPT_PLACEHOLDERS = ["question", "context", "options"] as const;
+export const ANSWER_PLACEHOLDERS = ["letter", "choice"] as const;
+
+
+/**
+ * ScienceQA's input formats (Q question, C context, M options), all answered `The answer is X.`
+ * (format "-A"); the context line is left out when a problem has no hint.
+ */
+const NAMED: Record<string, (p: Problem) => string> = {
+  "QCM-A": (p) => promptParts(p).prompt,
+  "CQM-A": (p) => `${p.hint ? `Context: ${p.hint} ` : ""}Question: ${p.question} Options: ${options(p)} Answer:`,
+  "QM-A": (p) => `Question: ${p.question} Options: ${options(p)} Answer:`,
+};
+export const PROMPT_NAMES = Object.keys(NAMED);
+const namedFormat = (name: string): ((p: Problem) => string) | undefined => (Object.hasOwn(NAMED, name) ? NAMED[name] : undefined);
+
+const PLACEHOLDER = /\{([A-Za-z_]*)\}/g;
+const squeeze = (s: string) => s.replace(/\s+/g, " ").trim();
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** The placeholder names in `template`, in order. */
+function placeholders(template: string): string[] {
+  return [...template.matchAll(PLACEHOLDER)].map((m) => m[1]);
+}
+
+/** Why `prompt` / `answer` are not a usable format (and which of the two is at fault), or undefined. */
+export function promptProblem(prompt: string, answer: string | undefined): { key: "prompt" | "answer"; message: string } | undefined {
+  const p = (message: string) => ({ key: "prompt" as const, message });
+  const a = (message: string) => ({ key: "answer" as const, message });
+  const named = !prompt.includes("{");
+  if (named) {
+    if (!namedFormat(prompt)) return p(`unknown prompt format "${prompt}": use one of ${PROMPT_NAMES.map((n) => `"${n}"`).join(", ")}, or a template with ${PROMPT_PLACEHOLDERS.map((x) => `{${x}}`).join(", ")}`);
+    if (answer !== undefined) return a(`\`answer\` goes with a template \`prompt\`; the named formats answer "${DEFAULT_ANSWER.replace("{letter}", "X")}"`);
+    return undefined;
+  }
+  const bad = placeholders(prompt).filter((x) => !(PROMPT_PLACEHOLDERS as readonly string[]).includes(x));
+  if (bad.length) return p(`unknown placeholder {${bad[0]}} in \`prompt\` (placeholders: ${PROMPT_PLACEHOLDERS.map((x) => `{${x}}`).join(", ")})`);
+  if (!placeholders(prompt).includes("question")) return p("the `prompt` template needs {question}");
+  const inAnswer = placeholders(answer ?? DEFAULT_ANSWER);
+  const badA = inAnswer.filter((x) => !(ANSWER_PLACEHOLDERS as readonly string[]).includes(x));
+  if (badA.length) return a(`unknown placeholder {${badA[0]}} in \`answer\` (placeholders: {letter} or {choice})`);
+  if (inAnswer.length !== 1) return a("the `answer` template needs exactly one {letter} or {choice}");
+  return undefined;
+}
+
+/** The format a train section's `prompt` and `answer` name (checked by train/stages.ts; throws on a bad one). */
+export function promptFormat(prompt: string = DEFAULT_PROMPT, answer?: string): PromptFormat {
+  const problem = promptProblem(prompt, answer);
+  if (problem) throw new Error(problem.message);
+  const named = namedFormat(prompt);
+  const render = (p: Problem): string =>
+    named ? named(p) : squeeze(prompt.replace(PLACEHOLDER, (_, k: string) => (k === "question" ? p.question : k === "context" ? p.hint : options(p))));
+  const answerTemplate = answer ?? DEFAULT_ANSWER;
+  const byLetter = answerTemplate.includes("{letter}");
+  const [before, after] = answerTemplate.split(byLetter ? "{letter}" : "{choice}");
+  const choiceText = (p: Problem, i: number) => (byLetter ? LETTERS[i] : p.choices[i]);
+  const answerFor = (p: Problem, i: number) => squeeze(`${before}${choiceText(p, i)}${after}`);
+  // the text before the choice, whitespace-insensitive and found anywhere in what was generated
+  const lead = squeeze(before);
+  const leadRe = lead ? `${lead.split(" ").map(escapeRegExp).join("\\s+")}\\s*` : "^\\s*";
+  const letterRe = new RegExp(`${leadRe}\\(?([A-${LETTERS[LETTERS.length - 1]}])\\b`, "i");
+  const leadOnly = new RegExp(leadRe, "i");
+  return {
+    name: named ? prompt : JSON.stringify({ prompt, answer: answerTemplate }),
+    parts: (p) => ({ prompt: render(p), answer: answerFor(p, p.answer) }),
+    answer: answerFor,
+    answerUpToChoice: (p, i) => (byLetter ? squeeze(`${before}${LETTERS[i]}`) : undefined),
+    choiceOf(p, generated) {
+      if (byLetter) {
+        const m = letterRe.exec(generated);
+        if (!m) return undefined;
+        const i = LETTERS.indexOf(m[1].toUpperCase());
+        return i >= 0 && i < p.choices.length ? i : undefined;
+      }
+      const m = leadOnly.exec(generated);
+      if (!m) return undefined;
+      const rest = generated.slice(m.index + m[0].length).toLowerCase();
+      // the longest choice the text starts with ("shirt" must not win over "t-shirt" … nor "4" over "40")
+      let best: number | undefined;
+      p.choices.forEach((c, i) => {
+        if (rest.startsWith(c.toLowerCase()) && (best === undefined || c.length > p.choices[best].length)) best = i;
+      });
+      return best;
+    },
+  };
+}
