@@ -34,8 +34,8 @@ const CHECKED = 32;
 const RECOMPUTE_AT = [16, 128, 256];
 
 const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-/** the median time of the steps within ±4 positions of `pos` */
-const around = (times: readonly number[], pos: number) => median(times.slice(Math.max(1, pos - 4), Math.min(times.length, pos + 5)));
+/** the median time of the steps within ±16 positions of `pos` (one step is at the mercy of the host) */
+const around = (times: readonly number[], pos: number) => median(times.slice(Math.max(1, pos - 16), Math.min(times.length, pos + 17)));
 
 export async function main(_argv: readonly string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "dehvf-bench-generate-"));

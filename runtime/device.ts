@@ -62,7 +62,7 @@ function yieldToLavapipe(): void {
 /** Until when a wait is polled without sleeping (see spinBriefly). */
 let spinUntil = 0;
 /** How long the start of a wait is polled without sleeping (DEHVF_SPIN_MS overrides). */
-const SPIN_MS = Number(process.env.DEHVF_SPIN_MS ?? 2);
+const SPIN_MS = Number(process.env.DEHVF_SPIN_MS ?? 5);
 
 /**
  * Polls the next wait at full speed for its first few ms: a decode step's small kernels
