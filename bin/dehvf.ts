@@ -5,6 +5,7 @@ import { registerInfo } from "./commands/info.ts";
 import { registerEval } from "./commands/eval.ts";
 import { registerGenerate } from "./commands/generate.ts";
 import { registerImport } from "./commands/import.ts";
+import { registerInspect } from "./commands/inspect.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerTrain } from "./commands/train.ts";
 import { report } from "./report.ts";
@@ -21,6 +22,7 @@ registerRun(program);
 registerTrain(program);
 registerEval(program);
 registerGenerate(program);
+registerInspect(program);
 registerImport(program);
 registerInfo(program);
 

@@ -73,7 +73,8 @@ export const gradRules: { [O in Op]: GradRule<O> } = {
     const zero = t.scalar(0);
     return [t.where(bWins, zero, g), t.where(bWins, g, zero)];
   },
-  cmplt: none, cmpeq: none,
+  // no gradient flows into an int key or counter
+  cmplt: none, cmpeq: none, hash: none,
   where: ({ t, n, g }) => {
     const zero = t.scalar(0);
     return [undefined, t.where(n.src[0], g, zero), t.where(n.src[0], zero, g)];

@@ -3,6 +3,7 @@ import { type Dim, dimDivExact, dimMul, dimStr, shapeStr } from "./dims.ts";
 import type { Node } from "./ir.ts";
 import { ShapeError } from "./shape-rules.ts";
 import { cached, type DecodingContext, once, positions } from "./decoding.ts";
+import { dropout } from "./dropout.ts";
 import type { TensorOps } from "./tensor-ops.ts";
 import { boolV, floatV, intV, tensorV, type Value } from "./values.ts";
 
@@ -115,7 +116,15 @@ export class BuiltinArgs {
   }
 }
 
-type Impl = (a: BuiltinArgs, t: TensorOps, ctx: DecodingContext) => Value;
+/** What a builtin sees of the elaborator: the decoding mode (compiler/decoding.ts) and, for dropout, training. */
+export interface BuiltinContext extends DecodingContext {
+  /** elaborated for a training step (ElaborateOptions.training): dropout drops */
+  readonly training: boolean;
+  /** the `dropout_seed` input and a salt of this dropout call's own (compiler/dropout.ts) */
+  dropoutStream(): { readonly seed: Node; readonly salt: number };
+}
+
+type Impl = (a: BuiltinArgs, t: TensorOps, ctx: BuiltinContext) => Value;
 
 interface Builtin {
   /** parameter names in positional order; `...` marks a variadic tail */
@@ -240,6 +249,19 @@ export const builtins: Record<string, Builtin> = {
   cached: { params: ["x", "axis"], impl: (a, t, ctx) => T(cached(t, ctx, a.tensor("x"), a.int("axis"))) },
   once: { params: ["x"], impl: (a, _t, ctx) => T(once(ctx, a.tensor("x"))) },
   decoding: { params: [], impl: (_a, _t, ctx) => boolV(ctx.mode === "decode") },
+  // compiler/dropout.ts: drops only in a model elaborated for training, else exactly x
+  dropout: {
+    params: ["x", "p"],
+    impl: (a, t, ctx) => {
+      const x = a.tensor("x");
+      const p = a.number("p");
+      if (!(p >= 0 && p < 1)) throw new ArgError(`dropout() needs a probability p with 0 <= p < 1, got ${p}`, a.get("p")?.span);
+      if (x.dtype !== "f32") throw new ArgError(`dropout() needs a float tensor, got an int one`, a.get("x")?.span);
+      if (!ctx.training || p === 0) return T(x);
+      const { seed, salt } = ctx.dropoutStream();
+      return T(dropout(t, x, p, seed, salt));
+    },
+  },
   patches: { params: ["image", "size"], impl: (a, t) => T(patches(t, a.tensor("image"), a.int("size"))) },
   split_heads: { params: ["x", "heads"], impl: (a, t) => T(splitHeads(t, a.tensor("x"), a.int("heads"))) },
   merge_heads: { params: ["x"], impl: (a, t) => T(mergeHeads(t, a.tensor("x"))) },

@@ -4,8 +4,10 @@ import { DehvfError, type Diagnostic, didYouMean, fail } from "../grammar/diagno
 import { MAX_EVAL_DEPTH, MAX_INSTANCES, MAX_REPEAT } from "../grammar/limits.ts";
 import type { Program } from "../grammar/modules.ts";
 import type { Span } from "../grammar/source.ts";
-import { ArgError, type ArgValue, BuiltinArgs, builtinNames, builtins } from "./builtins.ts";
-import { CACHE_POS, CONTEXT_DIM, type DecodingContext, type ElaborationMode } from "./decoding.ts";
+import { ArgError, type ArgValue, BuiltinArgs, type BuiltinContext, builtinNames, builtins } from "./builtins.ts";
+import { CACHE_POS, CONTEXT_DIM, type ElaborationMode } from "./decoding.ts";
+import { DROPOUT_SEED } from "./dropout.ts";
+import { stringSalt } from "./hash.ts";
 import { type Dim, type Shape, dimAdd, dimDivExact, dimEq, dimMul, dimStr, dimSub, shapeStr, sym } from "./dims.ts";
 import { GraphBuilder } from "./graph.ts";
 import { link } from "./link.ts";
@@ -34,6 +36,13 @@ export interface FusionInfo {
   readonly targets: readonly string[];
 }
 
+/** One value a tap took: a block called more than once (a shared fusion at each of its targets) taps once per call. */
+export interface TapValue {
+  readonly node: Node;
+  /** the fusion site being replaced when it was computed (`language.layer.3.memory`), if any */
+  readonly site?: string;
+}
+
 /** The result of elaboration: one hash-consed graph plus everything around it. */
 export interface CompiledModel {
   readonly name: string;
@@ -55,6 +64,8 @@ export interface CompiledModel {
   readonly mode: ElaborationMode;
   /** persistent inputs (KV caches, values kept from prefill) and the outputs that update them after each run (none: read only) */
   readonly state: readonly { readonly input: string; readonly update?: string }[];
+  /** every tap by path (`dehvf.alpha`, `vision.layer.3.out`), each value it took in the order computed: compiler/tap-outputs.ts reads them */
+  readonly taps?: ReadonlyMap<string, readonly TapValue[]>;
 }
 
 export interface ElaborateOptions {
@@ -62,6 +73,8 @@ export interface ElaborateOptions {
   readonly mode?: ElaborationMode;
   /** run-time dimensions fixed at elaboration (decode: the new tokens' length, 1) */
   readonly fixed?: Readonly<Record<string, number>>;
+  /** for a training step: `dropout(x, p)` drops (fed by the `dropout_seed` input); otherwise it is x (compiler/dropout.ts) */
+  readonly training?: boolean;
 }
 
 interface Attachment {
@@ -97,6 +110,10 @@ class Elaborator {
   /** `from "..."` checkpoints in force while instances are made */
   private readonly weights = new WeightSources();
   private readonly taps = new Map<string, Node | "ambiguous">();
+  /** every value of every tap, per call (the DSL reads `taps`, where a tap computed twice is ambiguous) */
+  private readonly tapValues = new Map<string, TapValue[]>();
+  /** the fusion site whose replacement is being elaborated */
+  private currentSite: string | undefined;
   private readonly attachments = new Map<string, Attachment>();
   private modelScope: Scope | undefined;
   private readonly symbols = new Set<string>();
@@ -107,6 +124,9 @@ class Elaborator {
   private readonly stateUpdates = new Map<Node, Node>();
   private readonly stateCount = new Map<string, number>();
   private cachePosInput: InputInfo | undefined;
+  /** training: the `dropout_seed` input, and per instance path how many dropout calls it made (each call's salt) */
+  private dropoutSeedInput: InputInfo | undefined;
+  private readonly dropoutCalls = new Map<string, number>();
 
   constructor(
     private readonly program: Program,
@@ -117,10 +137,19 @@ class Elaborator {
     return this.options.mode ?? "full";
   }
 
-  /** The decoding builtins' view of the elaborator, for a call inside `inst`. */
-  private decodingContext(inst: Instance | undefined): DecodingContext {
+  /** The builtins' view of the elaborator, for a call inside `inst`. */
+  private decodingContext(inst: Instance | undefined): BuiltinContext {
     return {
       mode: this.mode,
+      training: this.options.training === true,
+      dropoutStream: () => {
+        const site = inst?.path || "model";
+        const n = this.dropoutCalls.get(site) ?? 0;
+        this.dropoutCalls.set(site, n + 1);
+        const shape: Dim[] = [];
+        this.dropoutSeedInput ??= { name: DROPOUT_SEED, shape, dtype: "i32", node: this.ops.make("input", [], { name: DROPOUT_SEED, shape, dtype: "i32" }) };
+        return { seed: this.dropoutSeedInput.node, salt: stringSalt(`${site}#${n}`) };
+      },
       state: (kind, shape, dtype) => {
         const base = `${inst?.path || "model"}@${kind}`;
         const n = this.stateCount.get(base) ?? 0;
@@ -362,6 +391,10 @@ class Elaborator {
     for (const [key, att] of this.attachments)
       if (!this.usedAttachments.has(key)) fail("link", `fusion \`${att.fusion.name.name}\` targets site \`${key}\`, but the forward never reaches it`, att.fusion.name.span, "is the block that holds the site called from the model's forward?");
     if (this.cachePosInput) inputs.push(this.cachePosInput);
+    if (this.dropoutSeedInput) {
+      if (inputs.some((i) => i.name === DROPOUT_SEED)) fail("type", `\`${DROPOUT_SEED}\` is the input a training step feeds dropout's seed through; give the model's input another name`, model.name.span);
+      inputs.push(this.dropoutSeedInput);
+    }
     inputs.push(...this.stateInputs);
     const state = this.stateInputs.map((i) => ({ input: i.name, ...(this.stateUpdates.has(i.node) ? { update: `new:${i.name}` } : {}) }));
     const updates = this.stateInputs.filter((i) => this.stateUpdates.has(i.node)).map((i) => ({ name: `new:${i.name}`, node: this.stateUpdates.get(i.node)! }));
@@ -379,6 +412,7 @@ class Elaborator {
       ...(model.preprocess?.length && { preprocess: preprocessOf(model, inputs) }),
       mode: this.mode,
       state,
+      taps: this.tapValues,
     };
   }
 
@@ -520,6 +554,8 @@ class Elaborator {
     const key = inst.path ? `${inst.path}.${name}` : name;
     const prev = this.taps.get(key);
     this.taps.set(key, prev === undefined || prev === node ? node : "ambiguous");
+    const values = this.tapValues.get(key) ?? this.tapValues.set(key, []).get(key)!;
+    values.push({ node, ...(this.currentSite !== undefined && { site: this.currentSite }) });
   }
 
   callForward(inst: Instance, positional: readonly ArgValue[], named: ReadonlyMap<string, ArgValue>, callSpan: Span): Value {
@@ -587,11 +623,15 @@ class Elaborator {
       else
         fail("link", `fusion \`${att.fusion.name.name}\` must give \`${p.name.name}\` to \`${att.instance.decl.name.name}.forward\``, att.fusion.name.span, `add a clause \`${p.name.name} <expression>\`; site \`${key}\` passes ${siteArgs.length} argument(s)`);
     }
+    const outerSite = this.currentSite;
+    this.currentSite = key;
     try {
       return this.callForward(att.instance, siteArgs, named, e.span);
     } catch (err) {
       if (err instanceof DehvfError) err.addNote(`fusion \`${att.fusion.name.name}\` (declared at ${this.where(att.fusion.span)}) replacing site \`${key}\``);
       throw err;
+    } finally {
+      this.currentSite = outerSite;
     }
   }
 
@@ -796,7 +836,10 @@ class Elaborator {
   }
 
   private evalCall(e: A.CallExpr, scope: Scope): Value {
-    const callee = this.eval(e.callee, scope);
+    let callee = this.eval(e.callee, scope);
+    // a value that cannot be called does not hide the builtin of its name: `dropout(x, dropout)`
+    // in a block with a parameter `dropout: float`
+    if (e.callee.kind === "name" && builtinNames.has(e.callee.name) && callee.kind !== "instance" && callee.kind !== "list") callee = { kind: "builtin", name: e.callee.name };
     const positional: ArgValue[] = [];
     const named = new Map<string, ArgValue>();
     for (const a of e.args) {

@@ -1,5 +1,6 @@
 import { dimEval, shapeEval } from "./dims.ts";
 import { erf } from "./erf.ts";
+import { hashUniform, saltMix } from "./hash.ts";
 import { topoOrder } from "./graph.ts";
 import type { Node, Op, OpAttrs } from "./ir.ts";
 import { numel, stridesOf, type Tensor, tensor } from "./tensor.ts";
@@ -97,6 +98,12 @@ export const evalRules: { [O in Op]: Eval<O> } = {
   max: map2((x, y) => (x > y || Number.isNaN(x) ? x : y)),
   cmplt: map2((x, y) => (x < y ? 1 : 0)),
   cmpeq: map2((x, y) => (x === y ? 1 : 0)),
+  hash: (n, [key, counter]) => {
+    const mix = saltMix(n.attrs.salt);
+    const out = new Float64Array(key.data.length);
+    for (let i = 0; i < out.length; i++) out[i] = hashUniform(key.data[i], counter.data[i], mix);
+    return { shape: key.shape, data: out };
+  },
   where: (_n, [c, a, b]) => {
     const out = new Float64Array(c.data.length);
     for (let i = 0; i < out.length; i++) out[i] = c.data[i] !== 0 ? a.data[i] : b.data[i];

@@ -13,6 +13,8 @@ export const OPS = [
   "neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast",
   // elementwise binary / ternary (operands already broadcast to one shape)
   "add", "mul", "max", "cmplt", "cmpeq", "where",
+  // random numbers: int key and counter → uniform in [0, 1) (compiler/hash.ts)
+  "hash",
   // reductions over one axis, keepdim
   "sum", "rmax",
   // movement
@@ -42,6 +44,8 @@ export interface OpAttrs {
   neg: {}; recip: {}; exp: {}; log: {}; sqrt: {}; sin: {}; cos: {}; tanh: {}; erf: {};
   cast: { readonly dtype: DType };
   add: {}; mul: {}; max: {}; cmplt: {}; cmpeq: {}; where: {};
+  /** `salt`: a u32 of the call site, so two dropout sites fed the same key and counters draw different numbers */
+  hash: { readonly salt: number };
   sum: { readonly axis: number };
   /** `detached`: the max a softmax subtracts for stability; softmax is shift-invariant, so no gradient flows through it */
   rmax: { readonly axis: number; readonly detached?: boolean };

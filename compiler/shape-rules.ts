@@ -54,6 +54,11 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
   cast: (src, a) => ({ shape: src[0].shape, dtype: a.dtype }),
   add: binary, mul: binary, max: binary,
   cmplt: compare, cmpeq: compare,
+  hash: (src) => {
+    sameShapes(src);
+    check(src[0].dtype === "i32" && src[1].dtype === "i32", () => `hash needs an int key and int counters, got ${src[0].dtype} and ${src[1].dtype}`);
+    return { shape: src[0].shape, dtype: "f32" };
+  },
   where: (src) => {
     sameShapes(src);
     check(src[1].dtype === src[2].dtype, () => `where: branch dtypes differ`);

@@ -1,5 +1,6 @@
 import { backprop } from "./autodiff.ts";
 import { dimEq, dimSub, type Shape, shapeStr } from "./dims.ts";
+import { DROPOUT_SEED, dropoutSeed } from "./dropout.ts";
 import type { CompiledModel, InputInfo } from "./elaborate.ts";
 import { topoOrder } from "./graph.ts";
 import type { DType, Node } from "./ir.ts";
@@ -39,7 +40,7 @@ export interface TrainGraph {
   readonly model: CompiledModel;
   readonly trained: readonly TrainedParam[];
   readonly updates: readonly { readonly from: string; readonly to: string }[];
-  /** scalar inputs fed per step: learning rate and AdamW bias corrections */
+  /** scalar inputs fed per step (stepInputs): learning rate, AdamW bias corrections and, with dropout, its seed */
   readonly scalars: readonly string[];
   readonly opt: OptimizerConfig;
 }
@@ -148,12 +149,24 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
   const pnorm = t.unary("sqrt", newSquares.reduce((a, b) => t.add(a, b)));
   const outputs = [{ name: LOSS_OUTPUT, node: loss }, { name: GRAD_NORM_OUTPUT, node: gnorm }, { name: PARAM_NORM_OUTPUT, node: pnorm }, ...newValues];
   const stepModel: CompiledModel = { ...model, name: `${model.name}.train`, inputs, outputs };
-  return { model: stepModel, trained, updates, scalars: ["lr", "adam_bc1", "adam_bc2"], opt };
+  return { model: stepModel, trained, updates, scalars: ["lr", "adam_bc1", "adam_bc2", ...(usesDropout(model) ? [DROPOUT_SEED] : [])], opt };
 }
+
+/** Whether the model was elaborated for training with a dropout that drops (it then reads `dropout_seed`). */
+export const usesDropout = (model: CompiledModel): boolean => model.inputs.some((i) => i.name === DROPOUT_SEED);
 
 /** The scalar inputs for step `step` (1-based) at learning rate `lr`. */
 export function adamScalars(step: number, lr: number, opt: OptimizerConfig = DEFAULT_OPTIMIZER): Record<string, number> {
   return { lr, adam_bc1: 1 / (1 - opt.beta1 ** step), adam_bc2: 1 / (1 - opt.beta2 ** step) };
+}
+
+/**
+ * Every scalar input of step `step` (1-based) at learning rate `lr` in a run seeded `seed`:
+ * AdamW's and, when the model has dropout, that step's `dropout_seed`, a pure function of
+ * `seed` and `step` (so a resumed run draws the masks the uninterrupted one drew).
+ */
+export function stepInputs(graph: TrainGraph, step: number, lr: number, seed: number): Record<string, number> {
+  return { ...adamScalars(step, lr, graph.opt), ...(graph.scalars.includes(DROPOUT_SEED) && { [DROPOUT_SEED]: dropoutSeed(seed, step) }) };
 }
 
 /** What a checkpoint of this step holds: each trained weight and its two AdamW moments. */

@@ -107,13 +107,13 @@ export function lmBatch(tok: Tokenizer, examples: readonly EncodedExample[], ind
   return { ...fillText(tok, rows, T, false, "lm batch"), image: gatherImages(rows.map((e) => e.image)) };
 }
 
-/** Language-model pre-training on the training text: every real target counts. */
-export function textBatch(tok: Tokenizer, texts: readonly EncodedText[], indices: readonly number[], T: number): TextBatch {
+/** Language-model pre-training on the training text: every real target counts, or (`onPrompt` false) the answers only. */
+export function textBatch(tok: Tokenizer, texts: readonly EncodedText[], indices: readonly number[], T: number, onPrompt = true): TextBatch {
   return fillText(
     tok,
     indices.map((i) => texts[i]),
     T,
-    true,
+    onPrompt,
     "text batch",
   );
 }

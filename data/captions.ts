@@ -1,4 +1,4 @@
-import { pick, shuffle, type Quad } from "./composites.ts";
+import { type Look, pick, QUADRANTS, shuffle, type Quad } from "./composites.ts";
 import { CLASS_GROUP, CLASS_NOUNS, CLASS_PLURALS, GROUPS, type Group } from "./fashion-mnist.ts";
 import type { SplitName, TextParts } from "./scienceqa.ts";
 
@@ -58,9 +58,17 @@ function counted<K>(keys: K[], one: (k: K) => string, many: (k: K) => string): s
   });
 }
 
-/** "top left a t-shirt, top right a bag, …": the picture in words (also the context the LM pre-trains with). */
-export function describePositions([tl, tr, bl, br]: Quad<number>): string {
-  return list([`top left ${a(tl)}`, `top right ${a(tr)}`, `bottom left ${a(bl)}`, `bottom right ${a(br)}`]);
+/** "a small dim t-shirt": an item with how it is drawn. */
+const looking = (c: number, l: Look) => `a ${l.large ? "large" : "small"} ${l.bright ? "bright" : "dim"} ${c === 1 ? "pair of trousers" : CLASS_NOUNS[c]}`;
+
+/**
+ * "top left a t-shirt, top right a bag, …": the picture in words (also the context the LM
+ * pre-trains with); with `looks`, each item's size and brightness too.
+ */
+export function describePositions(classes: Quad<number>, looks?: Quad<Look>): string {
+  const item = (q: number) => (looks ? looking(classes[q], looks[q]) : a(classes[q]));
+  // the quadrants named as the questions name them ("top-left"), so a question's words match its context's
+  return list(QUADRANTS.map((where, q) => `${where} ${item(q)}`));
 }
 
 /** Five phrasings of the same picture: reading order, coarse counts, positions, fine counts, rows. */

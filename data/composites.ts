@@ -15,12 +15,30 @@ export interface ItemPool {
   byClass: number[][];
 }
 
-/** Which four source images make up a composite: enough to re-render it and to label it. */
+/**
+ * How an item is drawn, chosen independently of its class: a classifier learns to ignore
+ * it, so its deep layers may drop it while the shallow ones still see it.
+ */
+export interface Look {
+  /** full intensity, or dimmed to DIM of it */
+  bright: boolean;
+  /** the full 28×28 quadrant, or shrunk to SMALL px in its centre */
+  large: boolean;
+}
+
+export const DIM = 0.45;
+export const SMALL = 18;
+
+/** Which four source images make up a composite and how each is drawn: enough to re-render it and to label it. */
 export interface Composite {
   split: FashionSplit;
   classes: Quad<number>;
   sources: Quad<number>;
+  /** absent: every item bright and large (datasets built before looks) */
+  looks?: Quad<Look>;
 }
+
+export const randomLook = (rand: () => number): Look => ({ bright: rand() < 0.5, large: rand() < 0.5 });
 
 export function itemPool(source: FashionMnist, split: FashionSplit, indices?: Iterable<number>): ItemPool {
   const byClass: number[][] = Array.from({ length: 10 }, () => []);
@@ -43,15 +61,33 @@ export function shuffle<T>(rand: () => number, xs: T[]): T[] {
   return xs;
 }
 
-/** A composite with the given class in each quadrant, each drawn from a random source image of that class. */
-export function composeClasses(pool: ItemPool, classes: Quad<number>, rand: () => number): Composite {
+/** A composite with the given class in each quadrant, each drawn from a random source image of that class, with random looks where none are given. */
+export function composeClasses(pool: ItemPool, classes: Quad<number>, rand: () => number, looks?: Quad<Look>): Composite {
   const sources = classes.map((c) => pick(rand, pool.byClass[c])) as Quad<number>;
-  return { split: pool.split, classes: [...classes], sources };
+  return { split: pool.split, classes: [...classes], sources, looks: looks ?? ([0, 1, 2, 3].map(() => randomLook(rand)) as Quad<Look>) };
 }
 
 export function randomComposites(pool: ItemPool, count: number, seed: number): Composite[] {
   const rand = seededRng(seed, `composites:${pool.split}`);
   return Array.from({ length: count }, () => composeClasses(pool, [0, 0, 0, 0].map(() => Math.floor(rand() * 10)) as Quad<number>, rand));
+}
+
+/** An item's 28×28 pixels shrunk to `size` × `size` (bilinear). */
+function shrink(item: Uint8Array, size: number): Float32Array {
+  const s = ITEM_SIZE;
+  const out = new Float32Array(size * size);
+  const scale = s / size;
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) {
+      const sy = Math.min(s - 1, Math.max(0, (y + 0.5) * scale - 0.5));
+      const sx = Math.min(s - 1, Math.max(0, (x + 0.5) * scale - 0.5));
+      const [y0, x0] = [Math.floor(sy), Math.floor(sx)];
+      const [y1, x1] = [Math.min(s - 1, y0 + 1), Math.min(s - 1, x0 + 1)];
+      const [fy, fx] = [sy - y0, sx - x0];
+      const at = (yy: number, xx: number) => item[yy * s + xx];
+      out[y * size + x] = (at(y0, x0) * (1 - fx) + at(y0, x1) * fx) * (1 - fy) + (at(y1, x0) * (1 - fx) + at(y1, x1) * fx) * fy;
+    }
+  return out;
 }
 
 /** 56×56 grey, row-major. */
@@ -62,7 +98,14 @@ export function renderComposite(pool: ItemPool, c: Composite): Uint8Array {
   c.sources.forEach((src, q) => {
     const y0 = (q >> 1) * s;
     const x0 = (q & 1) * s;
-    for (let y = 0; y < s; y++) out.set(pool.source.images.subarray((src * s + y) * s, (src * s + y + 1) * s), (y0 + y) * GRID_SIZE + x0);
+    const item = pool.source.images.subarray(src * s * s, (src + 1) * s * s);
+    const look = c.looks?.[q] ?? { bright: true, large: true };
+    const size = look.large ? s : SMALL;
+    const pixels = look.large ? item : shrink(item, SMALL);
+    const gain = look.bright ? 1 : DIM;
+    const pad = (s - size) >> 1;
+    for (let y = 0; y < size; y++)
+      for (let x = 0; x < size; x++) out[(y0 + pad + y) * GRID_SIZE + x0 + pad + x] = Math.round(pixels[y * size + x] * gain);
   });
   return out;
 }

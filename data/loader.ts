@@ -5,7 +5,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import type { Manifest } from "./build.ts";
 import type { CocoDataset, CocoImage } from "./captions.ts";
-import type { Composite } from "./composites.ts";
+import type { Composite, Look, Quad } from "./composites.ts";
 import { decodeImageInto } from "./images.ts";
 import { defaultForm, type ImageForm } from "./preprocess.ts";
 import { DEFAULT_PROMPT, promptFormat, type PromptFormat } from "./prompts.ts";
@@ -94,6 +94,8 @@ export interface VqaExample {
   image: Float32Array;
   /** Quadrant classes (TL, TR, BL, BR) where the dataset records them (ours: grids.json). */
   classes?: readonly number[];
+  /** how each quadrant's item is drawn, where recorded */
+  looks?: Quad<Look>;
 }
 
 export interface CaptionExample {
@@ -226,7 +228,7 @@ export async function loadSplit(index: DatasetIndex, split: SplitName, opts: { f
     split,
     ...(form && { imageShape: form.shape }),
     images,
-    vqa: vqaRefs.map(({ pid, problem, at }) => ({ pid, problem, image: view(at), classes: index.grids?.[pid]?.classes })),
+    vqa: vqaRefs.map(({ pid, problem, at }) => ({ pid, problem, image: view(at), classes: index.grids?.[pid]?.classes, looks: index.grids?.[pid]?.looks })),
     captions: capRefs.map(({ imgid, captions, at }) => ({ imgid, captions, image: view(at) })),
     skippedNoImage,
     digest: sha256(new Uint8Array(images.buffer, images.byteOffset, images.byteLength)),

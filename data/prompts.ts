@@ -25,16 +25,22 @@ export const ANSWER_PLACEHOLDERS = ["letter", "choice"] as const;
 
 
 /**
- * ScienceQA's input formats (Q question, C context, M options), all answered `The answer is X.`
- * (format "-A"); the context line is left out when a problem has no hint.
+ * ScienceQA's input formats (Q question, C context, M options); the context line is left
+ * out when a problem has no hint. Answered `The answer is X.` with the option's letter
+ * ("-A", ScienceQA's) or with the option itself ("-C": `The answer is dim.`, which a model
+ * can read off a description without binding options to letters).
  */
-const NAMED: Record<string, (p: Problem) => string> = {
-  "QCM-A": (p) => promptParts(p).prompt,
-  "CQM-A": (p) => `${p.hint ? `Context: ${p.hint} ` : ""}Question: ${p.question} Options: ${options(p)} Answer:`,
-  "QM-A": (p) => `Question: ${p.question} Options: ${options(p)} Answer:`,
+const INPUTS: Record<string, (p: Problem) => string> = {
+  QCM: (p) => promptParts(p).prompt,
+  CQM: (p) => `${p.hint ? `Context: ${p.hint} ` : ""}Question: ${p.question} Options: ${options(p)} Answer:`,
+  QM: (p) => `Question: ${p.question} Options: ${options(p)} Answer:`,
 };
-export const PROMPT_NAMES = Object.keys(NAMED);
-const namedFormat = (name: string): ((p: Problem) => string) | undefined => (Object.hasOwn(NAMED, name) ? NAMED[name] : undefined);
+const ANSWERS: Record<string, string> = { A: DEFAULT_ANSWER, C: "The answer is {choice}." };
+export const PROMPT_NAMES = Object.keys(INPUTS).flatMap((i) => Object.keys(ANSWERS).map((a) => `${i}-${a}`));
+const namedFormat = (name: string): { input: (p: Problem) => string; answer: string } | undefined => {
+  const [input, answer] = name.split("-");
+  return PROMPT_NAMES.includes(name) ? { input: INPUTS[input], answer: ANSWERS[answer] } : undefined;
+};
 
 const PLACEHOLDER = /\{([A-Za-z_]*)\}/g;
 const squeeze = (s: string) => s.replace(/\s+/g, " ").trim();
@@ -52,7 +58,7 @@ export function promptProblem(prompt: string, answer: string | undefined): { key
   const named = !prompt.includes("{");
   if (named) {
     if (!namedFormat(prompt)) return p(`unknown prompt format "${prompt}": use one of ${PROMPT_NAMES.map((n) => `"${n}"`).join(", ")}, or a template with ${PROMPT_PLACEHOLDERS.map((x) => `{${x}}`).join(", ")}`);
-    if (answer !== undefined) return a(`\`answer\` goes with a template \`prompt\`; the named formats answer "${DEFAULT_ANSWER.replace("{letter}", "X")}"`);
+    if (answer !== undefined) return a(`\`answer\` goes with a template \`prompt\`; a named format says its answer ("-A": the letter, "-C": the option)`);
     return undefined;
   }
   const bad = placeholders(prompt).filter((x) => !(PROMPT_PLACEHOLDERS as readonly string[]).includes(x));
@@ -71,8 +77,8 @@ export function promptFormat(prompt: string = DEFAULT_PROMPT, answer?: string): 
   if (problem) throw new Error(problem.message);
   const named = namedFormat(prompt);
   const render = (p: Problem): string =>
-    named ? named(p) : squeeze(prompt.replace(PLACEHOLDER, (_, k: string) => (k === "question" ? p.question : k === "context" ? p.hint : options(p))));
-  const answerTemplate = answer ?? DEFAULT_ANSWER;
+    named ? named.input(p) : squeeze(prompt.replace(PLACEHOLDER, (_, k: string) => (k === "question" ? p.question : k === "context" ? p.hint : options(p))));
+  const answerTemplate = named?.answer ?? answer ?? DEFAULT_ANSWER;
   const byLetter = answerTemplate.includes("{letter}");
   const [before, after] = answerTemplate.split(byLetter ? "{letter}" : "{choice}");
   const choiceText = (p: Problem, i: number) => (byLetter ? LETTERS[i] : p.choices[i]);

@@ -1,5 +1,5 @@
 import { seededRng } from "../compiler/param-init.ts";
-import { composeClasses, pick, QUADRANTS, shuffle, type Composite, type ItemPool, type Quad } from "./composites.ts";
+import { composeClasses, type Look, pick, QUADRANTS, randomLook, shuffle, type Composite, type ItemPool, type Quad } from "./composites.ts";
 import { CLASS_GROUP, CLASS_NOUNS, GROUPS, type Group } from "./fashion-mnist.ts";
 
 export type SplitName = "train" | "val" | "test";
@@ -26,8 +26,13 @@ export interface Problem {
 export type Problems = Record<string, Problem>;
 export type PidSplits = Record<SplitName, string[]>;
 
-/** Stored in `category`, so accuracy can be reported per type as ScienceQA reports it per category. */
-export const QUESTION_TYPES = ["presence", "count", "position-coarse", "position-fine"] as const;
+/**
+ * Stored in `category`, so accuracy can be reported per type as ScienceQA reports it per
+ * category. The first four ask what the items are (semantic: a classifier's deep layers
+ * keep it); the last two how one is drawn (low-level: a classifier learns to ignore it).
+ */
+export const QUESTION_TYPES = ["presence", "count", "position-coarse", "position-fine", "brightness", "size"] as const;
+export const LOW_LEVEL_TYPES: readonly QuestionType[] = ["brightness", "size"];
 export type QuestionType = (typeof QUESTION_TYPES)[number];
 
 export const LETTERS = "ABCDEFGHIJ";
@@ -87,6 +92,8 @@ interface Plan {
   classes: Quad<number>;
   correct: string;
   distractors: string[];
+  /** set where the question asks about a look; else drawn at random */
+  looks?: Quad<Look>;
 }
 
 /** Fills `cells` with classes of group g and the rest with classes outside it, so the asked fact holds exactly. */
@@ -106,8 +113,23 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
   const classDeck = deck(rand, ALL_CLASSES);
   const quadrants = () => shuffle(rand, [0, 1, 2, 3]);
 
+  // each type its own decks: a shared one would balance answers over all types, not per type
+  const [brightDeck, largeDeck] = [deck(rand, [true, false]), deck(rand, [true, false])];
+  const [brightQuads, sizeQuads] = [deck(rand, [0, 1, 2, 3]), deck(rand, [0, 1, 2, 3])];
+  const looksWith = (q: number, look: Partial<Look>): Quad<Look> => [0, 1, 2, 3].map((k) => ({ ...randomLook(rand), ...(k === q ? look : {}) })) as Quad<Look>;
+
   return (type) => {
     switch (type) {
+      case "brightness": {
+        const q = brightQuads();
+        const bright = brightDeck();
+        return { type, question: `Is the item in the ${QUADRANTS[q]} bright or dim?`, classes: randomClasses(rand), looks: looksWith(q, { bright }), correct: bright ? "bright" : "dim", distractors: [bright ? "dim" : "bright"] };
+      }
+      case "size": {
+        const q = sizeQuads();
+        const large = largeDeck();
+        return { type, question: `Is the item in the ${QUADRANTS[q]} large or small?`, classes: randomClasses(rand), looks: looksWith(q, { large }), correct: large ? "large" : "small", distractors: [large ? "small" : "large"] };
+      }
       case "presence": {
         const g = groupDeck();
         const yes = yesDeck();
@@ -144,7 +166,7 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
 
 /** The canonical position of an option: yes/no, then numbers, coarse groups, fine classes. */
 function optionRank(option: string): number {
-  const ranked: readonly string[] = ["yes", "no", "0", "1", "2", "3", "4", ...GROUPS, ...CLASS_NOUNS];
+  const ranked: readonly string[] = ["yes", "no", "0", "1", "2", "3", "4", ...GROUPS, ...CLASS_NOUNS, "bright", "dim", "large", "small"];
   const at = ranked.indexOf(option);
   if (at < 0) throw new Error(`internal: option "${option}" has no canonical position`);
   return at;
@@ -172,7 +194,7 @@ export function generateProblems(pool: ItemPool, count: number, split: SplitName
     const choices = [p.correct, ...p.distractors].sort((a, b) => optionRank(a) - optionRank(b));
     const answer = choices.indexOf(p.correct);
     out.push({
-      composite: composeClasses(pool, p.classes, rand),
+      composite: composeClasses(pool, p.classes, rand, p.looks),
       problem: {
         question: p.question,
         choices,
@@ -183,7 +205,7 @@ export function generateProblems(pool: ItemPool, count: number, split: SplitName
         subject: "visual recognition",
         topic: "fashion",
         category: p.type,
-        skill: p.type === "position-fine" ? "fine-grained" : "coarse",
+        skill: LOW_LEVEL_TYPES.includes(p.type) ? "low-level" : p.type === "position-fine" ? "fine-grained" : "coarse",
         grade: "grade1",
         lecture: "",
         solution: "",

@@ -2,7 +2,8 @@ import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { encodeText } from "../data/batches.ts";
-import { captionParts } from "../data/captions.ts";
+import { captionParts, describePositions } from "../data/captions.ts";
+import type { Quad } from "../data/composites.ts";
 import type { LoadedSplit } from "../data/loader.ts";
 import type { Problem } from "../data/scienceqa.ts";
 import type { PromptFormat } from "../data/prompts.ts";
@@ -43,6 +44,11 @@ export class Predictor {
     return out;
   }
 
+  /** Named outputs of one run: the model's own, or taps added as outputs (compiler/tap-outputs.ts). */
+  outputs(inputs: ReadonlyMap<string, Tensor>, names: readonly string[]): Promise<Tensor[]> {
+    return this.ex.run(inputs, { read: names });
+  }
+
   destroy(): void {
     this.ex.destroy();
   }
@@ -56,7 +62,7 @@ export interface Tally {
 }
 
 /** Rows of `n` examples in batches of `B`; the last batch is padded by repeating row 0 (its results are dropped). */
-function* batches(n: number, B: number): Generator<{ idx: number[]; real: number }> {
+export function* batches(n: number, B: number): Generator<{ idx: number[]; real: number }> {
   for (let s = 0; s < n; s += B) {
     const idx = Array.from({ length: B }, (_, i) => (s + i < n ? s + i : 0));
     yield { idx, real: Math.min(B, n - s) };
@@ -157,16 +163,17 @@ export async function evalVqa(
   decoder: StepModel,
   tok: Tokenizer,
   split: LoadedSplit,
-  opts: { problems?: number; captionImages?: number; tally?: Tally; takesPromptMask: boolean; maxCaption: number; format: PromptFormat },
+  opts: { problems?: number; captionImages?: number; tally?: Tally; takesPromptMask: boolean; maxCaption: number; format: PromptFormat; described?: boolean },
 ): Promise<VqaReport> {
-  const probs = split.vqa.slice(0, opts.problems ?? Infinity);
+  // `described`: the picture comes as words in the context (a language model on its own, as it was pre-trained)
+  const probs = split.vqa.slice(0, opts.problems ?? Infinity).map((e) => (opts.described && e.classes ? { ...e, problem: { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } } : e));
   const caps = split.captions.slice(0, opts.captionImages ?? Infinity);
   if (opts.tally) opts.tally.total += probs.length + caps.length;
   const { format } = opts;
   const rows = probs.map((e) => ({ prompt: encodeText(tok, format.parts(e.problem)).prompt, image: e.image }));
   // "The answer is X": decoding stops at the option letter, which is all that is scored
   const decoding = answerDecoding(tok, format, probs.map((e) => e.problem));
-  const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: split.imageShape };
+  const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: opts.described ? undefined : split.imageShape };
   const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
   const chance = probs.reduce((a, e) => a + 1 / e.problem.choices.length, 0) / Math.max(1, probs.length);

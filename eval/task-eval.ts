@@ -3,13 +3,13 @@ import type { CompiledModel } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { CLASS_NAMES } from "../data/fashion-mnist.ts";
-import type { LoadedDataset } from "../data/loader.ts";
+import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
 import { during } from "../io/progress.ts";
 import { DeviceDecoder } from "../runtime/decoder.ts";
 import type { Gpu } from "../runtime/device.ts";
 import type { CompileHook } from "../runtime/executor.ts";
 import type { Task } from "../train/stages.ts";
-import { groundedExamples, seqLength } from "../train/tasks.ts";
+import { groundedExamples, seqLength, trainingTexts } from "../train/tasks.ts";
 import { evalClassifier, evalVqa, Predictor, type Tally } from "./evaluate.ts";
 
 /** Rows per evaluation run. */
@@ -38,10 +38,11 @@ export class EvalModel {
   static async create(say: (line: string) => void, gpu: Gpu, model: CompiledModel, task: Task, data: LoadedDataset, params: ReadonlyMap<string, Tensor>, batch = EVAL_BATCH): Promise<EvalModel> {
     const compiling: CompileHook = (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work);
     if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling), undefined, false, 0);
-    if (task === "text") return new EvalModel(task, undefined, undefined, false, 0);
     const models = generationModels(model.program, model.name);
-    // room for the longest prompt and reference of every loaded split, as in training
-    const T = Math.max(...Object.values(data.splits).map((s) => seqLength(groundedExamples(data.tokenizer!, s, data.format))));
+    // room for the longest prompt and reference of every loaded split, as in training (the
+    // language model is evaluated on the questions with the picture described in words)
+    const examples = (s: LoadedSplit) => (task === "text" ? trainingTexts(data.tokenizer!, s, data.format) : groundedExamples(data.tokenizer!, s, data.format));
+    const T = Math.max(...Object.values(data.splits).map((s) => seqLength(examples(s))));
     const context = T + models.prefixLength({ [models.batchDim]: batch, [models.seqDim]: T, [CONTEXT_DIM]: T });
     // checkpoint weights (`from "..."`) stream into the decoder as float32 (runtime/param-upload.ts)
     const decoder = await DeviceDecoder.create(gpu, models, params, { batch, context }, compiling);
@@ -63,14 +64,15 @@ export class EvalModel {
       return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 1 / CLASS_NAMES.length };
     }
     if (!this.decoder) return { split };
-    const r = await evalVqa(this.decoder, data.tokenizer!, held, { problems: sizes.problems, captionImages: sizes.captions, tally, takesPromptMask: this.takesPromptMask, maxCaption: this.maxCaption, format: data.format });
+    const described = this.task === "text";
+    const r = await evalVqa(this.decoder, data.tokenizer!, held, { problems: sizes.problems, captionImages: described ? 0 : sizes.captions, tally, takesPromptMask: this.takesPromptMask, maxCaption: this.maxCaption, format: data.format, described });
     const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
-    return { split, accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images, samples: r.samples };
+    const captions = described ? {} : { bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images };
+    return { split, ...(described ? { given: "the picture described in words" } : {}), accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, ...captions, samples: r.samples };
   }
 
   /** `evaluate`, with a line saying what it evaluates and, every few seconds, how far it is. */
   evaluateSaying(say: (line: string) => void, data: LoadedDataset, split: "val" | "test", sizes: EvalSizes): Promise<Record<string, unknown>> {
-    if (this.task === "text") return this.evaluate(data, split, sizes);
     const tally: Tally = { done: 0, total: 0 };
     return during(say, `evaluating on ${evaluationSize(this.task, sizes)} (${split} split)`, () => this.evaluate(data, split, sizes, tally), {
       status: () => (tally.total ? `${tally.done.toLocaleString("en-US")} of ${tally.total.toLocaleString("en-US")} decoded` : undefined),
@@ -87,6 +89,7 @@ export class EvalModel {
 export function evaluationSize(task: Task, sizes: EvalSizes): string {
   const n = (x: number) => x.toLocaleString("en-US");
   if (task === "classify") return `${n(sizes.problems)} held-out images`;
+  if (task === "text") return `${n(sizes.problems)} held-out questions, the picture described in words`;
   return `${n(sizes.problems)} held-out questions${sizes.captions ? ` and ${n(sizes.captions)} caption images` : ""}`;
 }
 
@@ -96,8 +99,9 @@ export function describeEval(e: Record<string, unknown>): string {
   const pct = (x: unknown) => `${(100 * (x as number)).toFixed(1)}%`;
   if ("item_accuracy" in e) return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})`;
   if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
+  const given = e.given ? ` given ${e.given}` : "";
   const per = Object.entries(e.per_type as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(", ");
   // the quick periodic evaluations decode no captions: say nothing rather than NaN
   const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
-  return `${e.split} accuracy ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
+  return `${e.split} accuracy${given} ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
 }

@@ -27,7 +27,7 @@ setInterval(() => {
 parentPort.on("message", (m) => {
   const i = watches.findIndex((w) => w.id === m.id);
   if (m.type === "watch") watches.push({ id: m.id, text: m.text, since: m.since, everyMs: m.everyMs, fd: m.fd, status: undefined });
-  else if (m.type === "text" && i >= 0) watches[i].text = m.text;
+  else if (m.type === "text" && i >= 0) { watches[i].text = m.text; if (m.since !== undefined) watches[i].since = m.since; }
   else if (m.type === "status" && i >= 0) watches[i].status = m.status;
   else if (m.type === "stop" && i >= 0) watches.splice(i, 1);
   else if (m.type === "printed") last = m.at;
@@ -47,8 +47,8 @@ function post(message: object): void {
 let ids = 0;
 
 export interface Watch {
-  /** what the line says from now on */
-  text(text: string): void;
+  /** what the line says from now on; `since`: the time its "(12s)" counts from (default: unchanged) */
+  text(text: string, since?: number): void;
   /** how far the work is, appended to the line ("1,024 of 2,000 decoded") */
   status(text: string | undefined): void;
   stop(): void;
@@ -67,7 +67,7 @@ export function watch(text: string, opts: { everyMs?: number; fd?: number; since
     if (!stopped) post({ ...m, id });
   };
   return {
-    text: (t) => send({ type: "text", text: t }),
+    text: (t, since) => send({ type: "text", text: t, since }),
     status: (st) => send({ type: "status", status: st }),
     stop: () => {
       send({ type: "stop" });

@@ -23,7 +23,7 @@ export interface TrainingProgressOptions {
   now?: () => number;
   /** Overrides `stream.isTTY`. */
   tty?: boolean;
-  /** Non-TTY: print at least this often (seconds); also how often a pause says it is still going. Default 8. */
+  /** Non-TTY: print at least this often (seconds); also how often a pause says it is still going. Default 7.5. */
   plainEverySeconds?: number;
   /** Non-TTY: also print every this many steps (0 = only by time). Default 0. */
   plainEverySteps?: number;
@@ -142,7 +142,7 @@ export class TrainingProgress {
     this.stream = opts.stream ?? process.stdout;
     this.now = opts.now ?? Date.now;
     this.tty = opts.tty ?? this.stream.isTTY === true;
-    this.plainEveryMs = (opts.plainEverySeconds ?? 8) * 1000;
+    this.plainEveryMs = (opts.plainEverySeconds ?? 7.5) * 1000;
     this.plainEverySteps = opts.plainEverySteps ?? 0;
     this.beta = opts.smoothing ?? 0.9;
     this.windowMs = (opts.rateWindowSeconds ?? 20) * 1000;
@@ -165,7 +165,8 @@ export class TrainingProgress {
     }
     const fd = (this.heartbeatFd = opts.heartbeat ?? 1);
     if (fd !== false)
-      this.heartbeat = watch(`[${this.stage}] step ${this.step + 1}/${this.total} running: a run's first step also compiles the kernels' shaders on this device (cached for later runs)`, { everyMs: this.plainEveryMs, fd });
+      // a little later than the plain lines, so that while the main thread runs they never both print
+      this.heartbeat = watch(`[${this.stage}] step ${this.step + 1}/${this.total} running: a run's first step also compiles the kernels' shaders on this device (cached for later runs)`, { everyMs: this.plainEveryMs * 1.2, fd });
   }
 
   /** Time that counts for rates: wall time less the pauses. */
@@ -192,7 +193,7 @@ export class TrainingProgress {
     while (this.samples.length > 2 && active - this.samples[1][0] >= this.windowMs) this.samples.shift();
 
     // a long silence from here on is a slow step: the worker then repeats the status line
-    this.heartbeat?.text(this.formatLine());
+    this.heartbeat?.text(`[${this.stage}] step ${this.step + 1}/${this.total} running, after ${this.step} done`, Date.now());
     if (this.bar) this.bar.update(this.step, this.payload());
     else if (t - this.lastPlainTime >= this.plainEveryMs || (this.plainEverySteps > 0 && this.step - this.lastPlainStep >= this.plainEverySteps) || this.step >= this.total) {
       this.printPlain(t);

@@ -1,4 +1,5 @@
 import { shapeEval } from "../compiler/dims.ts";
+import { saltMix } from "../compiler/hash.ts";
 import type { Node, Op } from "../compiler/ir.ts";
 import { stridesOf } from "../compiler/tensor.ts";
 
@@ -78,6 +79,23 @@ export const WGSL_HELPERS: Record<string, string> = {
   let t = 1.0 / (1.0 + 0.3275911 * abs(x));
   let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
   return select(-y, y, x >= 0.0);
+}`,
+  // compiler/hash.ts: the same u32 arithmetic as the interpreter's, so masks agree bit for bit
+  hash_: `fn pcg_(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+fn hash_(key: i32, counter: i32, mix: u32) -> f32 {
+  return f32(pcg_(bitcast<u32>(counter) + pcg_(bitcast<u32>(key) + mix)) >> 8u) * 5.9604644775390625e-8;
+}`,
+  hash4_: `fn pcg4_(v: vec4<u32>) -> vec4<u32> {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> vec4<u32>(28u)) + 4u)) ^ state) * 277803737u;
+  return (word >> vec4<u32>(22u)) ^ word;
+}
+fn hash4_(key: vec4<i32>, counter: vec4<i32>, mix: u32) -> vec4<f32> {
+  return vec4<f32>(pcg4_(bitcast<vec4<u32>>(counter) + pcg4_(bitcast<vec4<u32>>(key) + mix)) >> vec4<u32>(8u)) * 5.9604644775390625e-8;
 }`,
   erf4_: `fn erf4_(x: vec4<f32>) -> vec4<f32> {
   let t = 1.0 / (1.0 + 0.3275911 * abs(x));
@@ -373,6 +391,16 @@ export class Renderer {
         const x = this.value(src[0], idx);
         const vec = this.isVector(x);
         return this.bind(`${vec ? `vec4<${wgslType(n)}>` : wgslType(n)}(${x})`, wgslType(n), vec);
+      }
+      case "hash": {
+        const [key, counter] = [this.value(src[0], idx), this.value(src[1], idx)];
+        const mix = `${saltMix(a.salt as number)}u`;
+        if (!this.isVector(key) && !this.isVector(counter)) {
+          this.helpers.add("hash_");
+          return this.bind(`hash_(${key}, ${counter}, ${mix})`, "f32");
+        }
+        this.helpers.add("hash4_");
+        return this.bind(`hash4_(${this.splat(key, "i32")}, ${this.splat(counter, "i32")}, ${mix})`, "f32", true);
       }
       case "where": {
         // the condition may be i32 (the shape rule allows it): compare with a zero of its own type

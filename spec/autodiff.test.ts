@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { gradients, gradRules } from "../compiler/autodiff.ts";
+import { dropout } from "../compiler/dropout.ts";
 import type { Shape } from "../compiler/dims.ts";
 import { topoOrder } from "../compiler/graph.ts";
 import { interpret } from "../compiler/interpret.ts";
@@ -137,6 +138,10 @@ const OP_CASES: Record<string, { ops: readonly Op[]; make: () => Case }> = {
       const a = k.t.sum(k.t.gather(table, i2), 0);
       return k.t.add(k.t.add(a, k.t.pad(k.t.gather(table, i1), 0, 0, 1)), k.t.expand(k.t.gather(table, i0), [4, 3]));
     }),
+  },
+  "hash (dropout with a fixed seed: the mask is fixed, no gradient into the int key or counters)": {
+    ops: ["hash"],
+    make: () => opCase((k, p, inputs) => dropout(k.t, p([4, 5]), 0.3, intInput(k, inputs, "seed", [], [12345]), 7)),
   },
   "arange size const input (sources)": {
     ops: ["arange", "size", "const", "input", "param"],

@@ -15,8 +15,8 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import fc from "fast-check";
 import { buildDefaultData } from "../data/build.ts";
 import { LOCK_FILE } from "../io/run-lock.ts";
-import { acquireGpu, NoAdapterError } from "../runtime/device.ts";
 import { fcRuns } from "./fc-runs.ts";
+import { gpuSkipReason } from "./gpu-check.ts";
 
 const MICRO = "spec/fixtures/train/micro.dehvf";
 /** Seconds one command may take on hostile input before it counts as running away. */
@@ -74,13 +74,8 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), "dehvf-fuzz-"));
   data = join(work, "data");
   await buildDefaultData(data, { train: 200, val: 50, test: 50 });
-  try {
-    (await acquireGpu()).destroy();
-  } catch (e) {
-    if (!(e instanceof NoAdapterError)) throw e;
-    gpuSkip = "skipped: no WebGPU adapter (npm run setup installs lavapipe)";
-    return;
-  }
+  gpuSkip = await gpuSkipReason();
+  if (gpuSkip) return;
   finished = join(work, "finished");
   const r = dehvf(["train", MICRO, "--data", data, "--out", finished, "--eval-problems", "4", "--eval-captions", "1"]);
   assert.equal(r.code, 0, r.err);

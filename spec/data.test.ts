@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { encodeText, epochShuffler, lmBatch, textBatch, vitBatch, type EncodedExample } from "../data/batches.ts";
 import { buildDefaultData, type Manifest } from "../data/build.ts";
 import { captionParts, type CocoDataset } from "../data/captions.ts";
-import { composeClasses, itemPool, randomComposites, renderComposite, type Composite } from "../data/composites.ts";
+import { composeClasses, DIM, itemPool, type Look, type Quad, randomComposites, renderComposite, SMALL as SMALL_ITEM, type Composite } from "../data/composites.ts";
 import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../data/fashion-mnist.ts";
 import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
 import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
@@ -70,13 +70,32 @@ describe("composites", () => {
     assert.deepEqual(randomComposites(pool, 20, 3), randomComposites(pool, 20, 3));
     assert.notDeepEqual(randomComposites(pool, 20, 3), randomComposites(pool, 20, 4));
     for (const c of randomComposites(pool, 5, 1)) {
-      const px = renderComposite(pool, c);
+      // drawn plain (bright, large), each quadrant is exactly its source image
+      const px = renderComposite(pool, { ...c, looks: undefined });
       c.sources.forEach((src, q) => {
         assert.equal(trainMnist.labels[src], c.classes[q]);
         for (let y = 0; y < 28; y++)
           for (let x = 0; x < 28; x++) assert.equal(px[((q >> 1) * 28 + y) * 56 + (q & 1) * 28 + x], trainMnist.images[src * 784 + y * 28 + x]);
       });
     }
+  });
+
+  test("looks: a dim item is DIM of its pixels, a small one is shrunk into the centre of its quadrant with a black border", () => {
+    const pool = itemPool(trainMnist, "train");
+    const [c] = randomComposites(pool, 1, 5);
+    const plain = renderComposite(pool, { ...c, looks: undefined });
+    const dim = renderComposite(pool, { ...c, looks: [0, 1, 2, 3].map(() => ({ bright: false, large: true })) as Quad<Look> });
+    plain.forEach((v, i) => assert.equal(dim[i], Math.round(v * DIM)));
+    const small = renderComposite(pool, { ...c, looks: [0, 1, 2, 3].map(() => ({ bright: true, large: false })) as Quad<Look> });
+    const border = (28 - SMALL_ITEM) / 2;
+    for (let q = 0; q < 4; q++)
+      for (let y = 0; y < 28; y++)
+        for (let x = 0; x < 28; x++) {
+          const inside = y >= border && y < border + SMALL_ITEM && x >= border && x < border + SMALL_ITEM;
+          if (!inside) assert.equal(small[((q >> 1) * 28 + y) * 56 + (q & 1) * 28 + x], 0);
+        }
+    const ink = (px: Uint8Array) => px.reduce((a, v) => a + v, 0);
+    assert.ok(ink(small) < 0.6 * ink(plain) && ink(small) > 0.25 * ink(plain), "a small item keeps its shape at about (18/28)² of its ink");
   });
 
   test("a pool restricted to some indices never draws others", () => {
@@ -124,7 +143,7 @@ describe("ScienceQA-shaped problems", () => {
     const problems = Object.values(readJson<Problems>(dir, FILES.problems)).filter((p) => p.split === "train");
     for (const type of QUESTION_TYPES) {
       const ps = problems.filter((p) => p.category === type);
-      assert.ok(ps.length >= SMALL.train / 4 - 1, `${type}: ${ps.length} problems`);
+      assert.ok(ps.length >= Math.floor(SMALL.train / QUESTION_TYPES.length) - 1, `${type}: ${ps.length} problems`);
       for (const n of new Set(ps.map((p) => p.choices.length))) {
         const same = ps.filter((p) => p.choices.length === n);
         const letters = new Array(n).fill(0);
@@ -141,7 +160,7 @@ describe("ScienceQA-shaped problems", () => {
   });
 
   test("options are in one fixed order per question type", () => {
-    const order = ["yes", "no", "0", "1", "2", "3", "4", "top", "trousers", "dress", "footwear", "bag", "t-shirt", "pullover", "coat", "sandal", "shirt", "sneaker", "ankle boot"];
+    const order = ["yes", "no", "0", "1", "2", "3", "4", "top", "trousers", "dress", "footwear", "bag", "t-shirt", "pullover", "coat", "sandal", "shirt", "sneaker", "ankle boot", "bright", "dim", "large", "small"];
     for (const p of Object.values(readJson<Problems>(dir, FILES.problems))) {
       const ranks = p.choices.map((c) => order.indexOf(c));
       assert.ok(ranks.every((r, i) => r >= 0 && (i === 0 || r > ranks[i - 1])), `${p.question}: ${p.choices.join(", ")}`);
@@ -156,9 +175,11 @@ describe("ScienceQA-shaped problems", () => {
     for (const [pid, p] of Object.entries(problems)) {
       const classes = grids[pid].classes;
       const answer = p.choices[p.answer];
-      const quad = ["top-left", "top-right", "bottom-left", "bottom-right"].findIndex((q) => p.question.includes(`${q}?`));
+      const quad = ["top-left", "top-right", "bottom-left", "bottom-right"].findIndex((q) => new RegExp(`the ${q}\\b`).test(p.question));
       if (p.category === "position-fine") assert.equal(answer, fine[classes[quad]]);
       if (p.category === "position-coarse") assert.equal(answer, CLASS_GROUP[classes[quad]]);
+      if (p.category === "brightness") assert.equal(answer, grids[pid].looks![quad].bright ? "bright" : "dim");
+      if (p.category === "size") assert.equal(answer, grids[pid].looks![quad].large ? "large" : "small");
       if (p.category === "count" || p.category === "presence") {
         const groups = classes.map((c) => CLASS_GROUP[c]);
         const asked = (Object.keys(groupWord) as (keyof typeof groupWord)[]).filter((g) => groupWord[g].test(p.question));
@@ -417,5 +438,21 @@ describe("grey PNG fast path", () => {
     const rgb = await sharp(src, { raw: { width: w, height: h, channels: 1 } }).png().toBuffer();
     assert.equal(decodeGreyPng(rgb), undefined);
     assert.equal(decodeGreyPng(new Uint8Array(40)), undefined);
+  });
+});
+
+describe("the language model's loss", () => {
+  test("`loss = \"answer\"` trains a text stage on each row's answer only, rows weighted equally", () => {
+    const tok = ds.tokenizer!;
+    const texts = ds.splits.train!.vqa.slice(0, 4).map((e) => encodeText(tok, promptParts(e.problem)));
+    const T = 64;
+    const all = textBatch(tok, texts, [0, 1, 2, 3], T);
+    const answers = textBatch(tok, texts, [0, 1, 2, 3], T, false);
+    texts.forEach((t, b) => {
+      const row = (m: Float32Array) => Array.from(m.subarray(b * T, (b + 1) * T));
+      assert.equal(row(all.lossMask).reduce((a, x) => a + x, 0), t.prompt.length + t.answer.length + 1, "every real target");
+      // position i predicts token i+1: the answer's first token is predicted from the prompt's last
+      assert.deepEqual(row(answers.lossMask).flatMap((x, i) => (x ? [i] : [])), Array.from({ length: t.answer.length + 1 }, (_, k) => t.prompt.length + k));
+    });
   });
 });

@@ -68,6 +68,17 @@ export function useGpu(onTarget?: (target: PlanTarget) => void): GpuFixture {
   };
 }
 
+/** "" when this machine has a WebGPU adapter, else why the tests that need one are skipped (for files that run the CLI). */
+export async function gpuSkipReason(): Promise<string> {
+  try {
+    (await acquireGpu()).destroy();
+    return "";
+  } catch (e) {
+    if (!(e instanceof NoAdapterError)) throw e;
+    return "skipped: no WebGPU adapter (npm run setup installs lavapipe)";
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Random data: a seeded generator; floats are f32-representable so the device sees the
 // same inputs as the float64 interpreter (comparisons and masks then agree exactly).

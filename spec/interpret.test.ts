@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { ArgError, type ArgValue, BuiltinArgs, builtins } from "../compiler/builtins.ts";
+import { ArgError, type ArgValue, BuiltinArgs, type BuiltinContext, builtins } from "../compiler/builtins.ts";
 import { type Dim, type Shape, dimAdd, dimMul, shapeEval, shapeStr, sym } from "../compiler/dims.ts";
 import { erf } from "../compiler/erf.ts";
 import { GraphBuilder, topoOrder } from "../compiler/graph.ts";
@@ -11,7 +11,6 @@ import { ShapeError } from "../compiler/shape-rules.ts";
 import { TensorOps } from "../compiler/tensor-ops.ts";
 import { numel, type Tensor, tensor } from "../compiler/tensor.ts";
 import { intV, tensorV, type Value } from "../compiler/values.ts";
-import type { DecodingContext } from "../compiler/decoding.ts";
 
 // ---------------------------------------------------------------------------
 // Naive tensor helpers: index arithmetic written out longhand, independent of
@@ -653,9 +652,11 @@ describe("symbolic dims at run time", () => {
   });
 });
 
-/** The decoding builtins' context in training mode: nothing is cached. */
-const FULL_MODE: DecodingContext = {
+/** The builtins' context in full mode, not training: nothing is cached, dropout is the identity. */
+const FULL_MODE: BuiltinContext = {
   mode: "full",
+  training: false,
+  dropoutStream: () => assert.fail("no dropout outside training"),
   state: () => assert.fail("no state in full mode"),
   update: () => assert.fail("no state in full mode"),
   cachePos: () => assert.fail("no cache_pos in full mode"),

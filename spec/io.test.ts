@@ -8,7 +8,7 @@ import fc from "fast-check";
 import sharp from "sharp";
 import { recoverDirAtomic, writeDirAtomic, writeFileAtomic, writeFileAtomicStream, writeJsonAtomic } from "../io/atomic.ts";
 import { buildLossPlotSvg, downsample, MAX_POINTS_PER_SERIES, writeLossPlot } from "../io/loss-plot.ts";
-import { MetricsLog, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
+import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
 import { during, formatDuration, TrainingProgress } from "../io/progress.ts";
 import { acquireRunLock, LOCK_FILE, RunLockedError } from "../io/run-lock.ts";
 import {
@@ -16,6 +16,7 @@ import {
   type Dtype, type TensorToWrite,
 } from "../io/safetensors.ts";
 import { fcRuns } from "./fc-runs.ts";
+import { lossPlot } from "../train/loss-plot.ts";
 
 let root = "";
 let n = 0;
@@ -462,6 +463,35 @@ describe("loss plot", () => {
     await writeLossPlot(p, [{ name: "train", points: pts }], opts);
     await checkPng(p, 960, 540);
   });
+
+  test("a stage's loss.png: training loss, held-out accuracy on a right axis with chance, learning rate in a panel below", async () => {
+    const recs: MetricsRecord[] = [];
+    for (let step = 1; step <= 300; step++) {
+      recs.push({ step, loss: 3 * Math.exp(-step / 80) + 0.5, grad_norm: 1, param_norm: 2, lr: step <= 30 ? (0.005 * step) / 30 : 0.005 * (1 - step / 400) });
+      if (step % 100 === 0) recs.push({ step, eval: { split: "val", accuracy: 0.3 + step / 2000, chance: 0.3125, questions: 256 } });
+    }
+    const plot = lossPlot(recs, "finetune (TinyVQA)")!;
+    const svg = buildLossPlotSvg(plot.series, plot.opts);
+    for (const name of ["training loss", "val accuracy (right axis)", "chance 31.3%", "learning rate"]) assert.ok(svg.includes(`>${name}<`), `legend: ${name}`);
+    assert.ok(svg.includes(">training loss (log)<") && svg.includes(">val accuracy<"), "both axes of the main panel are labelled");
+    for (const tick of [">35%<", ">40%<", ">45%<"]) assert.ok(svg.includes(tick), `accuracy tick ${tick}`);
+    assert.equal((svg.match(/<clipPath/g) ?? []).length, 2, "a main panel and the learning-rate panel");
+    assert.equal((svg.match(/<polyline/g) ?? []).length, 4, "loss, accuracy, chance, learning rate");
+    assert.equal((svg.match(/<circle/g) ?? []).length, 4, "3 evaluated steps + the legend's swatch");
+    assert.equal((svg.match(/stroke-dasharray/g) ?? []).length, 2, "the chance level and its swatch are dashed");
+    const p = fresh("stage-loss.png");
+    await writeLossPlot(p, plot.series, plot.opts);
+    await checkPng(p, 960, 540);
+
+    // classification reports item accuracy; an old log with losses only draws the loss alone
+    const classify = lossPlot([{ step: 1, loss: 2, lr: 1e-3 }, { step: 2, loss: 1.5, lr: 1e-3 }, { step: 2, eval: { split: "val", item_accuracy: 0.5, chance: 0.1 } }], "v")!;
+    assert.ok(buildLossPlotSvg(classify.series, classify.opts).includes(">val item accuracy (right axis)<"));
+    const bare = lossPlot([{ step: 1, loss: 2 }, { step: 2, loss: 1 }], "old")!;
+    assert.deepEqual(bare.series.map((s) => s.name), ["training loss"]);
+    assert.equal(bare.opts.right, undefined);
+    assert.equal(bare.opts.lower, undefined);
+    assert.equal(lossPlot([{ step: 1, loss: NaN }], "diverged"), undefined, "nothing to draw");
+  });
 });
 
 // ---------------------------------------------------------------- progress
@@ -575,7 +605,7 @@ describe("training progress", () => {
       assert.match(fs.readFileSync(file, "utf8"), /^ {2}… still evaluating on 8 held-out questions \(\d+s\)$/m);
       block(500);
       await settle();
-      assert.match(fs.readFileSync(file, "utf8"), /^\[s\] step 1\/10 \(10\.0%\) \| loss/m, "a slow step repeats the status line");
+      assert.match(fs.readFileSync(file, "utf8"), /^\[s\] step 2\/10 running, after 1 done \(\d+s\)$/m, "a slow step says so");
       p.stop();
     } finally {
       fs.closeSync(fd);

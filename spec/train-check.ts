@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { adamScalars } from "../compiler/train-graph.ts";
+import { stepInputs } from "../compiler/train-graph.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
@@ -31,7 +31,8 @@ export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonl
     const ref = new Map(params);
     for (const p of trainer.graph.trained) for (const s of [p.m, p.v]) ref.set(s, tensor(p.shape));
     const feed = new Map(inputs);
-    for (const [k, v] of Object.entries(adamScalars(1, 1e-2))) feed.set(k, tensor([], [v]));
+    // the scalars the trainer feeds itself (a run seeded 0): AdamW's and, with dropout, step 1's seed
+    for (const [k, v] of Object.entries(stepInputs(trainer.graph, 1, 1e-2, 0))) feed.set(k, tensor([], [v]));
     want = interpret(trainer.graph.model.outputs.map((o) => o.node), { dims, inputs: feed, params: ref });
     r = await trainer.step(inputs, 1, 1e-2);
     state = await trainer.readState();

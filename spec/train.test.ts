@@ -24,6 +24,7 @@ import { openSafetensors } from "../io/safetensors.ts";
 import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
+import { loadMeta } from "../train/checkpoint.ts";
 import { learningRate } from "../train/lr-schedule.ts";
 import { stagesFor, trainStages } from "../train/stages.ts";
 import { GraphKit } from "./graph-model.ts";
@@ -238,6 +239,22 @@ describe("dehvf train / eval", () => {
     const b = await openSafetensors(join(work, "killed", "finetune-TinyVQA", "final.safetensors"));
     for (const n of a.names()) assert.deepEqual(await b.readF32(n), await a.readF32(n), n);
     await Promise.all([a.close(), b.close()]);
+  });
+
+  test("--seed N trains every stage with seed N beside the sections' own runs; --seed 0 (theirs) is the default run", async (t) => {
+    if (!device(t)) return;
+    const seeded = train("full", ["--seed", "1"]);
+    assert.equal(seeded.code, 0, seeded.err + seeded.out);
+    assert.doesNotMatch(seeded.out, /done before/);
+    for (const stage of ["pretrain_vision", "pretrain_language", "finetune-TinyVQA"]) {
+      const meta = await loadMeta(join(work, "full", `${stage}-seed1`, "final.safetensors"));
+      assert.equal(JSON.parse(meta.identity).config.seed, 1, stage);
+    }
+    const losses = (dir: string) => readMetrics(join(work, "full", dir, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.loss);
+    assert.notDeepEqual(losses("finetune-TinyVQA-seed1"), losses("finetune-TinyVQA"));
+    const same = train("full", ["--seed", "0"]);
+    assert.equal(same.code, 0, same.err);
+    assert.equal((same.out.match(/done before, reusing/g) ?? []).length, 3);
   });
 });
 

@@ -19,10 +19,10 @@ import { LOCK_FILE } from "../io/run-lock.ts";
 import { type Dtype, openSafetensors, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { loadProgram } from "../grammar/modules.ts";
-import { acquireGpu, NoAdapterError } from "../runtime/device.ts";
 import { trainStages } from "../train/stages.ts";
 import { graphDigest, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "../train/identity.ts";
 import { GraphKit } from "./graph-model.ts";
+import { gpuSkipReason } from "./gpu-check.ts";
 
 const MICRO = "spec/fixtures/train/micro.dehvf";
 const FT = "finetune-TinyVQA";
@@ -102,12 +102,7 @@ const userError = (r: { code: number | null; err: string }, re: RegExp) => {
 };
 
 before(async () => {
-  try {
-    (await acquireGpu()).destroy();
-  } catch (e) {
-    if (!(e instanceof NoAdapterError)) throw e;
-    gpuSkip = "skipped: no WebGPU adapter (npm run setup installs lavapipe)";
-  }
+  gpuSkip = await gpuSkipReason();
   work = mkdtempSync(join(tmpdir(), "dehvf-trust-"));
   data = join(work, "data");
   await buildDefaultData(data, { train: 200, val: 50, test: 50 });

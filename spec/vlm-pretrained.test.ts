@@ -282,6 +282,10 @@ describe("the prompt format of a train section", () => {
     assert.equal(promptFormat("QCM-A").choiceOf(p, " The answer is B"), 1);
     assert.equal(promptFormat("QCM-A").choiceOf(p, "the answer is (a)."), 0);
     assert.equal(promptFormat("QCM-A").choiceOf(p, "The answer is C."), undefined, "no third choice");
+    // "-C": the same inputs, answered with the option itself
+    assert.deepEqual(promptFormat("QCM-C").parts(p), { prompt: promptFormat().parts(p).prompt, answer: "The answer is a shoe." });
+    assert.equal(promptFormat("QM-C").choiceOf(p, "The answer is a shoe."), 1);
+    assert.equal(promptFormat("QM-C").choiceOf(p, "The answer is B."), undefined);
     const t = promptFormat("USER: {context} {question} {options} ASSISTANT:", "{choice}");
     assert.deepEqual(t.parts({ ...p, hint: "" }), { prompt: "USER: What is it? (A) a bag (B) a shoe ASSISTANT:", answer: "a shoe" });
     assert.equal(t.choiceOf(p, " a shoe, I think"), 1);
@@ -294,11 +298,12 @@ describe("the prompt format of a train section", () => {
     assert.equal(section("").prompt, undefined, "the default leaves the identity of existing runs as it was");
     assert.equal(section('prompt = "QM-A"').prompt, "QM-A");
     const refused = (keys: string, re: RegExp) => assert.throws(() => section(keys), (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined);
-    refused('prompt = "QCMA"', /unknown prompt format "QCMA": use one of "QCM-A", "CQM-A", "QM-A"/);
+    refused('prompt = "QCMA"', /unknown prompt format "QCMA": use one of "QCM-A", "QCM-C", "CQM-A", "CQM-C", "QM-A", "QM-C"/);
     refused('prompt = "{question} {answer}"', /unknown placeholder \{answer\} in `prompt`/);
     refused('prompt = "QM-A"\n  answer = "{letter}"', /`answer` goes with a template `prompt`/);
     refused('prompt = "{question}"\n  answer = "no choice"', /needs exactly one \{letter\} or \{choice\}/);
     refused("prompt = 3", /`prompt` must be a string/);
+    refused('loss = "answer"', /`loss` applies to the "text" task/);
     const m = imageModel(1, 2, 2);
     const [a, b] = [section(""), section('prompt = "QM-A"')];
     assert.deepEqual(identityChanges(stageIdentity(a, m, "d", {}), stageIdentity(b, m, "d", {})), ['`prompt` unset → "QM-A"']);

@@ -3,14 +3,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import type { Tensor } from "../compiler/tensor.ts";
-import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState } from "../compiler/train-graph.ts";
+import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState, usesDropout } from "../compiler/train-graph.ts";
 import type { LoadedDataset } from "../data/loader.ts";
 import { describeEval, EVAL_BATCH, EvalModel, evaluationSize } from "../eval/task-eval.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
-import { writeLossPlot } from "../io/loss-plot.ts";
-import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
+import { MetricsLog, truncateAfterStep } from "../io/metrics-log.ts";
 import { during, TrainingProgress } from "../io/progress.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
@@ -19,6 +18,7 @@ import { Trainer } from "../runtime/trainer.ts";
 import { CheckpointError, checkedStep, checkpointFile, loadMeta, readChecked, recordedDigest, saveTensors, STAGE_FILES } from "./checkpoint.ts";
 import { GoodCheckpoints, killPoint } from "./good-checkpoints.ts";
 import { checkpointsDigest, decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
+import { plotLoss } from "./loss-plot.ts";
 import { learningRate } from "./lr-schedule.ts";
 import { publishPending, publishResult, workDir } from "./stage-result.ts";
 import type { StageConfig } from "./stages.ts";
@@ -58,8 +58,19 @@ export interface StageResult {
   readonly msPerStep?: number;
 }
 
-export function stageDir(out: string, stage: StageConfig, model: string): string {
-  return join(out, stage.model ? stage.name : `${stage.name}-${model}`);
+/**
+ * `runs/pretrain_vision`, `runs/finetune-TinyVQA`; a run whose `--seed` differs from the
+ * section's own seed goes beside it, `runs/finetune-TinyVQA-seed1`, so runs of several
+ * seeds sit side by side and never retrain one another.
+ */
+export function stageDir(out: string, stage: StageConfig, model: string, seedOverride?: number): string {
+  return join(out, `${stage.model ? stage.name : `${stage.name}-${model}`}${seedOverride === undefined ? "" : `-seed${seedOverride}`}`);
+}
+
+/** What the command line overrides in a stage's section: `steps` (the last stage's), `seed` (every stage's). */
+export interface StageOverrides {
+  readonly steps?: number;
+  readonly seed?: number;
 }
 
 /** Periodic evaluations are a quick look (256 questions, no captions); the final one is the full report. */
@@ -71,7 +82,10 @@ function evalSizes(ctx: StageContext, split: "val" | "test"): { problems: number
 interface Stage {
   readonly ctx: StageContext;
   readonly cfg: StageConfig;
+  /** the model as evaluated and generated (dropout is the identity) */
   readonly model: CompiledModel;
+  /** the model as the training step computes it (elaborated for training: dropout drops); `model` itself when it has no dropout */
+  readonly trainModel: CompiledModel;
   readonly dir: string;
   readonly label: string;
   readonly identity: StageIdentity;
@@ -84,12 +98,15 @@ interface Stage {
  * loaded by parameter name, the compiled step run `steps` times with warm-up + cosine,
  * metrics and checkpoints written as it goes, evaluation on the held-out split at the end.
  */
-export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], steps?: number): Promise<StageResult> {
-  const cfg = steps === undefined ? stage : { ...stage, steps };
-  const model = elaborate(ctx.program, cfg.model ?? modelName);
-  const dir = stageDir(ctx.out, cfg, model.name);
-  const identity = stageIdentity(cfg, model, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
-  const s: Stage = { ctx, cfg, model, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
+export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], overrides: StageOverrides = {}): Promise<StageResult> {
+  const { steps, seed } = overrides;
+  const cfg = { ...stage, ...(steps !== undefined && { steps }), ...(seed !== undefined && { seed }) };
+  // the step's graph (with dropout) is what the stage's identity describes; without dropout the two are one
+  const trainModel = elaborate(ctx.program, cfg.model ?? modelName, { training: true });
+  const model = usesDropout(trainModel) ? elaborate(ctx.program, cfg.model ?? modelName) : trainModel;
+  const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined);
+  const identity = stageIdentity(cfg, trainModel, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
+  const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
   return (await reuse(s)) ?? train(s, backbones);
 }
@@ -161,14 +178,14 @@ async function loadBackbones(s: Stage, params: Map<string, Tensor>, backbones: r
 }
 
 async function train(s: Stage, backbones: readonly StageResult[]): Promise<StageResult> {
-  const { ctx, cfg, model, dir, label } = s;
+  const { ctx, cfg, model, trainModel, dir, label } = s;
   const work = workDir(dir);
   // refuse what cannot work before anything is allocated, compiled or written
-  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed);
+  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed, cfg.loss);
   checkTaskFits(model, cfg, ctx.data, task);
   const evalDims = { ...task.dims, B: EVAL_BATCH };
   const device = deviceLimits(ctx.gpu);
-  checkSizes(model, task.dims, { host: hostLimits(), training: true, device, dimFlags: { B: `\`batch\` in train section \`${cfg.name}\`` } });
+  checkSizes(trainModel, task.dims, { host: hostLimits(), training: true, device, dimFlags: { B: `\`batch\` in train section \`${cfg.name}\`` } });
   checkSizes(model, evalDims, { device });
   mkdirSync(work, { recursive: true });
   const params = initAllParams(model, cfg.seed);
@@ -178,13 +195,13 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const [count, total] = [size(trainable), size(model.params)];
   ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
 
-  const graph = buildTrainGraph(model, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
+  const graph = buildTrainGraph(trainModel, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
   const start = await restore(s, params, trainState(graph));
   const metricsFile = join(work, STAGE_FILES.metrics);
   truncateAfterStep(metricsFile, start);
 
   const t0 = performance.now();
-  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
+  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { seed: cfg.seed, autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   let evaluator: EvalModel | undefined;
   const evaluatorWith = async (state: ReadonlyMap<string, Tensor>) => {
@@ -291,10 +308,4 @@ async function restore(s: Stage, params: Map<string, Tensor>, state: readonly { 
   const changed = identityChanges(was, s.identity);
   ctx.say(`${label}: resuming at step ${step} of ${cfg.steps}${changed.length ? ` (changed since the checkpoint: ${changed.join("; ")})` : ""}`);
   return step;
-}
-
-async function plotLoss(metricsFile: string, png: string, title: string): Promise<void> {
-  const recs: MetricsRecord[] = readMetrics(metricsFile);
-  const points = recs.filter((r) => typeof r.loss === "number" && Number.isFinite(r.loss)).map((r) => [r.step, r.loss as number] as [number, number]);
-  if (points.length) await writeLossPlot(png, [{ name: "train loss", points }], { title, xLabel: "step", yLabel: "loss", logY: points.every(([, y]) => y > 0) });
 }

@@ -28,11 +28,13 @@ export interface StageConfig {
   readonly prompt?: string;
   /** the answer template that goes with a template `prompt`; undefined: "The answer is {letter}." */
   readonly answer?: string;
+  /** task "text": which tokens the loss covers: "all" (undefined) or "answer" (each row's answer, rows weighted equally) */
+  readonly loss?: "all" | "answer";
   readonly span: A.TrainDecl["span"];
 }
 
 const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
-const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer"] as const;
+const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss"] as const;
 
 function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
   const d: Diagnostic = { phase: "input", message, span, hint };
@@ -80,14 +82,16 @@ export function trainStages(program: Program): StageConfig[] {
       if (at < 0) fail(`train section \`${names[i]}\`: no stage named \`${b}\``, bb!.span, didYouMean(b, names));
       if (at >= i) fail(`train section \`${names[i]}\` starts from \`${b}\`, which comes later in the file`, bb!.span);
     }
-    const text = (key: "prompt" | "answer") => {
+    const text = (key: "prompt" | "answer" | "loss") => {
       const e = seen.get(key);
       if (!e) return undefined;
       if (e.kind !== "string") fail(`\`${key}\` must be a string`, e.span);
       if (task === "classify") fail(`\`${key}\` applies to the "text" and "vqa" tasks; train section \`${names[i]}\` classifies`, e.span);
       return e.value;
     };
-    const [prompt, answer] = [text("prompt"), text("answer")];
+    const [prompt, answer, loss] = [text("prompt"), text("answer"), text("loss")];
+    if (loss !== undefined && (task !== "text" || (loss !== "all" && loss !== "answer")))
+      fail(task !== "text" ? `\`loss\` applies to the "text" task (the others train on the answer)` : `\`loss\` is "all" or "answer", got "${loss}"`, seen.get("loss")!.span);
     const promptIssue = prompt === undefined && answer === undefined ? undefined : promptProblem(prompt ?? "QCM-A", answer);
     if (promptIssue) fail(promptIssue.message, (seen.get(promptIssue.key) ?? seen.get("answer"))!.span);
     stages.push({
@@ -106,6 +110,7 @@ export function trainStages(program: Program): StageConfig[] {
       seed: get("seed", { int: true, min: 0 }),
       ...(prompt !== undefined && { prompt }),
       ...(answer !== undefined && { answer }),
+      ...(loss !== undefined && { loss: loss as "all" | "answer" }),
       span: sec.span,
     });
   });

@@ -24,7 +24,7 @@ export function labelledImages(split: LoadedSplit): LabelledImage[] {
  * and one caption per caption image (rotating phrasings), so questions are the bulk.
  */
 export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
-  const withContext = split.vqa.map((e) => encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>) } : e.problem)));
+  const withContext = split.vqa.map((e) => encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)));
   return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
 }
 
@@ -72,7 +72,7 @@ function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32A
 }
 
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
-export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number): TaskData {
+export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number, loss: "all" | "answer" = "all"): TaskData {
   const tok = data.tokenizer!;
   const train = data.splits.train!;
   // [B, C, H, W] as the stage's model takes it; no image when it takes none (loaded without)
@@ -94,7 +94,16 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     const texts = trainingTexts(tok, train, data.format);
     const T = seqLength(texts);
     const sh = epochShuffler(texts.length, batch, seed);
-    return { dims: { B: batch, T }, examples: texts.length, unitsPerStep: batch * T, batchAt: (step) => textFeed(textBatch(tok, texts, sh.batchAt(step), T)) };
+    return {
+      dims: { B: batch, T },
+      examples: texts.length,
+      unitsPerStep: batch * T,
+      batchAt: (step) => {
+        const b = textBatch(tok, texts, sh.batchAt(step), T, loss === "all");
+        if (loss === "answer") perRowMean(b.lossMask, T);
+        return textFeed(b);
+      },
+    };
   }
   const ex = groundedExamples(tok, train, data.format);
   const T = seqLength(ex);

@@ -15,6 +15,7 @@ interface TrainOptions {
   data?: string;
   cocoRoot?: string;
   steps?: number;
+  seed?: number;
   out: string;
   resume?: boolean;
   evalProblems: number;
@@ -31,6 +32,7 @@ export function registerTrain(program: Command): void {
     .option("--data <dir>", "dataset directory: ScienceQA's problems.json + pid_splits.json + images/, COCO-Karpathy's dataset_coco.json, or both; default: build the Fashion-MNIST one in out/data/fashion")
     .option("--coco-root <dir>", "where dataset_coco.json's filepath/filename are relative to (default: the --data directory)")
     .option("--steps <n>", "steps of the last stage (overrides its `steps`)", positiveInt)
+    .option("--seed <n>", "every stage's `seed` (parameter init, data order, dropout); a seed other than a section's own trains into its own directory, e.g. runs/finetune-TinyVQA-seed1", nonNegativeInt)
     .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
     .option("--resume", "continue each unfinished stage from its last checkpoint")
     .option("--eval-problems <n>", "held-out problems to evaluate", nonNegativeInt, 2000)
@@ -65,7 +67,7 @@ export function registerTrain(program: Command): void {
             const ctx = { gpu, program, data, dataDigest: digest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
             // stagesFor puts every backbone before the stages that use it
             const backbones = stage.backbones.map((b) => done.get(b)!);
-            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, last ? opts.steps : undefined));
+            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, { steps: last ? opts.steps : undefined, seed: opts.seed }));
           }
           say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
         } finally {

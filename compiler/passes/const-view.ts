@@ -96,6 +96,7 @@ function negZeroDeps(n: Node): { deps: readonly Node[]; all: boolean | "every" |
     case "arange":
     case "cmplt":
     case "cmpeq":
+    case "hash": // a multiple of 2^-24 from +0
     case "sum":
     case "matmul":
     case "exp":
