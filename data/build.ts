@@ -16,7 +16,7 @@ import { buildWordLevel, type TokenizerFiles } from "./tokenizers/word-level.ts"
 import { processAlive } from "../io/process-identity.ts";
 
 /** Bump when the generated content changes, so existing datasets are rebuilt rather than reused. */
-export const DATA_VERSION = 4;
+export const DATA_VERSION = 6;
 
 export interface BuildOptions {
   seed?: number;

@@ -66,9 +66,24 @@ const looking = (c: number, l: Look) => `a ${l.large ? "large" : "small"} ${l.br
  * pre-trains with); with `looks`, each item's size and brightness too.
  */
 export function describePositions(classes: Quad<number>, looks?: Quad<Look>): string {
-  const item = (q: number) => (looks ? looking(classes[q], looks[q]) : a(classes[q]));
+  return list(QUADRANTS.map((_, q) => describeQuadrant(classes, q, looks)));
+}
+
+/**
+ * "top-left a small dim t-shirt": one quadrant of describePositions, word for word (also the
+ * solution of a question about that quadrant, so an answer can restate what the context says).
+ */
+export function describeQuadrant(classes: Quad<number>, q: number, looks?: Quad<Look>): string {
   // the quadrants named as the questions name them ("top-left"), so a question's words match its context's
-  return list(QUADRANTS.map((where, q) => `${where} ${item(q)}`));
+  return `${QUADRANTS[q]} ${looks ? looking(classes[q], looks[q]) : a(classes[q])}`;
+}
+
+/**
+ * "top, footwear, top and bag.": the kind of item in each quadrant, in reading order (the
+ * solution of a question about the whole picture: presence and counts can be read off it).
+ */
+export function describeKinds(classes: Quad<number>): string {
+  return `${list(classes.map((c) => CLASS_GROUP[c]))}.`;
 }
 
 /** Five phrasings of the same picture: reading order, coarse counts, positions, fine counts, rows. */

@@ -21,21 +21,23 @@ export interface PromptFormat {
 export const DEFAULT_PROMPT = "QCM-A";
 export const DEFAULT_ANSWER = "The answer is {letter}.";
 export const PROMPT_PLACEHOLDERS = ["question", "context", "options"] as const;
-export const ANSWER_PLACEHOLDERS = ["letter", "choice"] as const;
+export const ANSWER_PLACEHOLDERS = ["letter", "choice", "solution"] as const;
 
 
 /**
  * ScienceQA's input formats (Q question, C context, M options); the context line is left
  * out when a problem has no hint. Answered `The answer is X.` with the option's letter
  * ("-A", ScienceQA's) or with the option itself ("-C": `The answer is dim.`, which a model
- * can read off a description without binding options to letters).
+ * can read off a description without binding options to letters). "-EA" and "-EC" give the
+ * problem's solution first, as ScienceQA's "-EA" (chain of thought): a small LM restates the
+ * fact its answer needs, then copies from the words just before the choice.
  */
 const INPUTS: Record<string, (p: Problem) => string> = {
   QCM: (p) => promptParts(p).prompt,
   CQM: (p) => `${p.hint ? `Context: ${p.hint} ` : ""}Question: ${p.question} Options: ${options(p)} Answer:`,
   QM: (p) => `Question: ${p.question} Options: ${options(p)} Answer:`,
 };
-const ANSWERS: Record<string, string> = { A: DEFAULT_ANSWER, C: "The answer is {choice}." };
+const ANSWERS: Record<string, string> = { A: DEFAULT_ANSWER, C: "The answer is {choice}.", EA: "{solution} The answer is {letter}.", EC: "{solution} The answer is {choice}." };
 export const PROMPT_NAMES = Object.keys(INPUTS).flatMap((i) => Object.keys(ANSWERS).map((a) => `${i}-${a}`));
 const namedFormat = (name: string): { input: (p: Problem) => string; answer: string } | undefined => {
   const [input, answer] = name.split("-");
@@ -66,8 +68,10 @@ export function promptProblem(prompt: string, answer: string | undefined): { key
   if (!placeholders(prompt).includes("question")) return p("the `prompt` template needs {question}");
   const inAnswer = placeholders(answer ?? DEFAULT_ANSWER);
   const badA = inAnswer.filter((x) => !(ANSWER_PLACEHOLDERS as readonly string[]).includes(x));
-  if (badA.length) return a(`unknown placeholder {${badA[0]}} in \`answer\` (placeholders: {letter} or {choice})`);
-  if (inAnswer.length !== 1) return a("the `answer` template needs exactly one {letter} or {choice}");
+  if (badA.length) return a(`unknown placeholder {${badA[0]}} in \`answer\` (placeholders: {letter} or {choice}, and {solution} before it)`);
+  const choices = inAnswer.filter((x) => x !== "solution");
+  if (choices.length !== 1) return a("the `answer` template needs exactly one {letter} or {choice}");
+  if (inAnswer.filter((x) => x === "solution").length > 1 || inAnswer.indexOf("solution") > inAnswer.indexOf(choices[0])) return a("{solution} may come once in the `answer` template, before the {letter} or {choice}");
   return undefined;
 }
 
@@ -82,9 +86,10 @@ export function promptFormat(prompt: string = DEFAULT_PROMPT, answer?: string): 
   const byLetter = answerTemplate.includes("{letter}");
   const [before, after] = answerTemplate.split(byLetter ? "{letter}" : "{choice}");
   const choiceText = (p: Problem, i: number) => (byLetter ? LETTERS[i] : p.choices[i]);
-  const answerFor = (p: Problem, i: number) => squeeze(`${before}${choiceText(p, i)}${after}`);
-  // the text before the choice, whitespace-insensitive and found anywhere in what was generated
-  const lead = squeeze(before);
+  const withSolution = (text: string, p: Problem) => text.replace("{solution}", p.solution);
+  const answerFor = (p: Problem, i: number) => squeeze(`${withSolution(before, p)}${choiceText(p, i)}${after}`);
+  // the text between the solution and the choice, whitespace-insensitive and found anywhere in what was generated
+  const lead = squeeze(before.split("{solution}").at(-1)!);
   const leadRe = lead ? `${lead.split(" ").map(escapeRegExp).join("\\s+")}\\s*` : "^\\s*";
   const letterRe = new RegExp(`${leadRe}\\(?([A-${LETTERS[LETTERS.length - 1]}])\\b`, "i");
   const leadOnly = new RegExp(leadRe, "i");
@@ -92,7 +97,7 @@ export function promptFormat(prompt: string = DEFAULT_PROMPT, answer?: string): 
     name: named ? prompt : JSON.stringify({ prompt, answer: answerTemplate }),
     parts: (p) => ({ prompt: render(p), answer: answerFor(p, p.answer) }),
     answer: answerFor,
-    answerUpToChoice: (p, i) => (byLetter ? squeeze(`${before}${LETTERS[i]}`) : undefined),
+    answerUpToChoice: (p, i) => (byLetter ? squeeze(`${withSolution(before, p)}${LETTERS[i]}`) : undefined),
     choiceOf(p, generated) {
       if (byLetter) {
         const m = letterRe.exec(generated);

@@ -1,5 +1,6 @@
 import { seededRng } from "../compiler/param-init.ts";
 import { composeClasses, type Look, pick, QUADRANTS, randomLook, shuffle, type Composite, type ItemPool, type Quad } from "./composites.ts";
+import { describeKinds, describeQuadrant } from "./captions.ts";
 import { CLASS_GROUP, CLASS_NOUNS, GROUPS, type Group } from "./fashion-mnist.ts";
 
 export type SplitName = "train" | "val" | "test";
@@ -88,6 +89,8 @@ const COUNT_QUESTION: Record<Group, string> = {
 
 interface Plan {
   type: QuestionType;
+  /** the quadrant the question asks about, if one */
+  quadrant?: number;
   question: string;
   classes: Quad<number>;
   correct: string;
@@ -123,12 +126,12 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
       case "brightness": {
         const q = brightQuads();
         const bright = brightDeck();
-        return { type, question: `Is the item in the ${QUADRANTS[q]} bright or dim?`, classes: randomClasses(rand), looks: looksWith(q, { bright }), correct: bright ? "bright" : "dim", distractors: [bright ? "dim" : "bright"] };
+        return { type, quadrant: q, question: `Is the item in the ${QUADRANTS[q]} bright or dim?`, classes: randomClasses(rand), looks: looksWith(q, { bright }), correct: bright ? "bright" : "dim", distractors: [bright ? "dim" : "bright"] };
       }
       case "size": {
         const q = sizeQuads();
         const large = largeDeck();
-        return { type, question: `Is the item in the ${QUADRANTS[q]} large or small?`, classes: randomClasses(rand), looks: looksWith(q, { large }), correct: large ? "large" : "small", distractors: [large ? "small" : "large"] };
+        return { type, quadrant: q, question: `Is the item in the ${QUADRANTS[q]} large or small?`, classes: randomClasses(rand), looks: looksWith(q, { large }), correct: large ? "large" : "small", distractors: [large ? "small" : "large"] };
       }
       case "presence": {
         const g = groupDeck();
@@ -148,7 +151,7 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
         const classes = randomClasses(rand);
         classes[q] = pick(rand, classesIn(g));
         const others = shuffle(rand, GROUPS.filter((x) => x !== g)).slice(0, 3);
-        return { type, question: `What kind of item is in the ${QUADRANTS[q]}?`, classes, correct: g, distractors: others };
+        return { type, quadrant: q, question: `What kind of item is in the ${QUADRANTS[q]}?`, classes, correct: g, distractors: others };
       }
       case "position-fine": {
         const q = quadDeck();
@@ -158,7 +161,7 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
         // Tops and footwear are offered against their own look-alikes: the question is only hard if the choices are.
         const g = CLASS_GROUP[c];
         const rivals = g === "top" || g === "footwear" ? classesIn(g).filter((x) => x !== c) : shuffle(rand, ALL_CLASSES.filter((x) => x !== c)).slice(0, 3);
-        return { type, question: `What is in the ${QUADRANTS[q]}?`, classes, correct: CLASS_NOUNS[c], distractors: rivals.map((x) => CLASS_NOUNS[x]) };
+        return { type, quadrant: q, question: `What is in the ${QUADRANTS[q]}?`, classes, correct: CLASS_NOUNS[c], distractors: rivals.map((x) => CLASS_NOUNS[x]) };
       }
     }
   };
@@ -193,8 +196,9 @@ export function generateProblems(pool: ItemPool, count: number, split: SplitName
     // minutes, and the question here is what the vision fusion contributes.
     const choices = [p.correct, ...p.distractors].sort((a, b) => optionRank(a) - optionRank(b));
     const answer = choices.indexOf(p.correct);
+    const composite = composeClasses(pool, p.classes, rand, p.looks);
     out.push({
-      composite: composeClasses(pool, p.classes, rand, p.looks),
+      composite,
       problem: {
         question: p.question,
         choices,
@@ -208,7 +212,8 @@ export function generateProblems(pool: ItemPool, count: number, split: SplitName
         skill: LOW_LEVEL_TYPES.includes(p.type) ? "low-level" : p.type === "position-fine" ? "fine-grained" : "coarse",
         grade: "grade1",
         lecture: "",
-        solution: "",
+        // ScienceQA's explanation field: what the picture shows where the question looks (formats "-EA", "-EC" answer with it)
+        solution: p.quadrant === undefined ? describeKinds(p.classes) : `${describeQuadrant(p.classes, p.quadrant, composite.looks)}.`,
         split,
       },
     });

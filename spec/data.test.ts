@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
 import { encodeText, epochShuffler, lmBatch, textBatch, vitBatch, type EncodedExample } from "../data/batches.ts";
 import { buildDefaultData, type Manifest } from "../data/build.ts";
-import { captionParts, type CocoDataset } from "../data/captions.ts";
+import { captionParts, type CocoDataset, describePositions } from "../data/captions.ts";
 import { composeClasses, DIM, itemPool, type Look, type Quad, randomComposites, renderComposite, SMALL as SMALL_ITEM, type Composite } from "../data/composites.ts";
 import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../data/fashion-mnist.ts";
 import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
@@ -180,6 +180,12 @@ describe("ScienceQA-shaped problems", () => {
       if (p.category === "position-coarse") assert.equal(answer, CLASS_GROUP[classes[quad]]);
       if (p.category === "brightness") assert.equal(answer, grids[pid].looks![quad].bright ? "bright" : "dim");
       if (p.category === "size") assert.equal(answer, grids[pid].looks![quad].large ? "large" : "small");
+      // the solution restates the description's words for the asked quadrant (and names the answer), or is empty
+      if (quad >= 0) {
+        assert.ok(describePositions(classes as Quad<number>, grids[pid].looks).includes(p.solution.slice(0, -1)), `${pid}: ${p.solution}`);
+        assert.ok(p.solution.startsWith(`${["top-left", "top-right", "bottom-left", "bottom-right"][quad]} a `) && p.solution.endsWith("."), p.solution);
+        if (p.category !== "position-coarse") assert.ok(p.solution.includes(answer), `${pid}: ${p.solution} / ${answer}`);
+      } else assert.equal(p.solution, `${classes.map((c) => CLASS_GROUP[c]).join(", ").replace(/, (\w+)$/, " and $1")}.`);
       if (p.category === "count" || p.category === "presence") {
         const groups = classes.map((c) => CLASS_GROUP[c]);
         const asked = (Object.keys(groupWord) as (keyof typeof groupWord)[]).filter((g) => groupWord[g].test(p.question));

@@ -291,6 +291,17 @@ describe("the prompt format of a train section", () => {
     assert.equal(t.choiceOf(p, " a shoe, I think"), 1);
     assert.equal(t.answerUpToChoice(p, 0), undefined);
     assert.equal(promptFormat("Q: {question} A:", "It is ({letter}).").choiceOf(p, "It is (A)."), 0);
+    // "-EA", "-EC": the solution first; the choice is read after it, wherever the lead appears
+    const s = { ...p, solution: "It has laces." };
+    assert.equal(promptFormat("QCM-EC").parts(s).answer, "It has laces. The answer is a shoe.");
+    assert.equal(promptFormat("QCM-EA").parts(s).answer, "It has laces. The answer is B.");
+    assert.equal(promptFormat("QCM-EA").answerUpToChoice(s, 0), "It has laces. The answer is A");
+    assert.equal(promptFormat("QCM-EC").parts({ ...s, solution: "" }).answer, "The answer is a shoe.", "no solution: the plain answer");
+    assert.equal(promptFormat("QCM-EC").choiceOf(s, "It is a bag. The answer is a shoe."), 1, "the choice after the lead, not a choice named in the solution");
+    assert.equal(promptFormat("QCM-EC").choiceOf(s, "It is a bag."), undefined);
+    assert.equal(promptFormat("{question}", "Because {solution}, {choice}").parts(s).answer, "Because It has laces., a shoe");
+    assert.throws(() => promptFormat("{question}", "{choice} since {solution}"), /before the \{letter\} or \{choice\}/);
+    assert.throws(() => promptFormat("{question}", "{solution}"), /exactly one \{letter\} or \{choice\}/);
   });
 
   test("`prompt` and `answer` keys: checked at the key, recorded in the stage identity", () => {
@@ -298,7 +309,7 @@ describe("the prompt format of a train section", () => {
     assert.equal(section("").prompt, undefined, "the default leaves the identity of existing runs as it was");
     assert.equal(section('prompt = "QM-A"').prompt, "QM-A");
     const refused = (keys: string, re: RegExp) => assert.throws(() => section(keys), (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined);
-    refused('prompt = "QCMA"', /unknown prompt format "QCMA": use one of "QCM-A", "QCM-C", "CQM-A", "CQM-C", "QM-A", "QM-C"/);
+    refused('prompt = "QCMA"', /unknown prompt format "QCMA": use one of "QCM-A", "QCM-C", "QCM-EA", "QCM-EC", "CQM-A", "CQM-C", "CQM-EA", "CQM-EC", "QM-A", "QM-C", "QM-EA", "QM-EC"/);
     refused('prompt = "{question} {answer}"', /unknown placeholder \{answer\} in `prompt`/);
     refused('prompt = "QM-A"\n  answer = "{letter}"', /`answer` goes with a template `prompt`/);
     refused('prompt = "{question}"\n  answer = "no choice"', /needs exactly one \{letter\} or \{choice\}/);
