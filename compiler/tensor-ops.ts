@@ -3,7 +3,8 @@ import type { GraphBuilder } from "./graph.ts";
 import type { DType, Node, Op, OpAttrs } from "./ir.ts";
 import { ShapeError } from "./shape-rules.ts";
 
-const CONCAT_FANIN = 8;
+/** WebGPU guarantees 8 storage buffers per shader stage: a concat kernel binds its output and up to 7 inputs. */
+const CONCAT_FANIN = 7;
 
 type UnaryOp = "neg" | "recip" | "exp" | "log" | "sqrt" | "sin" | "cos" | "tanh" | "erf";
 
@@ -164,8 +165,8 @@ export class TensorOps {
   concat(xs: readonly Node[], axis: number): Node {
     if (xs.length === 0) throw new ShapeError(`concat of nothing`);
     if (xs.length === 1) return xs[0];
-    // Wide concats nest (8 at a time) so a kernel never needs more buffers than a
-    // device binds: stacking 24 ViT layers' features must still schedule.
+    // Wide concats nest (CONCAT_FANIN at a time) so a kernel never needs more buffers than
+    // any device binds: stacking 24 ViT layers' features must still schedule.
     if (xs.length > CONCAT_FANIN) {
       const groups: Node[] = [];
       for (let i = 0; i < xs.length; i += CONCAT_FANIN) groups.push(this.concat(xs.slice(i, i + CONCAT_FANIN), axis));

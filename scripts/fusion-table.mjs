@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The README's fusion table: trains DEHVF, MemVP and concat (models/tiny-vqa.dehvf) for each
-// seed (backbones included: `--seed N` trains into sibling run directories), then prints
-// mean ± std over the seeds of the held-out accuracy per question type, captions and
-// ms/step, read back from each run's eval.json.
+// seed on the same shipped backbones (`--last-seed N`: the fine-tuning's seed, into sibling
+// run directories; `--reuse models/tiny-vqa.backbones`), then prints mean ± std over the
+// seeds of the held-out accuracy per question type, captions and ms/step, read back from
+// each run's eval.json.
 //   node scripts/fusion-table.mjs [--seeds 0,1,2] [--out runs] [--print-only]
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -26,7 +27,7 @@ const dir = (model, seed) => join(out, `finetune-${model}${seed === 0 ? "" : `-s
 if (!printOnly)
   for (const seed of seeds)
     for (const [, model] of MODELS) {
-      const r = spawnSync(process.execPath, ["bin/dehvf.js", "train", "models/tiny-vqa.dehvf", "-m", model, "--seed", String(seed), "--out", out], { stdio: "inherit" });
+      const r = spawnSync(process.execPath, ["bin/dehvf.js", "train", "models/tiny-vqa.dehvf", "-m", model, "--last-seed", String(seed), "--reuse", "models/tiny-vqa.backbones", "--out", out], { stdio: "inherit" });
       if (r.status !== 0) process.exit(r.status ?? 1);
     }
 

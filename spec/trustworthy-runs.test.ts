@@ -141,6 +141,32 @@ describe("stage identity by content", () => {
     assert.equal((r.out.match(/done before, reusing/g) ?? []).length, 3, r.out);
     assert.ok(existsSync(out));
   });
+
+  test("--reuse takes finished stages made from the same (shipped backbones), copies them, and never one made differently", (t) => {
+    if (!gpu(t)) return;
+    const shipped = copyRun("base", "shipped");
+    rmSync(join(shipped, FT), { recursive: true });
+    const before = snapshot(shipped);
+    const out = join(work, "from-shipped");
+    // --last-seed: a new fine-tuning seed on the shipped backbones, which keep their own seed
+    const r = train(out, ["--reuse", shipped, "--last-seed", "1", "--steps", "2"]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /pretrain_vision \(TinyViTClassifier\): took the finished result from .*shipped\/pretrain_vision/);
+    assert.match(r.out, /pretrain_language \(TinyLM\): took the finished result from .*shipped\/pretrain_language/);
+    assert.equal((r.out.match(/done before, reusing/g) ?? []).length, 2, r.out);
+    assert.ok(existsSync(join(out, `${FT}-seed1`, "final.safetensors")) && !existsSync(join(out, "pretrain_vision-seed1")));
+    for (const stage of ["pretrain_vision", "pretrain_language"]) assert.deepEqual(readFileSync(join(out, stage, "final.safetensors")), readFileSync(join(shipped, stage, "final.safetensors")));
+    assert.deepEqual(snapshot(shipped), before, "the --reuse directory is only read");
+    // a backbone made differently is not taken, though its directory has the same name
+    const lr = variant("reuse-lr", "pretrain_vision", (text) => text.replace(/lr\s*=\s*[\d.]+/, "lr = 0.004"));
+    const other = train(join(work, "from-shipped-lr"), ["--reuse", shipped, "--steps", "1"], { file: lr });
+    assert.equal(other.code, 0, other.err);
+    assert.match(other.out, /pretrain_vision \(TinyViTClassifier\): .*shipped\/pretrain_vision was trained from something else; not taken/);
+    assert.match(other.out, /pretrain_language \(TinyLM\): took the finished result/);
+    assert.match(other.out, /pretrain_vision \(TinyViTClassifier\): trainable parameters/);
+    userError(train(join(work, "x"), ["--seed", "1", "--last-seed", "2"]), /give one of them/);
+    userError(train(join(work, "x"), ["--reuse", join(work, "nowhere")]), /--reuse .*nowhere: no such directory/);
+  });
 });
 
 describe("what is read back is checked", () => {

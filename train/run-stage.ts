@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState, usesDropout } from "../compiler/train-graph.ts";
@@ -20,7 +20,7 @@ import { GoodCheckpoints, killPoint } from "./good-checkpoints.ts";
 import { checkpointsDigest, decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
 import { plotLoss } from "./loss-plot.ts";
 import { learningRate } from "./lr-schedule.ts";
-import { publishPending, publishResult, workDir } from "./stage-result.ts";
+import { importResult, publishPending, publishResult, workDir } from "./stage-result.ts";
 import type { StageConfig } from "./stages.ts";
 import { taskData } from "./tasks.ts";
 import { checkTaskFits } from "./task-fit.ts";
@@ -42,6 +42,8 @@ export interface StageContext {
   readonly evalCaptions: number;
   /** tune the training step's matmuls on the device first (runtime/autotune.ts) */
   readonly autotune?: boolean;
+  /** directories of finished stages (`--reuse`, e.g. shipped backbones) a stage is copied from when made from exactly the same */
+  readonly reuseFrom?: readonly string[];
 }
 
 /** Thrown when the loss, the gradient or the weights stop being finite; the last good checkpoint stays on disk. */
@@ -108,7 +110,34 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   const identity = stageIdentity(cfg, trainModel, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
   const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
+  if ((await finishedKey(join(dir, STAGE_FILES.final))) !== s.key) await importFinished(s);
   return (await reuse(s)) ?? train(s, backbones);
+}
+
+/** The identity key a finished result records, or undefined where there is none (or no readable one). */
+async function finishedKey(finalFile: string): Promise<string | undefined> {
+  if (!existsSync(finalFile)) return undefined;
+  try {
+    return (await loadMeta(finalFile)).key;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Copies this stage's finished result from the first --reuse directory that has one made from exactly the same (reuse() then checks it). */
+async function importFinished(s: Stage): Promise<void> {
+  for (const from of s.ctx.reuseFrom ?? []) {
+    const src = join(from, basename(s.dir));
+    const key = await finishedKey(join(src, STAGE_FILES.final));
+    if (key === undefined) continue;
+    if (key !== s.key) {
+      s.ctx.say(`${s.label}: ${src} was trained from something else; not taken`);
+      continue;
+    }
+    await importResult(src, s.dir);
+    s.ctx.say(`${s.label}: took the finished result from ${src}`);
+    return;
+  }
 }
 
 /** The finished result, if it was made from exactly this stage's identity; checked before it is trusted. */

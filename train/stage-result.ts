@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
-import { fsyncDir } from "../io/atomic.ts";
+import { fsyncDir, writeFileAtomic } from "../io/atomic.ts";
 import { loadMeta, STAGE_FILES } from "./checkpoint.ts";
 
 /*
@@ -39,4 +39,16 @@ export async function publishPending(dir: string): Promise<boolean> {
   }
   await publishResult(dir);
   return true;
+}
+
+/**
+ * Takes a finished result made elsewhere (a shipped backbone, another --out): its files are
+ * copied into `work/` and published like a result trained here, so a kill midway leaves
+ * either the old result or the new one. The caller checks the copy before trusting it.
+ */
+export async function importResult(from: string, dir: string): Promise<void> {
+  const work = workDir(dir);
+  await fsp.mkdir(work, { recursive: true });
+  for (const f of PUBLISHED) if (existsSync(join(from, f))) await writeFileAtomic(join(work, f), await fsp.readFile(join(from, f)));
+  await publishResult(dir);
 }

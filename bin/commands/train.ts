@@ -1,3 +1,4 @@
+import { existsSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { loadProgram } from "../../grammar/modules.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
@@ -16,6 +17,8 @@ interface TrainOptions {
   cocoRoot?: string;
   steps?: number;
   seed?: number;
+  lastSeed?: number;
+  reuse: string[];
   out: string;
   resume?: boolean;
   evalProblems: number;
@@ -33,7 +36,9 @@ export function registerTrain(program: Command): void {
     .option("--coco-root <dir>", "where dataset_coco.json's filepath/filename are relative to (default: the --data directory)")
     .option("--steps <n>", "steps of the last stage (overrides its `steps`)", positiveInt)
     .option("--seed <n>", "every stage's `seed` (parameter init, data order, dropout); a seed other than a section's own trains into its own directory, e.g. runs/finetune-TinyVQA-seed1", nonNegativeInt)
+    .option("--last-seed <n>", "the last stage's `seed` only: its backbones keep their sections' own (repeat a fine-tuning on the same backbones); trains into e.g. runs/finetune-TinyVQA-seed1", nonNegativeInt)
     .option("--out <dir>", "where stage directories (checkpoints, metrics, plots) go", "runs")
+    .option("--reuse <dir>", "also take finished stages from this directory of stage directories (e.g. shipped backbones), where made from exactly the same (train section, model, data, backbones, seed); they are copied into --out. Repeatable", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--resume", "continue each unfinished stage from its last checkpoint")
     .option("--eval-problems <n>", "held-out problems to evaluate", nonNegativeInt, 2000)
     .option("--eval-captions <n>", "held-out caption images to evaluate", nonNegativeInt, 100)
@@ -43,6 +48,8 @@ export function registerTrain(program: Command): void {
       const program = loadProgram(file);
       const modelName = opts.model ?? program.entry.decls.find((d) => d.kind === "model")?.name.name;
       if (!modelName) throw new UserError(`${file} declares no model`);
+      if (opts.seed !== undefined && opts.lastSeed !== undefined) throw new UserError("--seed sets every stage's seed and --last-seed the last stage's: give one of them");
+      for (const dir of opts.reuse) if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`--reuse ${dir}: no such directory`);
       const stages = stagesFor(trainStages(program), modelName);
       say(`stages: ${stages.map((s) => `${s.name}${s.model ? ` (${s.model})` : ` (${modelName})`}`).join(" → ")}`);
       const lock = acquireRunLock(opts.out, `dehvf train ${process.argv.slice(3).join(" ")}`);
@@ -64,10 +71,10 @@ export function registerTrain(program: Command): void {
           for (const [i, stage] of stages.entries()) {
             const last = i === stages.length - 1;
             const { data, digest } = stageData.get(stage.name)!;
-            const ctx = { gpu, program, data, dataDigest: digest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune) };
+            const ctx = { gpu, program, data, dataDigest: digest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune), reuseFrom: opts.reuse };
             // stagesFor puts every backbone before the stages that use it
             const backbones = stage.backbones.map((b) => done.get(b)!);
-            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, { steps: last ? opts.steps : undefined, seed: opts.seed }));
+            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, { steps: last ? opts.steps : undefined, seed: last ? (opts.lastSeed ?? opts.seed) : opts.seed }));
           }
           say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
         } finally {
