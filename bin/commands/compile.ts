@@ -3,7 +3,10 @@ import { DehvfError } from "../../grammar/diagnostics.ts";
 import { opHistogram, printGraph } from "../../compiler/print-graph.ts";
 import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
 import type { SourceMap } from "../../grammar/diagnostics.ts";
+import type { CompiledModel } from "../../compiler/elaborate.ts";
+import { type MemoryCategory, memoryReport } from "../../compiler/memory-report.ts";
 import { buildPlan, type Plan, type PlanTarget, planTextureBytes } from "../../compiler/plan.ts";
+import { buildTrainGraph } from "../../compiler/train-graph.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
@@ -25,7 +28,7 @@ async function target(): Promise<{ target: PlanTarget; device: string; release: 
   }
 }
 
-function printPlan(plan: Plan, sources: SourceMap, device: string): string {
+function printPlan(plan: Plan, model: CompiledModel, sources: SourceMap, device: string): string {
   const where = (k: Plan["kernels"][number]) =>
     k.spans
       .map((sp) => {
@@ -49,6 +52,10 @@ function printPlan(plan: Plan, sources: SourceMap, device: string): string {
     `memory         intermediates: peak ${mib(m.pooledBytes)} planned vs ${mib(m.naiveBytes)} naive (${((100 * m.pooledBytes) / Math.max(1, m.naiveBytes)).toFixed(1)}%) in ${m.slots.filter((s) => s.role === "pooled").length} pooled buffers, ${m.inPlace.size} in-place kernel${m.inPlace.size === 1 ? "" : "s"}`,
     `               resident (inputs, parameters, outputs): ${mib(m.residentBytes)}${plan.textures.length ? `, plus ${mib(planTextureBytes(plan))} in ${plan.textures.length} texture${plan.textures.length === 1 ? "" : "s"} of constant matmul B operands` : ""}`,
   );
+  const r = memoryReport(plan, model);
+  const w = Math.max(...[...r.device, ...r.host].map((c) => c.name.length));
+  const row = (c: MemoryCategory) => `  ${c.name.padEnd(w)}  ${mib(c.bytes).padStart(14)}  ${String(c.count).padStart(5)}`;
+  lines.push("", `device memory  ${mib(r.deviceBytes)}`, ...r.device.map(row), `host memory to load  ${mib(r.hostBytes)}`, ...r.host.map(row));
   return lines.join("\n");
 }
 
@@ -57,13 +64,16 @@ export function registerCompile(program: Command): void {
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to compile (default: the file's first model)")
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
+    .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[] } & DimOptions) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean } & DimOptions) => {
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
-      const m = loadModel(file, opts.model);
+      // --train: the training step (forward, loss, backward, AdamW) as one plan
+      const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true })) : undefined;
+      const m = step?.model ?? loadModel(file, opts.model);
       const sources = m.program.sources;
       const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
         if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
@@ -73,8 +83,9 @@ export function registerCompile(program: Command): void {
         const t = await target();
         try {
           checkSizes(m, dims, { device: t.target });
-          const plan = buildPlan(m, dims, t.target, roots);
-          if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, sources, t.device)}\n`);
+          // the step overwrites what it updates: those are never read through a texture
+          const plan = buildPlan(m, dims, t.target, roots, step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {});
+          if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, m, sources, t.device)}\n`);
           else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
         } finally {
           t.release();

@@ -4,8 +4,8 @@ import { DehvfError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
 
 /** Parse, link and elaborate FILE's model; errors surface as DehvfError. */
-export function loadModel(file: string, model?: string): CompiledModel {
-  return elaborate(loadProgram(file), model);
+export function loadModel(file: string, model?: string, options: { training?: boolean } = {}): CompiledModel {
+  return elaborate(loadProgram(file), model, options);
 }
 
 /**
