@@ -243,7 +243,12 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
   const order = topoOrder(roots.map((r) => r.node));
   const shapes = concreteShapes(order, dims);
   const users = new Map<Node, Node[]>();
-  for (const n of order) for (const s of n.src) users.set(s, [...(users.get(s) ?? []), n]);
+  for (const n of order)
+    for (const s of n.src) {
+      const us = users.get(s);
+      if (us) us.push(n);
+      else users.set(s, [n]);
+    }
   const rootSet = new Set(roots.map((r) => r.node));
   const mat = new Set<Node>(forced);
   const isMat = (n: Node) => mat.has(n);
@@ -375,8 +380,9 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     }
     // the exit: the latest candidate whose ancestors within the region keep all their users inside
     let end = n;
-    for (const e of order) {
-      if (e === n || !region.has(e)) continue;
+    // in graph order: the region's members, not the whole graph once per matmul
+    for (const e of [...region].sort((x, y) => position.get(x)! - position.get(y)!)) {
+      if (e === n) continue;
       const inside = new Set<Node>([e]);
       const collect = (x: Node): void => {
         for (const src of x.src) if (region.has(src) && !inside.has(src)) {
@@ -440,6 +446,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
 
   // 4. Kernels: one per materialized non-source node, with its inline tree.
   const kernels: Kernel[] = [];
+  const tooWide = new Set<Node>();
   const inlineTree = (out: Node): { inputs: Node[]; mm?: Node; count: number; seen: ReadonlySet<Node> } => {
     const inputs = new Set<Node>();
     const seen = new Set<Node>();
@@ -468,10 +475,12 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
     // a plain matmul kernel binds A and B at 1 and 2 and each epilogue buffer from 3 (again, if shared)
     const bindings = mmOf && !chains.has(mmOf) ? 3 + epilogueInputs({ kind: "matmul", output: n, inputs: tree.inputs, matmul: { node: mmOf } as Kernel["matmul"], ...(also ? { also } : {}), fused: 0 }).length + (also?.length ?? 0) : tree.inputs.length + 1;
     if (bindings > limits.maxBindings) {
-      // Too many bindings: materialize the widest inline operand and reschedule.
+      // Too many bindings: materialize the widest inline operand and reschedule, once for
+      // every such kernel of this pass (a reschedule per kernel made 32 layers quadratic).
       const wide = n.src.filter((s) => !mat.has(s) && !LEAF_CONST.has(s.op)).sort((a, b) => inlineTree(b).inputs.length - inlineTree(a).inputs.length)[0];
       if (!wide) throw new Error(`kernel for ${n.op} needs ${bindings} bindings, more than the device's ${limits.maxBindings}`);
-      return schedule(roots, dims, limits, new Set([...forced, wide]));
+      tooWide.add(wide);
+      continue;
     }
     const row = rowGroups.get(n);
     if (row) {
@@ -493,6 +502,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, ...(also ? { also } : {}), fused: tree.count });
     } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
+  if (tooWide.size) return schedule(roots, dims, limits, new Set([...forced, ...tooWide]));
   const merged = limits.fuse === false ? kernels : mergeElementwise(kernels, shapes, isMat, limits.maxBindings);
   const transposedParams = transposeWeights(merged, shapes, dims, isMat);
   return { kernels: merged, materialized: mat, shapes, dims, transposedParams, irNodes: order.length };
