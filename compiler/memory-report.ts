@@ -51,8 +51,8 @@ export function memoryReport(plan: Plan, model: CompiledModel): MemoryReport {
   for (const i of plan.inputs) add(device, stateInputs.has(i.name) ? "decode state (KV cache, kept values)" : "inputs", slotBytes.get(i.slot) ?? 0);
   for (const o of plan.outputs) {
     const bytes = slotBytes.get(o.slot) ?? 0;
-    if (o.name.startsWith("new:")) add(device, "updated parameters and state (the step's outputs)", bytes);
-    else if (stateUpdates.has(o.name)) add(device, "decode state updates", bytes);
+    if (stateUpdates.has(o.name)) add(device, "decode state updates (copied over the state after each step)", bytes);
+    else if (o.name.startsWith("new:")) add(device, "updated parameters and AdamW state (the step's outputs)", bytes);
     else add(device, "outputs", bytes);
   }
   const pooled = plan.memory.slots.filter((s) => s.role === "pooled");

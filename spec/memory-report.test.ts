@@ -53,15 +53,22 @@ describe("memory report", () => {
     assert.equal(bytesOf(r, "decode state (KV cache"), expected);
     // the FFN memory was computed once from the image at prefill: decoding reads what was kept, not the fusion
     assert.equal(bytesOf(r, "trainable parameters") + bytesOf(r, "optimizer state"), 0);
+    // the KV caches are rewritten each step; values kept from prefill (`once`) are only read
+    const updated = new Set(decode.state.filter((s) => s.update).map((s) => s.input));
+    const rewritten = plan.inputs.filter((i) => updated.has(i.name)).reduce((a, i) => a + Math.max(4, 4 * numel(i.shape)), 0);
+    assert.ok(rewritten > 0 && rewritten < expected);
+    assert.equal(bytesOf(r, "decode state updates"), rewritten);
+    assert.equal(bytesOf(r, "updated parameters"), 0);
   });
 
   for (const [file, models] of [["models/tiny-vqa.dehvf", ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat", "TinyViTClassifier", "TinyLM"]], ["models/clip-l14-llama7b-dehvf.dehvf", ["ClipL14Llama7bDEHVF"]], ["models/clip-l14-llama7b-memvp.dehvf", [undefined]]] as const)
     for (const name of models)
-      test(`${file}${name ? ` ${name}` : ""}: every kernel of the forward${file.includes("tiny") ? " and the training step" : ""} binds at most 8 storage buffers`, () => {
+      // the 7B training steps also keep planning linear in the layers (32 layers took > 15 min before)
+      test(`${file}${name ? ` ${name}` : ""}: every kernel of the forward and the training step binds at most 8 storage buffers`, () => {
         const p = loadProgram(file);
         const forward = elaborate(p, name);
         const plans = [buildPlan(forward, { B: 1, T: 16 }, DEFAULTS)];
-        if (file.includes("tiny")) {
+        {
           const step = buildTrainGraph(elaborate(p, name, { training: true }));
           plans.push(buildPlan(step.model, { B: 2, T: 16 }, DEFAULTS, undefined, { mutableParams: new Set(step.updates.map((u) => u.to)) }));
         }
