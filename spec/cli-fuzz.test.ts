@@ -149,10 +149,11 @@ const commandFlags: Record<string, readonly string[]> = {
 describe("fuzz: flags", () => {
   test("every command answers random flag values with success or a plain error, and a failed train or eval changes no finished file", (t: TestContext) => {
     if (gpuSkip) return t.skip(gpuSkip);
-    const before = published(finished);
     fc.assert(
       fc.property(fc.constantFrom(...Object.keys(commandFlags)), fc.array(fc.tuple(fc.nat(), flagValue), { minLength: 1, maxLength: 3 }), (command, picks) => {
         const flags = picks.flatMap(([i, v]) => [commandFlags[command][i % commandFlags[command].length], v]);
+        // what this command found: a train that succeeded before (--steps 2, say) may have replaced the run, as it should
+        const before = published(finished);
         // train and eval get the finished run and the tiny data unless the flags name others (last one wins)
         const base = command === "train" ? ["--data", data, "--out", finished, "--eval-problems", "4", "--eval-captions", "1"] : command === "eval" ? ["--data", data, "--checkpoint", join(finished, "finetune-TinyVQA"), "--problems", "4", "--captions", "1"] : command === "run" ? ["--backend", "interp"] : [];
         const r = dehvf([command, MICRO, ...base, ...flags]);
