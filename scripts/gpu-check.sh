@@ -32,7 +32,7 @@ grep -m3 -iE "adapter|device|description" "$OUT/info.txt"
 printf '%s\n' "${summary[@]}"
 echo "-- kernel tests:  $(grep -E '^# (pass|fail)' "$OUT/kernels.txt" | tr '\n' ' ')"
 echo "-- matmul bench:"; grep -E "^\|" "$OUT/matmul.txt" | head -8
-echo "-- layer bench:"; grep -E "^\|" "$OUT/layer.txt" | head -6
+echo "-- layer bench:"; sed -n "/^contender/,/^# ours vs tfjs-wasm/p" "$OUT/layer.txt"
 echo "-- 7B layer:"; grep -E "total|ms|error" "$OUT/layer7b.txt" | head -4
 echo "-- plans:"; sed -E 's/ \(.*\);/;/' "$OUT/plans.txt"
 echo "(logs in $OUT)"
