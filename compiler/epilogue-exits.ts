@@ -57,28 +57,33 @@ function regionBelow(e: Node, region: ReadonlySet<Node>): Node[] {
 /** Buffers the inline tree of `e` reads, passing through the region's nodes. */
 function buffersRead(e: Node, region: ReadonlySet<Node>, isMat: (n: Node) => boolean): Node[] {
   const found = new Set<Node>();
+  // a loop over a stack, not recursion: an inline tree can be thousands of nodes deep
   const seen = new Set<Node>();
-  const visit = (x: Node, top: boolean): void => {
-    if (seen.has(x) || LEAF_CONST.has(x.op)) return;
+  const stack: [Node, boolean][] = [[e, true]];
+  while (stack.length) {
+    const [x, top] = stack.pop()!;
+    if (seen.has(x) || LEAF_CONST.has(x.op)) continue;
     seen.add(x);
     if (!top && isMat(x) && !region.has(x)) {
       found.add(x);
-      return;
+      continue;
     }
-    x.src.forEach((src) => visit(src, false));
-  };
-  visit(e, true);
+    for (let i = x.src.length - 1; i >= 0; i--) stack.push([x.src[i], false]);
+  }
   return [...found];
 }
 
 /** Whether `x` is computed from `target` (nodes before it in topological order cannot be). */
 function dependsOn(x: Node, target: Node, position: ReadonlyMap<Node, number>): boolean {
+  // iterative: the path from x down to target can cross most of a training graph
   const seen = new Set<Node>();
-  const visit = (y: Node): boolean => {
+  const stack = [x];
+  while (stack.length) {
+    const y = stack.pop()!;
     if (y === target) return true;
-    if (seen.has(y) || position.get(y)! < position.get(target)!) return false;
+    if (seen.has(y) || position.get(y)! < position.get(target)!) continue;
     seen.add(y);
-    return y.src.some(visit);
-  };
-  return visit(x);
+    for (const s of y.src) stack.push(s);
+  }
+  return false;
 }
