@@ -1,5 +1,6 @@
 import type { CompiledModel } from "./elaborate.ts";
 import { type Plan, planTextureBytes } from "./plan.ts";
+import { numel } from "./tensor.ts";
 
 /*
  * What a plan keeps on the device, by what it is for, so a user can tell what to shrink
@@ -60,7 +61,6 @@ export function memoryReport(plan: Plan, model: CompiledModel): MemoryReport {
   if (plan.textures.length) device.set("textures (copies of constant matmul B operands)", { bytes: planTextureBytes(plan), count: plan.textures.length });
 
   const host = new Map<string, { bytes: number; count: number }>();
-  const numel = (shape: readonly number[]) => shape.reduce((a, d) => a * d, 1);
   let largestStreamed = 0;
   for (const p of plan.params) {
     // AdamW's moments start as zeros written straight to the device

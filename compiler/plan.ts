@@ -26,6 +26,9 @@ export interface PlanTarget extends RowTarget, DeviceLimits {
   readonly vec4?: boolean;
 }
 
+/** WebGPU's guaranteed limits: what a plan is built for when no adapter says more. */
+export const WEBGPU_DEFAULT_TARGET: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, maxBufferBytes: 256 * 2 ** 20, fuseChains: true };
+
 export interface PlanBinding {
   readonly binding: number;
   readonly slot: number;

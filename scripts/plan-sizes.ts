@@ -5,12 +5,12 @@
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import { memoryReport } from "../compiler/memory-report.ts";
-import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 
 /** WebGPU's default limits, except the binding and buffer sizes. */
-const TARGET: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40, fuseChains: true };
+const TARGET: PlanTarget = { ...WEBGPU_DEFAULT_TARGET, maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 };
 const files = process.argv.length > 2 ? process.argv.slice(2) : ["models/clip-l14-llama7b-dehvf.dehvf", "models/clip-l14-llama7b-memvp.dehvf"];
 const gib = (b: number) => (b / 2 ** 30).toFixed(2);
 

@@ -9,13 +9,13 @@ import { CONTEXT_DIM } from "../compiler/decoding.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import { memoryReport } from "../compiler/memory-report.ts";
-import { buildPlan, type PlanTarget } from "../compiler/plan.ts";
+import { buildPlan, type PlanTarget, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
+import { numel } from "../compiler/tensor.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 
 /** WebGPU's guaranteed limits (what `dehvf compile` plans for without an adapter), binding sizes aside. */
-const DEFAULTS: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40, fuseChains: true };
-const numel = (shape: readonly number[]) => shape.reduce((a, d) => a * d, 1);
+const DEFAULTS: PlanTarget = { ...WEBGPU_DEFAULT_TARGET, maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 };
 const bytesOf = (r: ReturnType<typeof memoryReport>, prefix: string) => r.device.filter((c) => c.name.startsWith(prefix)).reduce((a, c) => a + c.bytes, 0);
 
 describe("memory report", () => {

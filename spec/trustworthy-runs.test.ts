@@ -164,6 +164,13 @@ describe("stage identity by content", () => {
     assert.match(other.out, /pretrain_vision \(TinyViTClassifier\): .*shipped\/pretrain_vision was trained from something else; not taken/);
     assert.match(other.out, /pretrain_language \(TinyLM\): took the finished result/);
     assert.match(other.out, /pretrain_vision \(TinyViTClassifier\): trainable parameters/);
+    // one that cannot be read is not taken either, and says so
+    const damaged = copyRun("shipped", "shipped-damaged");
+    writeFileSync(join(damaged, "pretrain_vision", "final.safetensors"), "not a safetensors file");
+    const bad = train(join(work, "from-damaged"), ["--reuse", damaged, "--steps", "1"]);
+    assert.equal(bad.code, 0, bad.err);
+    assert.match(bad.out, /pretrain_vision \(TinyViTClassifier\): .*shipped-damaged\/pretrain_vision\/final\.safetensors cannot be read as a finished result; not taken/);
+    assert.match(bad.out, /pretrain_vision \(TinyViTClassifier\): trainable parameters/);
     userError(train(join(work, "x"), ["--seed", "1", "--last-seed", "2"]), /give one of them/);
     userError(train(join(work, "x"), ["--reuse", join(work, "nowhere")]), /--reuse .*nowhere: no such directory/);
   });

@@ -128,8 +128,13 @@ async function finishedKey(finalFile: string): Promise<string | undefined> {
 async function importFinished(s: Stage): Promise<void> {
   for (const from of s.ctx.reuseFrom ?? []) {
     const src = join(from, basename(s.dir));
-    const key = await finishedKey(join(src, STAGE_FILES.final));
-    if (key === undefined) continue;
+    const file = join(src, STAGE_FILES.final);
+    if (!existsSync(file)) continue;
+    const key = await finishedKey(file);
+    if (key === undefined) {
+      s.ctx.say(`${s.label}: ${file} cannot be read as a finished result; not taken`);
+      continue;
+    }
     if (key !== s.key) {
       s.ctx.say(`${s.label}: ${src} was trained from something else; not taken`);
       continue;

@@ -5,7 +5,7 @@ import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
 import type { SourceMap } from "../../grammar/diagnostics.ts";
 import type { CompiledModel } from "../../compiler/elaborate.ts";
 import { type MemoryCategory, memoryReport } from "../../compiler/memory-report.ts";
-import { buildPlan, type Plan, type PlanTarget, planTextureBytes } from "../../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, planTextureBytes, WEBGPU_DEFAULT_TARGET } from "../../compiler/plan.ts";
 import { buildTrainGraph } from "../../compiler/train-graph.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
@@ -23,8 +23,7 @@ async function target(): Promise<{ target: PlanTarget; device: string; release: 
     return { target: planTarget(gpu), device: gpu.info.description || gpu.info.vendor, release: () => gpu.destroy() };
   } catch (e) {
     if (!(e instanceof NoAdapterError)) throw e;
-    const t: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, maxBufferBytes: 256 * 2 ** 20, fuseChains: true };
-    return { target: t, device: "no adapter: WebGPU default limits", release: () => {} };
+    return { target: WEBGPU_DEFAULT_TARGET, device: "no adapter: WebGPU default limits", release: () => {} };
   }
 }
 

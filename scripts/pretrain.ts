@@ -1,38 +1,22 @@
-#!/usr/bin/env node
 // The shipped backbones of models/tiny-vqa.dehvf, made again: trains its two pre-training
 // stages (the ViT classifier, then the LM: ~25 min on 2 CPU cores) into --out, then compares
 // each result's weights (the SHA-256 of its tensors that dehvf records in every file) with
 // the copy in models/tiny-vqa.backbones. Exit 0 only when both are bit for bit the same.
-//   npm run pretrain [-- --out runs/backbones]
+//   npm run pretrain [-- --out runs/backbones]   (tsx scripts/pretrain.ts)
 // To replace the shipped copy: remove models/tiny-vqa.backbones/<stage>, then
 // `--out models/tiny-vqa.backbones` (the comparison is then with itself).
 import { spawnSync } from "node:child_process";
-import { existsSync, openSync, readSync, closeSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { loadMeta, recordedDigest } from "../train/checkpoint.ts";
 
 const SHIPPED = "models/tiny-vqa.backbones";
 const STAGES = [
   ["TinyViTClassifier", "pretrain_vision"],
   ["TinyLM", "pretrain_language"],
-];
+] as const;
 const i = process.argv.indexOf("--out");
 const out = i >= 0 ? process.argv[i + 1] : "runs/backbones";
-
-/** The `__metadata__` of a safetensors file (its JSON header). */
-function metadata(file) {
-  const fd = openSync(file, "r");
-  try {
-    const len = Buffer.alloc(8);
-    readSync(fd, len, 0, 8, 0);
-    const n = Number(len.readBigUInt64LE());
-    if (n > 1 << 24) throw new Error(`${file}: header of ${n} bytes`);
-    const header = Buffer.alloc(n);
-    readSync(fd, header, 0, n, 8);
-    return JSON.parse(header.toString("utf8")).__metadata__ ?? {};
-  } finally {
-    closeSync(fd);
-  }
-}
 
 for (const [model] of STAGES) {
   const r = spawnSync(process.execPath, ["bin/dehvf.js", "train", "models/tiny-vqa.dehvf", "-m", model, "--out", out], { stdio: "inherit" });
@@ -45,9 +29,10 @@ for (const [, stage] of STAGES) {
     console.log(`${stage}: nothing shipped in ${SHIPPED} to compare with`);
     continue;
   }
-  const [a, b] = [metadata(made), metadata(shipped)];
-  const identical = a.weights_sha256 !== undefined && a.weights_sha256 === b.weights_sha256;
+  const [a, b] = [await loadMeta(made), await loadMeta(shipped)];
+  const [da, db] = [recordedDigest(a), recordedDigest(b)];
+  const identical = da !== undefined && da === db;
   same &&= identical;
-  console.log(`${stage}: ${identical ? "bit for bit the shipped weights" : "differs from the shipped weights"} (sha256 of the tensors ${a.weights_sha256?.slice(0, 16)}… vs ${b.weights_sha256?.slice(0, 16)}…; identity ${a.key === b.key ? "the same" : "different"})`);
+  console.log(`${stage}: ${identical ? "bit for bit the shipped weights" : "differs from the shipped weights"} (sha256 of the tensors ${da?.slice(0, 16)}… vs ${db?.slice(0, 16)}…; identity ${a.key === b.key ? "the same" : "different"})`);
 }
 process.exit(same ? 0 : 1);
