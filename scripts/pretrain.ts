@@ -2,7 +2,7 @@
 // stages (the ViT classifier, then the LM: ~25 min on 2 CPU cores) into --out, then compares
 // each result's weights (the SHA-256 of its tensors that dehvf records in every file) with
 // the copy in models/tiny-vqa.backbones. Exit 0 only when both are bit for bit the same.
-//   npm run pretrain [-- --out runs/backbones]   (tsx scripts/pretrain.ts)
+//   npm run backbones [-- --out runs/backbones]   (not "pretrain": npm would run that before every `npm run train`)   (tsx scripts/pretrain.ts)
 // To replace the shipped copy: remove models/tiny-vqa.backbones/<stage>, then
 // `--out models/tiny-vqa.backbones` (the comparison is then with itself).
 import { spawnSync } from "node:child_process";
