@@ -1,3 +1,4 @@
+import { slotMask } from "./decoding.ts";
 import { dimAdd, dimEq, type Shape, shapeEq, shapeStr } from "./dims.ts";
 import type { GraphBuilder } from "./graph.ts";
 import { topoOrder } from "./graph.ts";
@@ -119,6 +120,13 @@ export const gradRules: { [O in Op]: GradRule<O> } = {
     ];
   },
   gather: ({ t, n, g, need }) => [need(0) ? gatherGrad(t, n.src[0], n.src[1], g) : undefined, undefined],
+  // the written slot's gradient goes to x, every other slot's to old; none to the positions
+  write_slot: ({ t, n, g, need }) => {
+    const [old, , pos] = n.src;
+    const written = slotMask(t, old.shape, pos, n.attrs.axis);
+    const zero = t.scalar(0);
+    return [need(0) ? t.where(written, zero, g) : undefined, need(1) ? t.sum(t.where(written, g, zero), n.attrs.axis, true) : undefined, undefined];
+  },
 };
 
 /**

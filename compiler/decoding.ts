@@ -46,6 +46,12 @@ function along(t: TensorOps, v: Node, rank: number, axis: number): Node {
   return t.reshape(v, Array.from({ length: rank }, (_, i) => (i === axis ? v.shape[0] : 1)));
 }
 
+/** 1 where the index along `axis` of a tensor shaped `shape` is its batch row's `pos` (int [B]), else 0; broadcastable to `shape`. */
+export function slotMask(t: TensorOps, shape: Shape, pos: Node, axis: number): Node {
+  const slot = along(t, t.arange(shape[axis]), shape.length, axis);
+  return t.binary("cmpeq", slot, t.reshape(t.float(pos), [shape[0], ...Array(shape.length - 1).fill(1)]));
+}
+
 export function positions(t: TensorOps, ctx: DecodingContext, x: Node, axisArg: number): Node {
   const axis = normAxis(x, axisArg);
   const rank = x.shape.length;
@@ -68,9 +74,7 @@ export function cached(t: TensorOps, ctx: DecodingContext, x: Node, axisArg: num
     next = t.pad(x, axis, 0, dimSub(C, x.shape[axis]));
   } else {
     // x holds one position per row (size 1 along axis): it goes to slot cache_pos[b]
-    const slot = along(t, t.arange(C), x.shape.length, axis);
-    const pos = t.reshape(t.cast(ctx.cachePos(x.shape[0]), "f32"), [x.shape[0], ...Array(x.shape.length - 1).fill(1)]);
-    next = t.where(t.binary("cmpeq", slot, pos), x, old);
+    next = t.make("write_slot", [old, x, ctx.cachePos(x.shape[0])], { axis });
   }
   ctx.update(old, next);
   return next;

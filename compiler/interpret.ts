@@ -207,6 +207,23 @@ export const evalRules: { [O in Op]: Eval<O> } = {
     }
     return { shape: [...idx.shape, ...table.shape.slice(1)], data: out };
   },
+  write_slot: (n, [old, x, pos]) => {
+    const axis = n.attrs.axis;
+    const len = old.shape[axis];
+    // per batch row: `outer` blocks of `len` slots of `inner` values; x has one slot per block
+    const outer = numel(old.shape.slice(1, axis));
+    const inner = numel(old.shape.slice(axis + 1));
+    const out = Float64Array.from(old.data);
+    for (let b = 0; b < old.shape[0]; b++) {
+      const p = pos.data[b];
+      if (!Number.isInteger(p) || p < 0 || p >= len) throw new Error(`write_slot position ${p} out of range [0, ${len})`);
+      for (let o = 0; o < outer; o++) {
+        const row = b * outer + o;
+        out.set(x.data.subarray(row * inner, (row + 1) * inner), (row * len + p) * inner);
+      }
+    }
+    return { shape: old.shape, data: out };
+  },
 };
 
 /** Evaluates the roots in float64; intermediates are dropped once their last user ran. */

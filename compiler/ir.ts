@@ -21,6 +21,8 @@ export const OPS = [
   "reshape", "permute", "expand", "slice", "pad", "concat",
   // contraction and lookup
   "matmul", "gather",
+  // state: one slot of a KV cache written per batch row (compiler/decoding.ts)
+  "write_slot",
 ] as const;
 export type Op = (typeof OPS)[number];
 
@@ -57,6 +59,12 @@ export interface OpAttrs {
   concat: { readonly axis: number };
   matmul: {};
   gather: {};
+  /**
+   * `write_slot(old, x, pos)`: old with x (size 1 along `axis`) written at index pos[b]
+   * along `axis` of batch row b. A plan writes it in place over `old` (a cache that no
+   * later kernel reads), so a decode step moves one slot, not the whole cache.
+   */
+  write_slot: { readonly axis: number };
 }
 
 export interface Node<O extends Op = Op> {

@@ -84,6 +84,20 @@ function inPlaceInput(k: Kernel, at: number, s: Schedule, slotOf: ReadonlyMap<No
 }
 
 /**
+ * The write_slot kernels that write into their cache's own buffer (output → cache): the
+ * cache is an input (a persistent state buffer) that no later kernel reads, and is not
+ * itself an output. Such a kernel touches one slot per row; the others copy the cache.
+ */
+function slotWritesInPlace(s: Schedule, outputs: ReadonlySet<Node>, lastUse: ReadonlyMap<Node, number>): Map<Node, Node> {
+  const found = new Map<Node, Node>();
+  s.kernels.forEach((k, i) => {
+    const old = k.output.src[0];
+    if (k.kind === "write-slot" && old.op === "input" && lastUse.get(old) === i && !outputs.has(old)) found.set(k.output, old);
+  });
+  return found;
+}
+
+/**
  * Liveness-based pooling: an intermediate occupies a slot from the kernel that
  * writes it to the last kernel that reads it; a slot is reused by a later tensor once
  * free. Best fit by size (a reused slot grows to the largest tensor it holds). With
@@ -110,13 +124,20 @@ function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolea
     slots.push(slot);
     slotOf.set(n, slot);
   };
+  const lastUse = new Map<Node, number>();
+  s.kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
+  const slotWrites = allowInPlace ? slotWritesInPlace(s, outSet, lastUse) : new Map<Node, Node>();
   for (const n of s.materialized) {
     if (n.op === "input") fixed(n, "input");
     else if (n.op === "param") fixed(n, "param");
-    else if (outSet.has(n)) fixed(n, "output");
+    else if (outSet.has(n) && !slotWrites.has(n)) fixed(n, "output");
   }
-  const lastUse = new Map<Node, number>();
-  s.kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
+  for (const [n, old] of slotWrites) {
+    const slot = slotOf.get(old)!;
+    slot.tensors.push(n);
+    slotOf.set(n, slot);
+    inPlace.set(n, old);
+  }
   const free: BufferSlot[] = [];
   const releaseAt = new Map<number, BufferSlot[]>();
   let naive = 0;

@@ -50,7 +50,10 @@ export function memoryReport(plan: Plan, model: CompiledModel): MemoryReport {
     else add(device, `frozen weights (${p.dtype})`, bytes);
   }
   for (const i of plan.inputs) add(device, stateInputs.has(i.name) ? "decode state (KV cache, kept values)" : "inputs", slotBytes.get(i.slot) ?? 0);
+  // an output written into an input's or parameter's buffer (a cache slot written in place) takes no memory of its own
+  const resident = new Set([...plan.params, ...plan.inputs].map((t) => t.slot));
   for (const o of plan.outputs) {
+    if (resident.has(o.slot)) continue;
     const bytes = slotBytes.get(o.slot) ?? 0;
     if (stateUpdates.has(o.name)) add(device, "decode state updates (copied over the state after each step)", bytes);
     else if (o.name.startsWith("new:")) add(device, "updated parameters and AdamW state (the step's outputs)", bytes);

@@ -5,6 +5,7 @@ import { matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
 import { rowKernel, type RowTarget } from "../kernels/row.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
+import { writeSlotKernel } from "../kernels/write-slot.ts";
 import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
@@ -114,10 +115,19 @@ function flopsOf(k: Kernel, s: Schedule): number {
     return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
   }
   if (k.kind === "reduce") return numel(s.shapes.get(k.output.src[0])!) * k.fused;
+  if (k.kind === "write-slot") return numel(s.shapes.get(k.output.src[1])!) * k.fused;
   return out * k.fused;
 }
 
-/** `aliased`: the input an in-place kernel (always elementwise) reads through its output buffer */
+/** Bytes a kernel reads and writes; a cache slot written in place moves that slot, not the cache. */
+function bytesOf(k: Kernel, s: Schedule, aliased: Node | undefined): number {
+  const size = (n: Node) => numel(s.shapes.get(n)!) * 4;
+  const all = [k.output, ...(k.also ?? []), ...k.inputs];
+  if (k.kind !== "write-slot" || !aliased) return all.reduce((a, n) => a + size(n), 0);
+  return all.reduce((a, n) => a + (n === aliased ? 0 : n === k.output ? size(k.output.src[1]) : size(n)), 0);
+}
+
+/** `aliased`: the input an in-place kernel (elementwise, or a cache's write-slot) reads or writes through its output buffer */
 /** `textureB`: a matmul's B is constant while the plan runs (it may come from a texture) */
 function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTuning, aliased?: Node, textureB = false): GeneratedKernel & { variant?: string; bTexture?: OperandTexture } {
   const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}) };
@@ -125,6 +135,7 @@ function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTun
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
   if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning, textureB);
   if (k.kind === "reduce") return reduceKernel(body);
+  if (k.kind === "write-slot") return writeSlotKernel(body);
   return elementwiseKernel(body);
 }
 
@@ -194,7 +205,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
       .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))
       .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
     const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
-    const bytes = [...outs, ...k.inputs].reduce((a, n) => a + numel(sched.shapes.get(n)!) * 4, 0);
+    const bytes = bytesOf(k, sched, alias);
     const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${outs.map((o) => o.op).join(",")}`}` : k.row ? (k.row.softmax ? "softmax" : `row+${k.output.op}`) : outs.map((o) => o.op).join(",");
     return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });

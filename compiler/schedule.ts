@@ -17,7 +17,7 @@ import { numel, stridesOf } from "./tensor.ts";
  * them; a matmul folds into its consumer's kernel as the accumulator of an epilogue.
  */
 
-export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention" | "row";
+export type KernelKind = "elementwise" | "reduce" | "matmul" | "attention" | "row" | "write-slot";
 
 /**
  * Two chained matmuls with a row-wise step between, computed in one kernel without
@@ -86,7 +86,7 @@ export interface ScheduleLimits {
   readonly fuseChains?: boolean;
 }
 
-const ALWAYS = new Set<Op>(["input", "param", "sum", "rmax"]);
+const ALWAYS = new Set<Op>(["input", "param", "sum", "rmax", "write_slot"]);
 
 export function concreteShapes(order: readonly Node[], dims: Readonly<Record<string, number>>): Map<Node, number[]> {
   return new Map(order.map((n) => [n, shapeEval(n.shape, dims)]));
@@ -500,7 +500,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
       ins.add(b.base);
       const sumAxis = sumFolds.get(n);
       kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, ...(also ? { also } : {}), fused: tree.count });
-    } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
+    } else kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : n.op === "write_slot" ? "write-slot" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
   }
   if (tooWide.size) return schedule(roots, dims, limits, new Set([...forced, ...tooWide]));
   const merged = limits.fuse === false ? kernels : mergeElementwise(kernels, shapes, isMat, limits.maxBindings);

@@ -130,4 +130,14 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     check(idx.dtype === "i32", () => `gather indices must be int, got ${idx.dtype}`);
     return { shape: [...idx.shape, ...table.shape.slice(1)], dtype: table.dtype };
   },
+  write_slot: (src, { axis }) => {
+    const [old, x, pos] = src;
+    const rank = old.shape.length;
+    check(rank >= 2 && axis >= 1, () => `write_slot writes along a non-batch axis of a rank ≥ 2 tensor, got axis ${axis} of ${shapeStr(old.shape)}`);
+    axisOk(axis, rank);
+    check(x.shape.length === rank && x.shape.every((d, i) => (i === axis ? dimEq(d, 1) : dimEq(d, old.shape[i]))), () => `write_slot: the written value ${shapeStr(x.shape)} must match ${shapeStr(old.shape)} with size 1 along axis ${axis}`);
+    check(x.dtype === old.dtype, () => `write_slot: dtypes differ: ${old.dtype} vs ${x.dtype}`);
+    check(pos.dtype === "i32" && pos.shape.length === 1 && dimEq(pos.shape[0], old.shape[0]), () => `write_slot: positions must be int [${dimStr(old.shape[0])}], got ${pos.dtype}${shapeStr(pos.shape)}`);
+    return { shape: old.shape, dtype: old.dtype };
+  },
 };

@@ -106,20 +106,21 @@ ${body.replace(/^(?=.)/gm, "  ")}
 }`;
 }
 
-interface Body {
+/** What a kernel generated from an inline tree needs: its output, buffers, shapes and launch target. */
+export interface KernelBody {
   readonly output: Node;
   readonly inputs: readonly Node[];
   readonly shapes: ReadonlyMap<Node, readonly number[]>;
   readonly target: LaunchTarget;
   /** run-time dims, for symbolic attributes (see RenderContext.dims) */
   readonly dims?: Readonly<Record<string, number>>;
-  /** inputs that share the output's buffer, read through it (see kernelBuffers) */
+  /** inputs that share the output's buffer, read (or written, a cache by write_slot) through it (see kernelBuffers) */
   readonly aliased?: ReadonlySet<Node>;
   /** further outputs of the output's shape, written in the same pass (see Kernel.also) */
   readonly also?: readonly Node[];
 }
 
-function setup(k: Body): { ctx: RenderContext; decls: string } {
+function setup(k: KernelBody): { ctx: RenderContext; decls: string } {
   const { bufferVar, decls } = kernelBuffers(k.output, k.inputs, k.aliased, k.also);
   return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims }, decls };
 }
@@ -136,7 +137,7 @@ const LANE0 = "lane0";
  * returns its text and renderers; the buffers any of them vector-loaded are declared as
  * vec4 arrays, the outputs always.
  */
-function vectorized(k: Body, render: (ctx: RenderContext, idx: readonly string[]) => { body: string; renderers: Renderer[] }): { decls: string; body: string; helpers: string } | undefined {
+function vectorized(k: KernelBody, render: (ctx: RenderContext, idx: readonly string[]) => { body: string; renderers: Renderer[] }): { decls: string; body: string; helpers: string } | undefined {
   const shape = k.shapes.get(k.output)!;
   if (k.target.vec4 === false || !shape.length || shape[shape.length - 1] % 4 !== 0) return undefined;
   const { ctx } = setup(k);
@@ -167,7 +168,7 @@ export function vectorDecls(output: Node, inputs: readonly Node[], renderers: re
  * One item per output element: the whole inline tree evaluated at that index. An
  * in-place kernel (an `aliased` input) is the variant "elementwise in-place".
  */
-export function elementwiseKernel(k: Body): GeneratedKernel & { variant?: string } {
+export function elementwiseKernel(k: KernelBody): GeneratedKernel & { variant?: string } {
   const shape = k.shapes.get(k.output)!;
   // The outputs are materialized; render their definitions, not loads of themselves.
   // One renderer for all of them: values they share are computed once.
@@ -191,7 +192,7 @@ export function elementwiseKernel(k: Body): GeneratedKernel & { variant?: string
 }
 
 /** One item per output element, looping over the reduced axis (its input inlined). */
-export function reduceKernel(k: Body): GeneratedKernel & { variant: string } {
+export function reduceKernel(k: KernelBody): GeneratedKernel & { variant: string } {
   const out = k.output;
   const axis = (out.attrs as { axis: number }).axis;
   const inShape = k.shapes.get(out.src[0])!;

@@ -248,6 +248,8 @@ export class PlanExecutor {
       const from = this.tensorNamed(this.plan.outputs, c.from, "output");
       const to = this.copyTarget(c.to);
       if (to.tensor.transposed) throw new Error(`parameter \`${c.to}\` is stored transposed; it cannot take an update`);
+      // a cache slot written in place: the update already is the state's buffer
+      if (this.buffers[from.slot] === to.buffer) continue;
       enc.copyBufferToBuffer(this.buffers[from.slot], 0, to.buffer, 0, align4(numel(to.tensor.shape) * 4));
     }
     // a plan built without the copies' targets in PlanOptions.mutableParams reads them

@@ -139,6 +139,14 @@ const OP_CASES: Record<string, { ops: readonly Op[]; make: () => Case }> = {
       return k.t.add(k.t.add(a, k.t.pad(k.t.gather(table, i1), 0, 0, 1)), k.t.expand(k.t.gather(table, i0), [4, 3]));
     }),
   },
+  "write_slot (each row's slot from x, the rest from the cache; a row written twice by two writes)": {
+    ops: ["write_slot"],
+    make: () => opCase((k, p, inputs) => {
+      const pos = intInput(k, inputs, "pos", [3], [2, 0, 3]);
+      const once = k.t.make("write_slot", [p([3, 2, 4, 2]), p([3, 2, 1, 2]), pos], { axis: 2 });
+      return k.t.make("write_slot", [once, p([3, 2, 1, 2]), intInput(k, inputs, "pos2", [3], [2, 1, 1])], { axis: 2 });
+    }),
+  },
   "hash (dropout with a fixed seed: the mask is fixed, no gradient into the int key or counters)": {
     ops: ["hash"],
     make: () => opCase((k, p, inputs) => dropout(k.t, p([4, 5]), 0.3, intInput(k, inputs, "seed", [], [12345]), 7)),

@@ -11,9 +11,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
 import fc from "fast-check";
+import { CONTEXT_DIM } from "../compiler/decoding.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import { interpret } from "../compiler/interpret.ts";
+import { buildPlan, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { argmax, sampler } from "../generate/sampler.ts";
 import { loadProgram } from "../grammar/modules.ts";
@@ -115,6 +117,24 @@ describe("the KV cache", () => {
       } finally {
         g.destroy();
       }
+    }
+  });
+
+  test("a decode step writes one slot of each cache in place: no cache is copied or rewritten", () => {
+    for (const name of MODELS) {
+      const models = generationModels(loadProgram(MICRO), name);
+      const plan = buildPlan(models.decode, { [models.batchDim]: 2, [CONTEXT_DIM]: 64 }, WEBGPU_DEFAULT_TARGET);
+      const caches = models.decode.state.filter((st) => st.update && plan.outputs.find((o) => o.name === st.update)!.shape.includes(64));
+      assert.ok(caches.length > 0, `${name}: no KV cache`);
+      const writes = plan.kernels.filter((k) => k.kind === "write-slot");
+      assert.equal(writes.length, caches.length, name);
+      for (const k of writes) assert.equal(k.variant, "write-slot in-place", `${name}: ${k.label} at ${k.path}`);
+      for (const st of caches) {
+        const [input, update] = [plan.inputs.find((i) => i.name === st.input)!, plan.outputs.find((o) => o.name === st.update)!];
+        assert.equal(update.slot, input.slot, `${name}: ${st.update} is not written into ${st.input}'s buffer`);
+      }
+      // each cache write moves its B rows' new slot, not the cache (64 slots)
+      for (const k of writes) assert.ok(k.bytes < plan.outputs.find((o) => o.slot === k.bindings[0].slot)!.shape.reduce((a, d) => a * d, 4) / 16, `${name}: ${k.bytes} B`);
     }
   });
 

@@ -272,3 +272,62 @@ describe("in-place plans on WebGPU", () => {
     want.forEach((w, i) => compare(r.outputs[i], w, 1e-4, `TinyVQA ${m.outputs[i].name}`, r.plan));
   });
 });
+
+// ---------------------------------------------------------------------------
+// KV-cache slots (write_slot): written in place into the cache's own buffer when no
+// later kernel reads the old cache, copied otherwise; either way the interpreter's value.
+
+/** A cache [B, H, C, D] (or rank 3 without H) with one new row per batch entry written along `axis`; `hazard`: the old cache is read again after. */
+function slotGraph(c: Case, dims: { B: number; H: number; C: number; D: number }, rank: 3 | 4, hazard: boolean): { outs: Node[]; old: Node; write: Node } {
+  const { B, H, C, D } = dims;
+  const shape = rank === 4 ? [B, H, C, D] : [B, C, D];
+  const axis = rank - 2;
+  const old = c.in("cache", shape);
+  const x = c.t.unary("tanh", c.in("x", shape.map((d, i) => (i === axis ? 1 : d))));
+  const pos = c.in("pos", [B], "i32", (r) => Math.floor(r() * C));
+  const write = c.t.make("write_slot", [old, x, pos], { axis });
+  // what attention does with the cache: read every slot (here against a query of its own)
+  const q = c.in("q", shape.map((d, i) => (i === axis ? 2 : d)));
+  const scores = c.t.matmul(q, c.t.transposeLast(write));
+  const outs = [write, scores];
+  if (hazard) outs.push(c.t.mul(c.t.unary("sin", old), write));
+  return { outs, old, write };
+}
+
+describe("cache slots written in place", () => {
+  test("the write takes the cache's own buffer unless a later kernel reads the old cache", () => {
+    for (const hazard of [false, true]) {
+      const c = new Case(3);
+      const { outs, old, write } = slotGraph(c, { B: 2, H: 2, C: 5, D: 3 }, 4, hazard);
+      const s = schedule(outs.map((node, i) => ({ name: `o${i}`, node })), {}, { maxBindings: 8 });
+      const m = planMemory(s, outs);
+      assert.equal(m.slotOf.get(write) === m.slotOf.get(old), !hazard, `hazard ${hazard}`);
+      assert.equal(m.inPlace.get(write) === old, !hazard);
+      assert.equal(planMemory(s, outs, { inPlace: false }).inPlace.size, 0);
+    }
+  });
+
+  test("random caches, positions and layouts match the interpreter on WebGPU, in place or copied", async (t) => {
+    if (!gpu.device(t)) return;
+    const seen = { inPlace: 0, copied: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({ B: fc.integer({ min: 1, max: 3 }), H: fc.integer({ min: 1, max: 3 }), C: fc.integer({ min: 1, max: 9 }), D: fc.integer({ min: 1, max: 5 }) }),
+        fc.constantFrom<3 | 4>(3, 4),
+        fc.boolean(),
+        seedArb,
+        async (dims, rank, hazard, seed) => {
+          const c = new Case(seed);
+          const { outs } = slotGraph(c, dims, rank, hazard);
+          const plan = (await gpu.check(t, c, outs, { what: `${JSON.stringify(dims)} rank ${rank}${hazard ? " hazard" : ""}` }))!;
+          assertBindings(plan);
+          const k = plan.kernels.find((x) => x.kind === "write-slot")!;
+          assert.equal(k.variant, hazard ? "write-slot" : "write-slot in-place", describePlan(plan));
+          seen[hazard ? "copied" : "inPlace"]++;
+        },
+      ),
+      fcRuns(30),
+    );
+    t.diagnostic(`in place ${seen.inPlace}, copied ${seen.copied}`);
+  });
+});
