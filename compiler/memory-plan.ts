@@ -34,9 +34,11 @@ export interface MemoryPlan {
 export interface MemoryOptions {
   /** let elementwise kernels overwrite an input that dies with them (default true) */
   readonly inPlace?: boolean;
+  /** parameters stored as f16: 2 bytes an element */
+  readonly half?: ReadonlySet<Node>;
 }
 
-const bytesOf = (shape: readonly number[]) => Math.max(4, numel(shape) * 4);
+const bytesOf = (shape: readonly number[], elementBytes = 4) => Math.max(4, Math.ceil((numel(shape) * elementBytes) / 4) * 4);
 
 /**
  * Whether every read of buffer `input` in the inline tree of `out` is at the element
@@ -106,21 +108,22 @@ function slotWritesInPlace(s: Schedule, outputs: ReadonlySet<Node>, lastUse: Rea
  * never shares a slot with its own inputs.
  */
 export function planMemory(s: Schedule, outputs: readonly Node[], opts: MemoryOptions = {}): MemoryPlan {
-  const pooled = assignSlots(s, outputs, false);
+  const half = opts.half ?? new Set<Node>();
+  const pooled = assignSlots(s, outputs, false, half);
   if (opts.inPlace === false) return pooled;
-  const inPlace = assignSlots(s, outputs, true);
+  const inPlace = assignSlots(s, outputs, true, half);
   // Taking the input's slot leaves a different slot free for later tensors, so best fit
   // can, rarely, pack worse afterwards: in-place must never raise the peak.
   return inPlace.pooledBytes <= pooled.pooledBytes ? inPlace : pooled;
 }
 
-function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolean): MemoryPlan {
+function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolean, half: ReadonlySet<Node>): MemoryPlan {
   const slots: BufferSlot[] = [];
   const slotOf = new Map<Node, BufferSlot>();
   const inPlace = new Map<Node, Node>();
   const outSet = new Set(outputs);
   const fixed = (n: Node, role: BufferRole) => {
-    const slot: BufferSlot = { id: slots.length, role, size: bytesOf(s.shapes.get(n)!), tensors: [n] };
+    const slot: BufferSlot = { id: slots.length, role, size: bytesOf(s.shapes.get(n)!, half.has(n) ? 2 : 4), tensors: [n] };
     slots.push(slot);
     slotOf.set(n, slot);
   };

@@ -25,6 +25,8 @@ export interface PlanTarget extends RowTarget, DeviceLimits {
   readonly textureB?: boolean;
   /** vec4 elementwise and reduce kernels where the layout allows (default true; see kernels/pointwise.ts) */
   readonly vec4?: boolean;
+  /** the adapter has `shader-f16` (f16 weights need it; default false) */
+  readonly shaderF16?: boolean;
 }
 
 /** WebGPU's guaranteed limits: what a plan is built for when no adapter says more. */
@@ -57,7 +59,7 @@ export interface PlanTexture {
 
 /** Device memory of the plan's textures (resident on top of the parameters they copy). */
 export function planTextureBytes(plan: Plan): number {
-  return plan.textures.reduce((a, t) => a + t.layout.width * t.layout.height * 16, 0);
+  return plan.textures.reduce((a, t) => a + t.layout.width * t.layout.height * (t.layout.format === "rgba16float" ? 8 : 16), 0);
 }
 
 export interface PlanKernel {
@@ -82,7 +84,8 @@ export interface PlanTensor {
   readonly name: string;
   readonly slot: number;
   readonly shape: readonly number[];
-  readonly dtype: "f32" | "i32";
+  /** f16: a frozen weight stored at half precision (PlanOptions.weights) */
+  readonly dtype: "f32" | "i32" | "f16";
   /** stored transposed on the device (2-D parameters read only as `wᵀ`) */
   readonly transposed?: boolean;
 }
@@ -129,11 +132,13 @@ function bytesOf(k: Kernel, s: Schedule, aliased: Node | undefined): number {
 
 /** `aliased`: the input an in-place kernel (elementwise, or a cache's write-slot) reads or writes through its output buffer */
 /** `textureB`: a matmul's B is constant while the plan runs (it may come from a texture) */
-function generate(k: Kernel, s: Schedule, target: PlanTarget, tuning?: MatmulTuning, aliased?: Node, textureB = false): GeneratedKernel & { variant?: string; bTexture?: OperandTexture } {
-  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}) };
-  if (k.kind === "row") return rowKernel(k, s.shapes, target, s.dims);
+/** `half`: the parameters stored as f16 */
+function generate(k: Kernel, s: Schedule, target: PlanTarget, half: ReadonlySet<Node>, tuning?: MatmulTuning, aliased?: Node, textureB = false): GeneratedKernel & { variant?: string; bTexture?: OperandTexture } {
+  const reads = new Set(k.inputs.filter((n) => half.has(n)));
+  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}), ...(reads.size ? { half: reads } : {}) };
+  if (k.kind === "row") return rowKernel(k, s.shapes, target, s.dims, reads);
   if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
-  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning, textureB);
+  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning, textureB, reads);
   if (k.kind === "reduce") return reduceKernel(body);
   if (k.kind === "write-slot") return writeSlotKernel(body);
   return elementwiseKernel(body);
@@ -154,6 +159,35 @@ export interface PlanOptions {
   readonly mutableParams?: ReadonlySet<string>;
   /** false: storage-buffer B only (default: the target's `textureB`) */
   readonly textureB?: boolean;
+  /**
+   * "f16": store frozen weights at half precision where every kernel that reads them widens
+   * f16 (see halfWeights); needs the target's `shaderF16`. Default "f32"
+   */
+  readonly weights?: WeightStorage;
+}
+
+/** How frozen weights are stored on the device (see PlanOptions.weights). */
+export type WeightStorage = "f16" | "f32";
+
+/**
+ * The parameters stored as f16 under `weights: "f16"`: frozen (neither trainable nor
+ * overwritten between runs), read by kernels that widen f16 as they load: the B operand
+ * and epilogue of plain matmul kernels (every Linear's weight, biases), elementwise,
+ * reduce and row trees (an embedding's gather, norm gains). What attention chains or a
+ * matmul's A operand read stays f32. Math stays f32 throughout.
+ */
+export function halfWeights(s: Schedule, model: CompiledModel, mutable: ReadonlySet<string>): Set<Node> {
+  const trainable = new Set(model.params.filter((p) => p.trainable).map((p) => p.name));
+  const readable = new Map<Node, boolean>();
+  for (const k of s.kernels)
+    for (const n of k.inputs) {
+      if (n.op !== "param") continue;
+      const mm = k.kind === "matmul" && !k.chain ? k.matmul : undefined;
+      const widened = k.kind === "elementwise" || k.kind === "reduce" || k.kind === "row" || (mm !== undefined && mm.a.base !== n);
+      readable.set(n, (readable.get(n) ?? true) && widened);
+    }
+  const frozen = (n: Node) => !trainable.has((n as Node<"param">).attrs.name) && !mutable.has((n as Node<"param">).attrs.name);
+  return new Set([...readable].filter(([n, ok]) => ok && frozen(n)).map(([n]) => n));
 }
 
 /**
@@ -169,11 +203,13 @@ function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | und
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const rs = roots ?? runPipeline(model.outputs, model.graph);
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
-  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true });
+  const mutable = opts.mutableParams ?? new Set<string>();
+  if (opts.weights === "f16" && !target.shaderF16) throw new Error("f16 weights need a device with shader-f16");
+  const half = opts.weights === "f16" ? halfWeights(sched, model, mutable) : new Set<Node>();
+  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true, half });
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   checkPlanBuffers(model, sched, memory, target);
   const textureB = opts.textureB ?? target.textureB ?? true;
-  const mutable = opts.mutableParams ?? new Set<string>();
   const textures: PlanTexture[] = [];
   const textureIds = new Map<string, number>();
   /** the index of B's texture for a kernel generated as sg-texture, shared per (param, layout) */
@@ -190,7 +226,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
     const alias = memory.inPlace.get(k.output);
     const constB = textureB ? constantB(k, mutable) : undefined;
-    const g = generate(k, sched, target, opts.matmulTuning, alias, constB !== undefined);
+    const g = generate(k, sched, target, half, opts.matmulTuning, alias, constB !== undefined);
     const bTex = constB && g.bTexture ? { texture: textureOf(constB, g.bTexture) } : {};
     const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
     if (k.kind === "matmul") {
@@ -212,7 +248,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));
   const params: PlanTensor[] = [];
-  for (const n of sched.materialized) if (n.op === "param") params.push({ ...tensor(n, (n.attrs as { name: string }).name), transposed: sched.transposedParams.has(n) || undefined });
+  for (const n of sched.materialized) if (n.op === "param") params.push({ ...tensor(n, (n.attrs as { name: string }).name), transposed: sched.transposedParams.has(n) || undefined, ...(half.has(n) ? { dtype: "f16" as const } : {}) });
   return {
     model: model.name,
     dims,

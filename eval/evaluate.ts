@@ -1,5 +1,5 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { encodeText } from "../data/batches.ts";
 import { captionParts, describePositions } from "../data/captions.ts";
@@ -28,8 +28,9 @@ export class Predictor {
     private readonly ex: PlanExecutor,
   ) {}
 
-  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook): Promise<Predictor> {
-    const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu)), model.program.sources, compiling);
+  /** `weights`: how frozen weights are stored (compiler/plan.ts PlanOptions.weights) */
+  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook, weights?: WeightStorage): Promise<Predictor> {
+    const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu), undefined, { weights }), model.program.sources, compiling);
     await uploadParams(ex, model, params);
     return new Predictor(model, dims, ex);
   }

@@ -1,6 +1,7 @@
 import { CONTEXT_DIM } from "../compiler/decoding.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
+import type { WeightStorage } from "../compiler/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
@@ -35,9 +36,10 @@ export class EvalModel {
     private readonly maxCaption: number,
   ) {}
 
-  static async create(say: (line: string) => void, gpu: Gpu, model: CompiledModel, task: Task, data: LoadedDataset, params: ReadonlyMap<string, Tensor>, batch = EVAL_BATCH): Promise<EvalModel> {
+  /** `weights`: how frozen weights are stored on the device (compiler/plan.ts PlanOptions.weights) */
+  static async create(say: (line: string) => void, gpu: Gpu, model: CompiledModel, task: Task, data: LoadedDataset, params: ReadonlyMap<string, Tensor>, batch = EVAL_BATCH, weights?: WeightStorage): Promise<EvalModel> {
     const compiling: CompileHook = (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work);
-    if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling), undefined, false, 0);
+    if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling, weights), undefined, false, 0);
     const models = generationModels(model.program, model.name);
     // room for the longest prompt and reference of every loaded split, as in training (the
     // language model is evaluated on the questions with the picture described in words)
@@ -45,7 +47,7 @@ export class EvalModel {
     const T = Math.max(...Object.values(data.splits).map((s) => seqLength(examples(s))));
     const context = T + models.prefixLength({ [models.batchDim]: batch, [models.seqDim]: T, [CONTEXT_DIM]: T });
     // checkpoint weights (`from "..."`) stream into the decoder as float32 (runtime/param-upload.ts)
-    const decoder = await DeviceDecoder.create(gpu, models, params, { batch, context }, compiling);
+    const decoder = await DeviceDecoder.create(gpu, models, params, { batch, context, weights }, compiling);
     return new EvalModel(task, undefined, decoder, models.prefill.inputs.some((i) => i.name === "prompt_mask"), T);
   }
 

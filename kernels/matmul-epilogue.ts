@@ -2,7 +2,7 @@ import type { Node } from "../compiler/ir.ts";
 import { epilogueInputs, firstExtraOutputBinding, type Kernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
-import { extraOutputDecls, type GeneratedKernel, helpersText } from "./pointwise.ts";
+import { extraOutputDecls, type GeneratedKernel, helpersText, storageType } from "./pointwise.ts";
 import { Renderer, resolveScalarLoads, tryVector, wgslType } from "./render.ts";
 
 /** Strides of an operand view as the matmul generator wants them: batch dims broadcast with stride 0. */
@@ -40,7 +40,8 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
  * `tuning` may pin the kernel's configuration by matmulKey (else the cost model chooses).
  * `textureB`: B is constant while the plan runs (a frozen weight), so it may be read from
  * a texture the caller fills once ("sg-texture", where the target's choice picks it); the
- * result then names the texture's layout in `bTexture`.
+ * result then names the texture's layout in `bTexture`. `half`: buffers holding f16 (frozen
+ * weights, see compiler/plan.ts halfWeights), B or epilogue inputs; widened as loaded.
  */
 export function matmulKernel(
   k: Kernel,
@@ -49,6 +50,7 @@ export function matmulKernel(
   dims: Readonly<Record<string, number>> = {},
   tuning?: MatmulTuning,
   textureB = false,
+  half: ReadonlySet<Node> = new Set(),
 ): GeneratedKernel & { variant: string; bTexture?: OperandTexture } {
   const mm = k.matmul!;
   const outShape = shapes.get(mm.node)!;
@@ -61,7 +63,7 @@ export function matmulKernel(
     N: outShape[r - 1],
     K,
     a: operand(mm.a, shapes.get(mm.node.src[0])!, batchShape),
-    b: operand(mm.b, shapes.get(mm.node.src[1])!, batchShape),
+    b: { ...operand(mm.b, shapes.get(mm.node.src[1])!, batchShape), ...(half.has(mm.b.base) ? { half: true } : {}) },
   };
   const spec = mm.sumAxis === undefined ? full : foldSumIntoK(full, mm.sumAxis);
   // a folded sum is the whole output: nothing to apply
@@ -79,14 +81,14 @@ export function matmulKernel(
   const render = (vec: boolean): { fn: string; decls: string; helpers: string } => {
     const [t, fn] = vec ? ["vec4<f32>", "epilogue4"] : ["f32", "epilogue"];
     const head = `fn ${fn}(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {`;
-    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims, ...(vec ? { vector: "j" } : {}) });
+    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims, ...(vec ? { vector: "j" } : {}), ...(half.size ? { half } : {}) });
     if (vec) ren.vectorVariable("acc");
     const v = plain ? "acc" : ren.value(k.output, idx);
     const stores = also.map((o, m) => `  out${m + 1}[${vec ? `(${at}) / 4u` : at}] = ${vec ? ren.splat(ren.value(o, idx), wgslType(o)) : ren.value(o, idx)};`);
     const body = `${head}\n${[...ren.lines, ...stores].join("\n")}\n  return ${vec ? ren.splat(v, "f32") : v};\n}`;
     const vec4 = new Set(vec ? ren.vectorLoads : []);
     const decls = [
-      ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${vec4.has(`ep${3 + i}`) ? `vec4<${wgslType(n)}>` : wgslType(n)}>;`),
+      ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${vec4.has(`ep${3 + i}`) ? `vec4<${storageType(n, half)}>` : storageType(n, half)}>;`),
       ...(vec ? also.map((n, m) => `@group(0) @binding(${firstExtraOutputBinding(k) + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`) : extraOutputDecls(also, firstExtraOutputBinding(k))),
     ].join("\n");
     return { fn: vec ? resolveScalarLoads(body, vec4) : body, decls, helpers: helpersText(ren) };
@@ -94,6 +96,8 @@ export function matmulKernel(
   const vector = spec.N % 4 === 0 && target.vec4 !== false ? tryVector(() => render(true)) : undefined;
   const gen = generateMatmul(spec, target, texture ? { allowTexture: true } : tuning?.get(matmulKey(spec, plain ? "none" : k.output.op)), vector !== undefined);
   const epi = gen.vec4Epilogue ? vector! : render(false);
-  return { wgsl: `${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
+  // the directive leads the module; the generator wrote one already when B is f16
+  const enable = extras.some((n) => half.has(n)) && !half.has(mm.b.base) ? "enable f16;\n" : "";
+  return { wgsl: `${enable}${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
 }
 

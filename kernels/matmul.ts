@@ -53,6 +53,8 @@ export interface MatmulOperand {
   readonly batchStrides: readonly number[];
   readonly rowStride: number;
   readonly colStride: number;
+  /** stored as f16 (a frozen weight, B only): read and widened to f32; offsets and strides stay in elements */
+  readonly half?: boolean;
 }
 
 export interface MatmulSpec {
@@ -117,7 +119,8 @@ export interface MatmulOptions {
  * (a weight) can be filled once and reused.
  */
 export interface OperandTexture {
-  readonly format: "rgba32float";
+  /** rgba16float for an f16 operand: the copy keeps its precision and half its memory */
+  readonly format: "rgba32float" | "rgba16float";
   readonly width: number;
   readonly height: number;
   readonly batches: number;
@@ -165,6 +168,20 @@ export function targetFromGpu(gpu: Gpu): KernelTarget {
 // shared helpers
 
 const u = (n: number): string => `${n}u`;
+
+/** The WGSL element type of an operand's buffer: `vec`, read in vec4s. */
+function operandType(op: MatmulOperand, vec: boolean): string {
+  const e = op.half ? "f16" : "f32";
+  return vec ? `vec4<${e}>` : e;
+}
+
+/** A load from an operand's buffer as f32 (`vec`: a vec4 load). */
+function widened(op: MatmulOperand, load: string, vec: boolean): string {
+  return op.half ? `${vec ? "vec4<f32>" : "f32"}(${load})` : load;
+}
+
+/** The module's first line when some operand is stored as f16. */
+const enableF16 = (s: MatmulSpec): string[] => (s.b.half || s.a.half ? ["enable f16;"] : []);
 
 function checkSpec(s: MatmulSpec): void {
   const nat = (v: number, what: string, min: number): void => {
@@ -417,15 +434,15 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const L: string[] = [];
   const ind = "  ";
 
-  L.push("enable subgroups;", "");
+  L.push(...enableF16(s), "enable subgroups;", "");
   // C in vec4s: a lane's columns come in runs of 4 starting at multiples of 4
   const cVec = vec4Epilogue && V === 4 && N % 4 === 0;
   L.push(`@group(0) @binding(0) var<storage, read_write> C: array<${cVec ? "vec4<f32>" : "f32"}>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> A: array<${aVec ? "vec4<f32>" : "f32"}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> A: array<${operandType(A, aVec)}>;`);
   L.push(
     texture
       ? "@group(0) @binding(2) var B: texture_2d<f32>;"
-      : `@group(0) @binding(2) var<storage, read> B: array<${bVec || bK4 ? "vec4<f32>" : "f32"}>;`,
+      : `@group(0) @binding(2) var<storage, read> B: array<${operandType(B, bVec || bK4)}>;`,
   );
   L.push("");
   L.push(`@compute @workgroup_size(${S})`);
@@ -473,10 +490,10 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     const k = `mm_k + mm_ak${p}`;
     if (aw === 4) {
       // K % 4 == 0 here: a quad is wholly in or out of range
-      const v = `A[(mm_ap${p} + min(${k}, ${u(K - 4)})) / 4u]`;
+      const v = widened(A, `A[(mm_ap${p} + min(${k}, ${u(K - 4)})) / 4u]`, true);
       return masked ? `select(vec4<f32>(0.0), ${v}, ${k} < ${u(K)})` : v;
     }
-    const v = `A[mm_ap${p} + ${masked ? `min(${k}, ${u(K - 1)})` : `(${k})`} * ${u(A.colStride)}]`;
+    const v = widened(A, `A[mm_ap${p} + ${masked ? `min(${k}, ${u(K - 1)})` : `(${k})`} * ${u(A.colStride)}]`, false);
     return masked ? `select(0.0, ${v}, ${k} < ${u(K)})` : v;
   };
   const aVal = (uu: number, r: number): string => {
@@ -495,12 +512,12 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     for (let c = 0; c < TN; c += V) {
       // k4: the column's 4 values of k at a multiple of 4 in one vec4 (K % 4 == 0: no masking)
       if (bK4) {
-        if (uu % 4 === 0) L.push(`${i2}let mm_bq${uu / 4}_${c} = B[mm_bp${c} + mm_k / 4u${uu ? ` + ${u(uu / 4)}` : ""}];`);
+        if (uu % 4 === 0) L.push(`${i2}let mm_bq${uu / 4}_${c} = ${widened(B, `B[mm_bp${c} + mm_k / 4u${uu ? ` + ${u(uu / 4)}` : ""}]`, true)};`);
         continue;
       }
       if (texture) L.push(`${i2}let mm_bt${uu}_${c / 4} = textureLoad(B, vec2<i32>(mm_bx${c / 4}, mm_trow + i32(${kk})), 0);`);
-      else if (bVec) L.push(`${i2}let mm_bt${uu}_${c / 4} = ${zero(`B[mm_bp${c / 4} + ${bk} * ${u(B.rowStride / 4)}]`, "vec4<f32>(0.0)")};`);
-      else L.push(`${i2}let mm_bv${uu}_${c} = ${zero(`B[mm_bp${c} + ${bk} * ${u(B.rowStride)}]`, "0.0")};`);
+      else if (bVec) L.push(`${i2}let mm_bt${uu}_${c / 4} = ${zero(widened(B, `B[mm_bp${c / 4} + ${bk} * ${u(B.rowStride / 4)}]`, true), "vec4<f32>(0.0)")};`);
+      else L.push(`${i2}let mm_bv${uu}_${c} = ${zero(widened(B, `B[mm_bp${c} + ${bk} * ${u(B.rowStride)}]`, false), "0.0")};`);
     }
   }
   for (let r = 0; r < TM; r++) {
@@ -628,9 +645,11 @@ function operandTexture(s: MatmulSpec, t: KernelTarget, op: MatmulOperand, rows:
     terms.push(`(${idx}) * ${u(op.batchStrides[bd[i]])}`);
     radix *= n;
   }
+  const format = op.half ? "rgba16float" : "rgba32float";
   const wgsl = [
-    "@group(0) @binding(0) var T: texture_storage_2d<rgba32float, write>;",
-    "@group(0) @binding(1) var<storage, read> X: array<f32>;",
+    ...enableF16({ ...s, a: op, b: op }),
+    `@group(0) @binding(0) var T: texture_storage_2d<${format}, write>;`,
+    `@group(0) @binding(1) var<storage, read> X: array<${operandType(op, false)}>;`,
     "",
     "@compute @workgroup_size(64)",
     "fn main(@builtin(workgroup_id) mm_wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {",
@@ -644,13 +663,13 @@ function operandTexture(s: MatmulSpec, t: KernelTarget, op: MatmulOperand, rows:
     "  var v = vec4<f32>(0.0);",
     "  for (var c = 0u; c < 4u; c++) {",
     "    let j = x * 4u + c;",
-    `    if (r < ${u(rows)} && j < ${u(cols)}) { v[c] = X[base + j * ${u(op.colStride)}]; }`,
+    `    if (r < ${u(rows)} && j < ${u(cols)}) { v[c] = ${widened(op, `X[base + j * ${u(op.colStride)}]`, false)}; }`,
     "  }",
     "  textureStore(T, vec2<u32>(x, y), v);",
     "}",
     "",
   ].join("\n");
-  return { format: "rgba32float", width: W, height: H, batches, fill: { wgsl, workgroups: g.workgroups } };
+  return { format, width: W, height: H, batches, fill: { wgsl, workgroups: g.workgroups } };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -714,9 +733,10 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
   const L: string[] = [];
   const ind = "  ";
   const i2 = "    ";
+  L.push(...enableF16(s));
   L.push("@group(0) @binding(0) var<storage, read_write> C: array<f32>;");
-  L.push(`@group(0) @binding(1) var<storage, read> A: array<${aVec ? "vec4<f32>" : "f32"}>;`);
-  L.push(`@group(0) @binding(2) var<storage, read> B: array<${bVec ? "vec4<f32>" : "f32"}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> A: array<${operandType(A, aVec)}>;`);
+  L.push(`@group(0) @binding(2) var<storage, read> B: array<${operandType(B, bVec)}>;`);
   L.push(`var<workgroup> mm_As: array<vec4<f32>, ${BM * KQ}>;`);
   L.push(`var<workgroup> mm_Bs: array<vec4<f32>, ${(bk * BN) / 4}>;`);
   L.push("");
@@ -752,10 +772,10 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
     L.push(`${j2}let mm_m = mm_e / ${u(KQ)};`);
     L.push(`${j2}let mm_k = mm_k0 + (mm_e % ${u(KQ)}) * 4u;`);
     L.push(`${j2}let mm_ra = mm_aBase + min(mm_row0 + mm_m, ${u(M - 1)}) * ${u(A.rowStride)};`);
-    if (aVec) L.push(`${j2}let mm_v = select(vec4<f32>(0.0), A[(mm_ra + min(mm_k, ${u(K - 4)})) / 4u], mm_k < ${u(K)});`);
+    if (aVec) L.push(`${j2}let mm_v = select(vec4<f32>(0.0), ${widened(A, `A[(mm_ra + min(mm_k, ${u(K - 4)})) / 4u]`, true)}, mm_k < ${u(K)});`);
     else {
       const el = (q: number): string =>
-        `select(0.0, A[mm_ra + min(mm_k + ${u(q)}, ${u(K - 1)}) * ${u(A.colStride)}], mm_k + ${u(q)} < ${u(K)})`;
+        `select(0.0, ${widened(A, `A[mm_ra + min(mm_k + ${u(q)}, ${u(K - 1)}) * ${u(A.colStride)}]`, false)}, mm_k + ${u(q)} < ${u(K)})`;
       L.push(`${j2}let mm_v = vec4<f32>(${[0, 1, 2, 3].map(el).join(", ")});`);
     }
     L.push(`${j2}mm_As[mm_e] = mm_v;`);
@@ -765,9 +785,9 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
     L.push(`${j2}let mm_n = mm_col0 + (mm_e % ${u(BN / 4)}) * 4u;`);
     L.push(`${j2}let mm_k = mm_k0 + mm_e / ${u(BN / 4)};`);
     L.push(`${j2}let mm_rb = mm_bBase + min(mm_k, ${u(K - 1)}) * ${u(B.rowStride)};`);
-    if (bVec) L.push(`${j2}let mm_v = B[(mm_rb + min(mm_n, ${u(N - 4)})) / 4u];`);
+    if (bVec) L.push(`${j2}let mm_v = ${widened(B, `B[(mm_rb + min(mm_n, ${u(N - 4)})) / 4u]`, true)};`);
     else {
-      const el = (q: number): string => `B[mm_rb + min(mm_n + ${u(q)}, ${u(N - 1)}) * ${u(B.colStride)}]`;
+      const el = (q: number): string => widened(B, `B[mm_rb + min(mm_n + ${u(q)}, ${u(N - 1)}) * ${u(B.colStride)}]`, false);
       L.push(`${j2}let mm_v = vec4<f32>(${[0, 1, 2, 3].map(el).join(", ")});`);
     }
     L.push(`${j2}mm_Bs[mm_e] = select(vec4<f32>(0.0), mm_v, mm_k < ${u(K)});`);
@@ -813,9 +833,9 @@ function simpleMatmul(s: MatmulSpec, t: KernelTarget, epi: string): MatmulKernel
   const WG = Math.min(64, t.maxInvocations);
   const total = batchCount(s) * M * N;
   const g = grid(Math.ceil(total / WG), t.maxWorkgroupsPerDim);
-  const wgsl = `@group(0) @binding(0) var<storage, read_write> C: array<f32>;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+  const wgsl = `${enableF16(s).map((x) => `${x}\n`).join("")}@group(0) @binding(0) var<storage, read_write> C: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<${operandType(s.a, false)}>;
+@group(0) @binding(2) var<storage, read> B: array<${operandType(s.b, false)}>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) mm_wid: vec3<u32>, @builtin(local_invocation_index) mm_li: u32) {
@@ -829,7 +849,7 @@ ${batchBases(s, "b", "  ")}
   let mm_bp = mm_bBase + j * ${u(s.b.colStride)};
   var mm_acc = 0.0;
   for (var k = 0u; k < ${u(K)}; k++) {
-    mm_acc = fma(A[mm_ap + k * ${u(s.a.colStride)}], B[mm_bp + k * ${u(s.b.rowStride)}], mm_acc);
+    mm_acc = fma(${widened(s.a, `A[mm_ap + k * ${u(s.a.colStride)}]`, false)}, ${widened(s.b, `B[mm_bp + k * ${u(s.b.rowStride)}]`, false)}, mm_acc);
   }
   C[mm_lin] = ${epi}(mm_acc, b, i, j);
 }

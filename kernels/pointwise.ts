@@ -18,11 +18,16 @@ export function grid(groups: number, maxPerDim: number): [number, number, number
   return [gx, gy, 1];
 }
 
-export function bindingDecls(output: Node, outVar: string, inputs: readonly { node: Node; name: string; binding: number }[]): string {
-  const lines = [`@group(0) @binding(0) var<storage, read_write> ${outVar}: array<${wgslType(output)}>;`];
-  for (const i of inputs) lines.push(`@group(0) @binding(${i.binding}) var<storage, read> ${i.name}: array<${wgslType(i.node)}>;`);
+/** `half`: inputs stored as f16 (frozen weights), declared so and widened where loaded (see RenderContext.half) */
+export function bindingDecls(output: Node, outVar: string, inputs: readonly { node: Node; name: string; binding: number }[], half: ReadonlySet<Node> = new Set()): string {
+  const lines = inputs.some((i) => half.has(i.node)) ? ["enable f16;"] : [];
+  lines.push(`@group(0) @binding(0) var<storage, read_write> ${outVar}: array<${wgslType(output)}>;`);
+  for (const i of inputs) lines.push(`@group(0) @binding(${i.binding}) var<storage, read> ${i.name}: array<${storageType(i.node, half)}>;`);
   return lines.join("\n");
 }
+
+/** The WGSL element type of a buffer: f16 for an input in `half`. */
+export const storageType = (n: Node, half: ReadonlySet<Node> = new Set()): string => (half.has(n) ? "f16" : wgslType(n));
 
 /** The WGSL helper functions the renderers of one module used, each once. */
 export function helpersText(...renderers: Renderer[]): string {
@@ -36,10 +41,10 @@ export function helpersText(...renderers: Renderer[]): string {
  * in a dispatch, so it gets no binding of its own (its number stays unused) and is read
  * from `out0`.
  */
-export function kernelBuffers(output: Node, inputs: readonly Node[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = []): { bufferVar: (n: Node) => string | undefined; decls: string } {
+export function kernelBuffers(output: Node, inputs: readonly Node[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = [], half: ReadonlySet<Node> = new Set()): { bufferVar: (n: Node) => string | undefined; decls: string } {
   const names = new Map(inputs.map((n, i) => [n, aliased.has(n) ? "out0" : `in${i + 1}`]));
   const bound = inputs.flatMap((n, i) => (aliased.has(n) ? [] : [{ node: n, name: `in${i + 1}`, binding: i + 1 }]));
-  return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound), ...extraOutputDecls(also, inputs.length + 1)].join("\n") };
+  return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound, half), ...extraOutputDecls(also, inputs.length + 1)].join("\n") };
 }
 
 /** `out1`, `out2`, … for a kernel's further outputs, bound from `first` (see firstExtraOutputBinding). */
@@ -118,11 +123,13 @@ export interface KernelBody {
   readonly aliased?: ReadonlySet<Node>;
   /** further outputs of the output's shape, written in the same pass (see Kernel.also) */
   readonly also?: readonly Node[];
+  /** inputs stored as f16 (frozen weights) */
+  readonly half?: ReadonlySet<Node>;
 }
 
 function setup(k: KernelBody): { ctx: RenderContext; decls: string } {
-  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs, k.aliased, k.also);
-  return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims }, decls };
+  const { bufferVar, decls } = kernelBuffers(k.output, k.inputs, k.aliased, k.also, k.half);
+  return { ctx: { shapes: k.shapes, bufferVar, dims: k.dims, ...(k.half?.size ? { half: k.half } : {}) }, decls };
 }
 
 /** The first of a vector-mode item's 4 elements (see RenderContext.vector). */
@@ -143,7 +150,7 @@ function vectorized(k: KernelBody, render: (ctx: RenderContext, idx: readonly st
   const { ctx } = setup(k);
   const out = tryVector(() => render({ ...ctx, vector: LANE0 }, Renderer.delinear(LANE0, shape)));
   if (!out) return undefined;
-  const { decls, vec4 } = vectorDecls(k.output, k.inputs, out.renderers, k.aliased, k.also);
+  const { decls, vec4 } = vectorDecls(k.output, k.inputs, out.renderers, k.aliased, k.also, k.half);
   return { decls, body: `  let ${LANE0} = lin * 4u;\n${resolveScalarLoads(out.body, vec4)}`, helpers: helpersText(...out.renderers) };
 }
 
@@ -152,13 +159,15 @@ function vectorized(k: KernelBody, render: (ctx: RenderContext, idx: readonly st
  * each input as one where `renderers` vector-loaded it. `vec4`: the names so declared
  * (for resolveScalarLoads).
  */
-export function vectorDecls(output: Node, inputs: readonly Node[], renderers: readonly Renderer[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = []): { decls: string; vec4: Set<string> } {
+export function vectorDecls(output: Node, inputs: readonly Node[], renderers: readonly Renderer[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = [], half: ReadonlySet<Node> = new Set()): { decls: string; vec4: Set<string> } {
   const vec4 = new Set(["out0", ...renderers.flatMap((r) => [...r.vectorLoads])]);
-  const decls = [`@group(0) @binding(0) var<storage, read_write> out0: array<vec4<${wgslType(output)}>>;`];
+  const decls = inputs.some((n) => half.has(n) && !aliased.has(n)) ? ["enable f16;"] : [];
+  decls.push(`@group(0) @binding(0) var<storage, read_write> out0: array<vec4<${wgslType(output)}>>;`);
   inputs.forEach((n, i) => {
     if (aliased.has(n)) return;
     const name = `in${i + 1}`;
-    decls.push(`@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${vec4.has(name) ? `vec4<${wgslType(n)}>` : wgslType(n)}>;`);
+    const type = storageType(n, half);
+    decls.push(`@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${vec4.has(name) ? `vec4<${type}>` : type}>;`);
   });
   also.forEach((n, m) => decls.push(`@group(0) @binding(${inputs.length + 1 + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`));
   return { decls: decls.join("\n"), vec4 };

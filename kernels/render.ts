@@ -33,6 +33,8 @@ export interface RenderContext {
    * caller renders the scalar kernel instead.
    */
   readonly vector?: string;
+  /** materialized nodes whose buffers hold f16 (frozen weights): loads widen them to f32 */
+  readonly half?: ReadonlySet<Node>;
 }
 
 /** The tree cannot be rendered in vector mode (see RenderContext.vector). */
@@ -270,14 +272,16 @@ export class Renderer {
   private load(buf: string, n: Node, idx: readonly string[]): string {
     const shape = this.shape(n);
     const at = Renderer.linear(idx, shape);
-    if (!this.ctx.vector) return this.bind(`${buf}[${at}]`, wgslType(n));
+    const half = this.ctx.half?.has(n) ?? false;
+    const widen = (load: string, vec: boolean) => (half ? `${vec ? "vec4<f32>" : "f32"}(${load})` : load);
+    if (!this.ctx.vector) return this.bind(widen(`${buf}[${at}]`, false), wgslType(n));
     const lanes = idx.map((e, i) => (shape[i] === 1 ? "same" : this.lane(e)));
     const axis = lanes.indexOf("lane");
     if (lanes.includes("bad") || lanes.lastIndexOf("lane") !== axis || (axis >= 0 && (axis !== shape.length - 1 || shape[axis] % 4 !== 0)))
       throw new Unvectorizable(`${n.op} is read across the vector lanes`);
-    if (axis < 0) return this.bind(scalarLoad(buf, at), wgslType(n));
+    if (axis < 0) return this.bind(widen(scalarLoad(buf, at), false), wgslType(n));
     this.vectorLoads.add(buf);
-    return this.bind(`${buf}[(${at}) / 4u]`, wgslType(n), true);
+    return this.bind(widen(`${buf}[(${at}) / 4u]`, true), wgslType(n), true);
   }
 
   /**

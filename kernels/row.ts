@@ -49,7 +49,8 @@ function workgroupWidth(n: number, t: KernelTarget): number {
  * row accumulating it (earlier reductions are scalars by then), then one pass writing the
  * output. Everything between is recomputed per pass from cached loads, never stored.
  */
-export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+/** `half`: inputs stored as f16 (frozen weights: an embedding gathered before a norm), widened as loaded */
+export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>, half: ReadonlySet<Node> = new Set()): GeneratedKernel & { variant: string } {
   const shape = shapes.get(k.output)!;
   const axis = k.row!.axis;
   const n = shape[axis];
@@ -59,16 +60,16 @@ export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]
   if (strategy === "thread") {
     const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
     // along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
-    const v = target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true)) : undefined;
+    const v = target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half)) : undefined;
     if (v) {
-      const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers);
+      const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers, undefined, undefined, half);
       return { wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`, workgroups: l.workgroups, variant: "row-thread vec4" };
     }
-    const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false);
-    return { wgsl: `${kernelBuffers(k.output, k.inputs).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
+    const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false, half);
+    return { wgsl: `${kernelBuffers(k.output, k.inputs, undefined, undefined, half).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
   }
-  const { decls } = kernelBuffers(k.output, k.inputs);
-  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false);
+  const { decls } = kernelBuffers(k.output, k.inputs, undefined, undefined, half);
+  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false, half);
   const helpers = helpersText(...renderers);
   const workgroups = grid(rows, target.maxWorkgroupsPerDim);
   const lane = strategy === "subgroup" ? "@builtin(subgroup_invocation_id) lane: u32" : "@builtin(local_invocation_index) lane: u32";
@@ -93,7 +94,7 @@ ${body}
  * at a time in vec4s, and each reduction's 4 partial results combine at the end (so sums
  * are added in another order than the scalar kernel's).
  */
-function rowBody(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean): { body: string; renderers: Renderer[]; types: Set<string> } {
+function rowBody(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean, half: ReadonlySet<Node>): { body: string; renderers: Renderer[]; types: Set<string> } {
   const shape = shapes.get(k.output)!;
   const axis = k.row!.axis;
   const n = shape[axis];
@@ -107,7 +108,7 @@ function rowBody(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: 
   const given = new Map<Node, string>();
   const renderers: Renderer[] = [];
   const loop = vector ? `for (var vj = 0u; vj < ${n}u; vj += 4u)` : strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
-  const ctx = { shapes, bufferVar, dims, ...(vector ? { vector: j } : {}) };
+  const ctx = { shapes, bufferVar, dims, ...(vector ? { vector: j } : {}), ...(half.size ? { half } : {}) };
   const types = new Set<string>();
   const rescaled = rescaledSummand(k.output, reductions, axis, shapes);
   const passes = reductions.map((r, i) => {

@@ -3,7 +3,7 @@ import { shapeEval } from "../compiler/dims.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import type { GenerationModels } from "../compiler/generation-models.ts";
 import { interpret } from "../compiler/interpret.ts";
-import { buildPlan } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Gpu } from "./device.ts";
@@ -31,6 +31,8 @@ export interface StepModel {
 export interface DecoderOptions {
   readonly batch: number;
   readonly context: number;
+  /** frozen weights stored as f16 on the device (compiler/plan.ts PlanOptions.weights); default f32 */
+  readonly weights?: WeightStorage;
 }
 
 function stateCopies(m: CompiledModel): { from: string; to: string }[] {
@@ -77,7 +79,7 @@ export class DeviceDecoder implements StepModel {
 
   static async create(gpu: Gpu, models: GenerationModels, params: ReadonlyMap<string, Tensor>, opts: DecoderOptions, compiling?: CompileHook): Promise<DeviceDecoder> {
     const m = models.decode;
-    const plan = buildPlan(m, { [models.batchDim]: opts.batch, [CONTEXT_DIM]: opts.context }, planTarget(gpu));
+    const plan = buildPlan(m, { [models.batchDim]: opts.batch, [CONTEXT_DIM]: opts.context }, planTarget(gpu), undefined, { weights: opts.weights });
     const ex = await createExecutor(gpu, plan, m.program.sources, compiling, { persistent: m.state.map((s) => s.input) });
     await uploadParams(ex, m, params);
     return new DeviceDecoder(gpu, models, new Map(params), opts, ex, compiling);
@@ -91,7 +93,7 @@ export class DeviceDecoder implements StepModel {
     let ex = this.prefills.get(T);
     if (!ex) {
       const m = this.models.prefill;
-      const plan = buildPlan(m, checkPrompt(this.models, this.opts, T), planTarget(this.gpu));
+      const plan = buildPlan(m, checkPrompt(this.models, this.opts, T), planTarget(this.gpu), undefined, { weights: this.opts.weights });
       ex = createExecutor(this.gpu, plan, m.program.sources, this.compiling, { persistent: m.state.map((s) => s.input), shareWith: this.decoder }).then(async (e) => {
         await uploadParams(e, m, this.params);
         return e;

@@ -4,6 +4,7 @@ import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { StreamedParam } from "../io/checkpoints/load.ts";
 import { type Gpu, spinBriefly } from "./device.ts";
 import { createOperandTexture, type DeviceTexture, encodeFills, fillPipeline } from "./matmul-run.ts";
+import { fromHalf, toHalf } from "./half.ts";
 
 /** A generated shader that the device rejected: shows it numbered, with its DSL origin. */
 export class ShaderError extends Error {
@@ -107,9 +108,20 @@ function transposeF32(data: Float32Array, shape: readonly number[]): Float32Arra
 
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 
-function toTyped(t: Tensor, dtype: "f32" | "i32"): Float32Array | Int32Array {
-  return dtype === "i32" ? Int32Array.from(t.data) : Float32Array.from(t.data);
+/** f16 values padded to whole 4-byte words (writeBuffer writes multiples of 4 bytes) */
+function padded<T extends Float32Array | Int32Array | Uint16Array>(data: T): T | Uint16Array {
+  if (!(data instanceof Uint16Array) || data.length % 2 === 0) return data;
+  const out = new Uint16Array(data.length + 1);
+  out.set(data);
+  return out;
 }
+
+/** A tensor's values as its buffer stores them; `name` names it in an f16 range error. */
+function toTyped(t: Tensor, dtype: PlanTensor["dtype"], name: string): Float32Array | Int32Array | Uint16Array {
+  return dtype === "i32" ? Int32Array.from(t.data) : dtype === "f16" ? toHalf(t.data, name) : Float32Array.from(t.data);
+}
+
+const elementBytes = (t: PlanTensor) => (t.dtype === "f16" ? 2 : 4);
 
 /**
  * Owns the device buffers of one plan: one per memory slot (pooled intermediates share),
@@ -160,7 +172,7 @@ export class PlanExecutor {
   private write(t: PlanTensor, value: Tensor): void {
     const want = t.shape.join(",");
     if (value.shape.join(",") !== want) throw new Error(`\`${t.name}\` has shape [${value.shape.join(", ")}], the plan expects [${t.shape.join(", ")}]`);
-    this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, toTyped(t.transposed ? transpose2d(value) : value, t.dtype));
+    this.gpu.device.queue.writeBuffer(this.buffers[t.slot], 0, padded(toTyped(t.transposed ? transpose2d(value) : value, t.dtype, t.name)));
   }
 
   /**
@@ -195,7 +207,8 @@ export class PlanExecutor {
       const p = byName.get(v.name);
       if (!p || this.borrowed.has(p.slot)) continue;
       if (v.shape.join(",") !== p.shape.join(",")) throw new Error(`\`${p.name}\` has shape [${v.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
-      this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.transposed ? transposeF32(v.data, v.shape) : v.data);
+      const data = p.transposed ? transposeF32(v.data, v.shape) : v.data;
+      this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.dtype === "f16" ? padded(toHalf(data, p.name)) : data);
       written.add(p.name);
     }
     for (const p of this.plan.params) {
@@ -298,7 +311,7 @@ export class PlanExecutor {
 
   private stage(enc: GPUCommandEncoder, ts: readonly PlanTensor[]): GPUBuffer[] {
     return ts.map((o) => {
-      const size = align4(numel(o.shape) * 4);
+      const size = align4(numel(o.shape) * elementBytes(o));
       const buf = this.gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
       enc.copyBufferToBuffer(this.buffers[o.slot], 0, buf, 0, size);
       return buf;
@@ -313,8 +326,8 @@ export class PlanExecutor {
       await buf.mapAsync(GPUMapMode.READ);
       const raw = buf.getMappedRange();
       const n = numel(o.shape);
-      const view = o.dtype === "i32" ? new Int32Array(raw, 0, n) : new Float32Array(raw, 0, n);
-      out.push({ shape: o.shape, data: Float64Array.from(view) });
+      const data = o.dtype === "i32" ? Float64Array.from(new Int32Array(raw, 0, n)) : o.dtype === "f16" ? fromHalf(new Uint16Array(raw, 0, n)) : Float64Array.from(new Float32Array(raw, 0, n));
+      out.push({ shape: o.shape, data });
       buf.unmap();
       buf.destroy();
     }

@@ -1,5 +1,5 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type WeightStorage } from "../compiler/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS_OUTPUT, type OptimizerConfig, PARAM_NORM_OUTPUT, stepInputs, type TrainGraph, trainState } from "../compiler/train-graph.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
@@ -44,11 +44,11 @@ export class Trainer {
    * anything compiles); `compiling` wraps the pipelines' creation; `seed` (default 0) is
    * the run's, which dropout's masks follow (stepInputs).
    */
-  static async forGraph(gpu: Gpu, graph: TrainGraph, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opts: { autotune?: boolean | AutotuneOptions; compiling?: CompileHook; seed?: number } = {}): Promise<Trainer> {
+  static async forGraph(gpu: Gpu, graph: TrainGraph, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opts: { autotune?: boolean | AutotuneOptions; compiling?: CompileHook; seed?: number; weights?: WeightStorage } = {}): Promise<Trainer> {
     // what each step overwrites (trained weights, optimizer state) must stay in buffers;
     // frozen weights may be read from textures, filled once by writeParams
     const mutableParams = new Set(graph.updates.map((u) => u.to));
-    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning, mutableParams }), opts.autotune);
+    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning, mutableParams, weights: opts.weights }), opts.autotune);
     const ex = await createExecutor(gpu, plan, graph.model.program?.sources, opts.compiling);
     const all = new Map(params);
     for (const p of graph.trained)

@@ -1,5 +1,6 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, type WeightStorage } from "../compiler/plan.ts";
+import { UserError } from "../grammar/diagnostics.ts";
 import type { DeviceLimits } from "../compiler/size-limits.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { UserFacingError } from "../io/user-facing-error.ts";
@@ -23,12 +24,18 @@ export function deviceLimits(gpu: Gpu): DeviceLimits {
   return { maxBindingBytes: gpu.info.limits.maxStorageBufferBindingSize, maxBufferBytes: gpu.info.limits.maxBufferSize };
 }
 
+/** Refuses f16 weights on an adapter without shader-f16 (SwiftShader, say); `asker` names who asked. */
+export function checkWeightStorage(gpu: Gpu, weights: WeightStorage | undefined, asker: string): void {
+  if (weights === "f16" && !gpu.hasF16) throw new UserError(`${asker} asks for f16 weights, but this adapter (${gpu.info.description}) has no shader-f16: use f32`);
+}
+
 export function planTarget(gpu: Gpu): PlanTarget {
   const rowStrategy = rowStrategyFromEnv();
   return {
     ...targetFromGpu(gpu),
     ...deviceLimits(gpu),
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
+    shaderF16: gpu.hasF16,
     fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
     // switches for comparisons: DEHVF_IN_PLACE=0, DEHVF_TEXTURE_B=0, DEHVF_VEC4=0 (the compiler reads no environment)
     inPlace: process.env.DEHVF_IN_PLACE !== "0",
@@ -53,12 +60,14 @@ export interface WebgpuRunOptions {
   readonly profile?: boolean;
   /** tune the plan's matmuls on this device first (or take them from the cache): runtime/autotune.ts */
   readonly autotune?: boolean | AutotuneOptions;
+  /** store frozen weights as f16 (compiler/plan.ts PlanOptions.weights) */
+  readonly weights?: WeightStorage;
 }
 
 /** Plans the model for these dims, uploads the parameters (`params`, and checkpoint tensors streamed for the others), runs twice (cold, warm). */
 export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, opts: WebgpuRunOptions = {}): Promise<WebgpuRun> {
   const t0 = performance.now();
-  const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning }), opts.autotune);
+  const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning, weights: opts.weights }), opts.autotune);
   const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
   const t1 = performance.now();
   await uploadParams(ex, model, params);

@@ -199,6 +199,18 @@ describe("stories260K: llama2.c's own greedy text", () => {
     assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"));
   });
 
+  test("with the weights stored as f16 (--weights f16) the same 256 tokens; other values are refused", (t: TestContext) => {
+    if (!gpu) return t.skip(noGpu);
+    if (!gpu.hasF16) return t.skip("this adapter has no shader-f16");
+    // measured: f16 storage moves the logits by ~1e-3, and no greedy choice of these 256 flips
+    const r = dehvf(["generate", model, "--temperature", "0", "--weights", "f16"]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"));
+    const bad = dehvf(["generate", model, "--weights", "bf16"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /--weights <f16\|f32>' argument 'bf16' is invalid. Expected f16 or f32/);
+  });
+
   test("the same weights as a Hugging Face LlamaForCausalLM directory (two F32 shards, q/k permuted) give the same text; a BF16 copy runs", async (t: TestContext) => {
     const ref = readLlama2c(join(STORIES, "stories260K.bin"));
     const want = `${readFileSync(join(STORIES, "expected-greedy-200.txt"), "utf8")}\n`;

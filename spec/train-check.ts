@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { stepInputs } from "../compiler/train-graph.ts";
+import type { WeightStorage } from "../compiler/plan.ts";
+import { buildTrainGraph, stepInputs } from "../compiler/train-graph.ts";
+import { roundedToHalf } from "../runtime/half.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
 import { Trainer } from "../runtime/trainer.ts";
@@ -15,12 +17,13 @@ import { Trainer } from "../runtime/trainer.ts";
 /**
  * Runs step 1 of `model` at `dims` (B = 2, T = 6: the loss mask below) from seeded
  * parameters on `g` and in the interpreter and compares them; `inspect` sees the trainer
- * (its plan) before it is destroyed.
+ * (its plan) before it is destroyed. `weights` "f16": frozen weights stored as f16; the
+ * interpreter then takes them rounded to f16 as well, so the comparison is the kernels'.
  */
-export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, inspect?: (trainer: Trainer) => void): Promise<void> {
+export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, inspect?: (trainer: Trainer) => void, weights?: WeightStorage): Promise<void> {
   const name = model.name;
   const params = initAllParams(model, 1);
-  const trainer = await Trainer.create(g, model, dims, params);
+  const trainer = await Trainer.forGraph(g, buildTrainGraph(model), dims, params, { weights });
   let state: Map<string, Tensor>;
   let r: Awaited<ReturnType<Trainer["step"]>>;
   let want: Tensor[];
@@ -29,6 +32,7 @@ export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonl
     const inputs = syntheticInputs(trainer.graph.model, 2, dims);
     inputs.set("loss_mask", tensor([2, 6], [0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]));
     const ref = new Map(params);
+    for (const p of trainer.plan.params) if (p.dtype === "f16") ref.set(p.name, roundedToHalf(params.get(p.name)!));
     for (const p of trainer.graph.trained) for (const s of [p.m, p.v]) ref.set(s, tensor(p.shape));
     const feed = new Map(inputs);
     // the scalars the trainer feeds itself (a run seeded 0): AdamW's and, with dropout, step 1's seed

@@ -158,6 +158,19 @@ describe("the compiled training step", () => {
     if (!g) return;
     for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) await checkTrainStep(g, elaborate(loadProgram(MICRO), name), { B: 2, T: 6 });
   });
+
+  test("with the frozen weights stored as f16: the same step as the interpreter's on those weights rounded to f16", async (t) => {
+    const g = device(t);
+    if (!g) return;
+    if (!g.hasF16) return t.skip("this adapter has no shader-f16");
+    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"])
+      await checkTrainStep(g, elaborate(loadProgram(MICRO), name), { B: 2, T: 6 }, (tr) => {
+        const half = tr.plan.params.filter((p) => p.dtype === "f16");
+        // the backbones are frozen; the fusion and AdamW's moments train in f32
+        const trained = new Set(tr.stateNames);
+        assert.ok(half.length > 0 && half.every((p) => !trained.has(p.name)), `${name}: ${half.map((p) => p.name).join(", ")}`);
+      }, "f16");
+  });
 });
 
 describe("numerics of the step in f32", () => {

@@ -26,7 +26,8 @@ import { taskData } from "./tasks.ts";
 import { checkTaskFits } from "./task-fit.ts";
 import { checkSizes } from "../compiler/size-limits.ts";
 import { hostLimits } from "../runtime/host-limits.ts";
-import { deviceLimits } from "../runtime/webgpu-backend.ts";
+import type { WeightStorage } from "../compiler/plan.ts";
+import { checkWeightStorage, deviceLimits } from "../runtime/webgpu-backend.ts";
 
 export interface StageContext {
   readonly gpu: Gpu;
@@ -65,14 +66,18 @@ export interface StageResult {
  * section's own seed goes beside it, `runs/finetune-TinyVQA-seed1`, so runs of several
  * seeds sit side by side and never retrain one another.
  */
-export function stageDir(out: string, stage: StageConfig, model: string, seedOverride?: number): string {
-  return join(out, `${stage.model ? stage.name : `${stage.name}-${model}`}${seedOverride === undefined ? "" : `-seed${seedOverride}`}`);
+export function stageDir(out: string, stage: StageConfig, model: string, seedOverride?: number, weightsOverride?: WeightStorage): string {
+  return join(out, `${stage.model ? stage.name : `${stage.name}-${model}`}${seedOverride === undefined ? "" : `-seed${seedOverride}`}${weightsOverride === undefined ? "" : `-${weightsOverride}`}`);
 }
 
-/** What the command line overrides in a stage's section: `steps` (the last stage's), `seed` (every stage's). */
+/**
+ * What the command line overrides in a stage's section: `steps` (the last stage's), `seed`
+ * (every stage's), `weights` (the last stage's: the frozen weights' storage on the device).
+ */
 export interface StageOverrides {
   readonly steps?: number;
   readonly seed?: number;
+  readonly weights?: WeightStorage;
 }
 
 /** Periodic evaluations are a quick look (256 questions, no captions); the final one is the full report. */
@@ -101,12 +106,13 @@ interface Stage {
  * metrics and checkpoints written as it goes, evaluation on the held-out split at the end.
  */
 export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], overrides: StageOverrides = {}): Promise<StageResult> {
-  const { steps, seed } = overrides;
-  const cfg = { ...stage, ...(steps !== undefined && { steps }), ...(seed !== undefined && { seed }) };
+  const { steps, seed, weights } = overrides;
+  const cfg = { ...stage, ...(steps !== undefined && { steps }), ...(seed !== undefined && { seed }), ...(weights !== undefined && { weights }) };
+  checkWeightStorage(ctx.gpu, cfg.weights, `train section \`${cfg.name}\``);
   // the step's graph (with dropout) is what the stage's identity describes; without dropout the two are one
   const trainModel = elaborate(ctx.program, cfg.model ?? modelName, { training: true });
   const model = usesDropout(trainModel) ? elaborate(ctx.program, cfg.model ?? modelName) : trainModel;
-  const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined);
+  const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined, weights !== undefined && weights !== (stage.weights ?? "f32") ? weights : undefined);
   const identity = stageIdentity(cfg, trainModel, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
   const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
@@ -164,7 +170,7 @@ async function reuse(s: Stage): Promise<StageResult | undefined> {
   let report: Record<string, unknown> | undefined;
   if (!existsSync(evalFile) || (await readJsonOrUndefined(evalFile))?.key !== s.key) {
     ctx.say(`${label}: ${evalFile} is missing or from another run; evaluating again`);
-    const ev = await EvalModel.create(ctx.say, ctx.gpu, s.model, s.cfg.task, ctx.data, tensors);
+    const ev = await EvalModel.create(ctx.say, ctx.gpu, s.model, s.cfg.task, ctx.data, tensors, EVAL_BATCH, s.cfg.weights);
     try {
       report = await ev.evaluateSaying(ctx.say, ctx.data, "test", evalSizes(ctx, "test"));
     } finally {
@@ -235,11 +241,11 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   truncateAfterStep(metricsFile, start);
 
   const t0 = performance.now();
-  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { seed: cfg.seed, autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
+  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { seed: cfg.seed, weights: cfg.weights, autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
   ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   let evaluator: EvalModel | undefined;
   const evaluatorWith = async (state: ReadonlyMap<string, Tensor>) => {
-    evaluator ??= await EvalModel.create(progress.log.bind(progress), ctx.gpu, model, cfg.task, ctx.data, params);
+    evaluator ??= await EvalModel.create(progress.log.bind(progress), ctx.gpu, model, cfg.task, ctx.data, params, EVAL_BATCH, cfg.weights);
     await evaluator.update(state);
     return evaluator;
   };

@@ -1,3 +1,4 @@
+import type { WeightStorage } from "../compiler/plan.ts";
 import type * as A from "../grammar/ast.ts";
 import { DehvfError, type Diagnostic, didYouMean } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
@@ -30,11 +31,13 @@ export interface StageConfig {
   readonly answer?: string;
   /** task "text": which tokens the loss covers: "all" (undefined) or "answer" (each row's answer, rows weighted equally) */
   readonly loss?: "all" | "answer";
+  /** how frozen weights are stored on the device while training and evaluating (compiler/plan.ts); undefined: f32 */
+  readonly weights?: WeightStorage;
   readonly span: A.TrainDecl["span"];
 }
 
 const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
-const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss"] as const;
+const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss", "weights"] as const;
 
 function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
   const d: Diagnostic = { phase: "input", message, span, hint };
@@ -92,6 +95,9 @@ export function trainStages(program: Program): StageConfig[] {
     const [prompt, answer, loss] = [text("prompt"), text("answer"), text("loss")];
     if (loss !== undefined && (task !== "text" || (loss !== "all" && loss !== "answer")))
       fail(task !== "text" ? `\`loss\` applies to the "text" task (the others train on the answer)` : `\`loss\` is "all" or "answer", got "${loss}"`, seen.get("loss")!.span);
+    const weightsExpr = seen.get("weights");
+    const weights = weightsExpr ? name(weightsExpr, "weights") : undefined;
+    if (weights !== undefined && weights !== "f16" && weights !== "f32") fail(`\`weights\` is "f16" or "f32", got "${weights}"`, weightsExpr!.span);
     const promptIssue = prompt === undefined && answer === undefined ? undefined : promptProblem(prompt ?? "QCM-A", answer);
     if (promptIssue) fail(promptIssue.message, (seen.get(promptIssue.key) ?? seen.get("answer"))!.span);
     stages.push({
@@ -111,6 +117,7 @@ export function trainStages(program: Program): StageConfig[] {
       ...(prompt !== undefined && { prompt }),
       ...(answer !== undefined && { answer }),
       ...(loss !== undefined && { loss: loss as "all" | "answer" }),
+      ...(weights !== undefined && { weights: weights as WeightStorage }),
       span: sec.span,
     });
   });

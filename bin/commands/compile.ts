@@ -1,16 +1,16 @@
 import type { Command } from "commander";
-import { DehvfError } from "../../grammar/diagnostics.ts";
+import { DehvfError, UserError } from "../../grammar/diagnostics.ts";
 import { opHistogram, printGraph } from "../../compiler/print-graph.ts";
 import { runPipeline, STAGES } from "../../compiler/pipeline.ts";
 import type { SourceMap } from "../../grammar/diagnostics.ts";
 import type { CompiledModel } from "../../compiler/elaborate.ts";
 import { type MemoryCategory, memoryReport } from "../../compiler/memory-report.ts";
-import { buildPlan, type Plan, type PlanTarget, planTextureBytes, WEBGPU_DEFAULT_TARGET } from "../../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, planTextureBytes, WEBGPU_DEFAULT_TARGET, type WeightStorage } from "../../compiler/plan.ts";
 import { buildTrainGraph } from "../../compiler/train-graph.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
-import { type DimOptions, dimOptions, loadModel, resolveDims } from "./load.ts";
+import { type DimOptions, dimOptions, loadModel, resolveDims, WEIGHTS_HELP, weightsOption } from "./load.ts";
 
 const EMITS = ["summary", "graph", "plan", "wgsl"] as const;
 
@@ -64,9 +64,10 @@ export function registerCompile(program: Command): void {
     .option("-m, --model <name>", "model to compile (default: the file's first model)")
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
     .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
+    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean } & DimOptions) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; weights?: WeightStorage } & DimOptions) => {
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
@@ -82,8 +83,9 @@ export function registerCompile(program: Command): void {
         const t = await target();
         try {
           checkSizes(m, dims, { device: t.target });
+          if (opts.weights === "f16" && !t.target.shaderF16) throw new UserError(`--weights f16 needs shader-f16, which ${t.device} does not offer`);
           // the step overwrites what it updates: those are never read through a texture
-          const plan = buildPlan(m, dims, t.target, roots, step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {});
+          const plan = buildPlan(m, dims, t.target, roots, { weights: opts.weights, ...(step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {}) });
           if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, m, sources, t.device)}\n`);
           else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
         } finally {

@@ -2,11 +2,12 @@ import type { Command } from "commander";
 import { acquireGpu } from "../../runtime/device.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
-import { deviceLimits } from "../../runtime/webgpu-backend.ts";
+import { checkWeightStorage, deviceLimits } from "../../runtime/webgpu-backend.ts";
 import { Dataset } from "../../train/data.ts";
 import { describeEval, EvalModel } from "../../eval/task-eval.ts";
 import { seqLength, groundedExamples } from "../../train/tasks.ts";
-import { nonNegativeInt, positiveInt } from "./load.ts";
+import { nonNegativeInt, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
+import type { WeightStorage } from "../../compiler/plan.ts";
 import { readTrainedWeights, trainedModel, trainedModelOptions } from "./trained.ts";
 
 interface EvalOptions {
@@ -19,6 +20,7 @@ interface EvalOptions {
   problems: number;
   captions: number;
   strict?: boolean;
+  weights?: WeightStorage;
 }
 
 export function registerEval(program: Command): void {
@@ -27,6 +29,7 @@ export function registerEval(program: Command): void {
     .option("--batch <n>", "rows per forward", positiveInt, 64)
     .option("--problems <n>", "at most this many problems", nonNegativeInt, 2000)
     .option("--captions <n>", "at most this many caption images", nonNegativeInt, 100)
+    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default: the stage's \`weights\`)`, weightsOption)
     .option("--strict", "exit with an error, evaluating nothing, when the weights hold NaN or infinite values (default: a loud warning)")
     .action(async (file: string, opts: EvalOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -42,7 +45,9 @@ export function registerEval(program: Command): void {
       try {
         checkSizes(model, dims, { host: hostLimits(), device: deviceLimits(gpu) });
         const { tensors, meta } = await readTrainedWeights(trained, opts.strict ?? false);
-        const ev = await EvalModel.create(say, gpu, model, stage.task, data, tensors, opts.batch);
+        const storage = opts.weights ?? stage.weights;
+        checkWeightStorage(gpu, storage, "--weights");
+        const ev = await EvalModel.create(say, gpu, model, stage.task, data, tensors, opts.batch, storage);
         say(`${modelName} from ${weights} (stage ${meta.stage ?? "?"}, step ${meta.step ?? "?"})`);
         const t0 = performance.now();
         const r = await ev.evaluateSaying(say, data, opts.split, { problems: opts.problems, captions: opts.captions });

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { type CompiledModel, elaborate } from "../../compiler/elaborate.ts";
+import type { WeightStorage } from "../../compiler/plan.ts";
 import { DehvfError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
 
@@ -40,6 +41,14 @@ export function numberOption(min: number, max = Infinity): (v: string) => number
     return n;
   };
 }
+
+/** `--weights f16|f32`: how frozen weights are stored on the device (compiler/plan.ts PlanOptions.weights). */
+export function weightsOption(v: string): WeightStorage {
+  if (v !== "f16" && v !== "f32") throw new InvalidArgumentError("Expected f16 or f32.");
+  return v;
+}
+
+export const WEIGHTS_HELP = "store frozen weights as f16 or f32 on the device (f16 needs shader-f16; math stays f32)";
 
 /** `--dim name=n` (repeatable, variadic): the values of run-time dimension symbols, collected by name. */
 export function dimAssignment(v: string, acc: Readonly<Record<string, number>> = {}): Record<string, number> {

@@ -9,7 +9,8 @@ import { runStage, type StageResult } from "../../train/run-stage.ts";
 import { elaborate } from "../../compiler/elaborate.ts";
 import { acquireRunLock } from "../../io/run-lock.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
-import { nonNegativeInt, positiveInt } from "./load.ts";
+import type { WeightStorage } from "../../compiler/plan.ts";
+import { nonNegativeInt, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
 
 interface TrainOptions {
   model?: string;
@@ -17,6 +18,7 @@ interface TrainOptions {
   cocoRoot?: string;
   steps?: number;
   seed?: number;
+  weights?: WeightStorage;
   lastSeed?: number;
   reuse: string[];
   out: string;
@@ -42,6 +44,7 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue each unfinished stage from its last checkpoint")
     .option("--eval-problems <n>", "held-out problems to evaluate", nonNegativeInt, 2000)
     .option("--eval-captions <n>", "held-out caption images to evaluate", nonNegativeInt, 100)
+    .option("--weights <f16|f32>", `${WEIGHTS_HELP}, in the last stage's training and evaluation (overrides its \`weights\`; another value than the section's trains into e.g. runs/finetune-TinyVQA-f16)`, weightsOption)
     .option("--autotune", "time candidate matmul kernels of each training step on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .action(async (file: string, opts: TrainOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -74,7 +77,7 @@ export function registerTrain(program: Command): void {
             const ctx = { gpu, program, data, dataDigest: digest, out: opts.out, resume: Boolean(opts.resume), say, evalProblems: opts.evalProblems, evalCaptions: opts.evalCaptions, autotune: autotuneRequested(opts.autotune), reuseFrom: opts.reuse };
             // stagesFor puts every backbone before the stages that use it
             const backbones = stage.backbones.map((b) => done.get(b)!);
-            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, { steps: last ? opts.steps : undefined, seed: last ? (opts.lastSeed ?? opts.seed) : opts.seed }));
+            done.set(stage.name, await runStage(ctx, stage, modelName, backbones, { steps: last ? opts.steps : undefined, seed: last ? (opts.lastSeed ?? opts.seed) : opts.seed, weights: last ? opts.weights : undefined }));
           }
           say(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${[...done.values()].map((r) => r.dir).join(", ")}`);
         } finally {
