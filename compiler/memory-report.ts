@@ -46,7 +46,7 @@ export function memoryReport(plan: Plan, model: CompiledModel): MemoryReport {
   for (const p of plan.params) {
     const bytes = slotBytes.get(p.slot) ?? 0;
     if (OPTIMIZER_STATE.test(p.name)) add(device, "optimizer state (AdamW m, v)", bytes);
-    else if (info.get(p.name)?.trainable) add(device, "trainable parameters", bytes);
+    else if (info.get(p.part?.of ?? p.name)?.trainable) add(device, "trainable parameters", bytes);
     else add(device, `frozen weights (${p.dtype})`, bytes);
   }
   for (const i of plan.inputs) add(device, stateInputs.has(i.name) ? "decode state (KV cache, kept values)" : "inputs", slotBytes.get(i.slot) ?? 0);
@@ -68,8 +68,9 @@ export function memoryReport(plan: Plan, model: CompiledModel): MemoryReport {
   for (const p of plan.params) {
     // AdamW's moments start as zeros written straight to the device
     if (OPTIMIZER_STATE.test(p.name)) continue;
-    const src = info.get(p.name)?.source;
-    if (src) largestStreamed = Math.max(largestStreamed, numel(p.shape) * FLOAT32);
+    const src = info.get(p.part?.of ?? p.name)?.source;
+    // a weight split into blocks streams whole
+    if (src) largestStreamed = Math.max(largestStreamed, numel(p.part ? (info.get(p.part.of)!.shape as number[]) : p.shape) * FLOAT32);
     else add(host, "parameters initialised here (float64)", numel(p.shape) * FLOAT64);
   }
   if (largestStreamed) host.set("checkpoint weights, streamed one tensor at a time (the largest, float32)", { bytes: largestStreamed, count: 1 });

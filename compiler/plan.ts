@@ -10,6 +10,7 @@ import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
 import { runPipeline, type Root } from "./pipeline.ts";
+import { type ParamPart, splitLargeParams } from "./passes/split-params.ts";
 import { checkPlanBuffers, type DeviceLimits } from "./size-limits.ts";
 import { epilogueInputs, firstExtraOutputBinding, type Kernel, type Schedule, schedule } from "./schedule.ts";
 import { numel } from "./tensor.ts";
@@ -88,6 +89,8 @@ export interface PlanTensor {
   readonly dtype: "f32" | "i32" | "f16";
   /** stored transposed on the device (2-D parameters read only as `wᵀ`) */
   readonly transposed?: boolean;
+  /** a block of rows of a frozen weight larger than one binding (compiler/passes/split-params.ts): its values are those rows of `part.of` */
+  readonly part?: ParamPart;
 }
 
 /** Everything the executor needs; pure data, no device objects. */
@@ -201,9 +204,13 @@ function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | und
 
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
-  const rs = roots ?? runPipeline(model.outputs, model.graph);
-  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
   const mutable = opts.mutableParams ?? new Set<string>();
+  const halfAsked = (p: Node<"param">) => opts.weights === "f16" && !p.attrs.trainable && !mutable.has(p.attrs.name);
+  const { roots: rs, parts } = splitLargeParams(roots ?? runPipeline(model.outputs, model.graph), model.graph, {
+    maxBytes: Math.min(target.maxBindingBytes, target.maxBufferBytes),
+    elementBytes: (p) => (halfAsked(p) ? 2 : 4),
+  });
+  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
   if (opts.weights === "f16" && !target.shaderF16) throw new Error("f16 weights need a device with shader-f16");
   const half = opts.weights === "f16" ? halfWeights(sched, model, mutable) : new Set<Node>();
   const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true, half });
@@ -248,7 +255,12 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));
   const params: PlanTensor[] = [];
-  for (const n of sched.materialized) if (n.op === "param") params.push({ ...tensor(n, (n.attrs as { name: string }).name), transposed: sched.transposedParams.has(n) || undefined, ...(half.has(n) ? { dtype: "f16" as const } : {}) });
+  for (const n of sched.materialized) {
+    if (n.op !== "param") continue;
+    const name = (n.attrs as { name: string }).name;
+    const part = parts.get(name);
+    params.push({ ...tensor(n, name), transposed: sched.transposedParams.has(n) || undefined, ...(half.has(n) ? { dtype: "f16" as const } : {}), ...(part ? { part } : {}) });
+  }
   return {
     model: model.name,
     dims,

@@ -6,6 +6,7 @@ import { topoOrder } from "./graph.ts";
 import type { Node } from "./ir.ts";
 import type { MemoryPlan } from "./memory-plan.ts";
 import type { Schedule } from "./schedule.ts";
+import { splittable } from "./passes/split-params.ts";
 import { numel } from "./tensor.ts";
 
 /*
@@ -64,6 +65,8 @@ interface Sized {
   readonly shape: Shape;
   readonly values: readonly number[];
   readonly span?: Span;
+  /** bytes on the device, where not 4 an element (an f16 weight) */
+  readonly bytes?: number;
 }
 
 const sized = (kind: Sized["kind"], what: string, shape: Shape, dims: Readonly<Record<string, number>>, span?: Span): Sized => ({ kind, what, shape, values: shapeEval(shape, dims), span });
@@ -102,12 +105,12 @@ function deviceLimit(d: DeviceLimits): { bytes: number; name: string } {
 function overDeviceLimit(tensors: readonly Sized[], device: DeviceLimits, budget: SizeBudget): Diagnostic[] {
   const limit = deviceLimit(device);
   return tensors
-    .filter((t) => numel(t.values) * DEVICE_ELEMENT > limit.bytes)
+    .filter((t) => (t.bytes ?? numel(t.values) * DEVICE_ELEMENT) > limit.bytes)
     .map((t): Diagnostic => ({
       phase: "input",
-      message: `${t.what} ${shapeText(t)} needs ${fmtBytes(numel(t.values) * DEVICE_ELEMENT)} on the device, over its ${fmtBytes(limit.bytes)} limit for ${limit.name}`,
+      message: `${t.what} ${shapeText(t)} needs ${fmtBytes(t.bytes ?? numel(t.values) * DEVICE_ELEMENT)} on the device, over its ${fmtBytes(limit.bytes)} limit for ${limit.name}`,
       span: t.span,
-      hint: advice(symbolsOf(t.shape), budget, "run on a device with a larger limit (splitting a tensor across buffers is not implemented)"),
+      hint: advice(symbolsOf(t.shape), budget, "run on a device with a larger limit (only frozen weights are split across buffers)"),
     }));
 }
 
@@ -202,7 +205,9 @@ function refuse(model: CompiledModel, ...kinds: Diagnostic[][]): void {
 export function checkSizes(model: CompiledModel, dims: Readonly<Record<string, number>>, budget: SizeBudget): void {
   refuse(model, dimProblems(model, dims));
   const resident = residentTensors(model, dims);
-  const device = budget.device ? overDeviceLimit(resident, budget.device, budget) : [];
+  // frozen weights past the limit are split into blocks when planned (compiler/passes/split-params.ts)
+  const split = new Set(model.params.filter(splittable).map((p) => `parameter \`${p.name}\``));
+  const device = budget.device ? overDeviceLimit(resident.filter((t) => !split.has(t.what)), budget.device, budget) : [];
   if (!budget.host) return refuse(model, device);
   const interp = budget.interp ? interpreterPeak(model, dims) : { peak: 0 };
   refuse(model, overHostMemory(model, dims, budget.host, budget, resident, interp.peak), overTypedArray(interp.largest ? [...resident, interp.largest] : resident, budget.host, budget), device);
@@ -215,7 +220,9 @@ export function checkPlanBuffers(model: CompiledModel, sched: Schedule, memory: 
     const name = (n.attrs as { name?: string }).name;
     const path = model.graph.instancePath.get(n.id);
     const [kind, what] = n.op === "param" ? ["parameter", `parameter \`${name}\``] as const : n.op === "input" ? ["input", `input \`${name}\``] as const : ["intermediate", `\`${n.op}\` result of kernel #${writer(n)}${path ? ` in \`${path}\`` : ""}`] as const;
-    return { kind, what, shape: n.shape, values: sched.shapes.get(n)!, span: model.graph.provenance.get(n.id) };
+    // parameters and inputs have slots of their own, sized as stored (f16 weights: 2 bytes an element)
+    const bytes = n.op === "param" || n.op === "input" ? memory.slotOf.get(n)!.size : undefined;
+    return { kind, what, shape: n.shape, values: sched.shapes.get(n)!, span: model.graph.provenance.get(n.id), ...(bytes !== undefined && { bytes }) };
   };
   const tensors = memory.slots.flatMap((sl) => sl.tensors).map(describe);
   refuse(model, overDeviceLimit(tensors, device, {}));

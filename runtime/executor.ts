@@ -123,6 +123,16 @@ function toTyped(t: Tensor, dtype: PlanTensor["dtype"], name: string): Float32Ar
 
 const elementBytes = (t: PlanTensor) => (t.dtype === "f16" ? 2 : 4);
 
+/** The parameter a plan tensor takes its values from: itself, or the weight it is a block of. */
+const sourceName = (p: PlanTensor) => p.part?.of ?? p.name;
+
+/** A parameter's values for plan tensor `p`: all of them, or its block's rows. */
+function rowsFor<T extends Float64Array | Float32Array>(p: PlanTensor, data: T, shape: readonly number[]): { data: T; shape: readonly number[] } {
+  if (!p.part) return { data, shape };
+  const row = numel(shape.slice(1));
+  return { data: data.subarray(p.part.start * row, p.part.end * row) as T, shape: [p.part.end - p.part.start, ...shape.slice(1)] };
+}
+
 /**
  * Owns the device buffers of one plan: one per memory slot (pooled intermediates share),
  * parameters uploaded once and kept on the device. A run is one command buffer.
@@ -183,7 +193,8 @@ export class PlanExecutor {
   writeParams(params: ReadonlyMap<string, Tensor>, opts: { partial?: boolean } = {}): void {
     const written = new Set<string>();
     for (const p of this.plan.params) {
-      const v = params.get(p.name);
+      const whole = params.get(sourceName(p));
+      const v = whole && (rowsFor(p, whole.data, whole.shape) as Tensor);
       // a borrowed buffer is written by its owner; its textures here still refill
       if (v && !this.borrowed.has(p.slot)) this.write(p, v);
       if (v || this.borrowed.has(p.slot)) written.add(p.name);
@@ -201,15 +212,19 @@ export class PlanExecutor {
    * must cover the plan; names the plan does not use are skipped.
    */
   async writeParamsFrom(source: AsyncIterable<StreamedParam>, rest: ReadonlyMap<string, Tensor> = new Map()): Promise<void> {
-    const byName = new Map(this.plan.params.map((p) => [p.name, p]));
+    // a weight split into blocks feeds each of them
+    const byName = new Map<string, PlanTensor[]>();
+    for (const p of this.plan.params) byName.set(sourceName(p), [...(byName.get(sourceName(p)) ?? []), p]);
     const written = new Set<string>();
     for await (const v of source) {
-      const p = byName.get(v.name);
-      if (!p || this.borrowed.has(p.slot)) continue;
-      if (v.shape.join(",") !== p.shape.join(",")) throw new Error(`\`${p.name}\` has shape [${v.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
-      const data = p.transposed ? transposeF32(v.data, v.shape) : v.data;
-      this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.dtype === "f16" ? padded(toHalf(data, p.name)) : data);
-      written.add(p.name);
+      for (const p of byName.get(v.name) ?? []) {
+        if (this.borrowed.has(p.slot)) continue;
+        const block = rowsFor(p, v.data, v.shape);
+        if (block.shape.join(",") !== p.shape.join(",")) throw new Error(`\`${p.name}\` has shape [${block.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
+        const data = p.transposed ? transposeF32(block.data, block.shape) : block.data;
+        this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.dtype === "f16" ? padded(toHalf(data, p.name)) : data);
+        written.add(p.name);
+      }
     }
     for (const p of this.plan.params) {
       if (written.has(p.name)) continue;
@@ -217,9 +232,9 @@ export class PlanExecutor {
         written.add(p.name);
         continue;
       }
-      const v = rest.get(p.name);
-      if (!v) throw new Error(`no value for parameter \`${p.name}\``);
-      this.write(p, v);
+      const v = rest.get(sourceName(p));
+      if (!v) throw new Error(`no value for parameter \`${sourceName(p)}\``);
+      this.write(p, rowsFor(p, v.data, v.shape) as Tensor);
       written.add(p.name);
     }
     if (!this.plan.textures.length) return;

@@ -9,7 +9,8 @@ import type { PlanExecutor } from "./executor.ts";
  * hold, the checkpoint's tensors streamed as float32 straight into device buffers.
  */
 export function uploadParams(ex: PlanExecutor, model: { readonly params: readonly ParamInfo[] }, params: ReadonlyMap<string, Tensor>): Promise<void> {
-  const used = new Set(ex.plan.params.map((p) => p.name));
+  // a weight split into blocks (PlanTensor.part) is used under its own name
+  const used = new Set(ex.plan.params.map((p) => p.part?.of ?? p.name));
   const sourced = sourcedParams(model.params).filter((p) => used.has(p.name) && !params.has(p.name));
   return ex.writeParamsFrom(streamSourced(sourced), params);
 }

@@ -31,9 +31,13 @@ export function checkWeightStorage(gpu: Gpu, weights: WeightStorage | undefined,
 
 export function planTarget(gpu: Gpu): PlanTarget {
   const rowStrategy = rowStrategyFromEnv();
+  // DEHVF_MAX_BINDING_BYTES lowers the binding limit, so tests split small weights (compiler/passes/split-params.ts)
+  const lowered = Number(process.env.DEHVF_MAX_BINDING_BYTES);
+  const limits = deviceLimits(gpu);
   return {
     ...targetFromGpu(gpu),
-    ...deviceLimits(gpu),
+    ...limits,
+    ...(lowered > 0 && lowered < limits.maxBindingBytes ? { maxBindingBytes: lowered } : {}),
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
     shaderF16: gpu.hasF16,
     fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
