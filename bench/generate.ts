@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
-import { buildPlan } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
 import { tensor } from "../compiler/tensor.ts";
 import { argmax } from "../generate/sampler.ts";
 import { loadProgram } from "../grammar/modules.ts";
@@ -49,19 +49,25 @@ export async function main(_argv: readonly string[]): Promise<void> {
     console.log(`# stories260K (5 layers, d 64, 8 heads / 4 KV heads, vocab 512), greedy from BOS, context ${CONTEXT}; ${gpu.info.description}; load ${loadAverage()}`);
 
     // ours: prefill BOS, then one decode step per token
-    const dec = await DeviceDecoder.create(gpu, models, params, { batch: 1, context: CONTEXT });
-    let logits = (await dec.prefill(new Map([["tokens", tensor([1, 1], Int32Array.of(1))]]), 1)).data;
-    const ours: number[] = [];
-    const times: number[] = [NaN];
-    for (let pos = 1; pos <= STEPS; pos++) {
-      const next = argmax(logits);
-      ours.push(next);
-      const t0 = performance.now();
-      logits = (await dec.decode(Int32Array.of(next), Int32Array.of(pos))).data;
-      times.push(performance.now() - t0);
-    }
-    dec.destroy();
+    const decodeGreedy = async (weights: WeightStorage) => {
+      const dec = await DeviceDecoder.create(gpu, models, params, { batch: 1, context: CONTEXT, weights });
+      let logits = (await dec.prefill(new Map([["tokens", tensor([1, 1], Int32Array.of(1))]]), 1)).data;
+      const tokens: number[] = [];
+      const times: number[] = [NaN];
+      for (let pos = 1; pos <= STEPS; pos++) {
+        const next = argmax(logits);
+        tokens.push(next);
+        const t0 = performance.now();
+        logits = (await dec.decode(Int32Array.of(next), Int32Array.of(pos))).data;
+        times.push(performance.now() - t0);
+      }
+      dec.destroy();
+      return { tokens, times };
+    };
+    const { tokens: ours, times } = await decodeGreedy("f32");
     const steady = median(times.slice(10));
+    // the same with the weights stored as f16, where the adapter reads them
+    const half = gpu.hasF16 ? await decodeGreedy("f16") : undefined;
 
     // recomputing: the token at position p from a forward over all p + 1 tokens
     const full = elaborate(program);
@@ -102,6 +108,12 @@ export async function main(_argv: readonly string[]): Promise<void> {
       llama.dispose();
       peerSteady = median(peerTimes.slice(10));
       rows.push(["tfjs-wasm, KV cache (tf ops)", ...AT.map((p) => around(peerTimes, p).toFixed(2)), (1000 / peerSteady).toFixed(0), "1.00"]);
+    }
+    if (half) {
+      const halfSteady = median(half.times.slice(10));
+      const same = half.tokens.findIndex((t, i) => t !== ours[i]);
+      rows.unshift(["dehvf, KV cache, f16 weights", ...AT.map((p) => around(half.times, p).toFixed(2)), (1000 / halfSteady).toFixed(0), Number.isFinite(peerSteady) ? (peerSteady / halfSteady).toFixed(2) : "--"]);
+      console.log(`# f16 weights: ${same < 0 ? `all ${STEPS}` : `the first ${same} of ${STEPS}`} greedy tokens as with f32; f16 / f32 time per token ${(halfSteady / steady).toFixed(2)}`);
     }
     rows.unshift(["dehvf, KV cache", ...AT.map((p) => around(times, p).toFixed(2)), (1000 / steady).toFixed(0), Number.isFinite(peerSteady) ? (peerSteady / steady).toFixed(2) : "--"]);
     console.log(`# first ${CHECKED} tokens equal across decoders: yes`);

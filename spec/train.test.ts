@@ -130,6 +130,7 @@ describe("train sections", () => {
     bad(`train a { task = "poetry" }`, /unknown task `poetry`/);
     bad(`train a { task = "text"\n  backbones = [b] }\ntrain b { model = M\n  task = "text" }`, /comes later/);
     bad(`train a { task = "text"\n  steps = 2.5 }`, /whole number/);
+    bad(`train a { task = "text"\n  weights = "bf16" }`, /`weights` is "f16" or "f32", got "bf16"/);
   });
 });
 
