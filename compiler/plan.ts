@@ -208,6 +208,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const halfAsked = (p: Node<"param">) => opts.weights === "f16" && !p.attrs.trainable && !mutable.has(p.attrs.name);
   const { roots: rs, parts } = splitLargeParams(roots ?? runPipeline(model.outputs, model.graph), model.graph, {
     maxBytes: Math.min(target.maxBindingBytes, target.maxBufferBytes),
+    dims,
     elementBytes: (p) => (halfAsked(p) ? 2 : 4),
   });
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });

@@ -1,8 +1,9 @@
-import { shapeEq } from "../dims.ts";
+import { dimEq, shapeEq, shapeEval } from "../dims.ts";
 import type { GraphBuilder } from "../graph.ts";
 import type { Node } from "../ir.ts";
 import type { Root } from "../pipeline.ts";
-import { rewriteGraph, rule } from "../rewrite.ts";
+import { type Rule, rewriteGraph, rule } from "../rewrite.ts";
+import { ELEMENTWISE } from "../op-classes.ts";
 import { numel } from "../tensor.ts";
 import { TensorOps } from "../tensor-ops.ts";
 
@@ -31,6 +32,8 @@ export const splittable = (p: { readonly trainable: boolean }): boolean => !p.tr
 export interface SplitOptions {
   /** the most bytes one binding holds */
   readonly maxBytes: number;
+  /** run-time dims, to size intermediates (see slice-through-elementwise) */
+  readonly dims?: Readonly<Record<string, number>>;
   /** bytes an element of this parameter takes on the device */
   readonly elementBytes: (p: Node<"param">) => number;
 }
@@ -76,7 +79,7 @@ function blockView(b: Node, concats: ReadonlySet<Node>): BlockView | undefined {
 export function splitLargeParams(roots: readonly Root[], g: GraphBuilder, opts: SplitOptions): SplitResult {
   const parts = new Map<string, ParamPart>();
   const concats = new Set<Node>();
-  const rules = [
+  const rules: Rule[] = [
     rule("split-large-param", ["param"], (p) => {
       const shape = p.shape;
       const bytes = numel(shape as number[]) * opts.elementBytes(p);
@@ -122,6 +125,40 @@ export function splitLargeParams(roots: readonly Root[], g: GraphBuilder, opts: 
       return terms.slice(1).reduce<Node>((s, t) => g.make("add", [s, t], {}), terms[0]);
     }),
   ];
+  // An intermediate past the limit that is only read in blocks (the gradient of split
+  // logits, read by the per-block matmuls of the backward) is computed block by block:
+  // a slice moves through elementwise ops and broadcasts to the blocks it came from.
+  const oversized = (n: Node) => {
+    const shape = shapeEval(n.shape, opts.dims ?? {});
+    return numel(shape) * 4 > opts.maxBytes;
+  };
+  rules.push(
+    rule("slice-through-elementwise", ["slice"], (sl) => {
+      const x = sl.src[0];
+      if (!oversized(x)) return undefined;
+      const { start, end } = sl.attrs;
+      if (ELEMENTWISE.has(x.op) && x.src.every((s) => shapeEq(s.shape, x.shape))) return g.make(x.op, x.src.map((s) => g.make("slice", [s], { start, end })), x.attrs);
+      if (x.op === "expand" && x.src[0].shape.length === x.shape.length) {
+        const inner = x.src[0];
+        // axes the source broadcasts keep size 1; the others are sliced
+        const cut = g.make("slice", [inner], { start: inner.shape.map((d, i) => (d === 1 ? 0 : start[i])), end: inner.shape.map((d, i) => (d === 1 ? 1 : end[i])) });
+        return g.make("expand", [cut], { shape: sl.shape });
+      }
+      if (x.op === "concat") {
+        const axis = (x as Node<"concat">).attrs.axis;
+        if (typeof start[axis] !== "number" || typeof end[axis] !== "number" || x.src.some((part) => typeof part.shape[axis] !== "number")) return undefined;
+        if (x.shape.some((d, i) => i !== axis && !(dimEq(start[i], 0) && dimEq(end[i], d)))) return undefined;
+        let at = 0;
+        const within = x.src.filter((part) => {
+          const [lo, hi] = [at, (at += part.shape[axis] as number)];
+          return lo >= (start[axis] as number) && hi <= (end[axis] as number);
+        });
+        const covered = within.reduce((a, part) => a + (part.shape[axis] as number), 0);
+        return covered === (end[axis] as number) - (start[axis] as number) ? (within.length === 1 ? within[0] : g.make("concat", within, { axis })) : undefined;
+      }
+      return undefined;
+    }),
+  );
   const nodes = rewriteGraph(
     roots.map((r) => r.node),
     g,
