@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ main(argv: readonly string[]): Pro
   "dehvf-vs-concat": () => import("./dehvf-vs-concat.ts"),
   fusion: () => import("./fusion.ts"),
   generate: () => import("./generate.ts"),
+  "train-step": () => import("./train-step.ts"),
 };
 
 async function runOne(name: string, args: readonly string[]): Promise<void> {
