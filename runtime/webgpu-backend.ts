@@ -1,5 +1,6 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan, type PlanTarget, type WeightStorage } from "../compiler/plan.ts";
+import type { ParamInfo } from "../compiler/values.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { DeviceLimits } from "../compiler/size-limits.ts";
 import type { Tensor } from "../compiler/tensor.ts";
@@ -27,6 +28,19 @@ export function deviceLimits(gpu: Gpu): DeviceLimits {
 /** Refuses f16 weights on an adapter without shader-f16 (SwiftShader, say); `asker` names who asked. */
 export function checkWeightStorage(gpu: Gpu, weights: WeightStorage | undefined, asker: string): void {
   if (weights === "f16" && !gpu.hasF16) throw new UserError(`${asker} asks for f16 weights, but this adapter (${gpu.info.description}) has no shader-f16: use f32`);
+}
+
+/**
+ * The weight storage of an inference command (`run`, `generate`): `asked` (--weights), else
+ * f16 for a model whose frozen weights come from a checkpoint (`from "…"`, an imported
+ * model) where the adapter reads f16, else f32. `say` tells which when it is f16.
+ */
+export function inferenceWeights(gpu: Gpu, params: readonly ParamInfo[], asked: WeightStorage | undefined, say: (line: string) => void): WeightStorage {
+  checkWeightStorage(gpu, asked, "--weights");
+  if (asked) return asked;
+  const imported = gpu.hasF16 && params.some((p) => p.source && !p.trainable);
+  if (imported) say("weights: f16 on the device (frozen weights from a checkpoint; --weights f32 keeps f32)");
+  return imported ? "f16" : "f32";
 }
 
 export function planTarget(gpu: Gpu): PlanTarget {

@@ -14,7 +14,7 @@ import { DeviceDecoder, InterpDecoder, type StepModel } from "../../runtime/deco
 import { acquireGpu, type Gpu } from "../../runtime/device.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
 import { initAllParams, loadAllParams } from "../../runtime/interp-backend.ts";
-import { checkWeightStorage, deviceLimits } from "../../runtime/webgpu-backend.ts";
+import { deviceLimits, inferenceWeights } from "../../runtime/webgpu-backend.ts";
 import { loadTrainedWeights } from "../../train/checkpoint.ts";
 import { nonNegativeInt, numberOption, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
 import type { WeightStorage } from "../../compiler/plan.ts";
@@ -52,7 +52,7 @@ export function registerGenerate(program: Command): void {
     .option("--seed <n>", "seed of the sampling", nonNegativeInt, 0)
     .option("--context <n>", "KV cache length (default: the prompt plus --max-tokens)", positiveInt)
     .option("--backend <name>", "webgpu (generated WGSL on Dawn) or interp (float64 reference interpreter)", "webgpu")
-    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
+    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default: f16 for weights from a checkpoint where the adapter has shader-f16, else f32)`, weightsOption)
     .action(async (file: string, opts: GenerateOptions) => {
       if (opts.backend !== "webgpu" && opts.backend !== "interp") throw new UserError(`--backend must be webgpu or interp, got "${opts.backend}"`);
       // stdout carries the generated text only
@@ -79,9 +79,8 @@ export function registerGenerate(program: Command): void {
       let model: StepModel;
       if (opts.backend === "webgpu") {
         gpu = await acquireGpu();
-        checkWeightStorage(gpu, opts.weights, "--weights");
         checkSizes(models.prefill, dims(prompt.length, context), { host: hostLimits(), device: deviceLimits(gpu) });
-        model = await DeviceDecoder.create(gpu, models, params, { batch: 1, context, weights: opts.weights }, (work, n) => during(note, `compiling the decode step's ${n} pipelines`, work));
+        model = await DeviceDecoder.create(gpu, models, params, { batch: 1, context, weights: inferenceWeights(gpu, models.decode.params, opts.weights, note) }, (work, n) => during(note, `compiling the decode step's ${n} pipelines`, work));
       } else {
         checkSizes(models.prefill, dims(prompt.length, context), { host: hostLimits(), interp: true });
         model = new InterpDecoder(models, params, { batch: 1, context });

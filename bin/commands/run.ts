@@ -9,7 +9,7 @@ import { acquireGpu, type Gpu } from "../../runtime/device.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
 import { checksum, initAllParams, loadAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
 import type { WeightStorage } from "../../compiler/plan.ts";
-import { checkWeightStorage, deviceLimits, runWebgpu, type WebgpuRun } from "../../runtime/webgpu-backend.ts";
+import { deviceLimits, inferenceWeights, runWebgpu, type WebgpuRun } from "../../runtime/webgpu-backend.ts";
 import { type DimOptions, dimOptions, loadModel, nonNegativeInt, resolveDims, WEIGHTS_HELP, weightsOption } from "./load.ts";
 
 interface RunOptions extends DimOptions {
@@ -73,7 +73,7 @@ async function runModel(m: CompiledModel, dims: Record<string, number>, opts: Ru
     say(`interp (float64): init ${(t1 - t0).toFixed(0)} ms, run ${(performance.now() - s).toFixed(0)} ms`);
   }
   if (!gpu) return;
-  const r = await runWebgpu(gpu, m, params, inputs, dims, { profile: opts.profile, autotune: autotuneRequested(opts.autotune) && { log: say }, weights: opts.weights });
+  const r = await runWebgpu(gpu, m, params, inputs, dims, { profile: opts.profile, autotune: autotuneRequested(opts.autotune) && { log: say }, weights: inferenceWeights(gpu, m.params, opts.weights, say) });
   show("output", r.outputs);
   say(`webgpu (${gpu.info.description || gpu.info.vendor}): ${r.plan.kernels.length} kernels, plan+pipelines ${r.compileMs.toFixed(0)} ms, first run ${r.firstRunMs.toFixed(0)} ms, warm run ${r.runMs.toFixed(1)} ms`);
   if (reference) sayMaxError(reference, r.outputs, say);
@@ -89,7 +89,7 @@ export function registerRun(program: Command): void {
     .option("--profile", "print per-kernel GPU times (timestamp queries)")
     .option("--autotune", "time candidate matmul kernels on this device first (cached per adapter; also DEHVF_AUTOTUNE=1)")
     .option("--seed <n>", "seed for parameter init and the synthetic batch", nonNegativeInt, 0)
-    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
+    .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default: f16 for weights from a checkpoint where the adapter has shader-f16, else f32)`, weightsOption)
     .description("load the weights (init rules, seeded; `from` checkpoints), run one synthetic batch and print output shapes and checksums")
     .action(async (file: string, opts: RunOptions) => {
       if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
@@ -98,7 +98,6 @@ export function registerRun(program: Command): void {
       // the device's limits take part in the size check, so the GPU comes before any tensor is allocated
       const gpu = opts.backend === "webgpu" ? await acquireGpu() : undefined;
       try {
-        if (gpu) checkWeightStorage(gpu, opts.weights, "--weights");
         checkSizes(m, dims, { host: hostLimits(), interp: !gpu || opts.compare, device: gpu && deviceLimits(gpu) });
         await runModel(m, dims, opts, gpu);
       } finally {
