@@ -199,13 +199,16 @@ describe("stories260K: llama2.c's own greedy text", () => {
     assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"));
   });
 
-  test("with the weights stored as f16 (--weights f16) the same 256 tokens; other values are refused", (t: TestContext) => {
+  test("f16 weights (the default for an imported model where the adapter has shader-f16) and f32 give the same 256 tokens; other values are refused", (t: TestContext) => {
     if (!gpu) return t.skip(noGpu);
     if (!gpu.hasF16) return t.skip("this adapter has no shader-f16");
     // measured: f16 storage moves the logits by ~1e-3, and no greedy choice of these 256 flips
-    const r = dehvf(["generate", model, "--temperature", "0", "--weights", "f16"]);
-    assert.equal(r.code, 0, r.err);
-    assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"));
+    for (const w of ["f16", "f32"]) {
+      const r = dehvf(["generate", model, "--temperature", "0", "--weights", w]);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"), w);
+    }
+    assert.match(dehvf(["generate", model, "--max-tokens", "2"]).err, /weights: f16 on the device \(frozen weights from a checkpoint; --weights f32 keeps f32\)/);
     const bad = dehvf(["generate", model, "--weights", "bf16"]);
     assert.equal(bad.code, 1);
     assert.match(bad.err, /--weights <f16\|f32>' argument 'bf16' is invalid. Expected f16 or f32/);
