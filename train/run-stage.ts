@@ -106,13 +106,15 @@ interface Stage {
  * metrics and checkpoints written as it goes, evaluation on the held-out split at the end.
  */
 export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], overrides: StageOverrides = {}): Promise<StageResult> {
-  const { steps, seed, weights } = overrides;
+  const { steps, seed } = overrides;
+  // asking for what the section has already (f32 by default) is no override: same identity, same directory
+  const weights = overrides.weights !== undefined && overrides.weights !== (stage.weights ?? "f32") ? overrides.weights : undefined;
   const cfg = { ...stage, ...(steps !== undefined && { steps }), ...(seed !== undefined && { seed }), ...(weights !== undefined && { weights }) };
   checkWeightStorage(ctx.gpu, cfg.weights, `train section \`${cfg.name}\``);
   // the step's graph (with dropout) is what the stage's identity describes; without dropout the two are one
   const trainModel = elaborate(ctx.program, cfg.model ?? modelName, { training: true });
   const model = usesDropout(trainModel) ? elaborate(ctx.program, cfg.model ?? modelName) : trainModel;
-  const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined, weights !== undefined && weights !== (stage.weights ?? "f32") ? weights : undefined);
+  const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined, weights);
   const identity = stageIdentity(cfg, trainModel, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
   const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
