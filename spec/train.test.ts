@@ -270,5 +270,19 @@ describe("dehvf train / eval", () => {
     assert.equal(same.code, 0, same.err);
     assert.equal((same.out.match(/done before, reusing/g) ?? []).length, 3);
   });
+
+  test("--weights f16 fine-tunes beside the f32 run on the same backbones; --weights f32 is the default run", async (t) => {
+    const g = device(t);
+    if (!g) return;
+    if (!g.hasF16) return t.skip("this adapter has no shader-f16");
+    const half = train("full", ["--weights", "f16"]);
+    assert.equal(half.code, 0, half.err + half.out);
+    assert.equal((half.out.match(/done before, reusing/g) ?? []).length, 2, half.out);
+    const meta = await loadMeta(join(work, "full", "finetune-TinyVQA-f16", "final.safetensors"));
+    assert.equal(JSON.parse(meta.identity).config.weights, "f16");
+    const same = train("full", ["--weights", "f32"]);
+    assert.equal(same.code, 0, same.err);
+    assert.equal((same.out.match(/done before, reusing/g) ?? []).length, 3);
+  });
 });
 
