@@ -172,6 +172,9 @@ export interface PlanOptions {
 /** How frozen weights are stored on the device (see PlanOptions.weights). */
 export type WeightStorage = "f16" | "f32";
 
+/** A parameter neither trained nor overwritten between runs: the weights f16 storage and splitting may take. */
+const constantWeight = (p: Node<"param">, mutable: ReadonlySet<string>) => !p.attrs.trainable && !mutable.has(p.attrs.name);
+
 /**
  * The parameters stored as f16 under `weights: "f16"`: frozen (neither trainable nor
  * overwritten between runs), read by kernels that widen f16 as they load: the B operand
@@ -179,8 +182,7 @@ export type WeightStorage = "f16" | "f32";
  * reduce and row trees (an embedding's gather, norm gains). What attention chains or a
  * matmul's A operand read stays f32. Math stays f32 throughout.
  */
-export function halfWeights(s: Schedule, model: CompiledModel, mutable: ReadonlySet<string>): Set<Node> {
-  const trainable = new Set(model.params.filter((p) => p.trainable).map((p) => p.name));
+export function halfWeights(s: Schedule, mutable: ReadonlySet<string>): Set<Node> {
   const readable = new Map<Node, boolean>();
   for (const k of s.kernels)
     for (const n of k.inputs) {
@@ -189,8 +191,7 @@ export function halfWeights(s: Schedule, model: CompiledModel, mutable: Readonly
       const widened = k.kind === "elementwise" || k.kind === "reduce" || k.kind === "row" || (mm !== undefined && mm.a.base !== n);
       readable.set(n, (readable.get(n) ?? true) && widened);
     }
-  const frozen = (n: Node) => !trainable.has((n as Node<"param">).attrs.name) && !mutable.has((n as Node<"param">).attrs.name);
-  return new Set([...readable].filter(([n, ok]) => ok && frozen(n)).map(([n]) => n));
+  return new Set([...readable].filter(([n, ok]) => ok && constantWeight(n as Node<"param">, mutable)).map(([n]) => n));
 }
 
 /**
@@ -205,7 +206,7 @@ function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | und
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
 export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
   const mutable = opts.mutableParams ?? new Set<string>();
-  const halfAsked = (p: Node<"param">) => opts.weights === "f16" && !p.attrs.trainable && !mutable.has(p.attrs.name);
+  const halfAsked = (p: Node<"param">) => opts.weights === "f16" && constantWeight(p, mutable);
   const { roots: rs, parts } = splitLargeParams(roots ?? runPipeline(model.outputs, model.graph), model.graph, {
     maxBytes: Math.min(target.maxBindingBytes, target.maxBufferBytes),
     dims,
@@ -213,7 +214,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   });
   const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
   if (opts.weights === "f16" && !target.shaderF16) throw new Error("f16 weights need a device with shader-f16");
-  const half = opts.weights === "f16" ? halfWeights(sched, model, mutable) : new Set<Node>();
+  const half = opts.weights === "f16" ? halfWeights(sched, mutable) : new Set<Node>();
   const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true, half });
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   checkPlanBuffers(model, sched, memory, target);

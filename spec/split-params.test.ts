@@ -23,7 +23,7 @@ import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { DeviceDecoder, InterpDecoder } from "../runtime/decoder.ts";
 import { initAllParams, runInterp, syntheticInputs } from "../runtime/interp-backend.ts";
-import { runWebgpu } from "../runtime/webgpu-backend.ts";
+import { planTarget, runWebgpu } from "../runtime/webgpu-backend.ts";
 import { fcRuns } from "./fc-runs.ts";
 import { compare, useGpu } from "./gpu-check.ts";
 import { checkTrainStep } from "./train-check.ts";
@@ -157,6 +157,8 @@ describe("split weights on WebGPU (binding limit lowered)", () => {
     const p = loadProgram(SPLIT_LM);
     const models = generationModels(p);
     const params = initAllParams(elaborate(p), 2);
+    // the decoder's plans split the 32 KiB embedding and vocabulary projection at this limit
+    assert.ok(buildPlan(models.decode, { B: 2, [CONTEXT_DIM]: 16 }, planTarget(g)).params.some((x) => x.part));
     const a = new InterpDecoder(models, params, { batch: 2, context: 16 });
     const d = await DeviceDecoder.create(g, models, params, { batch: 2, context: 16 });
     try {
