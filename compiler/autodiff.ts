@@ -127,6 +127,7 @@ export const gradRules: { [O in Op]: GradRule<O> } = {
     const zero = t.scalar(0);
     return [need(0) ? t.where(written, zero, g) : undefined, need(1) ? t.sum(t.where(written, g, zero), n.attrs.axis, true) : undefined, undefined];
   },
+  barrier: ({ g }) => [g],
 };
 
 /**

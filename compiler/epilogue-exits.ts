@@ -32,6 +32,10 @@ export function severalExits(n: Node, region: ReadonlySet<Node>, c: ExitContext)
   if (exits.length < 2 || exits.length > MAX_EXITS || exits.some((e) => !isMat(e) && !c.isRoot(e))) return undefined;
   // RMSNorm's sum of h·h, say: computed from this matmul's output, so not yet there
   if (exits.some((e) => buffersRead(e, region, isMat).some((x) => dependsOn(x, n, c.position)))) return undefined;
+  // the kernel runs where its first exit is: what the others read must exist by then (a
+  // layer recomputed for the backward reads this forward matmul, late)
+  const at = c.position.get(exits[0])!;
+  if (exits.some((e) => buffersRead(e, region, isMat).some((x) => x.op !== "input" && x.op !== "param" && c.position.get(x)! > at))) return undefined;
   const reachesRegion = (x: Node) => inlineNodes(x, isMat).some((y) => region.has(y));
   for (const x of region)
     if (x !== n && x.src.some((src) => !region.has(src) && !LEAF_CONST.has(src.op) && !isMat(src) && reachesRegion(src))) return undefined;

@@ -35,23 +35,26 @@ export class GraphBuilder {
   }
 }
 
-/** Nodes reachable from the roots, sources before users (iterative: graphs get deep). */
-export function topoOrder(roots: readonly Node[]): Node[] {
+/**
+ * Nodes reachable from the roots, sources before users (iterative: graphs get deep),
+ * depth first, each node's sources in the order `sources` gives (default: its own).
+ */
+export function topoOrder(roots: readonly Node[], sources: (n: Node) => readonly Node[] = (n) => n.src): Node[] {
   const seen = new Set<number>();
   const order: Node[] = [];
-  const stack: [Node, number][] = roots.map((r) => [r, 0]);
+  const stack: [Node, number, readonly Node[]][] = roots.map((r) => [r, 0, sources(r)]);
   stack.reverse();
   while (stack.length) {
     const top = stack[stack.length - 1];
-    const [n, i] = top;
+    const [n, i, src] = top;
     if (i === 0 && seen.has(n.id)) {
       stack.pop();
       continue;
     }
-    if (i < n.src.length) {
+    if (i < src.length) {
       top[1] = i + 1;
-      const s = n.src[i];
-      if (!seen.has(s.id)) stack.push([s, 0]);
+      const s = src[i];
+      if (!seen.has(s.id)) stack.push([s, 0, sources(s)]);
     } else {
       stack.pop();
       if (!seen.has(n.id)) {

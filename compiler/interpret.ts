@@ -224,6 +224,7 @@ export const evalRules: { [O in Op]: Eval<O> } = {
     }
     return { shape: old.shape, data: out };
   },
+  barrier: (_n, [x]) => x,
 };
 
 /** Evaluates the roots in float64; intermediates are dropped once their last user ran. */

@@ -23,6 +23,8 @@ export const OPS = [
   "matmul", "gather",
   // state: one slot of a KV cache written per batch row (compiler/decoding.ts)
   "write_slot",
+  // identity that keeps a recomputation apart from the forward it repeats (compiler/recompute.ts)
+  "barrier",
 ] as const;
 export type Op = (typeof OPS)[number];
 
@@ -65,6 +67,12 @@ export interface OpAttrs {
    * later kernel reads), so a decode step moves one slot, not the whole cache.
    */
   write_slot: { readonly axis: number };
+  /**
+   * `barrier(x)` is x. A training step that recomputes a layer in its backward reads the
+   * layer's saved input through it, so the recomputed nodes differ from the forward's
+   * (hash-consing would otherwise merge them back) and no rewrite looks through it.
+   */
+  barrier: {};
 }
 
 export interface Node<O extends Op = Op> {

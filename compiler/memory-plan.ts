@@ -36,7 +36,11 @@ export interface MemoryOptions {
   readonly inPlace?: boolean;
   /** parameters stored as f16: 2 bytes an element */
   readonly half?: ReadonlySet<Node>;
+  /** how pooled tensors are placed (default: whichever needs less) — see assignSlots and largestFirst */
+  readonly order?: PlacementOrder;
 }
+
+export type PlacementOrder = "in-order" | "by-size";
 
 const bytesOf = (shape: readonly number[], elementBytes = 4) => Math.max(4, Math.ceil((numel(shape) * elementBytes) / 4) * 4);
 
@@ -71,12 +75,12 @@ export function readsOnlyAtOwnIndex(out: Node, input: Node, isBuffer: (n: Node) 
  * kernel reads it through the output's binding, typed as the output), read only at the
  * output's own index.
  */
-function inPlaceInput(k: Kernel, at: number, s: Schedule, slotOf: ReadonlyMap<Node, BufferSlot>, lastUse: ReadonlyMap<Node, number>): Node | undefined {
+function inPlaceInput(k: Kernel, at: number, s: Schedule, pooled: (n: Node) => boolean, lastUse: ReadonlyMap<Node, number>): Node | undefined {
   if (k.kind !== "elementwise") return undefined;
   const size = bytesOf(s.shapes.get(k.output)!);
   return k.inputs.find(
     (n) =>
-      slotOf.get(n)?.role === "pooled" &&
+      pooled(n) &&
       lastUse.get(n) === at &&
       n.dtype === k.output.dtype &&
       bytesOf(s.shapes.get(n)!) === size &&
@@ -109,15 +113,17 @@ function slotWritesInPlace(s: Schedule, outputs: ReadonlySet<Node>, lastUse: Rea
  */
 export function planMemory(s: Schedule, outputs: readonly Node[], opts: MemoryOptions = {}): MemoryPlan {
   const half = opts.half ?? new Set<Node>();
-  const pooled = assignSlots(s, outputs, false, half);
-  if (opts.inPlace === false) return pooled;
-  const inPlace = assignSlots(s, outputs, true, half);
   // Taking the input's slot leaves a different slot free for later tensors, so best fit
-  // can, rarely, pack worse afterwards: in-place must never raise the peak.
-  return inPlace.pooledBytes <= pooled.pooledBytes ? inPlace : pooled;
+  // can, rarely, pack worse afterwards: in-place must never raise the peak. Placing in
+  // kernel order grows reused slots to the largest tensor they take; placing the largest
+  // tensors first never grows one, which packs a training step with recomputed layers
+  // (many long-lived checkpoints among short-lived large values) far tighter.
+  const orders: readonly PlacementOrder[] = opts.order ? [opts.order] : ["in-order", "by-size"];
+  const candidates = (opts.inPlace === false ? [false] : [true, false]).flatMap((inPlace) => orders.map((order) => assignSlots(s, outputs, inPlace, half, order)));
+  return candidates.reduce((best, m) => (m.pooledBytes < best.pooledBytes ? m : best));
 }
 
-function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolean, half: ReadonlySet<Node>): MemoryPlan {
+function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolean, half: ReadonlySet<Node>, order: PlacementOrder): MemoryPlan {
   const slots: BufferSlot[] = [];
   const slotOf = new Map<Node, BufferSlot>();
   const inPlace = new Map<Node, Node>();
@@ -141,6 +147,7 @@ function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolea
     slotOf.set(n, slot);
     inPlace.set(n, old);
   }
+  if (order === "by-size") return largestFirst(s, slots, slotOf, inPlace, allowInPlace, lastUse);
   const free: BufferSlot[] = [];
   const releaseAt = new Map<number, BufferSlot[]>();
   let naive = 0;
@@ -165,7 +172,7 @@ function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolea
       const need = bytesOf(s.shapes.get(n)!);
       naive += need;
       // only the first output may take over an input's slot (see kernelBuffers' `aliased`)
-      const host = allowInPlace && n === k.output ? inPlaceInput(k, i, s, slotOf, lastUse) : undefined;
+      const host = allowInPlace && n === k.output ? inPlaceInput(k, i, s, (x) => slotOf.get(x)?.role === "pooled", lastUse) : undefined;
       let slot: BufferSlot;
       if (host) {
         // the host's slot, due back after this kernel, passes straight to the output
@@ -179,7 +186,65 @@ function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolea
       releaseAt.set(end, [...(releaseAt.get(end) ?? []), slot]);
     }
   });
+  return finished(slots, slotOf, inPlace, naive);
+}
+
+function finished(slots: BufferSlot[], slotOf: Map<Node, BufferSlot>, inPlace: Map<Node, Node>, naive: number): MemoryPlan {
   const pooledBytes = slots.filter((sl) => sl.role === "pooled").reduce((a, sl) => a + sl.size, 0);
   const resident = slots.filter((sl) => sl.role !== "pooled").reduce((a, sl) => a + sl.size, 0);
   return { slots, slotOf, inPlace, naiveBytes: naive, pooledBytes, residentBytes: resident };
+}
+
+/**
+ * Pooled tensors placed largest first, each in the smallest slot that is free for its
+ * whole lifetime (from the kernel that writes it to the last that reads it), else in a
+ * new slot of its size; every slot is sized by the first (largest) tensor it takes. A
+ * tensor written in place over an input shares that input's slot: the two are placed as
+ * one, living from the input's write to the output's last read.
+ */
+function largestFirst(s: Schedule, slots: BufferSlot[], slotOf: Map<Node, BufferSlot>, inPlace: Map<Node, Node>, allowInPlace: boolean, lastUse: ReadonlyMap<Node, number>): MemoryPlan {
+  interface Group { readonly tensors: Node[]; readonly size: number; readonly from: number; to: number }
+  const groupOf = new Map<Node, Group>();
+  const groups: Group[] = [];
+  let naive = 0;
+  s.kernels.forEach((k, i) => {
+    for (const n of [k.output, ...(k.also ?? [])]) {
+      if (slotOf.has(n) || groupOf.has(n)) continue;
+      const size = bytesOf(s.shapes.get(n)!);
+      naive += size;
+      const to = lastUse.get(n) ?? i;
+      const host = allowInPlace && n === k.output ? inPlaceInput(k, i, s, (x) => groupOf.has(x), lastUse) : undefined;
+      if (host) {
+        const g = groupOf.get(host)!;
+        g.tensors.push(n);
+        g.to = to;
+        groupOf.set(n, g);
+        inPlace.set(n, host);
+      } else {
+        const g: Group = { tensors: [n], size, from: i, to };
+        groups.push(g);
+        groupOf.set(n, g);
+      }
+    }
+  });
+  const lives = new Map<BufferSlot, Group[]>();
+  const fits = (slot: BufferSlot, g: Group) => lives.get(slot)!.every((o) => o.to < g.from || g.to < o.from);
+  const pooled: BufferSlot[] = [];
+  for (const g of [...groups].sort((a, b) => b.size - a.size || a.from - b.from)) {
+    // slots only ever get smaller down the list: the last that fits is the tightest
+    let slot: BufferSlot | undefined;
+    for (let j = pooled.length - 1; j >= 0 && !slot; j--) if (fits(pooled[j], g)) slot = pooled[j];
+    if (!slot) {
+      slot = { id: slots.length, role: "pooled", size: g.size, tensors: [] };
+      slots.push(slot);
+      pooled.push(slot);
+      lives.set(slot, []);
+    }
+    lives.get(slot)!.push(g);
+    for (const n of g.tensors) {
+      slot.tensors.push(n);
+      slotOf.set(n, slot);
+    }
+  }
+  return finished(slots, slotOf, inPlace, naive);
 }

@@ -1,5 +1,5 @@
 import { shapeEval } from "./dims.ts";
-import { topoOrder } from "./graph.ts";
+import { executionOrder } from "./recompute.ts";
 import type { Node, Op } from "./ir.ts";
 import { ELEMENTWISE, LEAF_CONST, MOVEMENT } from "./op-classes.ts";
 import { type ExitContext, severalExits } from "./epilogue-exits.ts";
@@ -227,7 +227,7 @@ function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number
   // an element of a concat comes from one part only
   const parts = n.src.map((s) => inlineCost(s, isMat, memo));
   let c = n.op === "concat" ? Math.max(0, ...parts) : parts.reduce((a, b) => a + b, 0);
-  if (!MOVEMENT.has(n.op) && n.op !== "cast") c += 1;
+  if (!MOVEMENT.has(n.op) && n.op !== "cast" && n.op !== "barrier") c += 1;
   memo.set(n, c);
   return c;
 }
@@ -240,7 +240,7 @@ const RECOMPUTE_BUDGET = 4;
 
 /** `forced`: nodes that must get a buffer (grown when a kernel would exceed the binding limit). */
 export function schedule(roots: readonly Root[], dims: Readonly<Record<string, number>>, limits: ScheduleLimits, forced: ReadonlySet<Node> = new Set()): Schedule {
-  const order = topoOrder(roots.map((r) => r.node));
+  const order = executionOrder(roots.map((r) => r.node));
   const shapes = concreteShapes(order, dims);
   const users = new Map<Node, Node[]>();
   for (const n of order)
@@ -294,7 +294,7 @@ export function schedule(roots: readonly Root[], dims: Readonly<Record<string, n
    */
   const closedRegion = (root: Node, boundary: (x: Node) => boolean): Set<Node> | undefined => {
     const inside = new Set(inlineNodes(root, boundary));
-    const computed = [...inside].filter((x) => x !== root && !MOVEMENT.has(x.op) && x.op !== "cast");
+    const computed = [...inside].filter((x) => x !== root && !MOVEMENT.has(x.op) && x.op !== "cast" && x.op !== "barrier");
     return computed.some((x) => rootSet.has(x) || (users.get(x) ?? []).some((u) => !inside.has(u))) ? undefined : inside;
   };
   // 2. Chained matmuls (attention, FFN memory) become one kernel; other matmul

@@ -140,4 +140,5 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     check(pos.dtype === "i32" && pos.shape.length === 1 && dimEq(pos.shape[0], old.shape[0]), () => `write_slot: positions must be int [${dimStr(old.shape[0])}], got ${pos.dtype}${shapeStr(pos.shape)}`);
     return { shape: old.shape, dtype: old.dtype };
   },
+  barrier: ([x]) => ({ shape: x.shape, dtype: x.dtype }),
 };

@@ -4,6 +4,7 @@ import { DROPOUT_SEED, dropoutSeed } from "./dropout.ts";
 import type { CompiledModel, InputInfo } from "./elaborate.ts";
 import { topoOrder } from "./graph.ts";
 import type { DType, Node } from "./ir.ts";
+import { recomputeLayers } from "./recompute.ts";
 import { TensorOps } from "./tensor-ops.ts";
 
 /** AdamW with decoupled weight decay (matrices only), optional global-norm clipping. */
@@ -100,7 +101,12 @@ function alignLogits(t: TensorOps, model: CompiledModel, logits: Node): { logits
   return { logits: t.slice(logits, ax, prefix, have), targetShape: tokens.shape };
 }
 
-export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEFAULT_OPTIMIZER): TrainGraph {
+export interface TrainGraphOptions {
+  /** recompute each repeated block's forward in its backward instead of keeping its values (compiler/recompute.ts) */
+  readonly recompute?: boolean;
+}
+
+export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEFAULT_OPTIMIZER, opts: TrainGraphOptions = {}): TrainGraph {
   const g = model.graph;
   const t = new TensorOps(g);
   const out = model.outputs[0];
@@ -114,7 +120,8 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
   const params = topoOrder([out.node]).filter((n): n is Node<"param"> => n.op === "param" && (n as Node<"param">).attrs.trainable);
   if (!params.length) throw new Error(`model ${model.name} has no trainable parameter on the path to its output (everything is frozen)`);
   const { loss, dlogits } = maskedCrossEntropy(t, logits, targets, mask);
-  const grads = backprop(g, [{ node: logits, grad: dlogits }], params);
+  const direct = backprop(g, [{ node: logits, grad: dlogits }], params);
+  const grads = opts.recompute ? recomputeLayers(g, [logits], direct) : direct;
 
   const gnorm = t.unary("sqrt", grads.map((gr) => sumAll(t, t.mul(gr, gr))).reduce((a, b) => t.add(a, b)));
   // min(1, clip / norm), written with max because the IR has no min

@@ -360,6 +360,7 @@ export class Renderer {
     if (buf) return this.load(buf, n, idx);
     const a = n.attrs as Record<string, unknown>;
     const src = n.src;
+    if (n.op === "barrier") return this.value(src[0], idx);
     const u = UNARY[n.op];
     if (u) {
       const x = this.value(src[0], idx);

@@ -1,7 +1,7 @@
 // Builds the forward, training-step and decode plans of the paper-size models with the
 // binding size limit lifted (so they plan whatever the device) and prints, per plan, how
 // long planning took, its kernels and the device memory by category. The README's table.
-//   npx tsx scripts/plan-sizes.ts [--weights f16] [FILE…]   (default: both models/clip-l14-llama7b-*.dehvf, f32)
+//   npx tsx scripts/plan-sizes.ts [--weights f16] [--recompute] [FILE…]   (default: both models/clip-l14-llama7b-*.dehvf, f32)
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import { memoryReport } from "../compiler/memory-report.ts";
@@ -15,6 +15,8 @@ const args = process.argv.slice(2);
 const at = args.indexOf("--weights");
 const weights: WeightStorage = at >= 0 && args[at + 1] === "f16" ? "f16" : "f32";
 if (at >= 0) args.splice(at, 2);
+const recompute = args.includes("--recompute");
+if (recompute) args.splice(args.indexOf("--recompute"), 1);
 const files = args.length ? args : ["models/clip-l14-llama7b-dehvf.dehvf", "models/clip-l14-llama7b-memvp.dehvf"];
 const gib = (b: number) => (b / 2 ** 30).toFixed(2);
 
@@ -24,7 +26,7 @@ const modes: Record<string, (file: string) => { plan: Plan; model: CompiledModel
     return { plan: buildPlan(model, { B: 4, T: 512 }, TARGET, undefined, { weights }), model };
   },
   "training step B=4 T=512": (file) => {
-    const step = buildTrainGraph(elaborate(loadProgram(file), undefined, { training: true }));
+    const step = buildTrainGraph(elaborate(loadProgram(file), undefined, { training: true }), undefined, { recompute });
     return { plan: buildPlan(step.model, { B: 4, T: 512 }, TARGET, undefined, { weights, mutableParams: new Set(step.updates.map((u) => u.to)) }), model: step.model };
   },
   "decode B=4 C=576": (file) => {

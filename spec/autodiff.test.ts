@@ -147,6 +147,10 @@ const OP_CASES: Record<string, { ops: readonly Op[]; make: () => Case }> = {
       return k.t.make("write_slot", [once, p([3, 2, 1, 2]), intInput(k, inputs, "pos2", [3], [2, 1, 1])], { axis: 2 });
     }),
   },
+  "barrier (the identity a recomputed layer reads its saved input through)": {
+    ops: ["barrier"],
+    make: () => opCase((k, p) => { const a = p([2, 3]); return k.t.mul(k.t.make("barrier", [k.t.unary("sin", a)], {}), a); }),
+  },
   "hash (dropout with a fixed seed: the mask is fixed, no gradient into the int key or counters)": {
     ops: ["hash"],
     make: () => opCase((k, p, inputs) => dropout(k.t, p([4, 5]), 0.3, intInput(k, inputs, "seed", [], [12345]), 7)),

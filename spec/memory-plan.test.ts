@@ -126,17 +126,26 @@ function assertSafe(s: Schedule, outputs: readonly Node[], m: MemoryPlan): void 
   }
 }
 
-/** Schedules `roots` and plans memory with and without in-place kernels; asserts the invariants and returns the in-place plan. */
+/**
+ * Schedules `roots` and plans memory with and without in-place kernels, placing tensors in
+ * kernel order, largest first, and the better of the two; asserts the invariants of each
+ * and returns the plan the compiler uses (in place, the better placement).
+ */
 function planBoth(roots: readonly { name: string; node: Node }[], dims: Readonly<Record<string, number>>): MemoryPlan {
   const s = schedule(roots, dims, { maxBindings: 8 });
   const outputs = roots.map((r) => r.node);
-  const on = planMemory(s, outputs);
-  const off = planMemory(s, outputs, { inPlace: false });
-  assert.equal(off.inPlace.size, 0);
-  assertSafe(s, outputs, on);
-  assert.ok(on.pooledBytes <= off.pooledBytes, `pooled ${on.pooledBytes} B in place vs ${off.pooledBytes} B without`);
-  assert.equal(on.naiveBytes, off.naiveBytes);
-  return on;
+  const plans = ([undefined, "in-order", "by-size"] as const).map((order) => {
+    const on = planMemory(s, outputs, { order });
+    const off = planMemory(s, outputs, { inPlace: false, order });
+    assert.equal(off.inPlace.size, 0);
+    assertSafe(s, outputs, on);
+    assertSafe(s, outputs, off);
+    assert.ok(on.pooledBytes <= off.pooledBytes, `${order ?? "best"}: pooled ${on.pooledBytes} B in place vs ${off.pooledBytes} B without`);
+    assert.equal(on.naiveBytes, off.naiveBytes);
+    return on;
+  });
+  assert.equal(plans[0].pooledBytes, Math.min(plans[1].pooledBytes, plans[2].pooledBytes));
+  return plans[0];
 }
 
 /**
@@ -228,6 +237,7 @@ describe("in-place plans", () => {
     [`${name} forward`, () => elaborate(program, name)],
     [`${name} training step`, () => buildTrainGraph(elaborate(program, name)).model],
     [`${name} micro training step`, () => buildTrainGraph(elaborate(micro, name)).model],
+    [`${name} micro training step, layers recomputed`, () => buildTrainGraph(elaborate(micro, name, { training: true }), undefined, { recompute: true }).model],
   ]);
   test("tiny-vqa forward and training plans: the same invariants; every training step runs some kernels in place", () => {
     for (const [what, build] of models) {

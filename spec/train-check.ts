@@ -8,7 +8,7 @@ import type { CompiledModel } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import type { WeightStorage } from "../compiler/plan.ts";
-import { buildTrainGraph, stepInputs } from "../compiler/train-graph.ts";
+import { buildTrainGraph, stepInputs, type TrainGraphOptions } from "../compiler/train-graph.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
@@ -19,11 +19,12 @@ import { Trainer } from "../runtime/trainer.ts";
  * parameters on `g` and in the interpreter and compares them; `inspect` sees the trainer
  * (its plan) before it is destroyed. `weights` "f16": frozen weights stored as f16; the
  * interpreter then takes them rounded to f16 as well, so the comparison is the kernels'.
+ * `graph`: how the step is built (recomputing layers, say).
  */
-export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, inspect?: (trainer: Trainer) => void, weights?: WeightStorage): Promise<void> {
+export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, inspect?: (trainer: Trainer) => void, weights?: WeightStorage, graph?: TrainGraphOptions): Promise<void> {
   const name = model.name;
   const params = initAllParams(model, 1);
-  const trainer = await Trainer.forGraph(g, buildTrainGraph(model), dims, params, { weights });
+  const trainer = await Trainer.forGraph(g, buildTrainGraph(model, undefined, graph), dims, params, { weights });
   let state: Map<string, Tensor>;
   let r: Awaited<ReturnType<Trainer["step"]>>;
   let want: Tensor[];

@@ -65,14 +65,16 @@ export function registerCompile(program: Command): void {
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
     .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
     .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
+    .option("--recompute", "with --train: recompute each repeated block (a transformer layer) in the backward instead of keeping its activations (less memory, about one more forward)")
     .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; weights?: WeightStorage } & DimOptions) => {
+    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; recompute?: boolean; weights?: WeightStorage } & DimOptions) => {
+      if (opts.recompute && !opts.train) throw new UserError("--recompute applies to the training step: add --train");
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
         if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
       // --train: the training step (forward, loss, backward, AdamW) as one plan
-      const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true })) : undefined;
+      const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true }), undefined, { recompute: opts.recompute }) : undefined;
       const m = step?.model ?? loadModel(file, opts.model);
       const sources = m.program.sources;
       const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
