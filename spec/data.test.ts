@@ -11,10 +11,12 @@ import { composeClasses, DIM, itemPool, type Look, type Quad, randomComposites, 
 import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../data/fashion-mnist.ts";
 import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
 import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
+import { promptFormat } from "../data/prompts.ts";
 import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problems } from "../data/scienceqa.ts";
 import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
+import { solutionGivenTexts } from "../train/tasks.ts";
 import { fcRuns } from "./fc-runs.ts";
 
 const SMALL = { seed: 7, train: 200, val: 50, test: 50 } as const;
@@ -448,6 +450,23 @@ describe("grey PNG fast path", () => {
 });
 
 describe("the language model's loss", () => {
+  test("`solution_given = true`: the fine-tuning text of each problem, the solution moved into the prompt, the loss on the answer after it", () => {
+    const tok = ds.tokenizer!;
+    const format = promptFormat("QCM-EC");
+    const given = solutionGivenTexts(tok, ds.splits.train!, format);
+    assert.equal(given.length, ds.splits.train!.vqa.length);
+    given.slice(0, 50).forEach((t, i) => {
+      const p = ds.splits.train!.vqa[i].problem;
+      const tuned = encodeText(tok, format.parts(p));
+      // the same tokens as fine-tuning reads them, only the split moved
+      assert.deepEqual([...t.prompt, ...t.answer], [...tuned.prompt, ...tuned.answer]);
+      assert.equal(tok.decode(t.prompt.slice(tuned.prompt.length)).trim(), p.solution);
+      assert.equal(tok.decode(t.answer).trim(), `The answer is ${p.choices[p.answer]}.`);
+    });
+    // a format without a solution adds nothing
+    assert.equal(solutionGivenTexts(tok, ds.splits.train!, promptFormat("QCM-A")).length, 0);
+  });
+
   test("`loss = \"answer\"` trains a text stage on each row's answer only, rows weighted equally", () => {
     const tok = ds.tokenizer!;
     const texts = ds.splits.train!.vqa.slice(0, 4).map((e) => encodeText(tok, promptParts(e.problem)));

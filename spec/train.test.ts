@@ -131,6 +131,9 @@ describe("train sections", () => {
     bad(`train a { task = "text"\n  backbones = [b] }\ntrain b { model = M\n  task = "text" }`, /comes later/);
     bad(`train a { task = "text"\n  steps = 2.5 }`, /whole number/);
     bad(`train a { task = "text"\n  weights = "bf16" }`, /`weights` is "f16" or "f32", got "bf16"/);
+    bad(`train a { task = "text"\n  recompute = "yes" }`, /`recompute` is true or false/);
+    bad(`train a { task = "text"\n  solution_given = 1 }`, /`solution_given` is true or false/);
+    bad(`train a { task = "vqa"\n  solution_given = true }`, /`solution_given` applies to the "text" task/);
   });
 });
 

@@ -34,7 +34,7 @@ export interface StageIdentity {
 const RESUMABLE_CHANGES = ["lr", "warmup", "clip", "evalEvery", "checkpointEvery"] as const;
 
 /** The DSL names of StageConfig fields, for messages. */
-const DSL_KEY: Record<string, string> = { weightDecay: "weight_decay", evalEvery: "eval_every", checkpointEvery: "checkpoint_every" };
+const DSL_KEY: Record<string, string> = { weightDecay: "weight_decay", solutionGiven: "solution_given", evalEvery: "eval_every", checkpointEvery: "checkpoint_every" };
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 

@@ -223,7 +223,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const { ctx, cfg, model, trainModel, dir, label } = s;
   const work = workDir(dir);
   // refuse what cannot work before anything is allocated, compiled or written
-  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed, cfg.loss);
+  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed, cfg.loss, cfg.solutionGiven);
   checkTaskFits(model, cfg, ctx.data, task);
   const evalDims = { ...task.dims, B: EVAL_BATCH };
   const device = deviceLimits(ctx.gpu);
@@ -237,7 +237,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const [count, total] = [size(trainable), size(model.params)];
   ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
 
-  const graph = buildTrainGraph(trainModel, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip });
+  const graph = buildTrainGraph(trainModel, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip }, { recompute: cfg.recompute });
   const start = await restore(s, params, trainState(graph));
   const metricsFile = join(work, STAGE_FILES.metrics);
   truncateAfterStep(metricsFile, start);

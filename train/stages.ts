@@ -31,13 +31,17 @@ export interface StageConfig {
   readonly answer?: string;
   /** task "text": which tokens the loss covers: "all" (undefined) or "answer" (each row's answer, rows weighted equally) */
   readonly loss?: "all" | "answer";
+  /** task "text": also each question without its context, its solution given, the loss on the answer after it (train/tasks.ts solutionGivenTexts) */
+  readonly solutionGiven?: boolean;
+  /** recompute each repeated block in the backward instead of keeping its activations (compiler/recompute.ts) */
+  readonly recompute?: boolean;
   /** how frozen weights are stored on the device while training and evaluating (compiler/plan.ts); undefined: f32 */
   readonly weights?: WeightStorage;
   readonly span: A.TrainDecl["span"];
 }
 
 const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
-const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss", "weights"] as const;
+const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss", "solution_given", "recompute", "weights"] as const;
 
 function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
   const d: Diagnostic = { phase: "input", message, span, hint };
@@ -95,6 +99,13 @@ export function trainStages(program: Program): StageConfig[] {
     const [prompt, answer, loss] = [text("prompt"), text("answer"), text("loss")];
     if (loss !== undefined && (task !== "text" || (loss !== "all" && loss !== "answer")))
       fail(task !== "text" ? `\`loss\` applies to the "text" task (the others train on the answer)` : `\`loss\` is "all" or "answer", got "${loss}"`, seen.get("loss")!.span);
+    const givenExpr = seen.get("solution_given");
+    if (givenExpr && givenExpr.kind !== "bool") fail("`solution_given` is true or false", givenExpr.span);
+    if (givenExpr && task !== "text") fail(`\`solution_given\` applies to the "text" task`, givenExpr.span);
+    const given = givenExpr?.kind === "bool" && givenExpr.value;
+    const recomputeExpr = seen.get("recompute");
+    if (recomputeExpr && recomputeExpr.kind !== "bool") fail("`recompute` is true or false", recomputeExpr.span);
+    const recompute = recomputeExpr?.kind === "bool" && recomputeExpr.value;
     const weightsExpr = seen.get("weights");
     const weights = weightsExpr ? name(weightsExpr, "weights") : undefined;
     if (weights !== undefined && weights !== "f16" && weights !== "f32") fail(`\`weights\` is "f16" or "f32", got "${weights}"`, weightsExpr!.span);
@@ -117,6 +128,8 @@ export function trainStages(program: Program): StageConfig[] {
       ...(prompt !== undefined && { prompt }),
       ...(answer !== undefined && { answer }),
       ...(loss !== undefined && { loss: loss as "all" | "answer" }),
+      ...(given && { solutionGiven: true }),
+      ...(recompute && { recompute: true }),
       ...(weights !== undefined && { weights: weights as WeightStorage }),
       span: sec.span,
     });

@@ -29,6 +29,34 @@ export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: Prompt
 }
 
 /**
+ * The fine-tuning texts with the solution moved into the prompt: each question without its
+ * context, followed by its solution, the loss on what comes after (" The answer is …").
+ * A train section's `solution_given = true` adds them to the LM's text, so the LM learns to
+ * answer from a solution it did not see described (fine-tuning has no context; its LM must
+ * answer from the solution it wrote) rather than only by looking back into the context.
+ * The tokens are those of the fine-tuning text, only the loss moves; none when the format's
+ * answer gives no solution.
+ */
+export function solutionGivenTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
+  return split.vqa.flatMap((e) => {
+    const parts = format.parts(e.problem);
+    const solution = e.problem.solution.trim();
+    if (!solution || !parts.answer.startsWith(solution)) return [];
+    const { prompt, answer } = encodeText(tok, parts);
+    const k = solutionTokens(tok, answer, solution);
+    return [{ prompt: [...prompt, ...answer.slice(0, k)], answer: answer.slice(k) }];
+  });
+}
+
+/** How many of `answer`'s leading tokens spell `solution` (the most whose text stays within it). */
+function solutionTokens(tok: Tokenizer, answer: readonly number[], solution: string): number {
+  let k = 0;
+  while (k < answer.length && solution.startsWith(tok.decode(answer.slice(0, k + 1)).trimStart())) k++;
+  if (tok.decode(answer.slice(0, k)).trim() !== solution) throw new Error(`the solution "${solution}" does not end on a token boundary of its answer`);
+  return k;
+}
+
+/**
  * Image-grounded examples for fine-tuning: every VQA problem plus one of each caption
  * image's captions (they rotate over images), so questions stay the bulk of the mix.
  */
@@ -72,7 +100,7 @@ function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32A
 }
 
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
-export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number, loss: "all" | "answer" = "all"): TaskData {
+export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number, loss: "all" | "answer" = "all", solutionGiven = false): TaskData {
   const tok = data.tokenizer!;
   const train = data.splits.train!;
   // [B, C, H, W] as the stage's model takes it; no image when it takes none (loaded without)
@@ -91,7 +119,7 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     };
   }
   if (task === "text") {
-    const texts = trainingTexts(tok, train, data.format);
+    const texts = [...trainingTexts(tok, train, data.format), ...(solutionGiven ? solutionGivenTexts(tok, train, data.format) : [])];
     const T = seqLength(texts);
     const sh = epochShuffler(texts.length, batch, seed);
     return {
