@@ -13,6 +13,7 @@ import { runPipeline, type Root } from "./pipeline.ts";
 import { type ParamPart, splitLargeParams } from "./passes/split-params.ts";
 import { checkPlanBuffers, type DeviceLimits } from "./size-limits.ts";
 import { epilogueInputs, firstExtraOutputBinding, type Kernel, type Schedule, schedule } from "./schedule.ts";
+import type { ScheduleState } from "./schedule/state.ts";
 import { numel } from "./tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
@@ -150,6 +151,8 @@ function generate(k: Kernel, s: Schedule, target: PlanTarget, half: ReadonlySet<
 export interface PlanOptions {
   /** false: one kernel per IR op (baseline for benchmarks) */
   readonly fuse?: boolean;
+  /** sees the scheduler's state after each of its passes (`--dump-after`) */
+  readonly onSchedulePass?: (pass: string, state: ScheduleState) => void;
   /** fuse attention / FFN-memory chains (default: the target's choice) */
   readonly fuseChains?: boolean;
   /** per-matmul configurations measured on the device (runtime/autotune.ts); none: the cost model's */
@@ -212,7 +215,7 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     dims,
     elementBytes: (p) => (halfAsked(p) ? 2 : 4),
   });
-  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains });
+  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains }, undefined, opts.onSchedulePass);
   if (opts.weights === "f16" && !target.shaderF16) throw new Error("f16 weights need a device with shader-f16");
   const half = opts.weights === "f16" ? halfWeights(sched, mutable) : new Set<Node>();
   const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true, half });

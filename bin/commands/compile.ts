@@ -7,6 +7,9 @@ import type { CompiledModel } from "../../compiler/elaborate.ts";
 import { type MemoryCategory, memoryReport } from "../../compiler/memory-report.ts";
 import { buildPlan, type Plan, type PlanTarget, planTextureBytes, WEBGPU_DEFAULT_TARGET, type WeightStorage } from "../../compiler/plan.ts";
 import { buildTrainGraph } from "../../compiler/train-graph.ts";
+import { SCHEDULE_STAGES } from "../../compiler/schedule.ts";
+import { dumpSchedule } from "../../compiler/schedule/dump.ts";
+import type { ScheduleState } from "../../compiler/schedule/state.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
@@ -66,13 +69,13 @@ export function registerCompile(program: Command): void {
     .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
     .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
     .option("--recompute", "with --train: recompute each repeated block (a transformer layer) in the backward instead of keeping its activations (less memory, about one more forward)")
-    .option("--dump-after <stage>", `also print the graph after a stage (${STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--dump-after <stage>", `also print the graph after a pass (${STAGES.join(", ")}), or the buffers and kernels after a scheduler pass (${SCHEDULE_STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
     .description("compile a model through the pass pipeline and print the IR")
     .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; recompute?: boolean; weights?: WeightStorage } & DimOptions) => {
       if (opts.recompute && !opts.train) throw new UserError("--recompute applies to the training step: add --train");
       if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
       for (const s of opts.dumpAfter)
-        if (!STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `stages: ${STAGES.join(", ")}` }]);
+        if (!STAGES.includes(s) && !SCHEDULE_STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `graph passes: ${STAGES.join(", ")}; scheduler passes: ${SCHEDULE_STAGES.join(", ")}` }]);
       // --train: the training step (forward, loss, backward, AdamW) as one plan
       const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true }), undefined, { recompute: opts.recompute }) : undefined;
       const m = step?.model ?? loadModel(file, opts.model);
@@ -80,6 +83,12 @@ export function registerCompile(program: Command): void {
       const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
         if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
       });
+      const onSchedulePass = (pass: string, state: ScheduleState) => {
+        if (opts.dumpAfter.includes(pass)) process.stdout.write(`# ---- after scheduler pass ${pass} ----\n${dumpSchedule(state, m.graph.provenance, sources)}\n`);
+      };
+      const planOptions = { weights: opts.weights, onSchedulePass, ...(step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {}) };
+      // scheduler dumps without a device: planned for WebGPU's default limits
+      if (opts.emit !== "plan" && opts.emit !== "wgsl" && opts.dumpAfter.some((s) => SCHEDULE_STAGES.includes(s))) buildPlan(m, resolveDims(m, opts), WEBGPU_DEFAULT_TARGET, roots, { ...planOptions, weights: undefined });
       if (opts.emit === "plan" || opts.emit === "wgsl") {
         const dims = resolveDims(m, opts);
         const t = await target();
@@ -87,7 +96,7 @@ export function registerCompile(program: Command): void {
           checkSizes(m, dims, { device: t.target });
           if (opts.weights === "f16" && !t.target.shaderF16) throw new UserError(`--weights f16 needs shader-f16, which ${t.device} does not offer`);
           // the step overwrites what it updates: those are never read through a texture
-          const plan = buildPlan(m, dims, t.target, roots, { weights: opts.weights, ...(step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {}) });
+          const plan = buildPlan(m, dims, t.target, roots, planOptions);
           if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, m, sources, t.device)}\n`);
           else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
         } finally {
