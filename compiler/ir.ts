@@ -28,6 +28,60 @@ export const OPS = [
 ] as const;
 export type Op = (typeof OPS)[number];
 
+/**
+ * What kind of computation each op is, beside the op list: the scheduler's groupings
+ * (op-classes.ts), constant folding's list and the kernels' render tables derive from it,
+ * and a new op without its entry here is a type error.
+ * - `kind`: "source" (an input or parameter buffer), "constant" (index math only),
+ *   "unary"/"binary"/"ternary" (per element, same shape), "cast", "random" (per element,
+ *   from int keys), "identity" (per element, the value itself), "reduce" (one axis),
+ *   "movement" (index math over one buffer), "contraction", "lookup", "state"
+ * - `fold`: constant folding evaluates it on constant operands (compiler/passes/fold-constants.ts)
+ * - `free`: no arithmetic per element when inlined (the scheduler's recompute cost)
+ */
+export const OP_TRAITS = {
+  input: { kind: "source", fold: false, free: false },
+  param: { kind: "source", fold: false, free: false },
+  const: { kind: "constant", fold: false, free: false },
+  size: { kind: "constant", fold: false, free: false },
+  arange: { kind: "constant", fold: false, free: false },
+  neg: { kind: "unary", fold: true, free: false },
+  recip: { kind: "unary", fold: true, free: false },
+  exp: { kind: "unary", fold: true, free: false },
+  log: { kind: "unary", fold: true, free: false },
+  sqrt: { kind: "unary", fold: true, free: false },
+  sin: { kind: "unary", fold: true, free: false },
+  cos: { kind: "unary", fold: true, free: false },
+  tanh: { kind: "unary", fold: true, free: false },
+  erf: { kind: "unary", fold: true, free: false },
+  cast: { kind: "cast", fold: true, free: true },
+  add: { kind: "binary", fold: true, free: false },
+  mul: { kind: "binary", fold: true, free: false },
+  max: { kind: "binary", fold: true, free: false },
+  cmplt: { kind: "binary", fold: true, free: false },
+  cmpeq: { kind: "binary", fold: true, free: false },
+  where: { kind: "ternary", fold: true, free: false },
+  hash: { kind: "random", fold: false, free: false },
+  sum: { kind: "reduce", fold: false, free: false },
+  rmax: { kind: "reduce", fold: false, free: false },
+  reshape: { kind: "movement", fold: false, free: true },
+  permute: { kind: "movement", fold: false, free: true },
+  expand: { kind: "movement", fold: false, free: true },
+  slice: { kind: "movement", fold: false, free: true },
+  pad: { kind: "movement", fold: false, free: true },
+  concat: { kind: "movement", fold: false, free: true },
+  matmul: { kind: "contraction", fold: false, free: false },
+  gather: { kind: "lookup", fold: false, free: false },
+  write_slot: { kind: "state", fold: false, free: false },
+  barrier: { kind: "identity", fold: false, free: true },
+} as const satisfies { readonly [O in Op]: { readonly kind: string; readonly fold: boolean; readonly free: boolean } };
+
+export type OpKind = (typeof OP_TRAITS)[Op]["kind"];
+/** The ops of one kind, as a type: a table over them (a render rule per unary op) is then complete or a type error. */
+export type OpsOfKind<K extends OpKind> = { [O in Op]: (typeof OP_TRAITS)[O]["kind"] extends K ? O : never }[Op];
+export type FoldableOp = { [O in Op]: (typeof OP_TRAITS)[O]["fold"] extends true ? O : never }[Op];
+export const opsOfKind = <K extends OpKind>(...kinds: K[]): OpsOfKind<K>[] => OPS.filter((o): o is OpsOfKind<K> => (kinds as readonly OpKind[]).includes(OP_TRAITS[o].kind));
+
 export type DType = "f32" | "i32";
 
 export type InitRule =

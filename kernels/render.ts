@@ -1,6 +1,6 @@
 import { shapeEval } from "../compiler/dims.ts";
 import { saltMix } from "../compiler/hash.ts";
-import type { Node, Op } from "../compiler/ir.ts";
+import { type Node, OP_TRAITS, type Op, type OpsOfKind } from "../compiler/ir.ts";
 import { stridesOf } from "../compiler/tensor.ts";
 
 /**
@@ -106,7 +106,8 @@ fn hash4_(key: vec4<i32>, counter: vec4<i32>, mix: u32) -> vec4<f32> {
 }`,
 };
 
-const UNARY: Partial<Record<Op, (x: string) => string>> = {
+// one rule per op OP_TRAITS calls unary or binary: a new one without its rule is a type error
+const UNARY: { readonly [O in OpsOfKind<"unary">]: (x: string) => string } = {
   neg: (x) => `(-${x})`,
   recip: (x) => `(1.0 / ${x})`,
   exp: (x) => `exp(${x})`,
@@ -119,7 +120,7 @@ const UNARY: Partial<Record<Op, (x: string) => string>> = {
   erf: (x) => `erf_(${x})`,
 };
 
-const BINARY: Partial<Record<Op, (a: string, b: string, t: string) => string>> = {
+const BINARY: { readonly [O in OpsOfKind<"binary">]: (a: string, b: string, t: string) => string } = {
   add: (a, b) => `(${a} + ${b})`,
   mul: (a, b) => `(${a} * ${b})`,
   max: (a, b) => `max(${a}, ${b})`,
@@ -360,8 +361,8 @@ export class Renderer {
     if (buf) return this.load(buf, n, idx);
     const a = n.attrs as Record<string, unknown>;
     const src = n.src;
-    if (n.op === "barrier") return this.value(src[0], idx);
-    const u = UNARY[n.op];
+    if (OP_TRAITS[n.op].kind === "identity") return this.value(src[0], idx);
+    const u = (UNARY as Partial<Record<Op, (x: string) => string>>)[n.op];
     if (u) {
       const x = this.value(src[0], idx);
       const vec = this.isVector(x);
@@ -370,7 +371,7 @@ export class Renderer {
       if (vec && n.op === "tanh") return this.bind(`tanh(clamp(${x}, vec4<f32>(-15.0), vec4<f32>(15.0)))`, "f32", true);
       return this.bind(u(x), "f32", vec);
     }
-    const b = BINARY[n.op];
+    const b = (BINARY as Partial<Record<Op, (a: string, b: string, t: string) => string>>)[n.op];
     if (b) {
       const [x, y] = [this.value(src[0], idx), this.value(src[1], idx)];
       if (!this.isVector(x) && !this.isVector(y)) return this.bind(b(x, y, wgslType(n)), wgslType(n));

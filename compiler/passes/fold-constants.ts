@@ -1,7 +1,7 @@
 import { type Dim, dimEq } from "../dims.ts";
 import type { GraphBuilder } from "../graph.ts";
 import { type EvalEnv, evalRules } from "../interpret.ts";
-import type { Node, Op } from "../ir.ts";
+import { type FoldableOp, type Node, OP_TRAITS, OPS } from "../ir.ts";
 import type { Pass } from "../pipeline.ts";
 import { type Rule, rule, rulePass } from "../rewrite.ts";
 import type { Tensor } from "../tensor.ts";
@@ -15,7 +15,8 @@ import { constOf, scalarConst } from "./const-view.ts";
  * rebuilt in the canonical form `constOf` makes, with the node's shape and dtype.
  */
 
-const ELEMENTWISE = ["neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast", "add", "mul", "max", "cmplt", "cmpeq", "where"] as const satisfies readonly Op[];
+/** The ops OP_TRAITS marks foldable: elementwise on constant operands. */
+const FOLDABLE: readonly FoldableOp[] = OPS.filter((o): o is FoldableOp => OP_TRAITS[o].fold);
 
 const NO_ENV: EvalEnv = { dims: {}, inputs: new Map(), params: new Map() };
 
@@ -68,7 +69,7 @@ function sumConst(g: GraphBuilder, n: Node<"sum">, c: number): Node | undefined 
 
 export const FOLD_RULES: readonly Rule[] = [
   // all operands constant: the result is the interpreter's value on them, broadcast.
-  rule("fold-elementwise", ELEMENTWISE, (n, g) => {
+  rule("fold-elementwise", FOLDABLE, (n, g) => {
     const vals = n.src.map((s) => scalarConst(s));
     if (vals.some((v) => v === undefined)) return undefined;
     return constOf(g, evalScalar(n, vals as number[]), n);

@@ -1,5 +1,5 @@
 import type { Node, Op } from "../ir.ts";
-import { LEAF_CONST, MOVEMENT } from "../op-classes.ts";
+import { isFree, LEAF_CONST, MOVEMENT } from "../op-classes.ts";
 import type { SchedulePass } from "../schedule.ts";
 import { numel } from "../tensor.ts";
 
@@ -19,7 +19,7 @@ function inlineCost(n: Node, isMat: (n: Node) => boolean, memo: Map<Node, number
   // an element of a concat comes from one part only
   const parts = n.src.map((s) => inlineCost(s, isMat, memo));
   let c = n.op === "concat" ? Math.max(0, ...parts) : parts.reduce((a, b) => a + b, 0);
-  if (!MOVEMENT.has(n.op) && n.op !== "cast" && n.op !== "barrier") c += 1;
+  if (!isFree(n.op)) c += 1;
   memo.set(n, c);
   return c;
 }

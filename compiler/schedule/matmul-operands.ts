@@ -1,6 +1,6 @@
 import { inlineNodes } from "../inline-tree.ts";
 import type { Node } from "../ir.ts";
-import { LEAF_CONST, MOVEMENT } from "../op-classes.ts";
+import { isFree, LEAF_CONST, MOVEMENT } from "../op-classes.ts";
 import type { SchedulePass, StridedView } from "../schedule.ts";
 import { numel } from "../tensor.ts";
 import type { ScheduleState } from "./state.ts";
@@ -32,7 +32,7 @@ function soleMatmul(root: Node, isMat: (n: Node) => boolean, shapes: ReadonlyMap
  */
 function closedRegion(s: ScheduleState, root: Node, boundary: (x: Node) => boolean): Set<Node> | undefined {
   const inside = new Set(inlineNodes(root, boundary));
-  const computed = [...inside].filter((x) => x !== root && !MOVEMENT.has(x.op) && x.op !== "cast" && x.op !== "barrier");
+  const computed = [...inside].filter((x) => x !== root && !isFree(x.op));
   return computed.some((x) => s.rootSet.has(x) || (s.users.get(x) ?? []).some((u) => !inside.has(u))) ? undefined : inside;
 }
 
