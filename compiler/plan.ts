@@ -1,18 +1,15 @@
 import type { Span } from "../grammar/source.ts";
-import { attentionKernel } from "../kernels/attention.ts";
 import type { OperandTexture } from "../kernels/matmul.ts";
-import { matmulKernel } from "../kernels/matmul-epilogue.ts";
 import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
-import { rowKernel, type RowTarget } from "../kernels/row.ts";
-import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
-import { writeSlotKernel } from "../kernels/write-slot.ts";
+import type { RowTarget } from "../kernels/row.ts";
 import type { CompiledModel } from "./elaborate.ts";
 import type { Node } from "./ir.ts";
 import { type MemoryPlan, planMemory } from "./memory-plan.ts";
 import { runPipeline, type Root } from "./pipeline.ts";
 import { type ParamPart, splitLargeParams } from "./passes/split-params.ts";
 import { checkPlanBuffers, type DeviceLimits } from "./size-limits.ts";
-import { epilogueInputs, firstExtraOutputBinding, type Kernel, type Schedule, schedule } from "./schedule.ts";
+import { kernelBindings, lowering } from "./kernel-kinds.ts";
+import { type Kernel, matmulOf, type Schedule, schedule } from "./schedule.ts";
 import type { ScheduleState } from "./schedule/state.ts";
 import { numel } from "./tensor.ts";
 
@@ -109,43 +106,12 @@ export interface Plan {
   readonly irNodes: number;
 }
 
-function flopsOf(k: Kernel, s: Schedule): number {
-  const out = numel(s.shapes.get(k.output)!);
-  if (k.chain) {
-    const q = s.shapes.get(k.chain.first.src[0])!;
-    const v = s.shapes.get(k.chain.v.base)!;
-    const scores = numel(s.shapes.get(k.chain.first)!);
-    return 2 * scores * q[q.length - 1] + 2 * scores * v[v.length - 1] + out * (k.fused - 2);
-  }
-  if (k.matmul) {
-    const a = s.shapes.get(k.matmul.node.src[0])!;
-    return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + out * (k.fused - 1);
-  }
-  if (k.kind === "reduce") return numel(s.shapes.get(k.output.src[0])!) * k.fused;
-  if (k.kind === "write-slot") return numel(s.shapes.get(k.output.src[1])!) * k.fused;
-  return out * k.fused;
-}
-
 /** Bytes a kernel reads and writes; a cache slot written in place moves that slot, not the cache. */
 function bytesOf(k: Kernel, s: Schedule, aliased: Node | undefined): number {
   const size = (n: Node) => numel(s.shapes.get(n)!) * 4;
   const all = [k.output, ...(k.also ?? []), ...k.inputs];
   if (k.kind !== "write-slot" || !aliased) return all.reduce((a, n) => a + size(n), 0);
   return all.reduce((a, n) => a + (n === aliased ? 0 : n === k.output ? size(k.output.src[1]) : size(n)), 0);
-}
-
-/** `aliased`: the input an in-place kernel (elementwise, or a cache's write-slot) reads or writes through its output buffer */
-/** `textureB`: a matmul's B is constant while the plan runs (it may come from a texture) */
-/** `half`: the parameters stored as f16 */
-function generate(k: Kernel, s: Schedule, target: PlanTarget, half: ReadonlySet<Node>, tuning?: MatmulTuning, aliased?: Node, textureB = false): GeneratedKernel & { variant?: string; bTexture?: OperandTexture } {
-  const reads = new Set(k.inputs.filter((n) => half.has(n)));
-  const body = { output: k.output, inputs: k.inputs, shapes: s.shapes, target, dims: s.dims, ...(aliased ? { aliased: new Set([aliased]) } : {}), ...(k.also ? { also: k.also } : {}), ...(reads.size ? { half: reads } : {}) };
-  if (k.kind === "row") return rowKernel(k, s.shapes, target, s.dims, reads);
-  if (k.kind === "attention") return attentionKernel(k, s.shapes, target, s.dims);
-  if (k.kind === "matmul") return matmulKernel(k, s.shapes, target, s.dims, tuning, textureB, reads);
-  if (k.kind === "reduce") return reduceKernel(body);
-  if (k.kind === "write-slot") return writeSlotKernel(body);
-  return elementwiseKernel(body);
 }
 
 export interface PlanOptions {
@@ -190,7 +156,7 @@ export function halfWeights(s: Schedule, mutable: ReadonlySet<string>): Set<Node
   for (const k of s.kernels)
     for (const n of k.inputs) {
       if (n.op !== "param") continue;
-      const mm = k.kind === "matmul" && !k.chain ? k.matmul : undefined;
+      const mm = k.kind === "matmul" ? k.matmul : undefined;
       const widened = k.kind === "elementwise" || k.kind === "reduce" || k.kind === "row" || (mm !== undefined && mm.a.base !== n);
       readable.set(n, (readable.get(n) ?? true) && widened);
     }
@@ -202,7 +168,7 @@ export function halfWeights(s: Schedule, mutable: ReadonlySet<string>): Set<Node
  * plan runs, so the kernel may read it from a texture filled once per write.
  */
 function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | undefined {
-  const b = k.kind === "matmul" ? k.matmul?.b.base : undefined;
+  const b = k.kind === "matmul" ? k.matmul.b.base : undefined;
   return b?.op === "param" && !mutable.has((b as Node<"param">).attrs.name) ? (b as Node<"param">) : undefined;
 }
 
@@ -238,24 +204,19 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
   const kernels: PlanKernel[] = sched.kernels.map((k, index) => {
     const alias = memory.inPlace.get(k.output);
     const constB = textureB ? constantB(k, mutable) : undefined;
-    const g = generate(k, sched, target, half, opts.matmulTuning, alias, constB !== undefined);
+    const lower = lowering(k);
+    const g = lower.generate(k, { s: sched, target, half, tuning: opts.matmulTuning, aliased: alias, textureB: constB !== undefined });
     const bTex = constB && g.bTexture ? { texture: textureOf(constB, g.bTexture) } : {};
-    const bindings: PlanBinding[] = [{ binding: 0, slot: slot(k.output), write: true }];
-    if (k.kind === "matmul") {
-      bindings.push({ binding: 1, slot: slot(k.matmul!.a.base), write: false }, { binding: 2, slot: slot(k.matmul!.b.base), write: false, ...bTex });
-      epilogueInputs(k).forEach((n, i) => bindings.push({ binding: 3 + i, slot: slot(n), write: false }));
-    } else k.inputs.forEach((n, i) => {
-      if (n !== alias) bindings.push({ binding: i + 1, slot: slot(n), write: false });
-    });
-    k.also?.forEach((n, m) => bindings.push({ binding: firstExtraOutputBinding(k) + m, slot: slot(n), write: true }));
+    const bindings: PlanBinding[] = kernelBindings(k, alias).map((b) => ({ binding: b.binding, slot: slot(b.node), write: b.write, ...(b.b ? bTex : {}) }));
     const outs = [k.output, ...(k.also ?? [])];
-    const spans = [k.matmul?.node, ...outs]
+    const mm = matmulOf(k);
+    const spans = [mm?.node, ...outs]
       .map((n) => (n ? model.graph.provenance.get(n.id) : undefined))
       .filter((x, i, all): x is Span => Boolean(x) && all.findIndex((y) => y && y.file === x!.file && y.start === x!.start) === i);
-    const path = model.graph.instancePath.get((k.matmul?.node ?? k.output).id) ?? "";
+    const path = model.graph.instancePath.get((mm?.node ?? k.output).id) ?? "";
     const bytes = bytesOf(k, sched, alias);
-    const label = k.chain ? (k.chain.kind === "softmax" ? "attention" : "kv-memory") : k.matmul ? `matmul${k.output === k.matmul.node ? "" : `+${outs.map((o) => o.op).join(",")}`}` : k.row ? (k.row.softmax ? "softmax" : `row+${k.output.op}`) : outs.map((o) => o.op).join(",");
-    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: flopsOf(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
+    const label = lower.label(k);
+    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: lower.flops(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));

@@ -45,21 +45,12 @@ export interface StridedView {
   readonly strides: readonly number[];
 }
 
-export interface Kernel {
-  readonly kind: KernelKind;
+/** What every kernel has: the buffer it writes, the buffers it reads, how much it computes. */
+interface KernelBase {
   /** the materialized node this kernel writes */
   readonly output: Node;
   /** materialized nodes it reads (its bindings, besides the output) */
   readonly inputs: readonly Node[];
-  /**
-   * for matmul kernels: the matmul node (its result is `acc` inside the epilogue) and
-   * operand views; `sumAxis`: the output is `sum(matmul, sumAxis)` over a batch axis,
-   * computed as one matmul with that axis folded into K (see foldableSum)
-   */
-  readonly matmul?: { readonly node: Node; readonly a: StridedView; readonly b: StridedView; readonly sumAxis?: number };
-  readonly chain?: ChainedMatmul;
-  /** row kernels: the reductions along `axis` (scalars per row, in dependency order); `softmax` names the common case */
-  readonly row?: { readonly axis: number; readonly reductions: readonly Node[]; readonly softmax: boolean };
   /**
    * more outputs of `output`'s shape computed in the same pass: elementwise kernels bind
    * them after their inputs, matmul epilogues after their epilogue inputs
@@ -68,6 +59,51 @@ export interface Kernel {
   /** number of IR nodes this kernel computes (itself plus what it inlines) */
   readonly fused: number;
 }
+
+/**
+ * A matmul kernel's matmul node (its result is `acc` inside the epilogue) and operand
+ * views; `sumAxis`: the output is `sum(matmul, sumAxis)` over a batch axis, computed as
+ * one matmul with that axis folded into K (see foldableSum)
+ */
+export interface MatmulOperands {
+  readonly node: Node;
+  readonly a: StridedView;
+  readonly b: StridedView;
+  readonly sumAxis?: number;
+}
+
+export interface ElementwiseKernel extends KernelBase {
+  readonly kind: "elementwise";
+}
+export interface ReduceKernel extends KernelBase {
+  readonly kind: "reduce";
+}
+export interface WriteSlotKernel extends KernelBase {
+  readonly kind: "write-slot";
+}
+/** a matmul with the elementwise epilogue above it */
+export interface MatmulKernel extends KernelBase {
+  readonly kind: "matmul";
+  readonly matmul: MatmulOperands;
+}
+/** two chained matmuls (attention, the FFN memory): `matmul` is the second, with q and v as its views */
+export interface AttentionKernel extends KernelBase {
+  readonly kind: "attention";
+  readonly matmul: MatmulOperands;
+  readonly chain: ChainedMatmul;
+}
+/** the reductions along `axis` (scalars per row, in dependency order) and the value that needs them; `softmax` names the common case */
+export interface RowKernel extends KernelBase {
+  readonly kind: "row";
+  readonly row: { readonly axis: number; readonly reductions: readonly Node[]; readonly softmax: boolean };
+}
+
+/** One kernel of a schedule: each kind carries exactly the fields its lowering needs. */
+export type Kernel = ElementwiseKernel | ReduceKernel | WriteSlotKernel | MatmulKernel | AttentionKernel | RowKernel;
+export type KernelOf<K extends KernelKind> = Extract<Kernel, { readonly kind: K }>;
+
+/** The matmul a kernel computes, if any (a plain or chained matmul kernel). */
+export const matmulOf = (k: Kernel): MatmulOperands | undefined => (k.kind === "matmul" || k.kind === "attention" ? k.matmul : undefined);
 
 export interface Schedule {
   readonly kernels: readonly Kernel[];
@@ -141,8 +177,8 @@ export function firstExtraOutputBinding(k: Kernel): number {
  * from the output without passing through the matmul. An operand's base that the
  * epilogue also reads (`x @ w + x`) is bound a second time, read-only.
  */
-export function epilogueInputs(k: Kernel): Node[] {
-  const mm = k.matmul!;
+export function epilogueInputs(k: Pick<MatmulKernel, "output" | "inputs" | "also"> & { readonly matmul: Pick<MatmulOperands, "node"> }): Node[] {
+  const mm = k.matmul;
   if (k.output === mm.node) return [];
   const inputs = new Set(k.inputs);
   const out = new Set<Node>();

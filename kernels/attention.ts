@@ -1,5 +1,5 @@
 import type { Node } from "../compiler/ir.ts";
-import type { Kernel, StridedView } from "../compiler/schedule.ts";
+import type { AttentionKernel, StridedView } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
 import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, type LaunchTarget, WORKGROUP } from "./pointwise.ts";
 import { Renderer } from "./render.ts";
@@ -34,12 +34,12 @@ function at(name: string, v: StridedView, shape: readonly number[], batchShape: 
  * shader compilation).
  */
 export function attentionKernel(
-  k: Kernel,
+  k: AttentionKernel,
   shapes: ReadonlyMap<Node, readonly number[]>,
   target: { maxWorkgroupsPerDim: number; maxWorkgroupStorage: number; isFallback: boolean },
   dims: Readonly<Record<string, number>> = {},
 ): GeneratedKernel & { variant: string } {
-  const keys = shapes.get(k.chain!.first)!;
+  const keys = shapes.get(k.chain.first)!;
   if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
   return onlineKernel(k, shapes, target, dims);
 }
@@ -63,9 +63,9 @@ interface ChainParts {
   readonly helpers: string;
 }
 
-function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: string, dims: Readonly<Record<string, number>>): ChainParts {
-  const chain = k.chain!;
-  const second = k.matmul!.node;
+function parts(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: string, dims: Readonly<Record<string, number>>): ChainParts {
+  const chain = k.chain;
+  const second = k.matmul.node;
   const outShape = shapes.get(second)!;
   const r = outShape.length;
   const batchShape = outShape.slice(0, r - 2);
@@ -103,9 +103,9 @@ function parts(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, indent: 
  * workgroup memory; softmax is two tree reductions (max, sum); then threads split the
  * output columns. No score is computed twice and every value read is shared.
  */
-function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+function rowKernel(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const P = parts(k, shapes, "    ", dims);
-  const softmax = k.chain!.kind === "softmax";
+  const softmax = k.chain.kind === "softmax";
   const rows = P.nb * P.nq;
   const wg = grid(rows, maxWorkgroupsPerDim);
   const reduce = (op: (a: string, b: string) => string) => `  for (var h = ${WORKGROUP / 2}u; h > 0u; h = h >> 1u) {
@@ -158,12 +158,12 @@ ${P.epilogue.lines.join("\n")}
   return { wgsl, workgroups: wg, variant: softmax ? "row-softmax" : "row-kv" };
 }
 
-function onlineKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: LaunchTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+function onlineKernel(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>, target: LaunchTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
   const P = parts(k, shapes, "    ", dims);
   const cols = Math.min(P.dv, COLUMNS);
   const blocks = Math.ceil(P.dv / cols);
   const l = launch(P.nb * P.nq * blocks, target, P.nk * (P.dk + cols));
-  const softmax = k.chain!.kind === "softmax";
+  const softmax = k.chain.kind === "softmax";
   // the query row is reused for every key: keep it in registers when it is short
   const cacheQ = P.dk <= 256;
   const wgsl = `${P.decls}

@@ -1,5 +1,5 @@
 import type { Node } from "../compiler/ir.ts";
-import { epilogueInputs, firstExtraOutputBinding, type Kernel, type StridedView } from "../compiler/schedule.ts";
+import { epilogueInputs, firstExtraOutputBinding, type MatmulKernel, type StridedView } from "../compiler/schedule.ts";
 import { generateMatmul, type KernelTarget, type MatmulSpec, type OperandTexture, resolveMatmulOptions } from "./matmul.ts";
 import { matmulKey, type MatmulTuning } from "./matmul-tuning.ts";
 import { extraOutputDecls, type GeneratedKernel, helpersText, storageType } from "./pointwise.ts";
@@ -44,7 +44,7 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
  * weights, see compiler/plan.ts halfWeights), B or epilogue inputs; widened as loaded.
  */
 export function matmulKernel(
-  k: Kernel,
+  k: MatmulKernel,
   shapes: ReadonlyMap<Node, readonly number[]>,
   target: KernelTarget & { readonly vec4?: boolean },
   dims: Readonly<Record<string, number>> = {},
@@ -52,7 +52,7 @@ export function matmulKernel(
   textureB = false,
   half: ReadonlySet<Node> = new Set(),
 ): GeneratedKernel & { variant: string; bTexture?: OperandTexture } {
-  const mm = k.matmul!;
+  const mm = k.matmul;
   const outShape = shapes.get(mm.node)!;
   const r = outShape.length;
   const batchShape = outShape.slice(0, r - 2);

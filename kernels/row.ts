@@ -1,5 +1,5 @@
 import type { Node } from "../compiler/ir.ts";
-import type { Kernel } from "../compiler/schedule.ts";
+import type { RowKernel } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
 import { type KernelTarget, subgroupsUsable } from "./matmul.ts";
 import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, vectorDecls } from "./pointwise.ts";
@@ -50,15 +50,15 @@ function workgroupWidth(n: number, t: KernelTarget): number {
  * output. Everything between is recomputed per pass from cached loads, never stored.
  */
 /** `half`: inputs stored as f16 (frozen weights: an embedding gathered before a norm), widened as loaded */
-export function rowKernel(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>, half: ReadonlySet<Node> = new Set()): GeneratedKernel & { variant: string } {
+export function rowKernel(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>, half: ReadonlySet<Node> = new Set()): GeneratedKernel & { variant: string } {
   const shape = shapes.get(k.output)!;
-  const axis = k.row!.axis;
+  const axis = k.row.axis;
   const n = shape[axis];
   const rows = numel(shape) / n;
   const strategy = chooseRowStrategy(n, target);
   const width = strategy === "thread" ? 1 : strategy === "subgroup" ? target.subgroupSize : workgroupWidth(n, target);
   if (strategy === "thread") {
-    const l = launch(rows, target, (k.row!.reductions.length + 1) * n);
+    const l = launch(rows, target, (k.row.reductions.length + 1) * n);
     // along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
     const v = target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half)) : undefined;
     if (v) {
@@ -94,11 +94,11 @@ ${body}
  * at a time in vec4s, and each reduction's 4 partial results combine at the end (so sums
  * are added in another order than the scalar kernel's).
  */
-function rowBody(k: Kernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean, half: ReadonlySet<Node>): { body: string; renderers: Renderer[]; types: Set<string> } {
+function rowBody(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean, half: ReadonlySet<Node>): { body: string; renderers: Renderer[]; types: Set<string> } {
   const shape = shapes.get(k.output)!;
-  const axis = k.row!.axis;
+  const axis = k.row.axis;
   const n = shape[axis];
-  const reductions = k.row!.reductions;
+  const reductions = k.row.reductions;
   const { bufferVar } = kernelBuffers(k.output, k.inputs);
   const j = vector ? "vj" : "j";
   // the row's other indices from lin, j along the axis

@@ -20,7 +20,7 @@ import { memoryReport } from "../compiler/memory-report.ts";
 import { runPipeline } from "../compiler/pipeline.ts";
 import { buildPlan, type Plan, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
 import { layerOf } from "../compiler/recompute.ts";
-import { schedule } from "../compiler/schedule.ts";
+import { matmulOf, schedule } from "../compiler/schedule.ts";
 import { numel, type Tensor, tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, stepInputs, type TrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
@@ -151,7 +151,7 @@ model LM4 {
       const memory = planMemory(s, roots.map((r) => r.node));
       if (recompute) {
         // the first kernel that recomputes layer l runs after the last that recomputes l + 1
-        const path = (i: number) => step.model.graph.instancePath.get((s.kernels[i].matmul?.node ?? s.kernels[i].output).id) ?? "";
+        const path = (i: number) => step.model.graph.instancePath.get((matmulOf(s.kernels[i])?.node ?? s.kernels[i].output).id) ?? "";
         const at = new Map<string, number[]>();
         s.kernels.forEach((_, i) => {
           const p = path(i);

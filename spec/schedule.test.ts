@@ -11,6 +11,9 @@ import { LEAF_CONST } from "../compiler/op-classes.ts";
 import { runPipeline } from "../compiler/pipeline.ts";
 import { type Kernel, SCHEDULE_PASSES, SCHEDULE_STAGES, schedule, UNFUSED_PASSES } from "../compiler/schedule.ts";
 import { dumpSchedule } from "../compiler/schedule/dump.ts";
+import { KERNEL_KINDS } from "../compiler/kernel-kinds.ts";
+import { generationModels } from "../compiler/generation-models.ts";
+import { buildPlan, type Plan, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 
@@ -66,7 +69,7 @@ describe("scheduler passes", () => {
       if (pass === "sum-folds") folds.push(st.sumFolds.size);
     });
     assert.ok(folds[0] > 0, "no batch sum folded");
-    assert.ok(s.kernels.filter((k) => k.matmul?.sumAxis !== undefined).length === folds[0]);
+    assert.ok(s.kernels.filter((k) => k.kind === "matmul" && k.matmul.sumAxis !== undefined).length === folds[0]);
     assert.ok(s.kernels.some((k) => k.kind === "elementwise" && (k.also?.length ?? 0) > 0), "no merged elementwise kernel");
   });
 
@@ -79,5 +82,37 @@ describe("scheduler passes", () => {
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /unknown stage "kernelz"/);
     assert.match(bad.stderr, /scheduler passes: sources, inline-depth/);
+  });
+});
+
+describe("one lowering contract per kernel kind", () => {
+  // what a lavapipe-like device offers: subgroups, f16, larger workgroup storage (textures and vec4 variants appear)
+  const SUBGROUPS = { ...WEBGPU_DEFAULT_TARGET, subgroupSize: 8, maxWorkgroupStorage: 32768, shaderF16: true };
+  /** @binding(n) → whether the shader writes it (read_write), reads it (read) or samples it (a texture) */
+  const declared = (wgsl: string) => new Map([...wgsl.matchAll(/@binding\((\d+)\) var(<storage, (read_write|read)>)? \w+ *: *(\w+)/g)].map((m) => [Number(m[1]), m[3] ?? `texture ${m[4]}`]));
+  const check = (plan: Plan, what: string) => {
+    for (const k of plan.kernels) {
+      const want = new Map(k.bindings.map((b) => [b.binding, b.texture !== undefined ? "texture texture_2d" : b.write ? "read_write" : "read"]));
+      assert.deepEqual(declared(k.wgsl), want, `${what}: kernel #${k.index} ${k.label} (${k.variant})`);
+    }
+  };
+  test("every kernel kind has a lowering; every kernel of the shipped tiny models declares exactly the bindings its plan binds, with their access", () => {
+    assert.deepEqual(Object.keys(KERNEL_KINDS).sort(), ["attention", "elementwise", "matmul", "reduce", "row", "write-slot"]);
+    const p = loadProgram(TINY);
+    const seen = new Set<string>();
+    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"])
+      for (const target of [WEBGPU_DEFAULT_TARGET, SUBGROUPS]) {
+        const step = buildTrainGraph(elaborate(p, name, { training: true }));
+        const plans: [string, Plan][] = [
+          ["forward", buildPlan(elaborate(p, name), { B: 2, T: 8 }, target)],
+          ["training step", buildPlan(step.model, { B: 2, T: 8 }, target, undefined, { mutableParams: new Set(step.updates.map((u) => u.to)) })],
+          ["decode", buildPlan(generationModels(p, name).decode, { B: 2, C: 16 }, target)],
+        ];
+        for (const [what, plan] of plans) {
+          check(plan, `${name} ${what}`);
+          for (const k of plan.kernels) seen.add(k.kind);
+        }
+      }
+    assert.deepEqual([...seen].sort(), Object.keys(KERNEL_KINDS).sort(), "every kind was checked");
   });
 });

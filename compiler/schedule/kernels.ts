@@ -1,6 +1,6 @@
 import type { Node } from "../ir.ts";
 import { LEAF_CONST } from "../op-classes.ts";
-import { epilogueInputs, type Kernel, type SchedulePass } from "../schedule.ts";
+import { epilogueInputs, type SchedulePass } from "../schedule.ts";
 import { softmaxScores } from "./softmax-pattern.ts";
 import { stridedView } from "./views.ts";
 
@@ -51,7 +51,7 @@ export const emitKernels: SchedulePass = {
       const tree = also ? joinTrees([n, ...also].map(inlineTree)) : inlineTree(n);
       const mmOf = n.op === "matmul" ? n : tree.mm;
       // a plain matmul kernel binds A and B at 1 and 2 and each epilogue buffer from 3 (again, if shared)
-      const bindings = mmOf && !s.chains.has(mmOf) ? 3 + epilogueInputs({ kind: "matmul", output: n, inputs: tree.inputs, matmul: { node: mmOf } as Kernel["matmul"], ...(also ? { also } : {}), fused: 0 }).length + (also?.length ?? 0) : tree.inputs.length + 1;
+      const bindings = mmOf && !s.chains.has(mmOf) ? 3 + epilogueInputs({ output: n, inputs: tree.inputs, matmul: { node: mmOf }, ...(also ? { also } : {}) }).length + (also?.length ?? 0) : tree.inputs.length + 1;
       if (bindings > s.limits.maxBindings) {
         // Too many bindings: materialize the widest inline operand and reschedule, once for
         // every such kernel of this pass (a reschedule per kernel made 32 layers quadratic).

@@ -12,17 +12,16 @@ function transposedWeights(kernels: Kernel[], shapes: ReadonlyMap<Node, readonly
   const candidates = new Set<Node>();
   const banned = new Set<Node>();
   for (const k of kernels) {
-    const plainB = k.kind === "matmul" && k.matmul ? k.matmul.b.base : undefined;
     for (const n of k.inputs) {
       if (n.op !== "param" || shapes.get(n)!.length !== 2) continue;
-      const onlyAsB = n === plainB && k.matmul!.a.base !== n && !epilogueInputs(k).includes(n);
-      if (onlyAsB && k.matmul!.b.strides.at(-1) !== 1 && k.matmul!.b.strides.at(-2) === 1) candidates.add(n);
+      const onlyAsB = k.kind === "matmul" && n === k.matmul.b.base && k.matmul.a.base !== n && !epilogueInputs(k).includes(n);
+      if (onlyAsB && k.matmul.b.strides.at(-1) !== 1 && k.matmul.b.strides.at(-2) === 1) candidates.add(n);
       else banned.add(n);
     }
   }
   const chosen = new Set([...candidates].filter((n) => !banned.has(n)));
   kernels.forEach((k, i) => {
-    if (k.kind !== "matmul" || !k.matmul || !chosen.has(k.matmul.b.base)) return;
+    if (k.kind !== "matmul" || !chosen.has(k.matmul.b.base)) return;
     const b = stridedView(k.matmul.node.src[1], isMat, shapes, dims, chosen)!;
     kernels[i] = { ...k, matmul: { ...k.matmul, b } };
   });
