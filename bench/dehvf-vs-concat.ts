@@ -1,5 +1,5 @@
 import type { Gpu } from "../runtime/device.ts";
-import { buildPlan } from "../compiler/plan.ts";
+import { buildPlan } from "../lowering/plan.ts";
 import { PlanExecutor } from "../runtime/executor.ts";
 import { autotuneRequested, devicePlan } from "../runtime/autotune.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
-import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../lowering/plan.ts";
 import { tensor } from "../compiler/tensor.ts";
 import { argmax } from "../generate/sampler.ts";
 import { loadProgram } from "../grammar/modules.ts";

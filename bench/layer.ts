@@ -15,7 +15,7 @@
  * against the float64 interpreter (slow: tens of seconds).
  */
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan } from "../compiler/plan.ts";
+import { buildPlan, type Plan } from "../lowering/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { acquireGpu } from "../runtime/device.ts";
 import { PlanExecutor } from "../runtime/executor.ts";

@@ -15,7 +15,8 @@
  *   npm run bench -- matmul [--sizes 256,512] [--quick] [--autotune]
  */
 import { createMatmulRun, type MatmulRun } from "../runtime/matmul-run.ts";
-import { generateMatmul, targetFromGpu, type MatmulSpec } from "../kernels/matmul.ts";
+import { generateMatmul, type MatmulSpec } from "../kernels/matmul.ts";
+import { targetFromGpu } from "../runtime/kernel-target.ts";
 import { tuneMatmul } from "../runtime/autotune.ts";
 import { acquireGpu, type Gpu } from "../runtime/device.ts";
 import { type Contender, contender, flushTfjsWebgpu, loadAverage, loadPeers, maxAbsDiff, peersLine, race, randomMatrix, type Tf } from "./peers.ts";

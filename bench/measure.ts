@@ -1,5 +1,5 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan } from "../compiler/plan.ts";
+import { buildPlan, type Plan } from "../lowering/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { loadProgram } from "../grammar/modules.ts";

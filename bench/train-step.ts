@@ -6,8 +6,8 @@
  * the f32 step, and the device memory of each plan.
  */
 import { elaborate } from "../compiler/elaborate.ts";
-import { memoryReport } from "../compiler/memory-report.ts";
-import type { WeightStorage } from "../compiler/plan.ts";
+import { memoryReport } from "../lowering/memory-report.ts";
+import type { WeightStorage } from "../lowering/plan.ts";
 import { tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, type TrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";

@@ -1,6 +1,6 @@
 import { DehvfError } from "../grammar/diagnostics.ts";
 import { describeSystemError } from "../io/errno.ts";
-import { UserFacingError } from "../io/user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /**
  * Prints a failure and returns the exit code: 1 for what the user or the environment can

@@ -1,23 +1,8 @@
 import type { BlockDecl, ForwardDecl, ParamDecl } from "../grammar/ast.ts";
 import type { Span } from "../grammar/source.ts";
 import type { Dim } from "./dims.ts";
-import type { Transform } from "../io/checkpoints/transforms.ts";
+import type { ParamSource } from "../io/checkpoints/param-source.ts";
 import type { InitRule, Node } from "./ir.ts";
-
-/** Where a parameter's value comes from when a checkpoint provides it (`from "..."` on an enclosing instance). */
-export interface ParamSource {
-  /** the checkpoint, absolute */
-  readonly file: string;
-  /** as the model file names it (relative to that file) */
-  readonly written: string;
-  readonly family: string;
-  /** the checkpoint tensor */
-  readonly tensor: string;
-  /** the family table's name for it, `{l}` in place of the layer ("layers.{l}.attention.wq.weight") */
-  readonly pattern: string;
-  /** how the stored tensor becomes the parameter (io/checkpoints/transforms.ts) */
-  readonly transform?: Transform;
-}
 
 /** A parameter tensor declared somewhere in the instance tree. */
 export interface ParamInfo {

@@ -7,8 +7,9 @@ import { type Catalog, FORMAT_NAMES, openCatalog } from "../io/checkpoints/catal
 import { detectFamily, type Family, families, familyNames, fillPattern, readsFormat, ruleFor, type TensorRule } from "../io/checkpoints/families.ts";
 import { shapeProblem, type Transform } from "../io/checkpoints/transforms.ts";
 import { describeSystemError } from "../io/errno.ts";
-import { UserFacingError } from "../io/user-facing-error.ts";
-import type { ParamSource, Value } from "./values.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
+import type { ParamSource } from "../io/checkpoints/param-source.ts";
+import type { Value } from "./values.ts";
 
 /** dtypes a checkpoint tensor may have: all are read as float32 */
 export const READABLE_DTYPES: readonly string[] = ["F32", "F16", "BF16", "F64"];

@@ -1,4 +1,4 @@
-import { seededRng } from "../compiler/param-init.ts";
+import { seededRng } from "../util/rng.ts";
 import { shuffle } from "./composites.ts";
 import type { TextParts } from "./scienceqa.ts";
 import { padId, requireSpecial, type Tokenizer } from "./tokenizers/tokenizer.ts";

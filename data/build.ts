@@ -3,7 +3,7 @@ import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import sharp from "sharp";
-import { seededRng } from "../compiler/param-init.ts";
+import { seededRng } from "../util/rng.ts";
 import { encodeText, sequenceLength } from "./batches.ts";
 import { captionParts, captionsFor, CAPTIONS_PER_IMAGE, cocoImage, type CocoDataset, type CocoImage } from "./captions.ts";
 import { GRID_SIZE, itemPool, renderComposite, type Composite, type ItemPool } from "./composites.ts";

@@ -1,4 +1,4 @@
-import { seededRng } from "../compiler/param-init.ts";
+import { seededRng } from "../util/rng.ts";
 import { ITEM_SIZE, type FashionMnist, type FashionSplit } from "./fashion-mnist.ts";
 
 export const GRID_SIZE = 2 * ITEM_SIZE;

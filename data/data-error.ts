@@ -1,4 +1,4 @@
-import { UserFacingError } from "../io/user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /** A dataset, tokenizer or image file that is missing, damaged or not what dehvf reads: the user's to fix. */
 export class DataError extends UserFacingError {

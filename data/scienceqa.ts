@@ -1,4 +1,4 @@
-import { seededRng } from "../compiler/param-init.ts";
+import { seededRng } from "../util/rng.ts";
 import { composeClasses, type Look, pick, QUADRANTS, randomLook, shuffle, type Composite, type ItemPool, type Quad } from "./composites.ts";
 import { describeKinds, describeQuadrant } from "./captions.ts";
 import { CLASS_GROUP, CLASS_NOUNS, GROUPS, type Group } from "./fashion-mnist.ts";

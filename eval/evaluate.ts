@@ -1,5 +1,5 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../lowering/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { encodeText } from "../data/batches.ts";
 import { captionParts, describePositions } from "../data/captions.ts";
@@ -14,7 +14,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "../runtime/executor.ts";
 import { uploadParams } from "../runtime/param-upload.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
-import { labelledImages } from "../train/tasks.ts";
+import { labelledImages } from "../data/examples.ts";
 import { captionMetrics, multipleChoiceAccuracy, type MultipleChoiceAccuracy } from "./metrics.ts";
 
 /**
@@ -28,7 +28,7 @@ export class Predictor {
     private readonly ex: PlanExecutor,
   ) {}
 
-  /** `weights`: how frozen weights are stored (compiler/plan.ts PlanOptions.weights) */
+  /** `weights`: how frozen weights are stored (lowering/plan.ts PlanOptions.weights) */
   static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook, weights?: WeightStorage): Promise<Predictor> {
     const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu), undefined, { weights }), model.program.sources, compiling);
     await uploadParams(ex, model, params);

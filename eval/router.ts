@@ -7,7 +7,7 @@ import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Gpu } from "../runtime/device.ts";
 import type { CompileHook } from "../runtime/executor.ts";
-import { seqLength } from "../train/tasks.ts";
+import { seqLength } from "../data/examples.ts";
 import { batches, Predictor, type Tally } from "./evaluate.ts";
 
 /** The tap a fusion block names its mixing weights by: [sources, B] per call, a distribution over the sources (std/fusion.dehvf's DEHVF). */

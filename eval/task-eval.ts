@@ -1,7 +1,7 @@
 import { CONTEXT_DIM } from "../compiler/decoding.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
-import type { WeightStorage } from "../compiler/plan.ts";
+import type { WeightStorage } from "../lowering/plan.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
@@ -9,8 +9,8 @@ import { during } from "../io/progress.ts";
 import { DeviceDecoder } from "../runtime/decoder.ts";
 import type { Gpu } from "../runtime/device.ts";
 import type { CompileHook } from "../runtime/executor.ts";
-import type { Task } from "../train/stages.ts";
-import { groundedExamples, seqLength, trainingTexts } from "../train/tasks.ts";
+import type { Task } from "../data/examples.ts";
+import { groundedExamples, seqLength, trainingTexts } from "../data/examples.ts";
 import { evalClassifier, evalVqa, Predictor, type Tally } from "./evaluate.ts";
 
 /** Rows per evaluation run. */
@@ -36,7 +36,7 @@ export class EvalModel {
     private readonly maxCaption: number,
   ) {}
 
-  /** `weights`: how frozen weights are stored on the device (compiler/plan.ts PlanOptions.weights) */
+  /** `weights`: how frozen weights are stored on the device (lowering/plan.ts PlanOptions.weights) */
   static async create(say: (line: string) => void, gpu: Gpu, model: CompiledModel, task: Task, data: LoadedDataset, params: ReadonlyMap<string, Tensor>, batch = EVAL_BATCH, weights?: WeightStorage): Promise<EvalModel> {
     const compiling: CompileHook = (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work);
     if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling, weights), undefined, false, 0);

@@ -1,4 +1,4 @@
-import { rng } from "../compiler/param-init.ts";
+import { rng } from "../util/rng.ts";
 
 /** How the next token is picked from a row of logits. */
 export interface SamplingOptions {

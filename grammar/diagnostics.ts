@@ -1,4 +1,4 @@
-import { UserFacingError } from "../io/user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 import { excerpt } from "./excerpt.ts";
 import { printable, shorten } from "./printable.ts";
 import type { SourceFile, Span } from "./source.ts";

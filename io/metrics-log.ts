@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { writeFileAtomicSync } from "./atomic.ts";
 import { withPath } from "./errno.ts";
-import { UserFacingError } from "./user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /** A metrics log damaged somewhere other than its last line (which a kill may tear): not ours to repair. */
 export class MetricsLogError extends UserFacingError {

@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { tempSibling } from "./atomic.ts";
 import { bootId, processAlive, processStart } from "./process-identity.ts";
-import { UserFacingError } from "./user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /*
  * One run per output directory. The lock file names its owner by pid, host, boot and the

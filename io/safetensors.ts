@@ -4,7 +4,7 @@ import type { FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { writeFileAtomicStream } from "./atomic.ts";
 import { withPath } from "./errno.ts";
-import { UserFacingError } from "./user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /*
  * safetensors (https://github.com/huggingface/safetensors): u64 LE header length N, N bytes of

@@ -41,7 +41,7 @@ function foldSumIntoK(s: MatmulSpec, axis: number): MatmulSpec {
  * `textureB`: B is constant while the plan runs (a frozen weight), so it may be read from
  * a texture the caller fills once ("sg-texture", where the target's choice picks it); the
  * result then names the texture's layout in `bTexture`. `half`: buffers holding f16 (frozen
- * weights, see compiler/plan.ts halfWeights), B or epilogue inputs; widened as loaded.
+ * weights, see lowering/plan.ts halfWeights), B or epilogue inputs; widened as loaded.
  */
 export function matmulKernel(
   k: MatmulKernel,

@@ -25,7 +25,7 @@
  *               16×16-per-lane register block, A handed across the subgroup with
  *               subgroupBroadcast, B from an rgba32float texture. The fastest here; only
  *               with `allowTexture` (binding 2 changes type and the caller must fill it):
- *               plans allow it for constant B operands (compiler/plan.ts, PlanTexture).
+ *               plans allow it for constant B operands (lowering/plan.ts, PlanTexture).
  *   sg-buffer   the same with B from the storage buffer: the default on CPU adapters.
  *               Its register block is chosen per shape by estimated cost (chooseBlock).
  *   tiled       workgroup-shared tiles, 4×4 register blocks, vec4 loads where the layout
@@ -46,7 +46,6 @@
  * products of the step, and the stores in a runtime loop (unrolled stores made lavapipe's
  * compile ~7× slower).
  */
-import type { Gpu } from "../runtime/device.ts";
 
 export interface MatmulOperand {
   readonly offset: number;
@@ -149,20 +148,6 @@ export const DEFAULT_EPILOGUE = "fn epilogue(acc: f32, b: u32, i: u32, j: u32) -
  * timings of old code are never reused.
  */
 export const MATMUL_GENERATOR_VERSION = 2;
-
-export function targetFromGpu(gpu: Gpu): KernelTarget {
-  const L = gpu.info.limits;
-  const dl = gpu.device.limits as unknown as Record<string, number>;
-  return {
-    isFallback: gpu.info.isFallback,
-    subgroupSize: gpu.hasSubgroups ? gpu.info.subgroupMin : 0,
-    subgroupMaxSize: gpu.hasSubgroups ? gpu.info.subgroupMax : 0,
-    maxWorkgroupStorage: L.maxComputeWorkgroupStorageSize,
-    maxInvocations: L.maxComputeInvocationsPerWorkgroup,
-    maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
-    maxTextureDimension2D: dl.maxTextureDimension2D ?? 8192,
-  };
-}
 
 // ---------------------------------------------------------------------------------------
 // shared helpers

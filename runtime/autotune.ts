@@ -10,9 +10,10 @@
  * WGSL (and its results, bit for bit) are reproducible. Asking for --autotune with a warm
  * cache costs one plan build more.
  */
-import { rng } from "../compiler/param-init.ts";
-import type { Plan } from "../compiler/plan.ts";
-import { generateMatmul, type KernelTarget, type MatmulOptions, type MatmulSpec, operandExtent, targetFromGpu } from "../kernels/matmul.ts";
+import { rng } from "../util/rng.ts";
+import type { Plan } from "../lowering/plan.ts";
+import { generateMatmul, type KernelTarget, type MatmulOptions, type MatmulSpec, operandExtent } from "../kernels/matmul.ts";
+import { targetFromGpu } from "./kernel-target.ts";
 import { matmulCandidates, matmulKey, type MatmulTuning, optionsFit, parseMatmulKey } from "../kernels/matmul-tuning.ts";
 import { adapterIdentity, autotuneCacheDir, cacheFile, loadTuning, saveTuning, type TunedEntry } from "./autotune-cache.ts";
 import type { Gpu } from "./device.ts";

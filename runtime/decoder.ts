@@ -3,7 +3,7 @@ import { shapeEval } from "../compiler/dims.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import type { GenerationModels } from "../compiler/generation-models.ts";
 import { interpret } from "../compiler/interpret.ts";
-import { buildPlan, type WeightStorage } from "../compiler/plan.ts";
+import { buildPlan, type WeightStorage } from "../lowering/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Gpu } from "./device.ts";
@@ -31,7 +31,7 @@ export interface StepModel {
 export interface DecoderOptions {
   readonly batch: number;
   readonly context: number;
-  /** frozen weights stored as f16 on the device (compiler/plan.ts PlanOptions.weights); default f32 */
+  /** frozen weights stored as f16 on the device (lowering/plan.ts PlanOptions.weights); default f32 */
   readonly weights?: WeightStorage;
 }
 

@@ -1,5 +1,5 @@
 import { create, globals } from "webgpu";
-import { UserFacingError } from "../io/user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 import { withoutNativeNoise } from "./quiet-stderr.ts";
 
 /**

@@ -1,5 +1,5 @@
 import type { SourceMap } from "../grammar/diagnostics.ts";
-import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../compiler/plan.ts";
+import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../lowering/plan.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { StreamedParam } from "../io/checkpoints/load.ts";
 import { type Gpu, spinBriefly } from "./device.ts";

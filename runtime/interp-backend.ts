@@ -2,7 +2,8 @@ import { type Dim, dimEval, shapeEval } from "../compiler/dims.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { topoOrder } from "../compiler/graph.ts";
 import { interpret } from "../compiler/interpret.ts";
-import { initParam, seededRng } from "../compiler/param-init.ts";
+import { initParam } from "../compiler/param-init.ts";
+import { seededRng } from "../util/rng.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import { sourcedParams, streamSourced } from "../io/checkpoints/load.ts";
 

@@ -1,5 +1,5 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan, type WeightStorage } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type WeightStorage } from "../lowering/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS_OUTPUT, type OptimizerConfig, PARAM_NORM_OUTPUT, stepInputs, type TrainGraph, trainState } from "../compiler/train-graph.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";

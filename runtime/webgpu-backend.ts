@@ -1,11 +1,11 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
-import { buildPlan, type Plan, type PlanTarget, type WeightStorage } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget, type WeightStorage } from "../lowering/plan.ts";
 import type { ParamInfo } from "../compiler/values.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { DeviceLimits } from "../compiler/size-limits.ts";
 import type { Tensor } from "../compiler/tensor.ts";
-import { UserFacingError } from "../io/user-facing-error.ts";
-import { targetFromGpu } from "../kernels/matmul.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
+import { targetFromGpu } from "./kernel-target.ts";
 import type { RowStrategy } from "../kernels/row.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
@@ -78,7 +78,7 @@ export interface WebgpuRunOptions {
   readonly profile?: boolean;
   /** tune the plan's matmuls on this device first (or take them from the cache): runtime/autotune.ts */
   readonly autotune?: boolean | AutotuneOptions;
-  /** store frozen weights as f16 (compiler/plan.ts PlanOptions.weights) */
+  /** store frozen weights as f16 (lowering/plan.ts PlanOptions.weights) */
   readonly weights?: WeightStorage;
 }
 

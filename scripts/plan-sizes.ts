@@ -4,8 +4,8 @@
 //   npx tsx scripts/plan-sizes.ts [--weights f16] [--recompute] [FILE…]   (default: both models/clip-l14-llama7b-*.dehvf, f32)
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
-import { memoryReport } from "../compiler/memory-report.ts";
-import { buildPlan, type Plan, type PlanTarget, WEBGPU_DEFAULT_TARGET, type WeightStorage } from "../compiler/plan.ts";
+import { memoryReport } from "../lowering/memory-report.ts";
+import { buildPlan, type Plan, type PlanTarget, WEBGPU_DEFAULT_TARGET, type WeightStorage } from "../lowering/plan.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 

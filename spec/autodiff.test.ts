@@ -7,7 +7,7 @@ import type { Shape } from "../compiler/dims.ts";
 import { topoOrder } from "../compiler/graph.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { type Node, type Op, OPS } from "../compiler/ir.ts";
-import { rng } from "../compiler/param-init.ts";
+import { rng } from "../util/rng.ts";
 import { numel, type Tensor, tensor } from "../compiler/tensor.ts";
 import { fcRuns } from "./fc-runs.ts";
 import { GraphKit } from "./graph-model.ts";

@@ -16,7 +16,7 @@ import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problem
 import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
-import { solutionGivenTexts } from "../train/tasks.ts";
+import { solutionGivenTexts } from "../data/examples.ts";
 import { fcRuns } from "./fc-runs.ts";
 
 const SMALL = { seed: 7, train: 200, val: 50, test: 50 } as const;

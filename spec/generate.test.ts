@@ -15,7 +15,7 @@ import { CONTEXT_DIM } from "../compiler/decoding.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
 import { interpret } from "../compiler/interpret.ts";
-import { buildPlan, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
+import { buildPlan, WEBGPU_DEFAULT_TARGET } from "../lowering/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { argmax, sampler } from "../generate/sampler.ts";
 import { loadProgram } from "../grammar/modules.ts";

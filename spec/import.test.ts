@@ -10,7 +10,7 @@ import type { Tensor } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { openCatalog } from "../io/checkpoints/catalog.ts";
 import { applyTransform } from "../io/checkpoints/transforms.ts";
-import { UserFacingError } from "../io/user-facing-error.ts";
+import { UserFacingError } from "../util/user-facing-error.ts";
 import { encodeHeader, writeSafetensors, type TensorToWrite } from "../io/safetensors.ts";
 import { acquireGpu, NoAdapterError } from "../runtime/device.ts";
 import { initAllParams, loadAllParams, runInterp } from "../runtime/interp-backend.ts";

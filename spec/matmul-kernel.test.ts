@@ -13,12 +13,12 @@ import {
   DEFAULT_EPILOGUE,
   generateMatmul,
   supportedVariants,
-  targetFromGpu,
   type KernelTarget,
   type MatmulOperand,
   type MatmulSpec,
   type MatmulVariant,
 } from "../kernels/matmul.ts";
+import { targetFromGpu } from "../runtime/kernel-target.ts";
 import { acquireGpu, type Gpu } from "../runtime/device.ts";
 
 /** deterministic uniform(-1, 1) */

@@ -12,7 +12,7 @@ import type { Node } from "../compiler/ir.ts";
 import { type MemoryPlan, planMemory, readsOnlyAtOwnIndex } from "../compiler/memory-plan.ts";
 import { ELEMENTWISE } from "../compiler/op-classes.ts";
 import { runPipeline } from "../compiler/pipeline.ts";
-import type { Plan } from "../compiler/plan.ts";
+import type { Plan } from "../lowering/plan.ts";
 import { type Schedule, schedule } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";

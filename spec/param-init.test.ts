@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import type { InitRule } from "../compiler/ir.ts";
-import { initParam, rng, seededRng } from "../compiler/param-init.ts";
+import { initParam } from "../compiler/param-init.ts";
+import { rng, seededRng } from "../util/rng.ts";
 import { numel } from "../compiler/tensor.ts";
 
 const nameArb = fc.stringMatching(/^[a-z][a-z0-9_]{0,8}(\.[a-z0-9_]{1,6}){0,3}$/);

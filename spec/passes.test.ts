@@ -16,7 +16,7 @@ import { swapLast } from "../compiler/tensor-ops.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { initAllParams, syntheticInputs } from "../runtime/interp-backend.ts";
-import { rng } from "../compiler/param-init.ts";
+import { rng } from "../util/rng.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers

@@ -11,9 +11,9 @@ import { LEAF_CONST } from "../compiler/op-classes.ts";
 import { runPipeline } from "../compiler/pipeline.ts";
 import { type Kernel, SCHEDULE_PASSES, SCHEDULE_STAGES, schedule, UNFUSED_PASSES } from "../compiler/schedule.ts";
 import { dumpSchedule } from "../compiler/schedule/dump.ts";
-import { KERNEL_KINDS } from "../compiler/kernel-kinds.ts";
+import { KERNEL_KINDS } from "../lowering/kernel-kinds.ts";
 import { generationModels } from "../compiler/generation-models.ts";
-import { buildPlan, type Plan, WEBGPU_DEFAULT_TARGET } from "../compiler/plan.ts";
+import { buildPlan, type Plan, WEBGPU_DEFAULT_TARGET } from "../lowering/plan.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import { loadProgram } from "../grammar/modules.ts";
 

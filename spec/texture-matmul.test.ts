@@ -12,7 +12,7 @@ import fc from "fast-check";
 import { elaborate } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import type { Node } from "../compiler/ir.ts";
-import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget } from "../lowering/plan.ts";
 import { buildTrainGraph } from "../compiler/train-graph.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import type { WeightStorage } from "../compiler/plan.ts";
+import type { WeightStorage } from "../lowering/plan.ts";
 import { buildTrainGraph, stepInputs, type TrainGraphOptions } from "../compiler/train-graph.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import type { Gpu } from "../runtime/device.ts";

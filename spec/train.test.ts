@@ -13,7 +13,7 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import { gradients } from "../compiler/autodiff.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
-import { rng } from "../compiler/param-init.ts";
+import { rng } from "../util/rng.ts";
 import { numel, type Tensor, tensor } from "../compiler/tensor.ts";
 import { adamScalars, buildTrainGraph, DEFAULT_OPTIMIZER, maskedCrossEntropy } from "../compiler/train-graph.ts";
 import { buildDefaultData } from "../data/build.ts";

@@ -27,7 +27,7 @@ import { openSafetensors } from "../io/safetensors.ts";
 import { Dataset } from "../train/data.ts";
 import { identityChanges, stageIdentity } from "../train/identity.ts";
 import { trainStages } from "../train/stages.ts";
-import { groundedExamples } from "../train/tasks.ts";
+import { groundedExamples } from "../data/examples.ts";
 import { useGpu } from "./gpu-check.ts";
 
 const STORIES = resolve("../shared/fixtures/stories260K");

@@ -15,7 +15,7 @@ import { dimAdd, sym } from "../compiler/dims.ts";
 import { elaborate } from "../compiler/elaborate.ts";
 import { interpret } from "../compiler/interpret.ts";
 import type { Node } from "../compiler/ir.ts";
-import { buildPlan, type Plan, type PlanTarget } from "../compiler/plan.ts";
+import { buildPlan, type Plan, type PlanTarget } from "../lowering/plan.ts";
 import { numel } from "../compiler/tensor.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { PlanExecutor } from "../runtime/executor.ts";
@@ -873,7 +873,7 @@ describe("chained matmuls (attention, FFN memory)", () => {
 
 // Known bug: attributes with run-time symbols (`size` of T in a mean over T, a slice
 // starting at T, a pad of T) are evaluated with no dims: kernels/render.ts now takes
-// `dims` in its RenderContext, but compiler/plan.ts does not pass them yet, and
+// `dims` in its RenderContext, but lowering/plan.ts does not pass them yet, and
 // compiler/schedule.ts's stridedView evaluates slice starts with {}.
 describe("symbolic dims in attributes", () => {
   const T = sym("T");

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Tensor } from "../compiler/tensor.ts";
-import type { ParamSource } from "../compiler/values.ts";
+import type { ParamSource } from "../io/checkpoints/param-source.ts";
 import { storedParams } from "../io/checkpoints/load.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import { recoverDirAtomic, writeDirAtomic } from "../io/atomic.ts";

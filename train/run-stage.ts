@@ -26,7 +26,7 @@ import { taskData } from "./tasks.ts";
 import { checkTaskFits } from "./task-fit.ts";
 import { checkSizes } from "../compiler/size-limits.ts";
 import { hostLimits } from "../runtime/host-limits.ts";
-import type { WeightStorage } from "../compiler/plan.ts";
+import type { WeightStorage } from "../lowering/plan.ts";
 import { checkWeightStorage, deviceLimits } from "../runtime/webgpu-backend.ts";
 
 export interface StageContext {

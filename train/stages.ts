@@ -1,11 +1,10 @@
-import type { WeightStorage } from "../compiler/plan.ts";
+import type { WeightStorage } from "../lowering/plan.ts";
 import type * as A from "../grammar/ast.ts";
 import { DehvfError, type Diagnostic, didYouMean } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
+import { TASKS, type Task } from "../data/examples.ts";
 import { promptProblem } from "../data/prompts.ts";
 
-export const TASKS = ["classify", "text", "vqa"] as const;
-export type Task = (typeof TASKS)[number];
 
 /** One `train NAME { ... }` section, checked: what to train, on which data, how long. */
 export interface StageConfig {
@@ -35,7 +34,7 @@ export interface StageConfig {
   readonly solutionGiven?: boolean;
   /** recompute each repeated block in the backward instead of keeping its activations (compiler/recompute.ts) */
   readonly recompute?: boolean;
-  /** how frozen weights are stored on the device while training and evaluating (compiler/plan.ts); undefined: f32 */
+  /** how frozen weights are stored on the device while training and evaluating (lowering/plan.ts); undefined: f32 */
   readonly weights?: WeightStorage;
   readonly span: A.TrainDecl["span"];
 }

@@ -1,76 +1,11 @@
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { type EncodedExample, type EncodedText, encodeText, epochShuffler, type LabelledImage, lmBatch, sequenceLength, textBatch, vitBatch } from "../data/batches.ts";
-import { captionParts, describePositions } from "../data/captions.ts";
-import type { Quad } from "../data/composites.ts";
-import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
-import type { PromptFormat } from "../data/prompts.ts";
-import type { QuestionType } from "../data/scienceqa.ts";
-import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
-import type { Task } from "./stages.ts";
+import { epochShuffler, lmBatch, textBatch, vitBatch } from "../data/batches.ts";
+import { groundedExamples, labelledImages, seqLength, solutionGivenTexts, type Task, trainingTexts } from "../data/examples.ts";
+import type { LoadedDataset } from "../data/loader.ts";
 
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
 export type Feed = Map<string, Tensor>;
 
-
-/** Fashion-MNIST composites labelled per quadrant: the ViT pre-training examples. */
-export function labelledImages(split: LoadedSplit): LabelledImage[] {
-  return split.vqa.filter((e) => e.classes).map((e) => ({ image: e.image, classes: e.classes! }));
-}
-
-/**
- * The LM's training text: every question with the picture described in words as its
- * ScienceQA-style context (so the LM learns to answer from a description, binding the
- * right option to its letter; fine-tuning then has the image stand in for the words),
- * and one caption per caption image (rotating phrasings), so questions are the bulk.
- */
-export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
-  const withContext = split.vqa.map((e) => encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)));
-  return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
-}
-
-/**
- * The fine-tuning texts with the solution moved into the prompt: each question without its
- * context, followed by its solution, the loss on what comes after (" The answer is …").
- * A train section's `solution_given = true` adds them to the LM's text, so the LM learns to
- * answer from a solution it did not see described (fine-tuning has no context; its LM must
- * answer from the solution it wrote) rather than only by looking back into the context.
- * The tokens are those of the fine-tuning text, only the loss moves; none when the format's
- * answer gives no solution.
- */
-export function solutionGivenTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
-  return split.vqa.flatMap((e) => {
-    const parts = format.parts(e.problem);
-    const solution = e.problem.solution.trim();
-    if (!solution || !parts.answer.startsWith(solution)) return [];
-    const { prompt, answer } = encodeText(tok, parts);
-    const k = solutionTokens(tok, answer, solution);
-    return [{ prompt: [...prompt, ...answer.slice(0, k)], answer: answer.slice(k) }];
-  });
-}
-
-/** How many of `answer`'s leading tokens spell `solution` (the most whose text stays within it). */
-function solutionTokens(tok: Tokenizer, answer: readonly number[], solution: string): number {
-  let k = 0;
-  while (k < answer.length && solution.startsWith(tok.decode(answer.slice(0, k + 1)).trimStart())) k++;
-  if (tok.decode(answer.slice(0, k)).trim() !== solution) throw new Error(`the solution "${solution}" does not end on a token boundary of its answer`);
-  return k;
-}
-
-/**
- * Image-grounded examples for fine-tuning: every VQA problem plus one of each caption
- * image's captions (they rotate over images), so questions stay the bulk of the mix.
- */
-export function groundedExamples(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): (EncodedExample & { category?: QuestionType })[] {
-  return [
-    ...split.vqa.map((e) => ({ ...encodeText(tok, format.parts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
-    ...split.captions.map((c, i) => ({ ...encodeText(tok, captionParts(c.captions[i % c.captions.length])), image: c.image })),
-  ];
-}
-
-/** T for a set of sequences: the longest, rounded up to a multiple of 4. */
-export function seqLength(texts: readonly EncodedText[]): number {
-  return Math.ceil(Math.max(...texts.map(sequenceLength)) / 4) * 4;
-}
 
 /**
  * Scales each row's loss mask to sum to 1, so the loss is the mean over examples of each

@@ -5,9 +5,9 @@ import { hostLimits } from "../../runtime/host-limits.ts";
 import { checkWeightStorage, deviceLimits } from "../../runtime/webgpu-backend.ts";
 import { Dataset } from "../../train/data.ts";
 import { describeEval, EvalModel } from "../../eval/task-eval.ts";
-import { seqLength, groundedExamples } from "../../train/tasks.ts";
+import { seqLength, groundedExamples } from "../../data/examples.ts";
 import { nonNegativeInt, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
-import type { WeightStorage } from "../../compiler/plan.ts";
+import type { WeightStorage } from "../../lowering/plan.ts";
 import { readTrainedWeights, trainedModel, trainedModelOptions } from "./trained.ts";
 
 interface EvalOptions {

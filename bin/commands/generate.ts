@@ -17,7 +17,7 @@ import { initAllParams, loadAllParams } from "../../runtime/interp-backend.ts";
 import { deviceLimits, inferenceWeights } from "../../runtime/webgpu-backend.ts";
 import { loadTrainedWeights } from "../../train/checkpoint.ts";
 import { nonNegativeInt, numberOption, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
-import type { WeightStorage } from "../../compiler/plan.ts";
+import type { WeightStorage } from "../../lowering/plan.ts";
 
 interface GenerateOptions {
   model?: string;

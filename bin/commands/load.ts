@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { type CompiledModel, elaborate } from "../../compiler/elaborate.ts";
-import type { WeightStorage } from "../../compiler/plan.ts";
+import type { WeightStorage } from "../../lowering/plan.ts";
 import { DehvfError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
 
@@ -42,7 +42,7 @@ export function numberOption(min: number, max = Infinity): (v: string) => number
   };
 }
 
-/** `--weights f16|f32`: how frozen weights are stored on the device (compiler/plan.ts PlanOptions.weights). */
+/** `--weights f16|f32`: how frozen weights are stored on the device (lowering/plan.ts PlanOptions.weights). */
 export function weightsOption(v: string): WeightStorage {
   if (v !== "f16" && v !== "f32") throw new InvalidArgumentError("Expected f16 or f32.");
   return v;

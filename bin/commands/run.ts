@@ -8,7 +8,7 @@ import { autotuneRequested } from "../../runtime/autotune.ts";
 import { acquireGpu, type Gpu } from "../../runtime/device.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
 import { checksum, initAllParams, loadAllParams, runInterp, syntheticInputs } from "../../runtime/interp-backend.ts";
-import type { WeightStorage } from "../../compiler/plan.ts";
+import type { WeightStorage } from "../../lowering/plan.ts";
 import { deviceLimits, inferenceWeights, runWebgpu, type WebgpuRun } from "../../runtime/webgpu-backend.ts";
 import { type DimOptions, dimOptions, loadModel, nonNegativeInt, resolveDims, WEIGHTS_HELP, weightsOption } from "./load.ts";
 

@@ -9,7 +9,7 @@ import { runStage, type StageResult } from "../../train/run-stage.ts";
 import { elaborate } from "../../compiler/elaborate.ts";
 import { acquireRunLock } from "../../io/run-lock.ts";
 import { stagesFor, trainStages } from "../../train/stages.ts";
-import type { WeightStorage } from "../../compiler/plan.ts";
+import type { WeightStorage } from "../../lowering/plan.ts";
 import { nonNegativeInt, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
 
 interface TrainOptions {

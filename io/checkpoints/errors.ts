@@ -1,4 +1,4 @@
-import { UserFacingError } from "../user-facing-error.ts";
+import { UserFacingError } from "../../util/user-facing-error.ts";
 
 /**
  * A checkpoint that cannot be used as asked: a missing file or key, an unknown

@@ -1,7 +1,7 @@
 import { constants as bufferConstants } from "node:buffer";
 import * as fsp from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import type { ParamSource } from "../../compiler/values.ts";
+import type { ParamSource } from "./param-source.ts";
 import { withPath } from "../errno.ts";
 import { bf16ToF32, f16ToF32 } from "../safetensors.ts";
 import { type CheckpointTensor, openCatalog } from "./catalog.ts";

@@ -2,16 +2,16 @@ import type { Span } from "../grammar/source.ts";
 import type { OperandTexture } from "../kernels/matmul.ts";
 import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
 import type { RowTarget } from "../kernels/row.ts";
-import type { CompiledModel } from "./elaborate.ts";
-import type { Node } from "./ir.ts";
-import { type MemoryPlan, planMemory } from "./memory-plan.ts";
-import { runPipeline, type Root } from "./pipeline.ts";
-import { type ParamPart, splitLargeParams } from "./passes/split-params.ts";
-import { checkPlanBuffers, type DeviceLimits } from "./size-limits.ts";
+import type { CompiledModel } from "../compiler/elaborate.ts";
+import type { Node } from "../compiler/ir.ts";
+import { type MemoryPlan, planMemory } from "../compiler/memory-plan.ts";
+import { runPipeline, type Root } from "../compiler/pipeline.ts";
+import { type ParamPart, splitLargeParams } from "../compiler/passes/split-params.ts";
+import { checkPlanBuffers, type DeviceLimits } from "../compiler/size-limits.ts";
 import { kernelBindings, lowering } from "./kernel-kinds.ts";
-import { type Kernel, matmulOf, type Schedule, schedule } from "./schedule.ts";
-import type { ScheduleState } from "./schedule/state.ts";
-import { numel } from "./tensor.ts";
+import { type Kernel, matmulOf, type Schedule, schedule } from "../compiler/schedule.ts";
+import type { ScheduleState } from "../compiler/schedule/state.ts";
+import { numel } from "../compiler/tensor.ts";
 
 /** What the plan builder needs to know about the device: kernel shape choices and limits. */
 export interface PlanTarget extends RowTarget, DeviceLimits {

@@ -1,6 +1,6 @@
-import type { CompiledModel } from "./elaborate.ts";
+import type { CompiledModel } from "../compiler/elaborate.ts";
 import { type Plan, planTextureBytes } from "./plan.ts";
-import { numel } from "./tensor.ts";
+import { numel } from "../compiler/tensor.ts";
 
 /*
  * What a plan keeps on the device, by what it is for, so a user can tell what to shrink

@@ -5,9 +5,9 @@ import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
 import { elementwiseKernel, type GeneratedKernel, reduceKernel } from "../kernels/pointwise.ts";
 import { rowKernel, type RowTarget } from "../kernels/row.ts";
 import { writeSlotKernel } from "../kernels/write-slot.ts";
-import type { Node } from "./ir.ts";
-import { epilogueInputs, firstExtraOutputBinding, type Kernel, type KernelKind, type KernelOf, type Schedule } from "./schedule.ts";
-import { numel } from "./tensor.ts";
+import type { Node } from "../compiler/ir.ts";
+import { epilogueInputs, firstExtraOutputBinding, type Kernel, type KernelKind, type KernelOf, type Schedule } from "../compiler/schedule.ts";
+import { numel } from "../compiler/tensor.ts";
 
 /** What lowering a kernel needs besides the kernel: the schedule, the device, how weights are stored. */
 export interface LoweringContext {
