@@ -21,7 +21,21 @@ const WARM = 3;
  * fusion, however cheap, could meet the prediction.
  */
 export async function benchDehvfVsConcat(gpu: Gpu, autotune = false): Promise<void> {
-  const rows: (string | number)[][] = [["T", "DEHVF ms", "concat ms", "measured ratio", "FLOP ratio (predicted)", "backbones ms", "concat / backbones", "its FLOP ratio", "DEHVF GFLOP", "concat GFLOP", "kernels"]];
+  const rows: (string | number)[][] = [
+    [
+      "T",
+      "DEHVF ms",
+      "concat ms",
+      "measured ratio",
+      "FLOP ratio (predicted)",
+      "backbones ms",
+      "concat / backbones",
+      "its FLOP ratio",
+      "DEHVF GFLOP",
+      "concat GFLOP",
+      "kernels",
+    ],
+  ];
   for (const T of [16, 64]) {
     const dims = { B: 2, T };
     const runs = await Promise.all(
@@ -40,11 +54,28 @@ export async function benchDehvfVsConcat(gpu: Gpu, autotune = false): Promise<vo
         if (i >= WARM) r.times.push(performance.now() - t0);
       }
     for (const r of runs) r.ex.destroy();
-    const [d, c, b] = runs.map((r) => ({ ms: median(r.times), times: r.times, flops: r.plan.kernels.reduce((a, k) => a + k.flops, 0), kernels: r.plan.kernels.length }));
+    const [d, c, b] = runs.map((r) => ({
+      ms: median(r.times),
+      times: r.times,
+      flops: r.plan.kernels.reduce((a, k) => a + k.flops, 0),
+      kernels: r.plan.kernels.length,
+    }));
     const ratio = (x: number, y: number) => `${(x / y).toFixed(2)}x`;
     // each round's own ratio, then their median: neighbours in time share the host's mood
     const measured = (x: typeof c, y: typeof d) => ratio(median(x.times.map((t, i) => t / y.times[i])), 1);
-    rows.push([T, d.ms.toFixed(1), c.ms.toFixed(1), measured(c, d), ratio(c.flops, d.flops), b.ms.toFixed(1), measured(c, b), ratio(c.flops, b.flops), (d.flops / 1e9).toFixed(3), (c.flops / 1e9).toFixed(3), `${d.kernels} / ${c.kernels}`]);
+    rows.push([
+      T,
+      d.ms.toFixed(1),
+      c.ms.toFixed(1),
+      measured(c, d),
+      ratio(c.flops, d.flops),
+      b.ms.toFixed(1),
+      measured(c, b),
+      ratio(c.flops, b.flops),
+      (d.flops / 1e9).toFixed(3),
+      (c.flops / 1e9).toFixed(3),
+      `${d.kernels} / ${c.kernels}`,
+    ]);
   }
   console.log(`\n(c) DEHVF vs concat (B=2, 256 visual tokens, same backbones; ${REPS} alternating runs each, medians; ratios are the median of each round's ratio${autotune ? "; matmuls autotuned" : ""})
     backbones: the same ViT and LLM at T with no fusion (BenchBackbones), the floor under any fusion

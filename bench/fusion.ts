@@ -4,7 +4,9 @@ import { loadBenchModel, withGpu, mib, table, timePlan } from "./measure.ts";
 /** (d) What fusion buys: kernels, planned memory and time, fused vs one kernel per op. */
 export async function benchFusion(gpu: Gpu): Promise<void> {
   const dims = { B: 2, T: 16 };
-  const rows: (string | number)[][] = [["model (B=2, T=16)", "IR nodes", "kernels fused", "unfused", "ratio", "peak fused", "peak unfused", "ms fused", "ms unfused", "speed-up"]];
+  const rows: (string | number)[][] = [
+    ["model (B=2, T=16)", "IR nodes", "kernels fused", "unfused", "ratio", "peak fused", "peak unfused", "ms fused", "ms unfused", "speed-up"],
+  ];
   for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) {
     const m = loadBenchModel("models/tiny-vqa.dehvf", name);
     const f = await timePlan(gpu, m, dims, true, 5);

@@ -40,13 +40,19 @@ const around = (times: readonly number[], pos: number) => median(times.slice(Mat
 export async function main(_argv: readonly string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "dehvf-bench-generate-"));
   try {
-    const imported = spawnSync(process.execPath, ["bin/dehvf.js", "import", join(FIXTURE, "stories260K.bin"), "--tokenizer", join(FIXTURE, "tok512.bin"), "-o", join(dir, "s.dehvf")], { encoding: "utf8" });
+    const imported = spawnSync(
+      process.execPath,
+      ["bin/dehvf.js", "import", join(FIXTURE, "stories260K.bin"), "--tokenizer", join(FIXTURE, "tok512.bin"), "-o", join(dir, "s.dehvf")],
+      { encoding: "utf8" },
+    );
     if (imported.status !== 0) throw new Error(`import failed: ${imported.stderr}`);
     const program = loadProgram(join(dir, "s.dehvf"));
     const models = generationModels(program);
     const params = await loadAllParams(models.decode, 0);
     const gpu = await acquireGpu();
-    console.log(`# stories260K (5 layers, d 64, 8 heads / 4 KV heads, vocab 512), greedy from BOS, context ${CONTEXT}; ${gpu.info.description}; load ${loadAverage()}`);
+    console.log(
+      `# stories260K (5 layers, d 64, 8 heads / 4 KV heads, vocab 512), greedy from BOS, context ${CONTEXT}; ${gpu.info.description}; load ${loadAverage()}`,
+    );
 
     // ours: prefill BOS, then one decode step per token
     const decodeGreedy = async (weights: WeightStorage) => {
@@ -112,17 +118,33 @@ export async function main(_argv: readonly string[]): Promise<void> {
     if (half) {
       const halfSteady = median(half.times.slice(10));
       const same = half.tokens.findIndex((t, i) => t !== ours[i]);
-      rows.unshift(["dehvf, KV cache, f16 weights", ...AT.map((p) => around(half.times, p).toFixed(2)), (1000 / halfSteady).toFixed(0), Number.isFinite(peerSteady) ? (peerSteady / halfSteady).toFixed(2) : "--"]);
-      console.log(`# f16 weights: ${same < 0 ? `all ${STEPS}` : `the first ${same} of ${STEPS}`} greedy tokens as with f32; f16 / f32 time per token ${(halfSteady / steady).toFixed(2)}`);
+      rows.unshift([
+        "dehvf, KV cache, f16 weights",
+        ...AT.map((p) => around(half.times, p).toFixed(2)),
+        (1000 / halfSteady).toFixed(0),
+        Number.isFinite(peerSteady) ? (peerSteady / halfSteady).toFixed(2) : "--",
+      ]);
+      console.log(
+        `# f16 weights: ${same < 0 ? `all ${STEPS}` : `the first ${same} of ${STEPS}`} greedy tokens as with f32; f16 / f32 time per token ${(halfSteady / steady).toFixed(2)}`,
+      );
     }
-    rows.unshift(["dehvf, KV cache", ...AT.map((p) => around(times, p).toFixed(2)), (1000 / steady).toFixed(0), Number.isFinite(peerSteady) ? (peerSteady / steady).toFixed(2) : "--"]);
+    rows.unshift([
+      "dehvf, KV cache",
+      ...AT.map((p) => around(times, p).toFixed(2)),
+      (1000 / steady).toFixed(0),
+      Number.isFinite(peerSteady) ? (peerSteady / steady).toFixed(2) : "--",
+    ]);
     console.log(`# first ${CHECKED} tokens equal across decoders: yes`);
     console.log(`| decoder | ms/token at ${AT.join(" / ")} | tokens/s | speed-up vs tfjs-wasm |`);
     console.log("|---|---|---|---|");
     for (const r of rows) console.log(`| ${r[0]} | ${r.slice(1, 1 + AT.length).join(" / ")} | ${r[1 + AT.length]} | ${r[2 + AT.length]}× |`);
-    console.log(`| dehvf, recomputing the sequence | ${RECOMPUTE_AT.map((p) => recompute[p].toFixed(2)).join(" / ")} (at ${RECOMPUTE_AT.join(" / ")}) | ${(1000 / recompute[256]).toFixed(0)} at 256 | cache ${(recompute[256] / around(times, 256)).toFixed(1)}× faster at 256 |`);
+    console.log(
+      `| dehvf, recomputing the sequence | ${RECOMPUTE_AT.map((p) => recompute[p].toFixed(2)).join(" / ")} (at ${RECOMPUTE_AT.join(" / ")}) | ${(1000 / recompute[256]).toFixed(0)} at 256 | cache ${(recompute[256] / around(times, 256)).toFixed(1)}× faster at 256 |`,
+    );
     const spread = AT.filter((p) => p >= 10).map((p) => around(times, p) / steady);
-    console.log(`# per-token time from position 10 to 500 within ${((Math.max(...spread) - 1) * 100).toFixed(0)}% / ${((1 - Math.min(...spread)) * 100).toFixed(0)}% of the median; load ${loadAverage()}`);
+    console.log(
+      `# per-token time from position 10 to 500 within ${((Math.max(...spread) - 1) * 100).toFixed(0)}% / ${((1 - Math.min(...spread)) * 100).toFixed(0)}% of the median; load ${loadAverage()}`,
+    );
     gpu.destroy();
   } finally {
     rmSync(dir, { recursive: true, force: true });

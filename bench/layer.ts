@@ -210,9 +210,15 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const { B, N } = DIMS;
   const flops = matmulFlops(B, N);
   console.log(`# one pre-norm transformer layer forward (${MODEL_FILE}): d ${D}, ${HEADS} heads, FFN ${HIDDEN}, GELU (erf), B ${B}, N ${N}, fp32`);
-  console.log(`# matmul FLOPs ${(flops / 1e9).toFixed(3)} G; after ${o.warmup} warm-up call(s), median of ${o.rounds} interleaved rounds; every call uploads x and reads y back`);
-  console.log(`# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`);
-  console.log(`# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${loadAverage()} (other work on the machine slows every column)`);
+  console.log(
+    `# matmul FLOPs ${(flops / 1e9).toFixed(3)} G; after ${o.warmup} warm-up call(s), median of ${o.rounds} interleaved rounds; every call uploads x and reads y back`,
+  );
+  console.log(
+    `# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`,
+  );
+  console.log(
+    `# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${loadAverage()} (other work on the machine slows every column)`,
+  );
   const peers = await loadPeers(gpu);
   console.log(peersLine(peers));
   const { tf } = peers;
@@ -226,7 +232,9 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const t0 = performance.now();
   const plan = buildPlan(model, DIMS, planTarget(gpu));
   const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
-  console.log(`# ours: ${plan.kernels.length} kernels (${plan.irNodes} IR nodes): ${variantSummary(plan)}; plan + pipelines ${(performance.now() - t0).toFixed(0)} ms`);
+  console.log(
+    `# ours: ${plan.kernels.length} kernels (${plan.irNodes} IR nodes): ${variantSummary(plan)}; plan + pipelines ${(performance.now() - t0).toFixed(0)} ms`,
+  );
   ex.writeParams(params);
   const oursForward = async (): Promise<Float32Array> => Float32Array.from((await ex.run(inputs))[0].data);
 
@@ -248,9 +256,12 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   }
 
   const t = await race(
-    [contender("ours", async (reps) => {
-      for (let r = 0; r < reps; r++) await oursForward();
-    }), ...ps.map((p) => p.contender)],
+    [
+      contender("ours", async (reps) => {
+        for (let r = 0; r < reps; r++) await oursForward();
+      }),
+      ...ps.map((p) => p.contender),
+    ],
     { batchSeconds: 0, batches: o.rounds, warmup: o.warmup },
   );
 
@@ -288,7 +299,17 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     const prof: (string | number)[][] = [["#", "block", "kernel", "variant", "workgroups", "MFLOP", "ms", "GFLOP/s", "share"]];
     for (const k of plan.kernels) {
       const m = ms[k.index];
-      prof.push([k.index, k.path || "model", k.label, k.variant, k.workgroups.join("x"), (k.flops / 1e6).toFixed(1), m.toFixed(2), (k.flops / m / 1e6).toFixed(1), `${((100 * m) / total).toFixed(1)}%`]);
+      prof.push([
+        k.index,
+        k.path || "model",
+        k.label,
+        k.variant,
+        k.workgroups.join("x"),
+        (k.flops / 1e6).toFixed(1),
+        m.toFixed(2),
+        (k.flops / m / 1e6).toFixed(1),
+        `${((100 * m) / total).toFixed(1)}%`,
+      ]);
     }
     console.log(`\nours, per kernel (timestamp queries, one pass per kernel, median of ${o.rounds} runs; sum ${total.toFixed(1)} ms):\n${table(prof)}`);
     const byKind = new Map<string, number>();

@@ -54,7 +54,7 @@ export class TfLlama {
     const tf = this.tf;
     const dh = x.shape[2]!;
     const half = dh / 2;
-    const inv = Array.from({ length: half }, (_, i) => Math.exp(i * (-2 * Math.log(this.shape.ropeBase)) / dh) * pos);
+    const inv = Array.from({ length: half }, (_, i) => Math.exp((i * (-2 * Math.log(this.shape.ropeBase))) / dh) * pos);
     const cos = tf.tensor1d([...inv, ...inv].map(Math.cos));
     const sin = tf.tensor1d([...inv, ...inv].map(Math.sin));
     const [a, b] = tf.split(x, 2, -1);
@@ -90,10 +90,15 @@ export class TfLlama {
         const o = tf.reshape(tf.matMul(p, vc), [1, d]);
         h = tf.add(h, tf.matMul(o, this.p(`${L}.attn.wo.w`)));
         const f = this.rms(h, `${L}.ffn_norm.weight`);
-        const gated = tf.mul(tf.mul(tf.matMul(f, this.p(`${L}.ffn.gate`)), tf.sigmoid(tf.matMul(f, this.p(`${L}.ffn.gate`)))), tf.matMul(f, this.p(`${L}.ffn.up`)));
+        const gated = tf.mul(
+          tf.mul(tf.matMul(f, this.p(`${L}.ffn.gate`)), tf.sigmoid(tf.matMul(f, this.p(`${L}.ffn.gate`)))),
+          tf.matMul(f, this.p(`${L}.ffn.up`)),
+        );
         h = tf.add(h, tf.matMul(gated, this.p(`${L}.ffn.down`)));
       }
-      const head = this.w.has("lm_head") ? tf.matMul(this.rms(h, "norm.weight"), this.p("lm_head")) : tf.matMul(this.rms(h, "norm.weight"), this.p("embed"), false, true);
+      const head = this.w.has("lm_head")
+        ? tf.matMul(this.rms(h, "norm.weight"), this.p("lm_head"))
+        : tf.matMul(this.rms(h, "norm.weight"), this.p("embed"), false, true);
       return tf.reshape(head, [-1]);
     });
     const out = (await logits.data()) as Float32Array;

@@ -146,13 +146,30 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const gpu = await acquireGpu();
   const info = gpu.info;
   console.log(`# matmul f32, C = A·B (n×n), GFLOP/s = 2n³/t; after warm-up, median of ${o.batches} rounds in which every contender runs one batch`);
-  console.log(`# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`);
-  console.log(`# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${loadAverage()} (other work on the machine slows every column)`);
+  console.log(
+    `# device: ${info.description} (${info.vendor}/${info.architecture}${info.isFallback ? ", CPU fallback" : ""}), subgroups ${info.subgroupMin}-${info.subgroupMax}`,
+  );
+  console.log(
+    `# LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? "(unset)"}, node ${process.version}, load average ${loadAverage()} (other work on the machine slows every column)`,
+  );
   const peers = await loadPeers(gpu);
   const { tf, webgpu, wasm } = peers;
   console.log(peersLine(peers));
   const rows: string[][] = [];
-  const head = ["n", "ours variant", "ours", "ours+fill", "ts-check", "sg-buffer", "tfjs-webgpu", "tfjs-wasm", "ours/webgpu", "ours/wasm", "max|Δ| webgpu", "max|Δ| wasm"];
+  const head = [
+    "n",
+    "ours variant",
+    "ours",
+    "ours+fill",
+    "ts-check",
+    "sg-buffer",
+    "tfjs-webgpu",
+    "tfjs-wasm",
+    "ours/webgpu",
+    "ours/wasm",
+    "max|Δ| webgpu",
+    "max|Δ| wasm",
+  ];
   for (const n of o.sizes) {
     const a = randomMatrix(n * n, 1);
     const b = randomMatrix(n * n, 2);
@@ -215,7 +232,9 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     for (const n of o.sizes) {
       const r = await tuneMatmul(gpu, square(n));
       const gf = (ms: number): string => ((2 * n ** 3) / ms / 1e6).toFixed(1);
-      console.log(`autotune n=${n}: default ${r.defaultVariant} ${gf(r.defaultMs)} GFLOP/s, tuned ${r.variant} ${gf(r.bestMs)} GFLOP/s (${r.tried} candidates)`);
+      console.log(
+        `autotune n=${n}: default ${r.defaultVariant} ${gf(r.defaultMs)} GFLOP/s, tuned ${r.variant} ${gf(r.bestMs)} GFLOP/s (${r.tried} candidates)`,
+      );
     }
   console.log(`# load average at the end: ${loadAverage()}`);
   tf.engine().reset();

@@ -32,8 +32,7 @@ export async function loadPeers(gpu: Gpu): Promise<Peers> {
   // register its own device), then expose Dawn and register the backend on *our* device.
   const { WebGPUBackend } = require("@tensorflow/tfjs-backend-webgpu") as typeof import("@tensorflow/tfjs-backend-webgpu");
   dawnForTfjs ??= create([]);
-  if (!(globalThis as { navigator?: unknown }).navigator)
-    Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
+  if (!(globalThis as { navigator?: unknown }).navigator) Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
   (globalThis.navigator as unknown as { gpu: GPU }).gpu = dawnForTfjs;
   let webgpu = false;
   try {

@@ -30,7 +30,9 @@ export async function main(argv: readonly string[]): Promise<void> {
     gpu.destroy();
     return;
   }
-  console.log("| model | ms/step: f32 weights | f16 weights | f32, layers recomputed | f16 / f32 | recomputed / f32 | device memory (MiB): f32 | f16 | recomputed |");
+  console.log(
+    "| model | ms/step: f32 weights | f16 weights | f32, layers recomputed | f16 / f32 | recomputed / f32 | device memory (MiB): f32 | f16 | recomputed |",
+  );
   console.log("|---|---|---|---|---|---|---|---|---|");
   for (const name of MODELS) {
     const model = elaborate(loadProgram("models/tiny-vqa.dehvf"), name, { training: true });
@@ -54,7 +56,9 @@ export async function main(argv: readonly string[]): Promise<void> {
       }
     const ms = variants.map((v) => median(v.times));
     const mem = variants.map((v) => mib(memoryReport(v.trainer!.plan, v.graph.model).deviceBytes));
-    console.log(`| ${name} | ${ms.map((x) => x.toFixed(1)).join(" | ")} | ${(ms[1] / ms[0]).toFixed(2)} | ${(ms[2] / ms[0]).toFixed(2)} | ${mem.join(" | ")} |`);
+    console.log(
+      `| ${name} | ${ms.map((x) => x.toFixed(1)).join(" | ")} | ${(ms[1] / ms[0]).toFixed(2)} | ${(ms[2] / ms[0]).toFixed(2)} | ${mem.join(" | ")} |`,
+    );
     for (const v of variants) v.trainer!.destroy();
   }
   console.log(`# load ${loadAverage()}`);

@@ -52,7 +52,11 @@ function gatherGrad(t: TensorOps, table: Node, idx: Node, g: Node): Node {
 const float = (n: Node) => n.dtype === "f32";
 
 export const gradRules: { [O in Op]: GradRule<O> } = {
-  input: leaf, param: leaf, const: leaf, size: leaf, arange: leaf,
+  input: leaf,
+  param: leaf,
+  const: leaf,
+  size: leaf,
+  arange: leaf,
   neg: ({ t, g }) => [t.unary("neg", g)],
   recip: ({ t, n, g }) => [t.unary("neg", t.mul(g, t.mul(n, n)))],
   exp: ({ t, n, g }) => [t.mul(g, n)],
@@ -75,7 +79,9 @@ export const gradRules: { [O in Op]: GradRule<O> } = {
     return [t.where(bWins, zero, g), t.where(bWins, g, zero)];
   },
   // no gradient flows into an int key or counter
-  cmplt: none, cmpeq: none, hash: none,
+  cmplt: none,
+  cmpeq: none,
+  hash: none,
   where: ({ t, n, g }) => {
     const zero = t.scalar(0);
     return [undefined, t.where(n.src[0], g, zero), t.where(n.src[0], zero, g)];
@@ -150,12 +156,12 @@ export interface GradSeed {
 /** Reverse mode from seed gradients on any nodes (the general form of `gradients`). */
 export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: readonly Node[]): Node[] {
   const t = new TensorOps(graph);
-  for (const s of seeds) if (!shapeEq(s.grad.shape, s.node.shape)) throw new Error(`seed gradient ${shapeStr(s.grad.shape)} does not match its node ${shapeStr(s.node.shape)}`);
+  for (const s of seeds)
+    if (!shapeEq(s.grad.shape, s.node.shape)) throw new Error(`seed gradient ${shapeStr(s.grad.shape)} does not match its node ${shapeStr(s.node.shape)}`);
   const order = topoOrder(seeds.map((s) => s.node));
   const targets = new Set(wrt.map((n) => n.id));
   const needs = new Set<number>();
-  for (const n of order)
-    if (targets.has(n.id) || (float(n) && n.src.some((s) => needs.has(s.id)))) needs.add(n.id);
+  for (const n of order) if (targets.has(n.id) || (float(n) && n.src.some((s) => needs.has(s.id)))) needs.add(n.id);
 
   const grads = new Map<number, Node>();
   for (const s of seeds) grads.set(s.node.id, grads.has(s.node.id) ? t.add(grads.get(s.node.id)!, s.grad) : s.grad);
@@ -175,7 +181,8 @@ export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: r
       n.src.forEach((s, i) => {
         const c = contrib[i];
         if (!c || !need(i)) return;
-        if (!shapeEq(c.shape, s.shape)) throw new Error(`internal: gradient rule for ${n.op} gave ${shapeStr(c.shape)} for an operand of shape ${shapeStr(s.shape)}`);
+        if (!shapeEq(c.shape, s.shape))
+          throw new Error(`internal: gradient rule for ${n.op} gave ${shapeStr(c.shape)} for an operand of shape ${shapeStr(s.shape)}`);
         const prev = grads.get(s.id);
         grads.set(s.id, prev ? t.add(prev, c) : c);
       });
@@ -186,4 +193,3 @@ export function backprop(graph: GraphBuilder, seeds: readonly GradSeed[], wrt: r
   }
   return wrt.map((p) => grads.get(p.id) ?? t.expand(t.scalar(0), p.shape));
 }
-

@@ -92,7 +92,8 @@ export class BuiltinArgs {
   }
   dims(name: string): Dim[] {
     const a = this.need(name);
-    if (a.value.kind !== "list" || a.value.items.some((i) => i.kind !== "int")) throw new ArgError(`argument \`${name}\` of ${this.fn}() must be a list of ints, like [B, T, d]`, a.span);
+    if (a.value.kind !== "list" || a.value.items.some((i) => i.kind !== "int"))
+      throw new ArgError(`argument \`${name}\` of ${this.fn}() must be a list of ints, like [B, T, d]`, a.span);
     return a.value.items.map((i) => (i as { value: Dim }).value);
   }
   ints(name: string): number[] {
@@ -150,7 +151,11 @@ const activations: Record<string, (t: TensorOps, x: Node) => Node> = {
   gelu,
   quick_gelu: (t, x) => t.mul(x, sigmoid(t, t.mul(x, t.scalar(1.702)))),
   // SigLIP's: ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
-  gelu_pytorch_tanh: (t, x) => t.mul(t.mul(x, t.scalar(0.5)), t.add(t.scalar(1), t.unary("tanh", t.mul(t.add(x, t.mul(t.mul(t.mul(x, x), x), t.scalar(0.044715))), t.scalar(Math.sqrt(2 / Math.PI)))))),
+  gelu_pytorch_tanh: (t, x) =>
+    t.mul(
+      t.mul(x, t.scalar(0.5)),
+      t.add(t.scalar(1), t.unary("tanh", t.mul(t.add(x, t.mul(t.mul(t.mul(x, x), x), t.scalar(0.044715))), t.scalar(Math.sqrt(2 / Math.PI))))),
+    ),
   relu: (t, x) => t.binary("max", x, t.scalar(0)),
   sigmoid,
   tanh: (t, x) => t.unary("tanh", x),
@@ -194,7 +199,10 @@ export const builtins: Record<string, Builtin> = {
   exp: mathFn((t, x) => t.unary("exp", x), Math.exp),
   log: mathFn((t, x) => t.unary("log", x), Math.log),
   sqrt: mathFn((t, x) => t.unary("sqrt", x), Math.sqrt),
-  rsqrt: mathFn((t, x) => t.unary("recip", t.unary("sqrt", x)), (x) => 1 / Math.sqrt(x)),
+  rsqrt: mathFn(
+    (t, x) => t.unary("recip", t.unary("sqrt", x)),
+    (x) => 1 / Math.sqrt(x),
+  ),
   sin: mathFn((t, x) => t.unary("sin", x), Math.sin),
   cos: mathFn((t, x) => t.unary("cos", x), Math.cos),
   tanh: mathFn((t, x) => t.unary("tanh", x), Math.tanh),
@@ -273,10 +281,18 @@ export const builtins: Record<string, Builtin> = {
       const ax = t.axis(a.int("axis", 0), x.shape.length);
       if (n === 1) return T(x);
       const u = t.unsqueeze(x, ax + 1);
-      const e = t.expand(u, u.shape.map((d, i) => (i === ax + 1 ? n : d)));
+      const e = t.expand(
+        u,
+        u.shape.map((d, i) => (i === ax + 1 ? n : d)),
+      );
       const merged = dimMul(x.shape[ax], n);
       if (merged === undefined) throw new ShapeError(`repeat_interleave on a symbolic axis`);
-      return T(t.reshape(e, x.shape.map((d, i) => (i === ax ? merged : d))));
+      return T(
+        t.reshape(
+          e,
+          x.shape.map((d, i) => (i === ax ? merged : d)),
+        ),
+      );
     },
   },
   size: {

@@ -43,7 +43,10 @@ const normAxis = (x: Node, axis: number) => (axis < 0 ? axis + x.shape.length : 
 
 /** `v` laid along `axis` of a tensor of x's rank (size 1 on every other axis). */
 function along(t: TensorOps, v: Node, rank: number, axis: number): Node {
-  return t.reshape(v, Array.from({ length: rank }, (_, i) => (i === axis ? v.shape[0] : 1)));
+  return t.reshape(
+    v,
+    Array.from({ length: rank }, (_, i) => (i === axis ? v.shape[0] : 1)),
+  );
 }
 
 /** 1 where the index along `axis` of a tensor shaped `shape` is its batch row's `pos` (int [B]), else 0; broadcastable to `shape`. */

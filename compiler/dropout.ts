@@ -32,7 +32,10 @@ export function elementIndex(t: TensorOps, shape: Shape): Node {
   for (let k = shape.length - 1; k >= 0; k--) {
     const d = shape[k];
     if (d === 1) continue;
-    const along = t.reshape(t.cast(t.arange(d), "i32"), shape.map((_, i) => (i === k ? d : 1)));
+    const along = t.reshape(
+      t.cast(t.arange(d), "i32"),
+      shape.map((_, i) => (i === k ? d : 1)),
+    );
     const term = stride ? t.mul(along, stride) : along;
     index = index ? t.add(index, term) : term;
     const size = t.cast(t.size(d), "i32");

@@ -84,7 +84,6 @@ interface Attachment {
   readonly target: string;
 }
 
-
 /** Static scan of a forward body for `site` and `tap` names (fusion targets and sources). */
 function scanForward(fwd: A.ForwardDecl | undefined): { sites: Set<string>; taps: Set<string> } {
   const sites = new Set<string>();
@@ -163,7 +162,12 @@ class Elaborator {
         this.stateUpdates.set(state, value);
       },
       cachePos: (batch) => {
-        this.cachePosInput ??= { name: CACHE_POS, shape: [batch], dtype: "i32", node: this.ops.make("input", [], { name: CACHE_POS, shape: [batch], dtype: "i32" }) };
+        this.cachePosInput ??= {
+          name: CACHE_POS,
+          shape: [batch],
+          dtype: "i32",
+          node: this.ops.make("input", [], { name: CACHE_POS, shape: [batch], dtype: "i32" }),
+        };
         return this.cachePosInput.node;
       },
       context: () => {
@@ -237,12 +241,14 @@ class Elaborator {
     if (type === "float" && (v.kind === "float" || (v.kind === "int" && typeof v.value === "number"))) return floatV(Number(v.value));
     if (type === v.kind && (type === "bool" || type === "string")) return v;
     // Usually `d / heads` with heads not dividing d: int `/` then yields a float.
-    const hint = type === "int" && v.kind === "float" ? "`/` of ints gives a float when the division is not exact: check that the dimensions divide evenly" : undefined;
+    const hint =
+      type === "int" && v.kind === "float" ? "`/` of ints gives a float when the division is not exact: check that the dimensions divide evenly" : undefined;
     return fail("type", `${what} must be ${type === "int" ? "an int" : `a ${type}`}, got ${describeValue(v)}`, span, hint);
   }
 
   private constInt(v: Value, what: string, span: Span): number {
-    if (v.kind !== "int" || typeof v.value !== "number") fail("type", `${what} must be a constant int, got ${v.kind === "int" ? dimStr(v.value) : describeValue(v)}`, span);
+    if (v.kind !== "int" || typeof v.value !== "number")
+      fail("type", `${what} must be a constant int, got ${v.kind === "int" ? dimStr(v.value) : describeValue(v)}`, span);
     return v.value;
   }
 
@@ -266,18 +272,35 @@ class Elaborator {
     const n = numel(shape);
     const span = m.shape.length ? { ...m.shape[0].span, end: m.shape[m.shape.length - 1].span.end } : m.span;
     const limit = `${Number.MAX_SAFE_INTEGER} (2^53 - 1)`;
-    if (!Number.isSafeInteger(n)) fail("shape", `parameter \`${m.name.name}\` of shape [${shape.join(", ")}] has ${n.toPrecision(3)} elements; at most ${limit} can be counted exactly`, span);
+    if (!Number.isSafeInteger(n))
+      fail(
+        "shape",
+        `parameter \`${m.name.name}\` of shape [${shape.join(", ")}] has ${n.toPrecision(3)} elements; at most ${limit} can be counted exactly`,
+        span,
+      );
     this.elements += n;
-    if (!Number.isSafeInteger(this.elements)) fail("shape", `the model's parameters add up to more than ${limit} elements at \`${m.name.name}\`, more than can be counted exactly`, span);
+    if (!Number.isSafeInteger(this.elements))
+      fail("shape", `the model's parameters add up to more than ${limit} elements at \`${m.name.name}\`, more than can be counted exactly`, span);
   }
 
   instantiate(decl: A.BlockDecl, path: string, args: Map<string, Value>, frozen: boolean, span: Span): Instance {
     if (++this.instances > MAX_INSTANCES)
-      fail("link", `the model has more than ${MAX_INSTANCES} block instances`, span, "repeat counts multiply: `repeat(n)` of a block that holds `repeat(m)` makes n × m copies");
+      fail(
+        "link",
+        `the model has more than ${MAX_INSTANCES} block instances`,
+        span,
+        "repeat counts multiply: `repeat(n)` of a block that holds `repeat(m)` makes n × m copies",
+      );
     const key = `${decl.name.name}(${[...args].map(([k, v]) => `${k}=${v.kind}:${(v as { value?: unknown }).value}`).join(", ")})`;
     if (this.nesting.includes(key))
-      fail("link", `block \`${decl.name.name}\` contains itself with the same arguments, so it never ends`, span, "guard the inner instance with an `if` that eventually turns false");
-    if (this.nesting.length >= 100) fail("link", `blocks nest more than 100 deep at \`${decl.name.name}\``, span, "does a block contain itself under an `if` that never turns false?");
+      fail(
+        "link",
+        `block \`${decl.name.name}\` contains itself with the same arguments, so it never ends`,
+        span,
+        "guard the inner instance with an `if` that eventually turns false",
+      );
+    if (this.nesting.length >= 100)
+      fail("link", `blocks nest more than 100 deep at \`${decl.name.name}\``, span, "does a block contain itself under an `if` that never turns false?");
     this.nesting.push(key);
     try {
       return this.instantiateMembers(decl, path, args, frozen, span);
@@ -312,7 +335,14 @@ class Elaborator {
         });
         this.countElements(m, shape);
         const source = this.weights.sourceOf(sub(m.name.name), shape);
-        const info: ParamInfo = { name: sub(m.name.name), shape, init: this.initRule(m.init, scope), trainable: !(frozen || m.frozen), decl: m, ...(source && { source }) };
+        const info: ParamInfo = {
+          name: sub(m.name.name),
+          shape,
+          init: this.initRule(m.init, scope),
+          trainable: !(frozen || m.frozen),
+          decl: m,
+          ...(source && { source }),
+        };
         inst.params.set(m.name.name, info);
         this.params.push(info);
       } else if (m.kind === "instance") {
@@ -325,9 +355,17 @@ class Elaborator {
           if (n > MAX_REPEAT) fail("shape", `repeat count is ${n}; at most ${MAX_REPEAT} copies are allowed`, m.repeat.span);
           inst.children.set(
             m.name.name,
-            Array.from({ length: n }, (_, i) => this.weights.within(m, `${sub(m.name.name)}.${i}`, childArgs, () => this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span))),
+            Array.from({ length: n }, (_, i) =>
+              this.weights.within(m, `${sub(m.name.name)}.${i}`, childArgs, () =>
+                this.child(block, `${sub(m.name.name)}.${i}`, childArgs, frozen || m.frozen, m.span),
+              ),
+            ),
           );
-        } else inst.children.set(m.name.name, this.weights.within(m, sub(m.name.name), childArgs, () => this.child(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span)));
+        } else
+          inst.children.set(
+            m.name.name,
+            this.weights.within(m, sub(m.name.name), childArgs, () => this.child(block, sub(m.name.name), childArgs, frozen || m.frozen, m.span)),
+          );
       }
     }
     return inst;
@@ -389,10 +427,17 @@ class Elaborator {
     if (result.kind !== "tensor") fail("type", `model forward must return a tensor, got ${describeValue(result)}`, fwd.span);
     if (fwd.result) this.bindPattern(fwd.result, result.node, scope, "the model's result", fwd.result.span);
     for (const [key, att] of this.attachments)
-      if (!this.usedAttachments.has(key)) fail("link", `fusion \`${att.fusion.name.name}\` targets site \`${key}\`, but the forward never reaches it`, att.fusion.name.span, "is the block that holds the site called from the model's forward?");
+      if (!this.usedAttachments.has(key))
+        fail(
+          "link",
+          `fusion \`${att.fusion.name.name}\` targets site \`${key}\`, but the forward never reaches it`,
+          att.fusion.name.span,
+          "is the block that holds the site called from the model's forward?",
+        );
     if (this.cachePosInput) inputs.push(this.cachePosInput);
     if (this.dropoutSeedInput) {
-      if (inputs.some((i) => i.name === DROPOUT_SEED)) fail("type", `\`${DROPOUT_SEED}\` is the input a training step feeds dropout's seed through; give the model's input another name`, model.name.span);
+      if (inputs.some((i) => i.name === DROPOUT_SEED))
+        fail("type", `\`${DROPOUT_SEED}\` is the input a training step feeds dropout's seed through; give the model's input another name`, model.name.span);
       inputs.push(this.dropoutSeedInput);
     }
     inputs.push(...this.stateInputs);
@@ -422,7 +467,14 @@ class Elaborator {
     const block = this.blockDecl(f.block);
     const targetClauses = f.clauses.filter((c) => c.name.name === "target");
     if (targetClauses.length !== 1)
-      fail("link", targetClauses.length ? `fusion \`${f.name.name}\` has ${targetClauses.length} \`target\` clauses; give one` : `fusion \`${f.name.name}\` has no \`target\` clause`, f.name.span, "e.g. `target language.layer[*].memory`");
+      fail(
+        "link",
+        targetClauses.length
+          ? `fusion \`${f.name.name}\` has ${targetClauses.length} \`target\` clauses; give one`
+          : `fusion \`${f.name.name}\` has no \`target\` clause`,
+        f.name.span,
+        "e.g. `target language.layer[*].memory`",
+      );
     const targets = this.resolveTargets(targetClauses[0].value, root);
     if (root.children.has(f.name.name)) fail("link", `\`${f.name.name}\` is declared twice in the model`, f.name.span);
     const args = this.bindBlockArgs(block, f.args, rootScope);
@@ -436,7 +488,12 @@ class Elaborator {
     const names = fwd.params.map((p) => p.name.name);
     for (const c of f.clauses)
       if (c.name.name !== "target" && !names.includes(c.name.name))
-        fail("link", `\`${block.name.name}.forward\` has no parameter \`${c.name.name}\` for this clause`, c.name.span, didYouMean(c.name.name, names) ?? `its parameters: ${names.join(", ")}`);
+        fail(
+          "link",
+          `\`${block.name.name}.forward\` has no parameter \`${c.name.name}\` for this clause`,
+          c.name.span,
+          didYouMean(c.name.name, names) ?? `its parameters: ${names.join(", ")}`,
+        );
 
     targets.forEach((t, i) => {
       const key = `${t.inst.path}.${t.site}`;
@@ -454,19 +511,33 @@ class Elaborator {
     const go = (e: A.Expr): Item[] => {
       if (e.kind === "name") {
         const c = root.children.get(e.name);
-        if (!c) fail("link", `unknown name \`${e.name}\` in target`, e.span, didYouMean(e.name, root.children.keys()) ?? `the model has ${[...root.children.keys()].join(", ")}`);
+        if (!c)
+          fail(
+            "link",
+            `unknown name \`${e.name}\` in target`,
+            e.span,
+            didYouMean(e.name, root.children.keys()) ?? `the model has ${[...root.children.keys()].join(", ")}`,
+          );
         return [c];
       }
       if (e.kind === "member") {
         return go(e.target).map((x): Item => {
-          if (Array.isArray(x)) fail("link", `\`${this.text(e.target.span)}\` is repeated ${x.length} times: pick copies with [*], [i] or [a:b]`, e.target.span);
+          if (Array.isArray(x))
+            fail("link", `\`${this.text(e.target.span)}\` is repeated ${x.length} times: pick copies with [*], [i] or [a:b]`, e.target.span);
           if (isSite(x)) fail("link", `a site has no members`, e.member.span);
           const name = e.member.name;
           const c = x.children.get(name);
           if (c) return c;
           if (x.sites.has(name)) return { inst: x, site: name };
-          const what = x.taps.has(name) ? `\`${name}\` is a tap (a value fusions read), not a site` : `\`${x.decl.name.name}\` has no site or sub-block \`${name}\``;
-          return fail("link", what, e.member.span, didYouMean(name, [...x.sites, ...x.children.keys()]) ?? `sites of ${x.decl.name.name}: ${[...x.sites].join(", ") || "none"}`);
+          const what = x.taps.has(name)
+            ? `\`${name}\` is a tap (a value fusions read), not a site`
+            : `\`${x.decl.name.name}\` has no site or sub-block \`${name}\``;
+          return fail(
+            "link",
+            what,
+            e.member.span,
+            didYouMean(name, [...x.sites, ...x.children.keys()]) ?? `sites of ${x.decl.name.name}: ${[...x.sites].join(", ") || "none"}`,
+          );
         });
       }
       if (e.kind === "index") {
@@ -483,7 +554,12 @@ class Elaborator {
     return items.map((x) => {
       if (!isSite(x)) {
         const inst = Array.isArray(x) ? x[0] : x;
-        fail("link", `target \`${this.text(e.span)}\` names a block, not a site`, e.span, `sites of ${inst.decl.name.name}: ${[...inst.sites].join(", ") || "none"}`);
+        fail(
+          "link",
+          `target \`${this.text(e.span)}\` names a block, not a site`,
+          e.span,
+          `sites of ${inst.decl.name.name}: ${[...inst.sites].join(", ") || "none"}`,
+        );
       }
       return x;
     });
@@ -504,7 +580,12 @@ class Elaborator {
    */
   private bindPattern(tt: A.TensorType, node: Node, scope: Scope, what: string, span: Span): void {
     const mismatch = (detail: string): never =>
-      fail("shape", `${what} should be ${this.text(tt.span)} but is ${node.dtype === "i32" ? "int " : ""}${shapeStr(node.shape)}: ${detail}`, span, `type declared at ${this.where(tt.span)}`);
+      fail(
+        "shape",
+        `${what} should be ${this.text(tt.span)} but is ${node.dtype === "i32" ? "int " : ""}${shapeStr(node.shape)}: ${detail}`,
+        span,
+        `type declared at ${this.where(tt.span)}`,
+      );
     const dtype = this.dtype(tt);
     if (dtype !== node.dtype) mismatch(`element type is ${node.dtype === "i32" ? "int" : "float"}, expected ${dtype === "i32" ? "int" : "float"}`);
     const ell = tt.dims.filter((d) => d.kind === "ellipsis").length;
@@ -567,7 +648,12 @@ class Elaborator {
     this.graph.currentPath = inst.path;
     try {
       if (positional.length > fwd.params.length)
-        fail("type", `\`${bname}.forward\` takes ${fwd.params.length} argument${fwd.params.length === 1 ? "" : "s"}, got ${positional.length}`, callSpan, `declared at ${this.where(fwd.span)}`);
+        fail(
+          "type",
+          `\`${bname}.forward\` takes ${fwd.params.length} argument${fwd.params.length === 1 ? "" : "s"}, got ${positional.length}`,
+          callSpan,
+          `declared at ${this.where(fwd.span)}`,
+        );
       const scope = new Scope(inst);
       fwd.params.forEach((p, i) => {
         const a = named.get(p.name.name) ?? positional[i];
@@ -582,7 +668,16 @@ class Elaborator {
         scope.vars.set(p.name.name, tensorV(node));
       });
       for (const k of named.keys())
-        if (!fwd.params.some((p) => p.name.name === k)) fail("type", `\`${bname}.forward\` has no parameter \`${k}\``, named.get(k)!.span, didYouMean(k, fwd.params.map((p) => p.name.name)));
+        if (!fwd.params.some((p) => p.name.name === k))
+          fail(
+            "type",
+            `\`${bname}.forward\` has no parameter \`${k}\``,
+            named.get(k)!.span,
+            didYouMean(
+              k,
+              fwd.params.map((p) => p.name.name),
+            ),
+          );
       const result = this.runBody(fwd, scope, inst);
       if (fwd.result) {
         if (result.kind !== "tensor") fail("type", `\`${bname}.forward\` must return a tensor, got ${describeValue(result)}`, fwd.span);
@@ -616,12 +711,18 @@ class Elaborator {
         try {
           named.set(p.name.name, { value: this.eval(clause.value, clauseScope), span: clause.value.span });
         } catch (err) {
-          if (err instanceof DehvfError) err.addNote(`while feeding \`${p.name.name}\` of fusion \`${att.fusion.name.name}\` at target \`${key}\` (l = ${att.index})`);
+          if (err instanceof DehvfError)
+            err.addNote(`while feeding \`${p.name.name}\` of fusion \`${att.fusion.name.name}\` at target \`${key}\` (l = ${att.index})`);
           throw err;
         }
       } else if (p.name.name === "l" && p.type.kind === "scalar") named.set("l", { value: intV(att.index), span: e.span });
       else
-        fail("link", `fusion \`${att.fusion.name.name}\` must give \`${p.name.name}\` to \`${att.instance.decl.name.name}.forward\``, att.fusion.name.span, `add a clause \`${p.name.name} <expression>\`; site \`${key}\` passes ${siteArgs.length} argument(s)`);
+        fail(
+          "link",
+          `fusion \`${att.fusion.name.name}\` must give \`${p.name.name}\` to \`${att.instance.decl.name.name}.forward\``,
+          att.fusion.name.span,
+          `add a clause \`${p.name.name} <expression>\`; site \`${key}\` passes ${siteArgs.length} argument(s)`,
+        );
     }
     const outerSite = this.currentSite;
     this.currentSite = key;
@@ -646,7 +747,13 @@ class Elaborator {
       case "float":
         return this.at(span, () => this.ops.scalar(v.value));
       case "list":
-        if (v.items.length && v.items.every((x) => x.kind === "tensor" || x.kind === "list")) return this.at(span, () => this.ops.stack(v.items.map((x) => this.toTensor(x, span)), 0));
+        if (v.items.length && v.items.every((x) => x.kind === "tensor" || x.kind === "list"))
+          return this.at(span, () =>
+            this.ops.stack(
+              v.items.map((x) => this.toTensor(x, span)),
+              0,
+            ),
+          );
         break;
       default:
         break;
@@ -663,7 +770,12 @@ class Elaborator {
    */
   eval(e: A.Expr, scope: Scope): Value {
     if (this.evalDepth >= MAX_EVAL_DEPTH)
-      fail("link", `expressions and the block calls inside them nest deeper than ${MAX_EVAL_DEPTH} levels`, e.span, "nest fewer blocks, or name inner parts of expressions with `let`");
+      fail(
+        "link",
+        `expressions and the block calls inside them nest deeper than ${MAX_EVAL_DEPTH} levels`,
+        e.span,
+        "nest fewer blocks, or name inner parts of expressions with `let`",
+      );
     this.evalDepth++;
     // one method, not a counting wrapper around another: each frame here is paid per level
     try {
@@ -752,12 +864,28 @@ class Elaborator {
         const key = `${inst.path}.${name}`;
         const t = this.taps.get(key);
         if (t === "ambiguous") fail("link", `tap \`${key}\` has more than one value: its block was called more than once`, e.member.span);
-        if (!t) fail("link", `tap \`${key}\` is read before it is computed`, e.member.span, `call \`${inst.path.split(".")[0]}\` earlier in the model's forward, or read a tap computed before this point`);
+        if (!t)
+          fail(
+            "link",
+            `tap \`${key}\` is read before it is computed`,
+            e.member.span,
+            `call \`${inst.path.split(".")[0]}\` earlier in the model's forward, or read a tap computed before this point`,
+          );
         return tensorV(t);
       }
-      if (inst.sites.has(name)) fail("link", `\`${name}\` is a site of \`${inst.decl.name.name}\`: sites are replaced by fusions (\`target ${inst.path}.${name}\`), not read`, e.member.span);
+      if (inst.sites.has(name))
+        fail(
+          "link",
+          `\`${name}\` is a site of \`${inst.decl.name.name}\`: sites are replaced by fusions (\`target ${inst.path}.${name}\`), not read`,
+          e.member.span,
+        );
       const all = [...inst.children.keys(), ...inst.params.keys(), ...inst.args.keys(), ...inst.taps];
-      return fail("link", `\`${inst.path}\` (${inst.decl.name.name}) has no member \`${name}\``, e.member.span, didYouMean(name, all) ?? `its members: ${all.join(", ")}`);
+      return fail(
+        "link",
+        `\`${inst.path}\` (${inst.decl.name.name}) has no member \`${name}\``,
+        e.member.span,
+        didYouMean(name, all) ?? `its members: ${all.join(", ")}`,
+      );
     };
     return one(target);
   }
@@ -769,7 +897,12 @@ class Elaborator {
       const v = this.constInt(this.eval(e, scope), "an index", e.span);
       const k = v < 0 ? v + n : v;
       if (k < 0 || k > (allowEnd ? n : n - 1))
-        fail("link", `index ${v} is out of range for \`${what}\`, which has ${n} element${n === 1 ? "" : "s"}`, e.span, `valid indices are 0..${n - 1} or -${n}..-1`);
+        fail(
+          "link",
+          `index ${v} is out of range for \`${what}\`, which has ${n} element${n === 1 ? "" : "s"}`,
+          e.span,
+          `valid indices are 0..${n - 1} or -${n}..-1`,
+        );
       return k;
     };
     switch (item.kind) {
@@ -815,13 +948,15 @@ class Elaborator {
         if (v.kind === "tensor") fail("type", "indexing with a tensor is not supported here; use gather(table, index)", ex.span);
         if (v.kind !== "int") fail("type", `an index must be an int, got ${describeValue(v)}`, ex.span);
         const k = typeof v.value === "number" && v.value < 0 ? dimAdd(dim, v.value) : v.value;
-        if (typeof k === "number" && typeof dim === "number" && (k < 0 || k > dim)) fail("shape", `index ${dimStr(v.value)} is out of range for dimension ${axis} of size ${dim}`, ex.span);
+        if (typeof k === "number" && typeof dim === "number" && (k < 0 || k > dim))
+          fail("shape", `index ${dimStr(v.value)} is out of range for dimension ${axis} of size ${dim}`, ex.span);
         return k;
       };
       const ax = axis;
       if (item.kind === "at") {
         const k = pos(item.value);
-        if (typeof k === "number" && typeof dim === "number" && k >= dim) fail("shape", `index ${k} is out of range for dimension ${ax} of size ${dim}`, item.span);
+        if (typeof k === "number" && typeof dim === "number" && k >= dim)
+          fail("shape", `index ${k} is out of range for dimension ${ax} of size ${dim}`, item.span);
         node = this.at(item.span, () => this.ops.slice(node, ax, k, dimAdd(k, 1)));
         squeeze.push(ax);
       } else {
@@ -831,7 +966,13 @@ class Elaborator {
       }
       axis++;
     }
-    if (squeeze.length) node = this.at(e.span, () => this.ops.reshape(node, node.shape.filter((_, i) => !squeeze.includes(i))));
+    if (squeeze.length)
+      node = this.at(e.span, () =>
+        this.ops.reshape(
+          node,
+          node.shape.filter((_, i) => !squeeze.includes(i)),
+        ),
+      );
     return tensorV(node);
   }
 
@@ -839,7 +980,8 @@ class Elaborator {
     let callee = this.eval(e.callee, scope);
     // a value that cannot be called does not hide the builtin of its name: `dropout(x, dropout)`
     // in a block with a parameter `dropout: float`
-    if (e.callee.kind === "name" && builtinNames.has(e.callee.name) && callee.kind !== "instance" && callee.kind !== "list") callee = { kind: "builtin", name: e.callee.name };
+    if (e.callee.kind === "name" && builtinNames.has(e.callee.name) && callee.kind !== "instance" && callee.kind !== "list")
+      callee = { kind: "builtin", name: e.callee.name };
     const positional: ArgValue[] = [];
     const named = new Map<string, ArgValue>();
     for (const a of e.args) {
@@ -871,10 +1013,24 @@ class Elaborator {
     const b = builtins[name];
     const variadic = b.params[0] === "...";
     if (!variadic && positional.length > b.params.length)
-      fail("type", `${name}() takes at most ${b.params.length} argument${b.params.length === 1 ? "" : "s"} (${b.params.join(", ")}), got ${positional.length}`, e.span);
+      fail(
+        "type",
+        `${name}() takes at most ${b.params.length} argument${b.params.length === 1 ? "" : "s"} (${b.params.join(", ")}), got ${positional.length}`,
+        e.span,
+      );
     for (const k of named.keys())
-      if (!b.params.includes(k) || k === "...") fail("type", `${name}() has no parameter \`${k}\``, named.get(k)!.span, didYouMean(k, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`);
-    if (b.scalar && positional.length === 1 && (positional[0].value.kind === "float" || (positional[0].value.kind === "int" && typeof positional[0].value.value === "number")))
+      if (!b.params.includes(k) || k === "...")
+        fail(
+          "type",
+          `${name}() has no parameter \`${k}\``,
+          named.get(k)!.span,
+          didYouMean(k, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`,
+        );
+    if (
+      b.scalar &&
+      positional.length === 1 &&
+      (positional[0].value.kind === "float" || (positional[0].value.kind === "int" && typeof positional[0].value.value === "number"))
+    )
       return floatV(b.scalar(Number(positional[0].value.value)));
     const args = new BuiltinArgs(name, variadic ? [] : b.params, variadic ? positional : positional, named, (v, span) => this.toTensor(v, span));
     return this.at(e.span, () => b.impl(args, this.ops, this.decodingContext(scope.inst)));
@@ -912,7 +1068,8 @@ class Elaborator {
     if (e.op === "%") fail("type", "`%` works on ints only", e.span);
     // Identities folded here keep `h + site m(x) default 0` free when no fusion attaches.
     const isNum = (v: Value, n: number) => (v.kind === "int" || v.kind === "float") && v.value === n;
-    if ((e.op === "+" && isNum(r, 0)) || (e.op === "-" && isNum(r, 0)) || ((e.op === "*" || e.op === "/") && isNum(r, 1))) return tensorV(this.toTensor(l, e.left.span));
+    if ((e.op === "+" && isNum(r, 0)) || (e.op === "-" && isNum(r, 0)) || ((e.op === "*" || e.op === "/") && isNum(r, 1)))
+      return tensorV(this.toTensor(l, e.left.span));
     if ((e.op === "+" && isNum(l, 0)) || (e.op === "*" && isNum(l, 1))) return tensorV(this.toTensor(r, e.right.span));
     const a = this.toTensor(l, e.left.span);
     const b = this.toTensor(r, e.right.span);
@@ -920,18 +1077,30 @@ class Elaborator {
     return tensorV(
       this.at(e.span, () => {
         switch (e.op) {
-          case "+": return o.add(a, b);
-          case "-": return o.sub(a, b);
-          case "*": return o.mul(a, b);
-          case "/": return o.div(a, b);
-          case "@": return o.matmul(a, b);
-          case "<": return o.binary("cmplt", a, b);
-          case ">": return o.binary("cmplt", b, a);
-          case "<=": return o.not(o.binary("cmplt", b, a));
-          case ">=": return o.not(o.binary("cmplt", a, b));
-          case "==": return o.binary("cmpeq", a, b);
-          case "!=": return o.not(o.binary("cmpeq", a, b));
-          default: throw new Error(`internal: operator ${e.op}`);
+          case "+":
+            return o.add(a, b);
+          case "-":
+            return o.sub(a, b);
+          case "*":
+            return o.mul(a, b);
+          case "/":
+            return o.div(a, b);
+          case "@":
+            return o.matmul(a, b);
+          case "<":
+            return o.binary("cmplt", a, b);
+          case ">":
+            return o.binary("cmplt", b, a);
+          case "<=":
+            return o.not(o.binary("cmplt", b, a));
+          case ">=":
+            return o.not(o.binary("cmplt", a, b));
+          case "==":
+            return o.binary("cmpeq", a, b);
+          case "!=":
+            return o.not(o.binary("cmpeq", a, b));
+          default:
+            throw new Error(`internal: operator ${e.op}`);
         }
       }),
     );
@@ -944,7 +1113,8 @@ class Elaborator {
     const sym = typeof lv !== "number" || typeof rv !== "number";
     // Ints stay exact: a result a double cannot hold is refused, like a literal that large.
     const exact = (v: Dim): Value => {
-      if (typeof v === "number" && !Number.isSafeInteger(v)) fail("type", `${dimStr(lv)} ${e.op} ${dimStr(rv)} is beyond ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`, e.span);
+      if (typeof v === "number" && !Number.isSafeInteger(v))
+        fail("type", `${dimStr(lv)} ${e.op} ${dimStr(rv)} is beyond ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`, e.span);
       return intV(v);
     };
     const needConst = (): [number, number] => {
@@ -1007,10 +1177,19 @@ export function elaborate(program: Program, modelName?: string, options: Elabora
     model = [...program.decls.values()].find((d) => d.kind === "model" && d.name.name === modelName);
     if (!model) {
       const names = [...program.decls.values()].filter((d) => d.kind === "model").map((d) => d.name.name);
-      throw new DehvfError([{ phase: "input", message: `no model \`${modelName}\` in ${program.entry.path}`, hint: didYouMean(modelName, names) ?? `models: ${names.join(", ") || "none"}` }]).withSources(program.sources);
+      throw new DehvfError([
+        {
+          phase: "input",
+          message: `no model \`${modelName}\` in ${program.entry.path}`,
+          hint: didYouMean(modelName, names) ?? `models: ${names.join(", ") || "none"}`,
+        },
+      ]).withSources(program.sources);
     }
   } else model = models[0];
-  if (!model) throw new DehvfError([{ phase: "input", message: `${program.entry.path} declares no \`model\``, hint: "add `model Name { ... }`, or pass a file that has one" } as Diagnostic]).withSources(program.sources);
+  if (!model)
+    throw new DehvfError([
+      { phase: "input", message: `${program.entry.path} declares no \`model\``, hint: "add `model Name { ... }`, or pass a file that has one" } as Diagnostic,
+    ]).withSources(program.sources);
   try {
     return new Elaborator(program, options).elaborateModel(model);
   } catch (e) {

@@ -24,15 +24,24 @@ export function generationModels(program: Program, modelName?: string): Generati
   const tokens = full.inputs.find((i) => i.name === "tokens");
   const where = `model \`${full.name}\``;
   const [b, t] = tokens?.shape ?? [];
-  const single = (d: Dim | undefined) => (d !== undefined && typeof d !== "number" && d.terms.length === 1 && d.terms[0][1] === 1 && d.constant === 0 ? d.terms[0][0] : undefined);
+  const single = (d: Dim | undefined) =>
+    d !== undefined && typeof d !== "number" && d.terms.length === 1 && d.terms[0][1] === 1 && d.constant === 0 ? d.terms[0][0] : undefined;
   const [batchDim, seqDim] = [single(b), single(t)];
   if (!tokens || tokens.dtype !== "i32" || tokens.shape.length !== 2 || !batchDim || !seqDim)
-    throw new DehvfError([{ phase: "input", message: `${where} cannot generate text: it needs an input \`tokens: [B, T] int\` (B and T run-time dimensions)` }]);
+    throw new DehvfError([
+      { phase: "input", message: `${where} cannot generate text: it needs an input \`tokens: [B, T] int\` (B and T run-time dimensions)` },
+    ]);
   const out = full.outputs[0].node;
-  if (out.shape.length !== 3) throw new DehvfError([{ phase: "input", message: `${where} cannot generate text: its output should be logits [B, S, vocab], it is rank ${out.shape.length}` }]);
+  if (out.shape.length !== 3)
+    throw new DehvfError([
+      { phase: "input", message: `${where} cannot generate text: its output should be logits [B, S, vocab], it is rank ${out.shape.length}` },
+    ]);
   const prefill = elaborate(program, full.name, { mode: "prefill" });
   const decode = elaborate(program, full.name, { mode: "decode", fixed: { [seqDim]: 1 } });
-  if (!prefill.symbols.includes(CONTEXT_DIM)) throw new DehvfError([{ phase: "input", message: `${where} keeps no KV cache: its attention does not use \`cached(...)\` (see docs/language.md, "Generation")` }]);
+  if (!prefill.symbols.includes(CONTEXT_DIM))
+    throw new DehvfError([
+      { phase: "input", message: `${where} keeps no KV cache: its attention does not use \`cached(...)\` (see docs/language.md, "Generation")` },
+    ]);
   return {
     prefill,
     decode,

@@ -23,7 +23,11 @@ function blockOf(spec: ImportSpec, family: Family): A.BlockDecl {
  * header): each of the family's `arguments` whose key is present (else its default, else
  * the block's own default), then its `fixed` ones, checked against the block's parameter types.
  */
-export function importArguments(catalog: Catalog, family: Family, spec: ImportSpec): { block: A.BlockDecl; args: [string, string][]; values: Record<string, ArgValue> } {
+export function importArguments(
+  catalog: Catalog,
+  family: Family,
+  spec: ImportSpec,
+): { block: A.BlockDecl; args: [string, string][]; values: Record<string, ArgValue> } {
   const block = blockOf(spec, family);
   const nested = spec.config ? catalog.config[spec.config] : undefined;
   const config = nested && typeof nested === "object" && !Array.isArray(nested) ? (nested as Record<string, unknown>) : catalog.config;
@@ -33,7 +37,8 @@ export function importArguments(catalog: Catalog, family: Family, spec: ImportSp
   for (const [arg, { key, default: dflt }] of Object.entries(spec.arguments)) {
     const v = config[key] ?? dflt;
     if (v === undefined || v === null) continue;
-    if (typeof v !== "number" && typeof v !== "boolean" && typeof v !== "string") throw new WeightsError(catalog.configFile, `is ${JSON.stringify(v)}, not a number, bool or string`, where + key);
+    if (typeof v !== "number" && typeof v !== "boolean" && typeof v !== "string")
+      throw new WeightsError(catalog.configFile, `is ${JSON.stringify(v)}, not a number, bool or string`, where + key);
     values[arg] = v;
     keyOf[arg] = where + key;
   }
@@ -43,22 +48,39 @@ export function importArguments(catalog: Catalog, family: Family, spec: ImportSp
     const v = values[p.name.name];
     const key = keyOf[p.name.name] ?? `fixed.${p.name.name} of ${basename(family.file)}`;
     if (v === undefined) {
-      if (!p.default) throw new WeightsError(catalog.configFile, `has no \`${spec.arguments[p.name.name]?.key ?? p.name.name}\`, needed for argument \`${p.name.name}\` of ${spec.block}`);
+      if (!p.default)
+        throw new WeightsError(
+          catalog.configFile,
+          `has no \`${spec.arguments[p.name.name]?.key ?? p.name.name}\`, needed for argument \`${p.name.name}\` of ${spec.block}`,
+        );
       continue;
     }
     const type = p.type.name;
-    const ok = type === "int" ? Number.isSafeInteger(v) && (v as number) > 0 : type === "float" ? typeof v === "number" && Number.isFinite(v) : typeof v === (type === "bool" ? "boolean" : "string");
-    if (!ok) throw new WeightsError(catalog.configFile, `is ${JSON.stringify(v)}, but argument \`${p.name.name}\` of ${spec.block} is ${type === "int" ? "a positive int" : `a ${type}`}`, key);
+    const ok =
+      type === "int"
+        ? Number.isSafeInteger(v) && (v as number) > 0
+        : type === "float"
+          ? typeof v === "number" && Number.isFinite(v)
+          : typeof v === (type === "bool" ? "boolean" : "string");
+    if (!ok)
+      throw new WeightsError(
+        catalog.configFile,
+        `is ${JSON.stringify(v)}, but argument \`${p.name.name}\` of ${spec.block} is ${type === "int" ? "a positive int" : `a ${type}`}`,
+        key,
+      );
     args.push([p.name.name, literal(v, type)]);
   }
   for (const arg of Object.keys(values))
-    if (!block.params.some((p) => p.name.name === arg)) throw new WeightsError(family.file, `maps argument \`${arg}\`, which block ${spec.block} does not have`, "import.arguments");
+    if (!block.params.some((p) => p.name.name === arg))
+      throw new WeightsError(family.file, `maps argument \`${arg}\`, which block ${spec.block} does not have`, "import.arguments");
   return { block, args, values };
 }
 
 /** A model name from a checkpoint's file name: `stories260K.bin` → `Stories260K`. */
 export function modelNameFor(checkpoint: string): string {
-  const stem = basename(checkpoint).replace(/\.(bin|safetensors|json)$/, "").replace(/^model$/, basename(dirname(checkpoint)));
+  const stem = basename(checkpoint)
+    .replace(/\.(bin|safetensors|json)$/, "")
+    .replace(/^model$/, basename(dirname(checkpoint)));
   const words = stem.split(/[^A-Za-z0-9]+/).filter(Boolean);
   const name = words.map((w) => w[0].toUpperCase() + w.slice(1)).join("");
   return /^[A-Za-z]/.test(name) ? name : `M${name}`;
@@ -83,7 +105,8 @@ export interface ModelFileParts {
 
 /** The text of an imported model file: the std import, the tokenizer, one frozen instance named after its weights, and a forward. */
 export function modelFileText(p: ModelFileParts): string {
-  const fill = (s: string) => s.replace(/\{(\w+)\}/g, (all, k: string) => (k === "instance" ? p.spec.instance : p.values[k] !== undefined ? String(p.values[k]) : all));
+  const fill = (s: string) =>
+    s.replace(/\{(\w+)\}/g, (all, k: string) => (k === "instance" ? p.spec.instance : p.values[k] !== undefined ? String(p.values[k]) : all));
   const call = `${p.spec.block}(${p.args.map(([k, v]) => `${k}: ${v}`).join(", ")})`;
   return [
     ...p.comments.map((c) => `# ${c}`),

@@ -81,7 +81,10 @@ export const evalRules: { [O in Op]: Eval<O> } = {
   size: (n, _s, env) => tensor([], [dimEval(n.attrs.dim, env.dims)]),
   arange: (n, _s, env) => {
     const len = dimEval(n.attrs.n, env.dims);
-    return tensor([len], Float64Array.from({ length: len }, (_, i) => i));
+    return tensor(
+      [len],
+      Float64Array.from({ length: len }, (_, i) => i),
+    );
   },
   neg: map1((x) => -x),
   recip: map1((x) => 1 / x),
@@ -115,7 +118,15 @@ export const evalRules: { [O in Op]: Eval<O> } = {
   permute: (n, [a]) => {
     const st = stridesOf(a.shape);
     const shape = n.attrs.perm.map((p) => a.shape[p]);
-    return { shape, data: stridedCopy(shape, n.attrs.perm.map((p) => st[p]), 0, a.data) };
+    return {
+      shape,
+      data: stridedCopy(
+        shape,
+        n.attrs.perm.map((p) => st[p]),
+        0,
+        a.data,
+      ),
+    };
   },
   expand: (n, [a], env) => {
     const shape = shapeEval(n.attrs.shape, env.dims);
@@ -130,7 +141,15 @@ export const evalRules: { [O in Op]: Eval<O> } = {
       if (s < 0 || end[i] > a.shape[i] || shape[i] < 0) throw new Error(`slice ${s}:${end[i]} out of range for dim ${i} of size ${a.shape[i]}`);
     });
     const st = stridesOf(a.shape);
-    return { shape, data: stridedCopy(shape, st, start.reduce((acc, s, i) => acc + s * st[i], 0), a.data) };
+    return {
+      shape,
+      data: stridedCopy(
+        shape,
+        st,
+        start.reduce((acc, s, i) => acc + s * st[i], 0),
+        a.data,
+      ),
+    };
   },
   pad: (n, [a], env) => {
     const before = n.attrs.before.map((d) => dimEval(d, env.dims));

@@ -8,19 +8,44 @@ import { type Dim, type Shape, dimStr, shapeStr } from "./dims.ts";
  */
 export const OPS = [
   // sources
-  "input", "param", "const", "size", "arange",
+  "input",
+  "param",
+  "const",
+  "size",
+  "arange",
   // elementwise unary
-  "neg", "recip", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "cast",
+  "neg",
+  "recip",
+  "exp",
+  "log",
+  "sqrt",
+  "sin",
+  "cos",
+  "tanh",
+  "erf",
+  "cast",
   // elementwise binary / ternary (operands already broadcast to one shape)
-  "add", "mul", "max", "cmplt", "cmpeq", "where",
+  "add",
+  "mul",
+  "max",
+  "cmplt",
+  "cmpeq",
+  "where",
   // random numbers: int key and counter → uniform in [0, 1) (compiler/hash.ts)
   "hash",
   // reductions over one axis, keepdim
-  "sum", "rmax",
+  "sum",
+  "rmax",
   // movement
-  "reshape", "permute", "expand", "slice", "pad", "concat",
+  "reshape",
+  "permute",
+  "expand",
+  "slice",
+  "pad",
+  "concat",
   // contraction and lookup
-  "matmul", "gather",
+  "matmul",
+  "gather",
   // state: one slot of a KV cache written per batch row (compiler/decoding.ts)
   "write_slot",
   // identity that keeps a recomputation apart from the forward it repeats (compiler/recompute.ts)
@@ -80,7 +105,8 @@ export type OpKind = (typeof OP_TRAITS)[Op]["kind"];
 /** The ops of one kind, as a type: a table over them (a render rule per unary op) is then complete or a type error. */
 export type OpsOfKind<K extends OpKind> = { [O in Op]: (typeof OP_TRAITS)[O]["kind"] extends K ? O : never }[Op];
 export type FoldableOp = { [O in Op]: (typeof OP_TRAITS)[O]["fold"] extends true ? O : never }[Op];
-export const opsOfKind = <K extends OpKind>(...kinds: K[]): OpsOfKind<K>[] => OPS.filter((o): o is OpsOfKind<K> => (kinds as readonly OpKind[]).includes(OP_TRAITS[o].kind));
+export const opsOfKind = <K extends OpKind>(...kinds: K[]): OpsOfKind<K>[] =>
+  OPS.filter((o): o is OpsOfKind<K> => (kinds as readonly OpKind[]).includes(OP_TRAITS[o].kind));
 
 export type DType = "f32" | "i32";
 
@@ -99,9 +125,22 @@ export interface OpAttrs {
   const: { readonly value: number };
   size: { readonly dim: Dim };
   arange: { readonly n: Dim };
-  neg: {}; recip: {}; exp: {}; log: {}; sqrt: {}; sin: {}; cos: {}; tanh: {}; erf: {};
+  neg: {};
+  recip: {};
+  exp: {};
+  log: {};
+  sqrt: {};
+  sin: {};
+  cos: {};
+  tanh: {};
+  erf: {};
   cast: { readonly dtype: DType };
-  add: {}; mul: {}; max: {}; cmplt: {}; cmpeq: {}; where: {};
+  add: {};
+  mul: {};
+  max: {};
+  cmplt: {};
+  cmpeq: {};
+  where: {};
   /** `salt`: a u32 of the call site, so two dropout sites fed the same key and counters draw different numbers */
   hash: { readonly salt: number };
   sum: { readonly axis: number };

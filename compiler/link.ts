@@ -71,7 +71,15 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
   const checkCall = (callee: A.Ident, args: readonly A.Arg[], span: A.Ident["span"], names: Names) => {
     const target = program.decls.get(callee.name);
     args.forEach((a) => expr(a.value, names));
-    if (!target) return err(`unknown block \`${callee.name}\``, callee, didYouMean(callee.name, [...program.decls.keys()].filter((k) => program.decls.get(k)!.kind === "block")));
+    if (!target)
+      return err(
+        `unknown block \`${callee.name}\``,
+        callee,
+        didYouMean(
+          callee.name,
+          [...program.decls.keys()].filter((k) => program.decls.get(k)!.kind === "block"),
+        ),
+      );
     if (target.kind === "model") return err(`\`${callee.name}\` is a model; only blocks can be instantiated`, callee);
     const params = target.params.map((p) => p.name.name);
     const known = new Set(params); // a Set: generated blocks can have thousands of parameters
@@ -81,15 +89,25 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
     for (const a of args) {
       if (a.name) {
         sawNamed = true;
-        if (!known.has(a.name.name)) err(`\`${callee.name}\` has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, params) ?? `its parameters: ${params.join(", ") || "none"}`);
+        if (!known.has(a.name.name))
+          err(
+            `\`${callee.name}\` has no parameter \`${a.name.name}\``,
+            a.name,
+            didYouMean(a.name.name, params) ?? `its parameters: ${params.join(", ") || "none"}`,
+          );
         else if (given.has(a.name.name)) err(`parameter \`${a.name.name}\` is given twice`, a);
         given.add(a.name.name);
       } else if (sawNamed) err("positional arguments must come before named ones", a, "name this argument too, like the ones before it");
-      else if (positional >= params.length) err(`\`${callee.name}\` takes ${params.length} parameter${params.length === 1 ? "" : "s"}, but ${args.filter((x) => !x.name).length} positional arguments were given`, a);
+      else if (positional >= params.length)
+        err(
+          `\`${callee.name}\` takes ${params.length} parameter${params.length === 1 ? "" : "s"}, but ${args.filter((x) => !x.name).length} positional arguments were given`,
+          a,
+        );
       else given.add(params[positional++]);
     }
     const missing = target.params.filter((p) => !p.default && !given.has(p.name.name)).map((p) => `\`${p.name.name}: ${p.type.name}\``);
-    if (missing.length) report({ phase: "link", message: `\`${callee.name}\` needs ${missing.join(", ")}`, span, hint: "give them as named arguments, e.g. `d: 128`" });
+    if (missing.length)
+      report({ phase: "link", message: `\`${callee.name}\` needs ${missing.join(", ")}`, span, hint: "give them as named arguments, e.g. `d: 128`" });
   };
 
   /** Checks every bare name of an expression against the scope. */
@@ -107,11 +125,16 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
       if (e.kind === "call" && b)
         for (const a of e.args)
           if (a.name && !b.params.includes(a.name.name))
-            err(`${e.callee.kind === "name" ? e.callee.name : ""}() has no parameter \`${a.name.name}\``, a.name, didYouMean(a.name.name, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`);
+            err(
+              `${e.callee.kind === "name" ? e.callee.name : ""}() has no parameter \`${a.name.name}\``,
+              a.name,
+              didYouMean(a.name.name, b.params) ?? `its parameters: ${b.params.filter((p) => p !== "...").join(", ")}`,
+            );
     });
 
   const tensorType = (t: A.TensorType, names: Names): void => {
-    if (t.dtypeName && !ELEMENT_TYPES.includes(t.dtypeName.name)) err(`unknown element type \`${t.dtypeName.name}\``, t.dtypeName, didYouMean(t.dtypeName.name, ELEMENT_TYPES) ?? "use `int` or `float` (the default)");
+    if (t.dtypeName && !ELEMENT_TYPES.includes(t.dtypeName.name))
+      err(`unknown element type \`${t.dtypeName.name}\``, t.dtypeName, didYouMean(t.dtypeName.name, ELEMENT_TYPES) ?? "use `int` or `float` (the default)");
     for (const d of t.dims) {
       if (d.kind === "ellipsis") continue;
       // A bare unknown name in a type is a pattern variable: it binds the actual size.
@@ -124,7 +147,12 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
     const names = scope.child();
     for (const p of f.params) {
       if (p.type.kind === "tensor") tensorType(p.type.type, names);
-      else if (!SCALAR_TYPES.includes(p.type.type.name)) err(`unknown type \`${p.type.type.name}\``, p.type.type, didYouMean(p.type.type.name, [...SCALAR_TYPES, "[...]"]) ?? "use a tensor type like `[B, T, d]`, or int, float, bool, string");
+      else if (!SCALAR_TYPES.includes(p.type.type.name))
+        err(
+          `unknown type \`${p.type.type.name}\``,
+          p.type.type,
+          didYouMean(p.type.type.name, [...SCALAR_TYPES, "[...]"]) ?? "use a tensor type like `[B, T, d]`, or int, float, bool, string",
+        );
       names.add(p.name.name);
     }
     if (f.result) tensorType(f.result, names);
@@ -145,8 +173,10 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
     const scope = builtinScope.child();
     const declared = new Map<string, A.Ident>();
     for (const p of decl.params) {
-      if (decl.kind === "model" && !p.default) err(`parameter \`${p.name.name}\` of model \`${decl.name.name}\` needs a default: models are not called with arguments`, p);
-      if (!SCALAR_TYPES.includes(p.type.name)) err(`unknown parameter type \`${p.type.name}\``, p.type, didYouMean(p.type.name, SCALAR_TYPES) ?? "use int, float, bool or string");
+      if (decl.kind === "model" && !p.default)
+        err(`parameter \`${p.name.name}\` of model \`${decl.name.name}\` needs a default: models are not called with arguments`, p);
+      if (!SCALAR_TYPES.includes(p.type.name))
+        err(`unknown parameter type \`${p.type.name}\``, p.type, didYouMean(p.type.name, SCALAR_TYPES) ?? "use int, float, bool or string");
       if (declared.has(p.name.name)) err(`parameter \`${p.name.name}\` is declared twice`, p.name);
       if (p.default) expr(p.default, scope);
       declared.set(p.name.name, p.name);
@@ -154,13 +184,15 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
     }
     for (const m of decl.members) {
       if (m.kind === "forward") continue;
-      if (declared.has(m.name.name)) err(`\`${m.name.name}\` is declared twice in \`${decl.name.name}\``, m.name, "names of parameters, params, sub-blocks and fusions share one namespace");
+      if (declared.has(m.name.name))
+        err(`\`${m.name.name}\` is declared twice in \`${decl.name.name}\``, m.name, "names of parameters, params, sub-blocks and fusions share one namespace");
       declared.set(m.name.name, m.name);
       scope.add(m.name.name);
     }
     const forwards = decl.members.filter((m): m is A.ForwardDecl => m.kind === "forward");
     if (forwards.length > 1) err(`\`${decl.name.name}\` has ${forwards.length} forward definitions; keep one`, forwards[1]);
-    if (decl.kind === "model" && forwards.length === 0) err(`model \`${decl.name.name}\` has no forward`, decl.name, "add `forward(image: [B, 3, 224, 224], tokens: [B, T] int) -> [B, T, vocab] { ... }`");
+    if (decl.kind === "model" && forwards.length === 0)
+      err(`model \`${decl.name.name}\` has no forward`, decl.name, "add `forward(image: [B, 3, 224, 224], tokens: [B, T] int) -> [B, T, vocab] { ... }`");
 
     let modelInputs: Names | undefined;
     for (const m of decl.members) {
@@ -170,7 +202,12 @@ function checkNames(program: Program, report: (d: Diagnostic) => void): void {
           if (m.when) expr(m.when, scope);
           if (m.init) {
             const rule = ownEntry(INIT_RULES, m.init.name.name);
-            if (!rule) err(`unknown init rule \`${m.init.name.name}\``, m.init.name, didYouMean(m.init.name.name, Object.keys(INIT_RULES)) ?? `known: ${Object.keys(INIT_RULES).join(", ")}`);
+            if (!rule)
+              err(
+                `unknown init rule \`${m.init.name.name}\``,
+                m.init.name,
+                didYouMean(m.init.name.name, Object.keys(INIT_RULES)) ?? `known: ${Object.keys(INIT_RULES).join(", ")}`,
+              );
             m.init.args.forEach((a, i) => {
               expr(a.value, scope);
               const name = a.name?.name ?? rule?.[i];

@@ -119,7 +119,9 @@ export function planMemory(s: Schedule, outputs: readonly Node[], opts: MemoryOp
   // tensors first never grows one, which packs a training step with recomputed layers
   // (many long-lived checkpoints among short-lived large values) far tighter.
   const orders: readonly PlacementOrder[] = opts.order ? [opts.order] : ["in-order", "by-size"];
-  const candidates = (opts.inPlace === false ? [false] : [true, false]).flatMap((inPlace) => orders.map((order) => assignSlots(s, outputs, inPlace, half, order)));
+  const candidates = (opts.inPlace === false ? [false] : [true, false]).flatMap((inPlace) =>
+    orders.map((order) => assignSlots(s, outputs, inPlace, half, order)),
+  );
   return candidates.reduce((best, m) => (m.pooledBytes < best.pooledBytes ? m : best));
 }
 
@@ -177,7 +179,10 @@ function assignSlots(s: Schedule, outputs: readonly Node[], allowInPlace: boolea
       if (host) {
         // the host's slot, due back after this kernel, passes straight to the output
         slot = slotOf.get(host)!;
-        releaseAt.set(i, releaseAt.get(i)!.filter((sl) => sl !== slot));
+        releaseAt.set(
+          i,
+          releaseAt.get(i)!.filter((sl) => sl !== slot),
+        );
         inPlace.set(n, host);
       } else slot = bestFit(need);
       slot.tensors.push(n);
@@ -202,8 +207,20 @@ function finished(slots: BufferSlot[], slotOf: Map<Node, BufferSlot>, inPlace: M
  * tensor written in place over an input shares that input's slot: the two are placed as
  * one, living from the input's write to the output's last read.
  */
-function largestFirst(s: Schedule, slots: BufferSlot[], slotOf: Map<Node, BufferSlot>, inPlace: Map<Node, Node>, allowInPlace: boolean, lastUse: ReadonlyMap<Node, number>): MemoryPlan {
-  interface Group { readonly tensors: Node[]; readonly size: number; readonly from: number; to: number }
+function largestFirst(
+  s: Schedule,
+  slots: BufferSlot[],
+  slotOf: Map<Node, BufferSlot>,
+  inPlace: Map<Node, Node>,
+  allowInPlace: boolean,
+  lastUse: ReadonlyMap<Node, number>,
+): MemoryPlan {
+  interface Group {
+    readonly tensors: Node[];
+    readonly size: number;
+    readonly from: number;
+    to: number;
+  }
   const groupOf = new Map<Node, Group>();
   const groups: Group[] = [];
   let naive = 0;

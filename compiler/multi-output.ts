@@ -15,14 +15,27 @@ const MERGE_WINDOW = 16;
  * earlier one's outputs. One pass then loads shared inputs and computes shared values
  * once, in one dispatch instead of several.
  */
-export function mergeElementwise(kernels: readonly Kernel[], shapes: ReadonlyMap<Node, readonly number[]>, isMat: (n: Node) => boolean, maxBindings: number): Kernel[] {
+export function mergeElementwise(
+  kernels: readonly Kernel[],
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  isMat: (n: Node) => boolean,
+  maxBindings: number,
+): Kernel[] {
   const out: (Kernel | undefined)[] = [];
   const producedAt = new Map<Node, number>();
   const computed = new Map<Kernel, Set<Node>>();
   const outputsOf = (k: Kernel) => [k.output, ...(k.also ?? [])];
   const computedBy = (k: Kernel) => {
     let c = computed.get(k);
-    if (!c) computed.set(k, (c = new Set(outputsOf(k).flatMap((o) => o.src.flatMap((x) => inlineNodes(x, isMat))).filter((x) => !MOVEMENT.has(x.op)))));
+    if (!c)
+      computed.set(
+        k,
+        (c = new Set(
+          outputsOf(k)
+            .flatMap((o) => o.src.flatMap((x) => inlineNodes(x, isMat)))
+            .filter((x) => !MOVEMENT.has(x.op)),
+        )),
+      );
     return c;
   };
   const place = (k: Kernel, at: number) => {
@@ -38,7 +51,8 @@ export function mergeElementwise(kernels: readonly Kernel[], shapes: ReadonlyMap
       if (new Set([...p.inputs, ...k.inputs]).size + outputsOf(p).length + 1 > maxBindings) continue;
       if (!(k.inputs.some((n) => p.inputs.includes(n)) || [...computedBy(k)].some((x) => computedBy(p).has(x)))) continue;
       if (k.inputs.every((n) => (producedAt.get(n) ?? -1) < i)) joined = { at: i, moveDown: false };
-      else if (!out.slice(i + 1).some((q) => q?.inputs.some((n) => outputsOf(p).includes(n))) && !k.inputs.some((n) => outputsOf(p).includes(n))) joined = { at: i, moveDown: true };
+      else if (!out.slice(i + 1).some((q) => q?.inputs.some((n) => outputsOf(p).includes(n))) && !k.inputs.some((n) => outputsOf(p).includes(n)))
+        joined = { at: i, moveDown: true };
     }
     if (!joined) {
       place(k, out.length);

@@ -50,7 +50,14 @@ export function paramRows(root: Instance, maxDepth: number): ParamRow[] {
     if (depth >= maxDepth) return;
     for (const [pname, p] of first.params) {
       const n = count(p.shape) * list.length;
-      rows.push({ depth: depth + 1, label: `${pname} [${p.shape.join(", ")}]`, block: "param", total: n, trainable: p.trainable ? n : 0, frozen: !p.trainable });
+      rows.push({
+        depth: depth + 1,
+        label: `${pname} [${p.shape.join(", ")}]`,
+        block: "param",
+        total: n,
+        trainable: p.trainable ? n : 0,
+        frozen: !p.trainable,
+      });
     }
     for (const [cname, c] of first.children) visit(Array.isArray(inst) ? list.flatMap((i) => i.children.get(cname)!) : c, cname, depth + 1);
   };

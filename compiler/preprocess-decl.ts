@@ -33,21 +33,33 @@ function read(decl: A.PreprocessDecl): { spec: PreprocessSpec } | { problem: str
   const spec: { -readonly [K in keyof PreprocessSpec]: PreprocessSpec[K] } = { span: decl.span };
   const seen = new Set<string>();
   for (const a of decl.args) {
-    if (!a.name) return { problem: "`preprocess` takes named arguments", span: a.span, hint: `e.g. \`preprocess(mean: [0.4815, 0.4578, 0.4082], std: [0.2686, 0.2613, 0.2758])\`; names: ${KEYS.join(", ")}` };
+    if (!a.name)
+      return {
+        problem: "`preprocess` takes named arguments",
+        span: a.span,
+        hint: `e.g. \`preprocess(mean: [0.4815, 0.4578, 0.4082], std: [0.2686, 0.2613, 0.2758])\`; names: ${KEYS.join(", ")}`,
+      };
     const key = a.name.name;
-    if (!(KEYS as readonly string[]).includes(key)) return { problem: `unknown \`preprocess\` argument \`${key}\``, span: a.name.span, hint: didYouMean(key, KEYS) ?? `arguments: ${KEYS.join(", ")}` };
+    if (!(KEYS as readonly string[]).includes(key))
+      return { problem: `unknown \`preprocess\` argument \`${key}\``, span: a.name.span, hint: didYouMean(key, KEYS) ?? `arguments: ${KEYS.join(", ")}` };
     if (seen.has(key)) return { problem: `\`${key}\` is given twice`, span: a.name.span };
     seen.add(key);
     const v = a.value;
     if (key === "mean" || key === "std") {
       const items = v.kind === "list" ? v.items : [v];
       const nums = items.map(numberOf);
-      if (!items.length || nums.some((x) => x === undefined)) return { problem: `\`${key}\` must be a number or a list of numbers (one per channel)`, span: v.span };
+      if (!items.length || nums.some((x) => x === undefined))
+        return { problem: `\`${key}\` must be a number or a list of numbers (one per channel)`, span: v.span };
       if (key === "std" && nums.some((x) => !(x! > 0))) return { problem: "`std` must be greater than 0 for every channel", span: v.span };
       spec[key] = nums as number[];
     } else {
       const allowed: readonly string[] = key === "resize" ? RESIZE_MODES : INTERPOLATIONS;
-      if (v.kind !== "string" || !allowed.includes(v.value)) return { problem: `\`${key}\` must be one of ${allowed.map((x) => `"${x}"`).join(", ")}`, span: v.span, hint: v.kind === "string" ? didYouMean(v.value, allowed) : undefined };
+      if (v.kind !== "string" || !allowed.includes(v.value))
+        return {
+          problem: `\`${key}\` must be one of ${allowed.map((x) => `"${x}"`).join(", ")}`,
+          span: v.span,
+          hint: v.kind === "string" ? didYouMean(v.value, allowed) : undefined,
+        };
       if (key === "resize") spec.resize = v.value as ResizeMode;
       else spec.interpolation = v.value as Interpolation;
     }
@@ -59,7 +71,8 @@ function read(decl: A.PreprocessDecl): { spec: PreprocessSpec } | { problem: str
 export function checkPreprocessDecls(decl: A.BlockDecl, report: (d: Diagnostic) => void): void {
   for (const [i, p] of (decl.preprocess ?? []).entries()) {
     if (decl.kind !== "model") report({ phase: "link", message: `\`preprocess\` belongs in a \`model\`, not in block \`${decl.name.name}\``, span: p.span });
-    else if (i > 0) report({ phase: "link", message: `model \`${decl.name.name}\` declares \`preprocess\` twice`, span: p.span, hint: "keep one `preprocess(...)`" });
+    else if (i > 0)
+      report({ phase: "link", message: `model \`${decl.name.name}\` declares \`preprocess\` twice`, span: p.span, hint: "keep one `preprocess(...)`" });
     const r = read(p);
     if ("problem" in r) report({ phase: "link", message: r.problem, span: r.span, hint: r.hint });
   }
@@ -79,7 +92,12 @@ export function preprocessOf(decl: A.BlockDecl, inputs: readonly { readonly name
   const c = image.shape[1];
   for (const key of ["mean", "std"] as const) {
     const n = r.spec[key]?.length;
-    if (n !== undefined && n !== 1 && n !== c) fail("shape", `\`${key}\` has ${n} values; the \`image\` input has ${typeof c === "number" ? c : "?"} channels (give one value, or one per channel)`, p.span);
+    if (n !== undefined && n !== 1 && n !== c)
+      fail(
+        "shape",
+        `\`${key}\` has ${n} values; the \`image\` input has ${typeof c === "number" ? c : "?"} channels (give one value, or one per channel)`,
+        p.span,
+      );
   }
   return r.spec;
 }

@@ -79,11 +79,15 @@ function rowGroupAlong(out: Node, axis: number, ctx: RowGroupContext): RowGroup 
   const shape = ctx.shapes.get(out)!;
   const rowShape = shape.map((d, i) => (i === axis ? 1 : d));
   const isRowReduction = (x: Node) =>
-    (x.op === "sum" || x.op === "rmax") && (x.attrs as { axis: number }).axis === axis && sameShape(ctx.shapes.get(x.src[0])!, shape) && sameShape(ctx.shapes.get(x)!, rowShape);
+    (x.op === "sum" || x.op === "rmax") &&
+    (x.attrs as { axis: number }).axis === axis &&
+    sameShape(ctx.shapes.get(x.src[0])!, shape) &&
+    sameShape(ctx.shapes.get(x)!, rowShape);
   const absorbable = (x: Node) =>
     ctx.isMat(x) &&
     !ctx.pinned(x) &&
-    (isRowReduction(x) || (ELEMENTWISE.has(x.op) && (sameShape(ctx.shapes.get(x)!, shape) || sameShape(ctx.shapes.get(x)!, rowShape)) && !computesMatmul(x, ctx.isMat)));
+    (isRowReduction(x) ||
+      (ELEMENTWISE.has(x.op) && (sameShape(ctx.shapes.get(x)!, shape) || sameShape(ctx.shapes.get(x)!, rowShape)) && !computesMatmul(x, ctx.isMat)));
   const excluded = new Set<Node>();
   for (;;) {
     const region = new Set<Node>([out]);

@@ -142,10 +142,29 @@ const mergeKernels: SchedulePass = {
 };
 
 /** The scheduler's passes, in order: where each fusion happens. */
-export const SCHEDULE_PASSES: readonly SchedulePass[] = [materializeSources, limitInlineDepth, materializeShared, matmulOperands(true), matmulEpilogues, rowGroups, sumFolds, emitKernels, mergeKernels, transposeWeights];
+export const SCHEDULE_PASSES: readonly SchedulePass[] = [
+  materializeSources,
+  limitInlineDepth,
+  materializeShared,
+  matmulOperands(true),
+  matmulEpilogues,
+  rowGroups,
+  sumFolds,
+  emitKernels,
+  mergeKernels,
+  transposeWeights,
+];
 
 /** Without fusion (`ScheduleLimits.fuse` false): one kernel per IR op. */
-export const UNFUSED_PASSES: readonly SchedulePass[] = [materializeSources, limitInlineDepth, materializeShared, materializeEverything, matmulOperands(false), emitKernels, transposeWeights];
+export const UNFUSED_PASSES: readonly SchedulePass[] = [
+  materializeSources,
+  limitInlineDepth,
+  materializeShared,
+  materializeEverything,
+  matmulOperands(false),
+  emitKernels,
+  transposeWeights,
+];
 
 /** Every scheduler pass name `--dump-after` accepts. */
 export const SCHEDULE_STAGES: readonly string[] = [...new Set([...SCHEDULE_PASSES, ...UNFUSED_PASSES].map((p) => p.name))];
@@ -154,7 +173,13 @@ export const SCHEDULE_STAGES: readonly string[] = [...new Set([...SCHEDULE_PASSE
  * `forced`: nodes that must get a buffer (grown when a kernel would exceed the binding
  * limit). `onPass` sees the state after each pass (for `--dump-after`).
  */
-export function schedule(roots: readonly Root[], dims: Readonly<Record<string, number>>, limits: ScheduleLimits, forced: ReadonlySet<Node> = new Set(), onPass?: (pass: string, state: ScheduleState) => void): Schedule {
+export function schedule(
+  roots: readonly Root[],
+  dims: Readonly<Record<string, number>>,
+  limits: ScheduleLimits,
+  forced: ReadonlySet<Node> = new Set(),
+  onPass?: (pass: string, state: ScheduleState) => void,
+): Schedule {
   const s = initialState(roots, dims, limits, forced);
   for (const pass of limits.fuse === false ? UNFUSED_PASSES : SCHEDULE_PASSES) {
     pass.run(s);

@@ -21,8 +21,7 @@ const unary: Rule<Op> = (src) => {
 };
 
 function sameShapes(src: readonly Node[]): void {
-  for (const s of src.slice(1))
-    check(shapeEq(s.shape, src[0].shape), () => `operand shapes differ: ${shapeStr(src[0].shape)} vs ${shapeStr(s.shape)}`);
+  for (const s of src.slice(1)) check(shapeEq(s.shape, src[0].shape), () => `operand shapes differ: ${shapeStr(src[0].shape)} vs ${shapeStr(s.shape)}`);
 }
 
 const binary: Rule<Op> = (src) => {
@@ -50,10 +49,21 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
   const: () => ({ shape: [], dtype: "f32" }),
   size: () => ({ shape: [], dtype: "f32" }),
   arange: (_s, a) => ({ shape: [a.n], dtype: "f32" }),
-  neg: unary, recip: unary, exp: unary, log: unary, sqrt: unary, sin: unary, cos: unary, tanh: unary, erf: unary,
+  neg: unary,
+  recip: unary,
+  exp: unary,
+  log: unary,
+  sqrt: unary,
+  sin: unary,
+  cos: unary,
+  tanh: unary,
+  erf: unary,
   cast: (src, a) => ({ shape: src[0].shape, dtype: a.dtype }),
-  add: binary, mul: binary, max: binary,
-  cmplt: compare, cmpeq: compare,
+  add: binary,
+  mul: binary,
+  max: binary,
+  cmplt: compare,
+  cmpeq: compare,
   hash: (src) => {
     sameShapes(src);
     check(src[0].dtype === "i32" && src[1].dtype === "i32", () => `hash needs an int key and int counters, got ${src[0].dtype} and ${src[1].dtype}`);
@@ -73,13 +83,18 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
   },
   permute: (src, { perm }) => {
     const r = src[0].shape.length;
-    check(perm.length === r && [...perm].sort((a, b) => a - b).every((p, i) => p === i), () => `permute [${perm.join(", ")}] is not a permutation of rank ${r}`);
+    check(
+      perm.length === r && [...perm].sort((a, b) => a - b).every((p, i) => p === i),
+      () => `permute [${perm.join(", ")}] is not a permutation of rank ${r}`,
+    );
     return { shape: perm.map((p) => src[0].shape[p]), dtype: src[0].dtype };
   },
   expand: (src, { shape }) => {
     const from = src[0].shape;
     check(from.length === shape.length, () => `expand ${shapeStr(from)} to ${shapeStr(shape)}: ranks differ`);
-    from.forEach((d, i) => check(dimEq(d, shape[i]) || d === 1, () => `cannot broadcast ${shapeStr(from)} to ${shapeStr(shape)} (dim ${i}: ${dimStr(d)} vs ${dimStr(shape[i])})`));
+    from.forEach((d, i) =>
+      check(dimEq(d, shape[i]) || d === 1, () => `cannot broadcast ${shapeStr(from)} to ${shapeStr(shape)} (dim ${i}: ${dimStr(d)} vs ${dimStr(shape[i])})`),
+    );
     return { shape, dtype: src[0].dtype };
   },
   slice: (src, { start, end }) => {
@@ -90,7 +105,10 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     // out-of-range bounds would otherwise only fail when the interpreter runs
     s.forEach((d, i) => {
       const [lo, past] = [start[i], dimSub(end[i], d)];
-      check((typeof lo !== "number" || lo >= 0) && (typeof past !== "number" || past <= 0), () => `slice ${dimStr(lo)}:${dimStr(end[i])} is out of range for dim ${i} of size ${dimStr(d)}`);
+      check(
+        (typeof lo !== "number" || lo >= 0) && (typeof past !== "number" || past <= 0),
+        () => `slice ${dimStr(lo)}:${dimStr(end[i])} is out of range for dim ${i} of size ${dimStr(d)}`,
+      );
     });
     return { shape: out, dtype: src[0].dtype };
   },
@@ -105,7 +123,9 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     let total: Dim = 0;
     for (const s of src) {
       check(s.shape.length === r, () => `concat: ranks differ (${shapeStr(src[0].shape)} vs ${shapeStr(s.shape)})`);
-      s.shape.forEach((d, i) => check(i === axis || dimEq(d, src[0].shape[i]), () => `concat on axis ${axis}: ${shapeStr(src[0].shape)} vs ${shapeStr(s.shape)} differ on dim ${i}`));
+      s.shape.forEach((d, i) =>
+        check(i === axis || dimEq(d, src[0].shape[i]), () => `concat on axis ${axis}: ${shapeStr(src[0].shape)} vs ${shapeStr(s.shape)} differ on dim ${i}`),
+      );
       check(s.dtype === src[0].dtype, () => `concat: dtypes differ`);
       total = dimAdd(total, s.shape[axis]);
     }
@@ -115,7 +135,10 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     const [a, b] = src;
     check(a.shape.length >= 2 && b.shape.length === a.shape.length, () => `matmul needs equal ranks ≥ 2, got ${shapeStr(a.shape)} @ ${shapeStr(b.shape)}`);
     const r = a.shape.length;
-    check(dimEq(a.shape[r - 1], b.shape[r - 2]), () => `matmul inner dimensions differ: ${shapeStr(a.shape)} @ ${shapeStr(b.shape)} (${dimStr(a.shape[r - 1])} vs ${dimStr(b.shape[r - 2])})`);
+    check(
+      dimEq(a.shape[r - 1], b.shape[r - 2]),
+      () => `matmul inner dimensions differ: ${shapeStr(a.shape)} @ ${shapeStr(b.shape)} (${dimStr(a.shape[r - 1])} vs ${dimStr(b.shape[r - 2])})`,
+    );
     const batch = a.shape.slice(0, r - 2).map((d, i) => {
       const e = b.shape[i];
       check(dimEq(d, e) || d === 1 || e === 1, () => `matmul batch dimensions do not broadcast: ${shapeStr(a.shape)} @ ${shapeStr(b.shape)}`);
@@ -135,9 +158,15 @@ export const shapeRules: { [O in Op]: Rule<O> } = {
     const rank = old.shape.length;
     check(rank >= 2 && axis >= 1, () => `write_slot writes along a non-batch axis of a rank ≥ 2 tensor, got axis ${axis} of ${shapeStr(old.shape)}`);
     axisOk(axis, rank);
-    check(x.shape.length === rank && x.shape.every((d, i) => (i === axis ? dimEq(d, 1) : dimEq(d, old.shape[i]))), () => `write_slot: the written value ${shapeStr(x.shape)} must match ${shapeStr(old.shape)} with size 1 along axis ${axis}`);
+    check(
+      x.shape.length === rank && x.shape.every((d, i) => (i === axis ? dimEq(d, 1) : dimEq(d, old.shape[i]))),
+      () => `write_slot: the written value ${shapeStr(x.shape)} must match ${shapeStr(old.shape)} with size 1 along axis ${axis}`,
+    );
     check(x.dtype === old.dtype, () => `write_slot: dtypes differ: ${old.dtype} vs ${x.dtype}`);
-    check(pos.dtype === "i32" && pos.shape.length === 1 && dimEq(pos.shape[0], old.shape[0]), () => `write_slot: positions must be int [${dimStr(old.shape[0])}], got ${pos.dtype}${shapeStr(pos.shape)}`);
+    check(
+      pos.dtype === "i32" && pos.shape.length === 1 && dimEq(pos.shape[0], old.shape[0]),
+      () => `write_slot: positions must be int [${dimStr(old.shape[0])}], got ${pos.dtype}${shapeStr(pos.shape)}`,
+    );
     return { shape: old.shape, dtype: old.dtype };
   },
   barrier: ([x]) => ({ shape: x.shape, dtype: x.dtype }),

@@ -69,7 +69,13 @@ interface Sized {
   readonly bytes?: number;
 }
 
-const sized = (kind: Sized["kind"], what: string, shape: Shape, dims: Readonly<Record<string, number>>, span?: Span): Sized => ({ kind, what, shape, values: shapeEval(shape, dims), span });
+const sized = (kind: Sized["kind"], what: string, shape: Shape, dims: Readonly<Record<string, number>>, span?: Span): Sized => ({
+  kind,
+  what,
+  shape,
+  values: shapeEval(shape, dims),
+  span,
+});
 const elements = (ts: readonly Sized[]) => ts.reduce((a, t) => a + numel(t.values), 0);
 
 function shapeText(t: Sized): string {
@@ -106,23 +112,27 @@ function overDeviceLimit(tensors: readonly Sized[], device: DeviceLimits, budget
   const limit = deviceLimit(device);
   return tensors
     .filter((t) => (t.bytes ?? numel(t.values) * DEVICE_ELEMENT) > limit.bytes)
-    .map((t): Diagnostic => ({
-      phase: "input",
-      message: `${t.what} ${shapeText(t)} needs ${fmtBytes(t.bytes ?? numel(t.values) * DEVICE_ELEMENT)} on the device, over its ${fmtBytes(limit.bytes)} limit for ${limit.name}`,
-      span: t.span,
-      hint: advice(symbolsOf(t.shape), budget, "run on a device with a larger limit (only frozen weights are split across buffers)"),
-    }));
+    .map(
+      (t): Diagnostic => ({
+        phase: "input",
+        message: `${t.what} ${shapeText(t)} needs ${fmtBytes(t.bytes ?? numel(t.values) * DEVICE_ELEMENT)} on the device, over its ${fmtBytes(limit.bytes)} limit for ${limit.name}`,
+        span: t.span,
+        hint: advice(symbolsOf(t.shape), budget, "run on a device with a larger limit (only frozen weights are split across buffers)"),
+      }),
+    );
 }
 
 function overTypedArray(tensors: readonly Sized[], host: HostLimits, budget: SizeBudget): Diagnostic[] {
   return tensors
     .filter((t) => numel(t.values) > host.maxElements)
-    .map((t): Diagnostic => ({
-      phase: "input",
-      message: `${t.what} ${shapeText(t)} has ${numel(t.values).toLocaleString("en-US")} elements, more than one array on the host holds (${host.maxElements.toLocaleString("en-US")})`,
-      span: t.span,
-      hint: advice(symbolsOf(t.shape), budget, "split it in the model"),
-    }));
+    .map(
+      (t): Diagnostic => ({
+        phase: "input",
+        message: `${t.what} ${shapeText(t)} has ${numel(t.values).toLocaleString("en-US")} elements, more than one array on the host holds (${host.maxElements.toLocaleString("en-US")})`,
+        span: t.span,
+        hint: advice(symbolsOf(t.shape), budget, "split it in the model"),
+      }),
+    );
 }
 
 /**
@@ -151,10 +161,26 @@ function interpreterPeak(model: CompiledModel, dims: Readonly<Record<string, num
   }
   if (!largest || !owned.get(largest)) return { peak };
   const where = model.graph.instancePath.get(largest.id);
-  return { peak, largest: sized("intermediate", `intermediate \`${largest.op}\`${where ? ` in \`${where}\`` : ""}`, largest.shape, dims, model.graph.provenance.get(largest.id)) };
+  return {
+    peak,
+    largest: sized(
+      "intermediate",
+      `intermediate \`${largest.op}\`${where ? ` in \`${where}\`` : ""}`,
+      largest.shape,
+      dims,
+      model.graph.provenance.get(largest.id),
+    ),
+  };
 }
 
-function overHostMemory(model: CompiledModel, dims: Readonly<Record<string, number>>, host: HostLimits, budget: SizeBudget, resident: readonly Sized[], activations: number): Diagnostic[] {
+function overHostMemory(
+  model: CompiledModel,
+  dims: Readonly<Record<string, number>>,
+  host: HostLimits,
+  budget: SizeBudget,
+  resident: readonly Sized[],
+  activations: number,
+): Diagnostic[] {
   // checkpoint weights (`from "..."`) are streamed to the device as float32: on the host only for the interpreter
   const onHost = new Set(model.params.filter((p) => budget.interp || !p.source).map((p) => `parameter \`${p.name}\``));
   const params = elements(resident.filter((t) => t.kind === "parameter" && onHost.has(t.what))) * FLOAT64;
@@ -163,23 +189,35 @@ function overHostMemory(model: CompiledModel, dims: Readonly<Record<string, numb
   const live = activations * FLOAT64;
   const total = params + state + io + live;
   if (total <= host.bytes) return [];
-  const parts = [`parameters ${fmtBytes(params)}`, state && `AdamW state ${fmtBytes(state)}`, `inputs and outputs ${fmtBytes(io)}`, live && `intermediates ${fmtBytes(live)} at the peak`].filter(Boolean);
+  const parts = [
+    `parameters ${fmtBytes(params)}`,
+    state && `AdamW state ${fmtBytes(state)}`,
+    `inputs and outputs ${fmtBytes(io)}`,
+    live && `intermediates ${fmtBytes(live)} at the peak`,
+  ].filter(Boolean);
   const at = model.symbols.map((s) => `${s}=${dims[s]}`).join(", ");
   const job = budget.interp ? `running \`${model.name}\` in the float64 interpreter` : `holding \`${model.name}\`'s tensors in float64`;
   const fixed = params + state > host.bytes;
-  return [{
-    phase: "input",
-    message: `${job}${at ? ` at ${at}` : ""} needs about ${fmtBytes(total)} of host memory (${parts.join(", ")}), more than this machine's ${fmtBytes(host.bytes)}`,
-    hint: fixed
-      ? "dehvf keeps every parameter in float64 on the host: this model needs a machine with more memory"
-      : advice(model.symbols, budget, budget.interp ? "--backend webgpu (float32, on the device)" : "a machine with more memory"),
-  }];
+  return [
+    {
+      phase: "input",
+      message: `${job}${at ? ` at ${at}` : ""} needs about ${fmtBytes(total)} of host memory (${parts.join(", ")}), more than this machine's ${fmtBytes(host.bytes)}`,
+      hint: fixed
+        ? "dehvf keeps every parameter in float64 on the host: this model needs a machine with more memory"
+        : advice(model.symbols, budget, budget.interp ? "--backend webgpu (float32, on the device)" : "a machine with more memory"),
+    },
+  ];
 }
 
 function dimProblems(model: CompiledModel, dims: Readonly<Record<string, number>>): Diagnostic[] {
   return model.symbols
     .filter((s) => !(Number.isSafeInteger(dims[s]) && dims[s] >= 1))
-    .map((s): Diagnostic => ({ phase: "input", message: `run-time dimension \`${s}\` of \`${model.name}\` is ${dims[s]}; it must be a whole number of at least 1` }));
+    .map(
+      (s): Diagnostic => ({
+        phase: "input",
+        message: `run-time dimension \`${s}\` of \`${model.name}\` is ${dims[s]}; it must be a whole number of at least 1`,
+      }),
+    );
 }
 
 /** Throws the problems, if any: each kind listed up to LISTED times, the rest counted. */
@@ -207,10 +245,21 @@ export function checkSizes(model: CompiledModel, dims: Readonly<Record<string, n
   const resident = residentTensors(model, dims);
   // frozen weights past the limit are split into blocks when planned (compiler/passes/split-params.ts)
   const split = new Set(model.params.filter(splittable).map((p) => `parameter \`${p.name}\``));
-  const device = budget.device ? overDeviceLimit(resident.filter((t) => !split.has(t.what)), budget.device, budget) : [];
+  const device = budget.device
+    ? overDeviceLimit(
+        resident.filter((t) => !split.has(t.what)),
+        budget.device,
+        budget,
+      )
+    : [];
   if (!budget.host) return refuse(model, device);
   const interp = budget.interp ? interpreterPeak(model, dims) : { peak: 0 };
-  refuse(model, overHostMemory(model, dims, budget.host, budget, resident, interp.peak), overTypedArray(interp.largest ? [...resident, interp.largest] : resident, budget.host, budget), device);
+  refuse(
+    model,
+    overHostMemory(model, dims, budget.host, budget, resident, interp.peak),
+    overTypedArray(interp.largest ? [...resident, interp.largest] : resident, budget.host, budget),
+    device,
+  );
 }
 
 /** The same device limits for every buffer of a plan, intermediates included; buildPlan calls it before generating any kernel. */
@@ -219,7 +268,12 @@ export function checkPlanBuffers(model: CompiledModel, sched: Schedule, memory: 
   const describe = (n: Node): Sized => {
     const name = (n.attrs as { name?: string }).name;
     const path = model.graph.instancePath.get(n.id);
-    const [kind, what] = n.op === "param" ? ["parameter", `parameter \`${name}\``] as const : n.op === "input" ? ["input", `input \`${name}\``] as const : ["intermediate", `\`${n.op}\` result of kernel #${writer(n)}${path ? ` in \`${path}\`` : ""}`] as const;
+    const [kind, what] =
+      n.op === "param"
+        ? (["parameter", `parameter \`${name}\``] as const)
+        : n.op === "input"
+          ? (["input", `input \`${name}\``] as const)
+          : (["intermediate", `\`${n.op}\` result of kernel #${writer(n)}${path ? ` in \`${path}\`` : ""}`] as const);
     // parameters and inputs have slots of their own, sized as stored (f16 weights: 2 bytes an element)
     const bytes = n.op === "param" || n.op === "input" ? memory.slotOf.get(n)!.size : undefined;
     return { kind, what, shape: n.shape, values: sched.shapes.get(n)!, span: model.graph.provenance.get(n.id), ...(bytes !== undefined && { bytes }) };

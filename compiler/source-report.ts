@@ -34,7 +34,9 @@ export function sourceLines(params: readonly ParamInfo[]): string[] {
     }
     const files = [...new Set(sourced.map((p) => `${p.source!.written} (${p.source!.family})`))];
     const rest = ps.length - sourced.length;
-    out.push(`  ${top.padEnd(w)}  from ${files.join(", ")}: ${sourced.length} tensors, ${count(sourced).toLocaleString("en-US")} values${rest ? `; ${rest} by init rules` : ""}`);
+    out.push(
+      `  ${top.padEnd(w)}  from ${files.join(", ")}: ${sourced.length} tensors, ${count(sourced).toLocaleString("en-US")} values${rest ? `; ${rest} by init rules` : ""}`,
+    );
     const groups = new Map<string, { name: string; copies: number; origin: string }>();
     for (const p of ps) {
       const name = (top === "(model)" ? p.name : p.name.slice(top.length + 1)).replace(/(^|\.)\d+(?=\.|$)/g, "$1*");

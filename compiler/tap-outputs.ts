@@ -33,9 +33,17 @@ export function tapValues(model: CompiledModel, path: string): readonly TapValue
  * outputs, so the plan computes only what the taps need.
  */
 export function withTapOutputs(model: CompiledModel, paths: readonly string[], opts: { keep?: boolean } = {}): { model: CompiledModel; taps: TapOutput[] } {
-  const read = paths.flatMap((path) => tapValues(model, path).map((v, call) => ({ node: v.node, tap: { path, call, ...(v.site !== undefined && { site: v.site }), name: tapOutputName(path, call), shape: v.node.shape } })));
+  const read = paths.flatMap((path) =>
+    tapValues(model, path).map((v, call) => ({
+      node: v.node,
+      tap: { path, call, ...(v.site !== undefined && { site: v.site }), name: tapOutputName(path, call), shape: v.node.shape },
+    })),
+  );
   const extra = read.map((r) => ({ name: r.tap.name, node: r.node }));
   const keep = opts.keep ?? true;
   // without its own outputs, a model updates no state either
-  return { model: { ...model, outputs: [...(keep ? model.outputs : []), ...extra], ...(keep ? {} : { state: model.state.map((s) => ({ input: s.input })) }) }, taps: read.map((r) => r.tap) };
+  return {
+    model: { ...model, outputs: [...(keep ? model.outputs : []), ...extra], ...(keep ? {} : { state: model.state.map((s) => ({ input: s.input })) }) },
+    taps: read.map((r) => r.tap),
+  };
 }

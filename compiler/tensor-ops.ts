@@ -104,7 +104,12 @@ export class TensorOps {
   private reduce(op: "sum" | "rmax", x: Node, axis: number, keepdim: boolean): Node {
     const ax = this.axis(axis, x.shape.length);
     const r = this.make(op, [x], { axis: ax });
-    return keepdim ? r : this.reshape(r, x.shape.filter((_, i) => i !== ax));
+    return keepdim
+      ? r
+      : this.reshape(
+          r,
+          x.shape.filter((_, i) => i !== ax),
+        );
   }
   sum = (x: Node, axis: number, keepdim = false) => this.reduce("sum", x, axis, keepdim);
   max = (x: Node, axis: number, keepdim = false) => this.reduce("rmax", x, axis, keepdim);
@@ -126,7 +131,10 @@ export class TensorOps {
   squeeze(x: Node, axis: number): Node {
     const ax = this.axis(axis, x.shape.length);
     if (x.shape[ax] !== 1) throw new ShapeError(`cannot squeeze axis ${axis} of ${shapeStr(x.shape)}: its size is ${dimStr(x.shape[ax])}, not 1`);
-    return this.reshape(x, x.shape.filter((_, i) => i !== ax));
+    return this.reshape(
+      x,
+      x.shape.filter((_, i) => i !== ax),
+    );
   }
 
   transposeLast(x: Node): Node {
@@ -156,8 +164,12 @@ export class TensorOps {
 
   pad(x: Node, axis: number, before: Dim, after: Dim): Node {
     const ax = this.axis(axis, x.shape.length);
-    for (const [w, what] of [[before, "before"], [after, "after"]] as const)
-      if (typeof w === "number" && (w < 0 || !Number.isInteger(w))) throw new ShapeError(`pad width ${what} must be a non-negative integer, got ${w} (padding dim ${dimStr(x.shape[ax])} of ${shapeStr(x.shape)})`);
+    for (const [w, what] of [
+      [before, "before"],
+      [after, "after"],
+    ] as const)
+      if (typeof w === "number" && (w < 0 || !Number.isInteger(w)))
+        throw new ShapeError(`pad width ${what} must be a non-negative integer, got ${w} (padding dim ${dimStr(x.shape[ax])} of ${shapeStr(x.shape)})`);
     if (dimEq(before, 0) && dimEq(after, 0)) return x;
     return this.make("pad", [x], { before: x.shape.map((_, i) => (i === ax ? before : 0)), after: x.shape.map((_, i) => (i === ax ? after : 0)) });
   }
@@ -174,11 +186,18 @@ export class TensorOps {
     }
     const ax = this.axis(axis, xs[0].shape.length);
     const dt: DType = xs.every((x) => x.dtype === "i32") ? "i32" : "f32";
-    return this.make("concat", xs.map((x) => this.cast(x, dt)), { axis: ax });
+    return this.make(
+      "concat",
+      xs.map((x) => this.cast(x, dt)),
+      { axis: ax },
+    );
   }
 
   stack(xs: readonly Node[], axis = 0): Node {
-    return this.concat(xs.map((x) => this.unsqueeze(x, axis < 0 ? axis : axis)), axis);
+    return this.concat(
+      xs.map((x) => this.unsqueeze(x, axis < 0 ? axis : axis)),
+      axis,
+    );
   }
 
   gather(table: Node, idx: Node): Node {

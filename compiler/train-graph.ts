@@ -79,7 +79,8 @@ export function maskedCrossEntropy(t: TensorOps, logits: Node, targets: Node, ma
 }
 
 function addInput(model: CompiledModel, inputs: InputInfo[], name: string, shape: Shape, dtype: DType): Node {
-  if (model.inputs.some((i) => i.name === name)) throw new Error(`model ${model.name} already has an input named \`${name}\`; the training step needs that name`);
+  if (model.inputs.some((i) => i.name === name))
+    throw new Error(`model ${model.name} already has an input named \`${name}\`; the training step needs that name`);
   const node = model.graph.make("input", [], { name, shape, dtype });
   inputs.push({ name, shape, dtype, node });
   return node;
@@ -123,9 +124,13 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
   const direct = backprop(g, [{ node: logits, grad: dlogits }], params);
   const grads = opts.recompute ? recomputeLayers(g, [logits], direct) : direct;
 
-  const gnorm = t.unary("sqrt", grads.map((gr) => sumAll(t, t.mul(gr, gr))).reduce((a, b) => t.add(a, b)));
+  const gnorm = t.unary(
+    "sqrt",
+    grads.map((gr) => sumAll(t, t.mul(gr, gr))).reduce((a, b) => t.add(a, b)),
+  );
   // min(1, clip / norm), written with max because the IR has no min
-  const scale = opt.clip > 0 ? t.unary("neg", t.binary("max", t.scalar(-1), t.unary("neg", t.div(t.scalar(opt.clip), t.add(gnorm, t.scalar(1e-6)))))) : undefined;
+  const scale =
+    opt.clip > 0 ? t.unary("neg", t.binary("max", t.scalar(-1), t.unary("neg", t.div(t.scalar(opt.clip), t.add(gnorm, t.scalar(1e-6)))))) : undefined;
 
   const newValues: { name: string; node: Node }[] = [];
   const trained: TrainedParam[] = [];
@@ -146,14 +151,21 @@ export function buildTrainGraph(model: CompiledModel, opt: OptimizerConfig = DEF
     const decay = shape.length >= 2 && opt.weightDecay > 0;
     const delta = decay ? t.add(step, t.mul(p, t.scalar(opt.weightDecay))) : step;
     const p1 = t.sub(p, t.mul(delta, lr));
-    for (const [node, to] of [[p1, name], [m1, m.attrs.name], [v1, v.attrs.name]] as const) {
+    for (const [node, to] of [
+      [p1, name],
+      [m1, m.attrs.name],
+      [v1, v.attrs.name],
+    ] as const) {
       newValues.push({ name: `new:${to}`, node });
       updates.push({ from: `new:${to}`, to });
     }
     trained.push({ name, shape, decay, m: m.attrs.name, v: v.attrs.name });
     newSquares.push(sumAll(t, t.mul(p1, p1)));
   });
-  const pnorm = t.unary("sqrt", newSquares.reduce((a, b) => t.add(a, b)));
+  const pnorm = t.unary(
+    "sqrt",
+    newSquares.reduce((a, b) => t.add(a, b)),
+  );
   const outputs = [{ name: LOSS_OUTPUT, node: loss }, { name: GRAD_NORM_OUTPUT, node: gnorm }, { name: PARAM_NORM_OUTPUT, node: pnorm }, ...newValues];
   const stepModel: CompiledModel = { ...model, name: `${model.name}.train`, inputs, outputs };
   return { model: stepModel, trained, updates, scalars: ["lr", "adam_bc1", "adam_bc2", ...(usesDropout(model) ? [DROPOUT_SEED] : [])], opt };

@@ -34,16 +34,19 @@ export function checkWeightDecls(decl: A.BlockDecl, report: (d: Diagnostic) => v
   for (const m of decl.members) {
     if (m.kind !== "instance" || !m.source) continue;
     const { family, path, pathSpan } = m.source;
-    if (family && !families().has(family.name)) err(`unknown checkpoint family \`${family.name}\``, family.span, didYouMean(family.name, familyNames()) ?? `known: ${familyNames().join(", ")}`);
+    if (family && !families().has(family.name))
+      err(`unknown checkpoint family \`${family.name}\``, family.span, didYouMean(family.name, familyNames()) ?? `known: ${familyNames().join(", ")}`);
     const abs = besideFile(pathSpan, path);
-    if (!existsSync(abs)) err(`cannot find checkpoint ${JSON.stringify(path)}`, pathSpan, `looked for ${shownPath(abs)} (paths are relative to the model file)`);
+    if (!existsSync(abs))
+      err(`cannot find checkpoint ${JSON.stringify(path)}`, pathSpan, `looked for ${shownPath(abs)} (paths are relative to the model file)`);
   }
   const toks = decl.tokenizers ?? [];
   for (const [i, t] of toks.entries()) {
     if (decl.kind !== "model") err(`a tokenizer belongs in a \`model\`, not in block \`${decl.name.name}\``, t.span);
-    else if (i > 0) err(`model \`${decl.name.name}\` declares a second tokenizer`, t.span, "keep one `tokenizer \"...\"`");
+    else if (i > 0) err(`model \`${decl.name.name}\` declares a second tokenizer`, t.span, 'keep one `tokenizer "..."`');
     const abs = besideFile(t.pathSpan, t.path);
-    if (!existsSync(abs)) err(`cannot find tokenizer ${JSON.stringify(t.path)}`, t.pathSpan, `looked for ${shownPath(abs)} (paths are relative to the model file)`);
+    if (!existsSync(abs))
+      err(`cannot find tokenizer ${JSON.stringify(t.path)}`, t.pathSpan, `looked for ${shownPath(abs)} (paths are relative to the model file)`);
   }
 }
 
@@ -89,8 +92,15 @@ export class WeightSources {
     let family: Family;
     if (src.family) {
       const f = families().get(src.family.name);
-      if (!f) return fail("link", `unknown checkpoint family \`${src.family.name}\``, src.family.span, didYouMean(src.family.name, familyNames()) ?? `known: ${familyNames().join(", ")}`);
-      if (!readsFormat(f, catalog.format)) fail("import", `\`as ${f.name}\` reads ${FORMAT_NAMES[f.format]}, but ${shown} is ${FORMAT_NAMES[catalog.format]}`, src.family.span);
+      if (!f)
+        return fail(
+          "link",
+          `unknown checkpoint family \`${src.family.name}\``,
+          src.family.span,
+          didYouMean(src.family.name, familyNames()) ?? `known: ${familyNames().join(", ")}`,
+        );
+      if (!readsFormat(f, catalog.format))
+        fail("import", `\`as ${f.name}\` reads ${FORMAT_NAMES[f.format]}, but ${shown} is ${FORMAT_NAMES[catalog.format]}`, src.family.span);
       family = f;
     } else family = located(src.pathSpan, () => detectFamily(catalog));
     this.active.push({ path, block: decl.block.name, args, decl: src, catalog, family, shown });
@@ -108,20 +118,47 @@ export class WeightSources {
     const span = a.decl.pathSpan;
     const rel = name.slice(a.path.length + 1);
     const hit = ruleFor(a.family, rel);
-    if (!hit) return fail("link", `parameter \`${rel}\` of \`${a.path}\` (${a.block}) has no entry in checkpoint family \`${a.family.name}\``, span, `its table, ${shownPath(a.family.file)}, maps ${a.family.params.map((p) => p.pattern).slice(0, 6).join(", ")}, …: is \`${a.block}\` the block it describes?`);
+    if (!hit)
+      return fail(
+        "link",
+        `parameter \`${rel}\` of \`${a.path}\` (${a.block}) has no entry in checkpoint family \`${a.family.name}\``,
+        span,
+        `its table, ${shownPath(a.family.file)}, maps ${a.family.params
+          .map((p) => p.pattern)
+          .slice(0, 6)
+          .join(", ")}, …: is \`${a.block}\` the block it describes?`,
+      );
     const vars = { path: rel, ...hit.vars, instance: a.path };
     const names = hit.rule.tensors.map((t) => fillPattern(t, vars));
     const i = names.findIndex((n) => a.catalog.tensors.has(n));
     if (i < 0) {
       if (hit.rule.optional) return undefined;
-      const alt = names.length > 1 ? ` (nor ${names.slice(1).map((n) => JSON.stringify(n)).join(", ")})` : "";
-      return fail("import", `${a.shown} has no tensor ${JSON.stringify(names[0])}${alt} for parameter \`${name}\``, span, didYouMean(names[0], a.catalog.tensors.keys()) ?? `the table is ${shownPath(a.family.file)}`);
+      const alt =
+        names.length > 1
+          ? ` (nor ${names
+              .slice(1)
+              .map((n) => JSON.stringify(n))
+              .join(", ")})`
+          : "";
+      return fail(
+        "import",
+        `${a.shown} has no tensor ${JSON.stringify(names[0])}${alt} for parameter \`${name}\``,
+        span,
+        didYouMean(names[0], a.catalog.tensors.keys()) ?? `the table is ${shownPath(a.family.file)}`,
+      );
     }
     const t = a.catalog.tensors.get(names[i])!;
-    if (!READABLE_DTYPES.includes(t.dtype)) fail("import", `${shownPath(t.file)} stores tensor ${JSON.stringify(t.name)} as ${t.dtype}; dehvf reads ${READABLE_DTYPES.join(", ")}`, span);
+    if (!READABLE_DTYPES.includes(t.dtype))
+      fail("import", `${shownPath(t.file)} stores tensor ${JSON.stringify(t.name)} as ${t.dtype}; dehvf reads ${READABLE_DTYPES.join(", ")}`, span);
     const transform = this.transform(hit.rule, a);
     const problem = shapeProblem(transform, t.shape, shape);
-    if (problem) fail("shape", `${shownPath(t.file)}: tensor ${JSON.stringify(t.name)} ${problem} (\`${name}\`)`, span, transform ? `transform: ${transform.kind}` : undefined);
+    if (problem)
+      fail(
+        "shape",
+        `${shownPath(t.file)}: tensor ${JSON.stringify(t.name)} ${problem} (\`${name}\`)`,
+        span,
+        transform ? `transform: ${transform.kind}` : undefined,
+      );
     // the pattern keeps index variables ({l}): the same text for every copy of a repeat
     const pattern = fillPattern(hit.rule.tensors[i], { instance: a.path, ...(hit.vars.path === undefined ? {} : { path: rel }) });
     return { file: a.catalog.path, written: a.decl.path, family: a.family.name, tensor: t.name, pattern, transform };
@@ -132,7 +169,12 @@ export class WeightSources {
     if (rule.transform !== "rope-interleaved-to-half") return { kind: rule.transform };
     const v = a.args.get(rule.heads!);
     if (v?.kind !== "int" || typeof v.value !== "number")
-      return fail("link", `checkpoint family \`${a.family.name}\` reads the head count from argument \`${rule.heads}\`, which \`${a.block}\` does not have as an int`, a.decl.pathSpan, `its table is ${shownPath(a.family.file)}`);
+      return fail(
+        "link",
+        `checkpoint family \`${a.family.name}\` reads the head count from argument \`${rule.heads}\`, which \`${a.block}\` does not have as an int`,
+        a.decl.pathSpan,
+        `its table is ${shownPath(a.family.file)}`,
+      );
     return { kind: rule.transform, heads: v.value };
   }
 }

@@ -140,11 +140,18 @@ export interface EpochShuffler {
 
 export function epochShuffler(n: number, batchSize: number, seed: number): EpochShuffler {
   const stepsPerEpoch = Math.floor(n / batchSize);
-  if (stepsPerEpoch === 0) throw new DataError(`the training split has ${n} examples for this task, fewer than one batch of ${batchSize}: lower \`batch\` or use more data`);
+  if (stepsPerEpoch === 0)
+    throw new DataError(`the training split has ${n} examples for this task, fewer than one batch of ${batchSize}: lower \`batch\` or use more data`);
   let cached = { epoch: -1, order: [] as number[] };
   const order = (epoch: number) => {
     if (cached.epoch !== epoch) {
-      cached = { epoch, order: shuffle(seededRng(seed, `epoch:${epoch}`), Array.from({ length: n }, (_, i) => i)) };
+      cached = {
+        epoch,
+        order: shuffle(
+          seededRng(seed, `epoch:${epoch}`),
+          Array.from({ length: n }, (_, i) => i),
+        ),
+      };
     }
     return cached.order;
   };

@@ -118,8 +118,12 @@ function generate(pools: Record<SplitName, ItemPool>, key: BuildKey): Generated 
       }
     });
   }
-  const vqaTexts = (split: SplitName | null) => Object.values(problems).filter((p) => !split || p.split === split).map(promptParts);
-  const capTexts = (split: SplitName | null) => images.filter((im) => !split || im.split === split).flatMap((im) => im.sentences.map((s) => captionParts(s.raw)));
+  const vqaTexts = (split: SplitName | null) =>
+    Object.values(problems)
+      .filter((p) => !split || p.split === split)
+      .map(promptParts);
+  const capTexts = (split: SplitName | null) =>
+    images.filter((im) => !split || im.split === split).flatMap((im) => im.sentences.map((s) => captionParts(s.raw)));
   // Train text only: val/test words the tokenizer never saw must show up as <unk>, not leak in.
   const tokenizerFiles = buildWordLevel([...vqaTexts("train"), ...capTexts("train")].flatMap((t) => [t.prompt, t.answer]));
   // Encoded through the Hugging Face path, as the loader will read the written files back.

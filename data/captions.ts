@@ -94,7 +94,13 @@ export function captionsFor(classes: Quad<number>, rand: () => number): string[]
   const coarseOrder = [...groups].sort((x, y) => GROUPS.indexOf(x) - GROUPS.indexOf(y));
   return [
     list(classes.map(a)),
-    list(counted(rand() < 0.5 ? groups : coarseOrder, (g) => `a ${GROUP_NOUN[g][0]}`, (g) => GROUP_NOUN[g][1])),
+    list(
+      counted(
+        rand() < 0.5 ? groups : coarseOrder,
+        (g) => `a ${GROUP_NOUN[g][0]}`,
+        (g) => GROUP_NOUN[g][1],
+      ),
+    ),
     describePositions(classes),
     `${pick(rand, ["a picture of", "an image with", "four items:"])} ${list(counted(shuffle(rand, [...classes]), a, plural))}`,
     `${a(tl)} next to ${a(tr)}, with ${a(bl)} and ${a(br)} below`,

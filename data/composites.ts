@@ -104,8 +104,7 @@ export function renderComposite(pool: ItemPool, c: Composite): Uint8Array {
     const pixels = look.large ? item : shrink(item, SMALL);
     const gain = look.bright ? 1 : DIM;
     const pad = (s - size) >> 1;
-    for (let y = 0; y < size; y++)
-      for (let x = 0; x < size; x++) out[(y0 + pad + y) * GRID_SIZE + x0 + pad + x] = Math.round(pixels[y * size + x] * gain);
+    for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) out[(y0 + pad + y) * GRID_SIZE + x0 + pad + x] = Math.round(pixels[y * size + x] * gain);
   });
   return out;
 }

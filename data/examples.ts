@@ -22,7 +22,9 @@ export function labelledImages(split: LoadedSplit): LabelledImage[] {
  * and one caption per caption image (rotating phrasings), so questions are the bulk.
  */
 export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
-  const withContext = split.vqa.map((e) => encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)));
+  const withContext = split.vqa.map((e) =>
+    encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)),
+  );
   return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
 }
 

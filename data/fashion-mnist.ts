@@ -11,18 +11,7 @@ export type FashionSplit = "train" | "t10k";
 export const ITEM_SIZE = 28;
 
 /** Official label order of Fashion-MNIST. */
-export const CLASS_NAMES = [
-  "T-shirt/top",
-  "Trouser",
-  "Pullover",
-  "Dress",
-  "Coat",
-  "Sandal",
-  "Shirt",
-  "Sneaker",
-  "Bag",
-  "Ankle boot",
-] as const;
+export const CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"] as const;
 
 /** The words the generated text uses ("T-shirt/top" would tokenise badly and reads oddly in a sentence). */
 export const CLASS_NOUNS = ["t-shirt", "trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"] as const;

@@ -30,8 +30,10 @@ async function pixels(path: string, bytes: Buffer, form: ImageForm): Promise<{ d
     let img = sharp(bytes);
     img = c === 1 ? img.flatten({ background: "#000000" }).greyscale() : img.removeAlpha().toColourspace("srgb");
     const size = p.resize === "fill" ? { width: W, height: H } : coverSize(meta.width, meta.height, W, H);
-    if (size.width !== meta.width || size.height !== meta.height) img = img.resize(size.width, size.height, { fit: "fill", kernel: KERNEL[p.interpolation], fastShrinkOnLoad: false });
-    if (size.width !== W || size.height !== H) img = img.extract({ left: Math.floor((size.width - W) / 2), top: Math.floor((size.height - H) / 2), width: W, height: H });
+    if (size.width !== meta.width || size.height !== meta.height)
+      img = img.resize(size.width, size.height, { fit: "fill", kernel: KERNEL[p.interpolation], fastShrinkOnLoad: false });
+    if (size.width !== W || size.height !== H)
+      img = img.extract({ left: Math.floor((size.width - W) / 2), top: Math.floor((size.height - H) / 2), width: W, height: H });
     const raw = await img.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
     if (raw.info.width !== W || raw.info.height !== H) throw new Error(`decoded to ${raw.info.width}×${raw.info.height}, expected ${W}×${H}`);
     return { data: raw.data, channels: raw.info.channels };

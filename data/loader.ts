@@ -160,7 +160,11 @@ export async function readIndex(dir: string, opts: { cocoRoot?: string } = {}): 
   const shape = (ok: boolean, file: string, what: string) => {
     if (!ok) throw new DataError(`${join(dir, file)}: ${what}`);
   };
-  shape(!!problems && typeof problems === "object" && !Array.isArray(problems), FILES.problems, "expected an object of problems by pid (ScienceQA's problems.json)");
+  shape(
+    !!problems && typeof problems === "object" && !Array.isArray(problems),
+    FILES.problems,
+    "expected an object of problems by pid (ScienceQA's problems.json)",
+  );
   shape(!!pidSplits && typeof pidSplits === "object", FILES.splits, "expected an object of pid lists by split (ScienceQA's pid_splits.json)");
   for (const s of SPLITS) shape(pidSplits[s] === undefined || Array.isArray(pidSplits[s]), FILES.splits, `\`${s}\` should be a list of pids`);
   if (coco) shape(Array.isArray(coco.images), FILES.captions, "expected `images`: a list (Karpathy's dataset_coco.json)");
@@ -176,9 +180,11 @@ function checkProblem(pid: string, p: Problem): void {
   const bad = (what: string) => new DataError(`${FILES.problems}: problem ${pid}: ${what}`);
   if (!p || typeof p !== "object") throw bad("not an object");
   if (typeof p.question !== "string") throw bad("`question` should be a string");
-  if (!Array.isArray(p.choices) || p.choices.length < 2 || p.choices.some((c) => typeof c !== "string")) throw bad("`choices` should be a list of at least two strings");
+  if (!Array.isArray(p.choices) || p.choices.length < 2 || p.choices.some((c) => typeof c !== "string"))
+    throw bad("`choices` should be a list of at least two strings");
   if (p.choices.length > LETTERS.length) throw bad(`${p.choices.length} choices; at most ${LETTERS.length} (A–${LETTERS[LETTERS.length - 1]}) are read`);
-  if (!Number.isInteger(p.answer) || p.answer < 0 || p.answer >= p.choices.length) throw bad(`\`answer\` ${JSON.stringify(p.answer)} is not the index of one of its ${p.choices.length} choices`);
+  if (!Number.isInteger(p.answer) || p.answer < 0 || p.answer >= p.choices.length)
+    throw bad(`\`answer\` ${JSON.stringify(p.answer)} is not the index of one of its ${p.choices.length} choices`);
   if (p.hint !== undefined && p.hint !== null && typeof p.hint !== "string") throw bad("`hint` should be a string");
 }
 
@@ -244,7 +250,10 @@ export interface LoadedDataset extends DatasetIndex {
   tokenizerDigest?: string;
 }
 
-export async function loadDataset(dir: string, opts: { splits?: readonly SplitName[]; form?: ImageForm | null; concurrency?: number; cocoRoot?: string } = {}): Promise<LoadedDataset> {
+export async function loadDataset(
+  dir: string,
+  opts: { splits?: readonly SplitName[]; form?: ImageForm | null; concurrency?: number; cocoRoot?: string } = {},
+): Promise<LoadedDataset> {
   const index = await readIndex(dir, { cocoRoot: opts.cocoRoot });
   const splits: Partial<Record<SplitName, LoadedSplit>> = {};
   // One split at a time: each decode already keeps the bounded pool busy.

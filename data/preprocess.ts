@@ -39,7 +39,10 @@ const DEFAULTS = { resize: "crop", interpolation: "bicubic", rescale: 1 / 255 } 
 /** Today's tiny models: grey 56×56 Fashion-MNIST composites with the dataset's statistics. */
 export function defaultForm(shape: readonly [number, number, number] = [1, 56, 56]): ImageForm {
   const c = shape[0];
-  return { shape, preprocess: { mean: new Array(c).fill(PIXEL_MEAN), std: new Array(c).fill(PIXEL_STD), ...DEFAULTS, from: "the default (Fashion-MNIST's statistics)" } };
+  return {
+    shape,
+    preprocess: { mean: new Array(c).fill(PIXEL_MEAN), std: new Array(c).fill(PIXEL_STD), ...DEFAULTS, from: "the default (Fashion-MNIST's statistics)" },
+  };
 }
 
 /** Identifies a form: two models with the same key see the same decoded images. */
@@ -75,7 +78,8 @@ export function readPreprocessorConfig(path: string): Settings {
   const list = (v: unknown, key: string): number[] | undefined => {
     if (v === undefined) return undefined;
     const xs = Array.isArray(v) ? v : [v];
-    if (!xs.length || xs.some((x) => typeof x !== "number" || !Number.isFinite(x))) throw new DataError(`${path}: \`${key}\` must be a number or a list of numbers`);
+    if (!xs.length || xs.some((x) => typeof x !== "number" || !Number.isFinite(x)))
+      throw new DataError(`${path}: \`${key}\` must be a number or a list of numbers`);
     return xs as number[];
   };
   const out: Settings = {};
@@ -122,7 +126,9 @@ export function imageShape(model: CompiledModel): [number, number, number] | und
   if (!input) return undefined;
   const [, c, h, w] = input.shape;
   if (input.shape.length !== 4 || typeof c !== "number" || typeof h !== "number" || typeof w !== "number")
-    throw new UserError(`model \`${model.name}\`'s image input is [${input.shape.map(dimStr).join(", ")}]; images are read into [B, C, H, W] with constant C, H and W`);
+    throw new UserError(
+      `model \`${model.name}\`'s image input is [${input.shape.map(dimStr).join(", ")}]; images are read into [B, C, H, W] with constant C, H and W`,
+    );
   if (c !== 1 && c !== 3) throw new UserError(`model \`${model.name}\` takes ${c}-channel images; files are read as grey (C = 1) or RGB (C = 3)`);
   return [c, h, w];
 }

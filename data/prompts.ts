@@ -23,7 +23,6 @@ export const DEFAULT_ANSWER = "The answer is {letter}.";
 export const PROMPT_PLACEHOLDERS = ["question", "context", "options"] as const;
 export const ANSWER_PLACEHOLDERS = ["letter", "choice", "solution"] as const;
 
-
 /**
  * ScienceQA's input formats (Q question, C context, M options); the context line is left
  * out when a problem has no hint. Answered `The answer is X.` with the option's letter
@@ -37,7 +36,12 @@ const INPUTS: Record<string, (p: Problem) => string> = {
   CQM: (p) => `${p.hint ? `Context: ${p.hint} ` : ""}Question: ${p.question} Options: ${options(p)} Answer:`,
   QM: (p) => `Question: ${p.question} Options: ${options(p)} Answer:`,
 };
-const ANSWERS: Record<string, string> = { A: DEFAULT_ANSWER, C: "The answer is {choice}.", EA: "{solution} The answer is {letter}.", EC: "{solution} The answer is {choice}." };
+const ANSWERS: Record<string, string> = {
+  A: DEFAULT_ANSWER,
+  C: "The answer is {choice}.",
+  EA: "{solution} The answer is {letter}.",
+  EC: "{solution} The answer is {choice}.",
+};
 export const PROMPT_NAMES = Object.keys(INPUTS).flatMap((i) => Object.keys(ANSWERS).map((a) => `${i}-${a}`));
 const namedFormat = (name: string): { input: (p: Problem) => string; answer: string } | undefined => {
   const [input, answer] = name.split("-");
@@ -59,7 +63,10 @@ export function promptProblem(prompt: string, answer: string | undefined): { key
   const a = (message: string) => ({ key: "answer" as const, message });
   const named = !prompt.includes("{");
   if (named) {
-    if (!namedFormat(prompt)) return p(`unknown prompt format "${prompt}": use one of ${PROMPT_NAMES.map((n) => `"${n}"`).join(", ")}, or a template with ${PROMPT_PLACEHOLDERS.map((x) => `{${x}}`).join(", ")}`);
+    if (!namedFormat(prompt))
+      return p(
+        `unknown prompt format "${prompt}": use one of ${PROMPT_NAMES.map((n) => `"${n}"`).join(", ")}, or a template with ${PROMPT_PLACEHOLDERS.map((x) => `{${x}}`).join(", ")}`,
+      );
     if (answer !== undefined) return a(`\`answer\` goes with a template \`prompt\`; a named format says its answer ("-A": the letter, "-C": the option)`);
     return undefined;
   }
@@ -71,7 +78,8 @@ export function promptProblem(prompt: string, answer: string | undefined): { key
   if (badA.length) return a(`unknown placeholder {${badA[0]}} in \`answer\` (placeholders: {letter} or {choice}, and {solution} before it)`);
   const choices = inAnswer.filter((x) => x !== "solution");
   if (choices.length !== 1) return a("the `answer` template needs exactly one {letter} or {choice}");
-  if (inAnswer.filter((x) => x === "solution").length > 1 || inAnswer.indexOf("solution") > inAnswer.indexOf(choices[0])) return a("{solution} may come once in the `answer` template, before the {letter} or {choice}");
+  if (inAnswer.filter((x) => x === "solution").length > 1 || inAnswer.indexOf("solution") > inAnswer.indexOf(choices[0]))
+    return a("{solution} may come once in the `answer` template, before the {letter} or {choice}");
   return undefined;
 }
 

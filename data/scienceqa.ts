@@ -126,12 +126,28 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
       case "brightness": {
         const q = brightQuads();
         const bright = brightDeck();
-        return { type, quadrant: q, question: `Is the item in the ${QUADRANTS[q]} bright or dim?`, classes: randomClasses(rand), looks: looksWith(q, { bright }), correct: bright ? "bright" : "dim", distractors: [bright ? "dim" : "bright"] };
+        return {
+          type,
+          quadrant: q,
+          question: `Is the item in the ${QUADRANTS[q]} bright or dim?`,
+          classes: randomClasses(rand),
+          looks: looksWith(q, { bright }),
+          correct: bright ? "bright" : "dim",
+          distractors: [bright ? "dim" : "bright"],
+        };
       }
       case "size": {
         const q = sizeQuads();
         const large = largeDeck();
-        return { type, quadrant: q, question: `Is the item in the ${QUADRANTS[q]} large or small?`, classes: randomClasses(rand), looks: looksWith(q, { large }), correct: large ? "large" : "small", distractors: [large ? "small" : "large"] };
+        return {
+          type,
+          quadrant: q,
+          question: `Is the item in the ${QUADRANTS[q]} large or small?`,
+          classes: randomClasses(rand),
+          looks: looksWith(q, { large }),
+          correct: large ? "large" : "small",
+          distractors: [large ? "small" : "large"],
+        };
       }
       case "presence": {
         const g = groupDeck();
@@ -142,7 +158,10 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
       case "count": {
         const g = groupDeck();
         const n = countDeck();
-        const others = shuffle(rand, [0, 1, 2, 3, 4].filter((k) => k !== n)).slice(0, 3);
+        const others = shuffle(
+          rand,
+          [0, 1, 2, 3, 4].filter((k) => k !== n),
+        ).slice(0, 3);
         return { type, question: COUNT_QUESTION[g], classes: cellsWith(rand, g, quadrants().slice(0, n)), correct: String(n), distractors: others.map(String) };
       }
       case "position-coarse": {
@@ -150,7 +169,10 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
         const g = groupDeck();
         const classes = randomClasses(rand);
         classes[q] = pick(rand, classesIn(g));
-        const others = shuffle(rand, GROUPS.filter((x) => x !== g)).slice(0, 3);
+        const others = shuffle(
+          rand,
+          GROUPS.filter((x) => x !== g),
+        ).slice(0, 3);
         return { type, quadrant: q, question: `What kind of item is in the ${QUADRANTS[q]}?`, classes, correct: g, distractors: others };
       }
       case "position-fine": {
@@ -160,8 +182,21 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
         classes[q] = c;
         // Tops and footwear are offered against their own look-alikes: the question is only hard if the choices are.
         const g = CLASS_GROUP[c];
-        const rivals = g === "top" || g === "footwear" ? classesIn(g).filter((x) => x !== c) : shuffle(rand, ALL_CLASSES.filter((x) => x !== c)).slice(0, 3);
-        return { type, quadrant: q, question: `What is in the ${QUADRANTS[q]}?`, classes, correct: CLASS_NOUNS[c], distractors: rivals.map((x) => CLASS_NOUNS[x]) };
+        const rivals =
+          g === "top" || g === "footwear"
+            ? classesIn(g).filter((x) => x !== c)
+            : shuffle(
+                rand,
+                ALL_CLASSES.filter((x) => x !== c),
+              ).slice(0, 3);
+        return {
+          type,
+          quadrant: q,
+          question: `What is in the ${QUADRANTS[q]}?`,
+          classes,
+          correct: CLASS_NOUNS[c],
+          distractors: rivals.map((x) => CLASS_NOUNS[x]),
+        };
       }
     }
   };

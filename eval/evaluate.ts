@@ -29,7 +29,14 @@ export class Predictor {
   ) {}
 
   /** `weights`: how frozen weights are stored (lowering/plan.ts PlanOptions.weights) */
-  static async create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook, weights?: WeightStorage): Promise<Predictor> {
+  static async create(
+    gpu: Gpu,
+    model: CompiledModel,
+    dims: Readonly<Record<string, number>>,
+    params: ReadonlyMap<string, Tensor>,
+    compiling?: CompileHook,
+    weights?: WeightStorage,
+  ): Promise<Predictor> {
     const ex = await createExecutor(gpu, buildPlan(model, dims, planTarget(gpu), undefined, { weights }), model.program.sources, compiling);
     await uploadParams(ex, model, params);
     return new Predictor(model, dims, ex);
@@ -54,7 +61,6 @@ export class Predictor {
     this.ex.destroy();
   }
 }
-
 
 /** How far an evaluation is (examples decoded of all it will decode), for progress lines. */
 export interface Tally {
@@ -98,7 +104,12 @@ export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = I
  * run once per row). Every batch is laid out at the same prompt length, so one prefill plan
  * serves all; the last batch is padded with row 0 (its results are dropped).
  */
-export async function greedyAnswers(decoder: StepModel, tok: Tokenizer, rows: readonly { prompt: number[]; image: Float32Array }[], opts: { maxNew: number; stopAfter?: ReadonlySet<number>; tally?: Tally; takesPromptMask: boolean; imageShape?: readonly number[] }): Promise<number[][]> {
+export async function greedyAnswers(
+  decoder: StepModel,
+  tok: Tokenizer,
+  rows: readonly { prompt: number[]; image: Float32Array }[],
+  opts: { maxNew: number; stopAfter?: ReadonlySet<number>; tally?: Tally; takesPromptMask: boolean; imageShape?: readonly number[] },
+): Promise<number[][]> {
   const B = decoder.batch;
   const purpose = "greedy decoding (<bos> prompt, padded)";
   const [pad, bos] = [padId(tok, purpose), requireSpecial(tok, "bos", purpose)];
@@ -114,8 +125,19 @@ export async function greedyAnswers(decoder: StepModel, tok: Tokenizer, rows: re
       extra.set("image", tensor([B, ...opts.imageShape], image));
     }
     // the prompt's own tokens, not BOS, as in training (data/batches.ts)
-    if (opts.takesPromptMask) extra.set("prompt_mask", tensor([B, T], Float32Array.from({ length: B * T }, (_, k) => (k % T >= 1 && k % T <= rows[idx[Math.floor(k / T)]].prompt.length ? 1 : 0))));
-    const gen = await generateBatch(decoder, idx.map((i) => [bos, ...rows[i].prompt]), { maxNew: opts.maxNew, promptLength: T, pad, stop, stopAfter: opts.stopAfter, extra });
+    if (opts.takesPromptMask)
+      extra.set(
+        "prompt_mask",
+        tensor(
+          [B, T],
+          Float32Array.from({ length: B * T }, (_, k) => (k % T >= 1 && k % T <= rows[idx[Math.floor(k / T)]].prompt.length ? 1 : 0)),
+        ),
+      );
+    const gen = await generateBatch(
+      decoder,
+      idx.map((i) => [bos, ...rows[i].prompt]),
+      { maxNew: opts.maxNew, promptLength: T, pad, stop, stopAfter: opts.stopAfter, extra },
+    );
     out.push(...gen.slice(0, real));
     if (opts.tally) opts.tally.done += real;
   }
@@ -154,7 +176,13 @@ function answerDecoding(tok: Tokenizer, format: PromptFormat, problems: readonly
   for (const p of problems)
     p.choices.forEach((_, i) => {
       const upTo = format.answerUpToChoice(p, i);
-      if (upTo !== undefined && encode(upTo).slice(0, -1).some((t) => stop.has(t))) stopsEveryChoice = false;
+      if (
+        upTo !== undefined &&
+        encode(upTo)
+          .slice(0, -1)
+          .some((t) => stop.has(t))
+      )
+        stopsEveryChoice = false;
     });
   return { maxNew: Math.max(6, longest + 1), ...(stopsEveryChoice && stop.size && { stopAfter: stop }) };
 }
@@ -167,13 +195,19 @@ export async function evalVqa(
   opts: { problems?: number; captionImages?: number; tally?: Tally; takesPromptMask: boolean; maxCaption: number; format: PromptFormat; described?: boolean },
 ): Promise<VqaReport> {
   // `described`: the picture comes as words in the context (a language model on its own, as it was pre-trained)
-  const probs = split.vqa.slice(0, opts.problems ?? Infinity).map((e) => (opts.described && e.classes ? { ...e, problem: { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } } : e));
+  const probs = split.vqa
+    .slice(0, opts.problems ?? Infinity)
+    .map((e) => (opts.described && e.classes ? { ...e, problem: { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } } : e));
   const caps = split.captions.slice(0, opts.captionImages ?? Infinity);
   if (opts.tally) opts.tally.total += probs.length + caps.length;
   const { format } = opts;
   const rows = probs.map((e) => ({ prompt: encodeText(tok, format.parts(e.problem)).prompt, image: e.image }));
   // "The answer is X": decoding stops at the option letter, which is all that is scored
-  const decoding = answerDecoding(tok, format, probs.map((e) => e.problem));
+  const decoding = answerDecoding(
+    tok,
+    format,
+    probs.map((e) => e.problem),
+  );
   const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: opts.described ? undefined : split.imageShape };
   const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
@@ -183,6 +217,8 @@ export async function evalVqa(
   const generated = await greedyAnswers(decoder, tok, capRows, { maxNew: opts.maxCaption, ...common });
   const corpus = new Map(caps.map((c, i) => [String(c.imgid), { candidates: tok.decode(generated[i]), references: c.captions }]));
   const m = caps.length ? captionMetrics(corpus) : { bleu4: NaN, ciderD: NaN };
-  const samples = probs.slice(0, 3).map((e, i) => ({ question: format.parts(e.problem).prompt, generated: tok.decode(answers[i]), answer: format.parts(e.problem).answer }));
+  const samples = probs
+    .slice(0, 3)
+    .map((e, i) => ({ question: format.parts(e.problem).prompt, generated: tok.decode(answers[i]), answer: format.parts(e.problem).answer }));
   return { mc: multipleChoiceAccuracy(items), chance, captions: { bleu4: m.bleu4, ciderD: m.ciderD, images: caps.length }, samples };
 }

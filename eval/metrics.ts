@@ -20,11 +20,17 @@ export type CaptionCorpus = ReadonlyMap<string, CaptionExample> | Readonly<Recor
  * punctuation character separates words and is dropped, as pycocoevalcap drops punctuation tokens.
  */
 export function tokenize(text: string): string[] {
-  return text.toLowerCase().normalize("NFKC").match(/\p{N}+(?:[.,]\p{N}+)+|[\p{L}\p{N}]+(?:['’-][\p{L}\p{N}]+)*/gu) ?? [];
+  return (
+    text
+      .toLowerCase()
+      .normalize("NFKC")
+      .match(/\p{N}+(?:[.,]\p{N}+)+|[\p{L}\p{N}]+(?:['’-][\p{L}\p{N}]+)*/gu) ?? []
+  );
 }
 
 function entries(corpus: CaptionCorpus): [string, CaptionExample][] {
-  const list: [string, CaptionExample][] = corpus instanceof Map ? [...(corpus as ReadonlyMap<string, CaptionExample>).entries()] : Object.entries(corpus as Record<string, CaptionExample>);
+  const list: [string, CaptionExample][] =
+    corpus instanceof Map ? [...(corpus as ReadonlyMap<string, CaptionExample>).entries()] : Object.entries(corpus as Record<string, CaptionExample>);
   for (const [id, ex] of list) {
     if (typeof ex.candidates !== "string") throw new TypeError(`caption metrics: image ${id}: candidates must be one string`);
     if (ex.references.length === 0) throw new RangeError(`caption metrics: image ${id} has no references`);

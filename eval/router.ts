@@ -34,7 +34,9 @@ export function routerSource(model: CompiledModel): RouterSource {
     const instances = child === undefined ? [] : Array.isArray(child) ? child : [child];
     if (!instances.length || !instances[0].taps.has(ROUTER_TAP)) continue;
     const args: Record<string, string | number | boolean> = {};
-    for (const [k, v] of instances[0].args) if ((v.kind === "int" && typeof v.value === "number") || v.kind === "float" || v.kind === "bool" || v.kind === "string") args[k] = v.value as string | number | boolean;
+    for (const [k, v] of instances[0].args)
+      if ((v.kind === "int" && typeof v.value === "number") || v.kind === "float" || v.kind === "bool" || v.kind === "string")
+        args[k] = v.value as string | number | boolean;
     const decl = model.program.decls.get(model.name)?.members.find((m) => m.kind === "fusion" && m.name.name === f.name);
     const clause = decl?.kind === "fusion" ? decl.clauses.find((c) => c.name.name === "features") : undefined;
     const features = clause && model.program.sources.get(clause.value.span.file)?.text.slice(clause.value.span.start, clause.value.span.end);
@@ -77,9 +79,22 @@ export interface TapRunner {
 }
 
 /** The device path: the tapped model planned like any forward (runtime/executor), reading back only the taps. */
-export async function deviceTapRunner(gpu: Gpu, router: TappedRouter, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, compiling?: CompileHook): Promise<TapRunner> {
+export async function deviceTapRunner(
+  gpu: Gpu,
+  router: TappedRouter,
+  dims: Readonly<Record<string, number>>,
+  params: ReadonlyMap<string, Tensor>,
+  compiling?: CompileHook,
+): Promise<TapRunner> {
   const p = await Predictor.create(gpu, router.tapped, dims, params, compiling);
-  return { run: (feed) => p.outputs(feed, router.taps.map((t) => t.name)), destroy: () => p.destroy() };
+  return {
+    run: (feed) =>
+      p.outputs(
+        feed,
+        router.taps.map((t) => t.name),
+      ),
+    destroy: () => p.destroy(),
+  };
 }
 
 /** The reference: the float64 interpreter on the elaborated graph (every parameter as float64). */
@@ -109,7 +124,9 @@ export function tapRouter(model: CompiledModel): TappedRouter {
   const { model: tapped, taps } = withTapOutputs(model, source.paths, { keep: false });
   const sources = taps[0].shape[0];
   if (taps.some((t) => t.shape.length !== 2 || t.shape[0] !== sources) || typeof sources !== "number")
-    throw new UserError(`tap \`${source.paths[0]}\` of model \`${model.name}\` should be [sources, B] (the mixing weights of each example over the ViT layers), but is ${taps.map((t) => `[${t.shape.map(String).join(", ")}]`).join(", ")}`);
+    throw new UserError(
+      `tap \`${source.paths[0]}\` of model \`${model.name}\` should be [sources, B] (the mixing weights of each example over the ViT layers), but is ${taps.map((t) => `[${t.shape.map(String).join(", ")}]`).join(", ")}`,
+    );
   const group = typeof source.args.groups === "number" && source.args.groups > 1 ? source.args.groups : 1;
   const vitLayers = Array.from({ length: sources }, (_, j) => (group > 1 ? `${j * group}–${j * group + group - 1}` : String(j)));
   const llmLayers = taps.map((t, i) => (t.site ? siteOwner(t.site) : `call ${i}`));
@@ -133,7 +150,10 @@ class Means {
 
   mean(type: string): { examples: number; mean: number[][] } {
     const acc = this.sums.get(type)!;
-    return { examples: acc.n, mean: Array.from({ length: this.layers }, (_, l) => Array.from(acc.sum.subarray(l * this.sources, (l + 1) * this.sources), (x) => x / acc.n)) };
+    return {
+      examples: acc.n,
+      mean: Array.from({ length: this.layers }, (_, l) => Array.from(acc.sum.subarray(l * this.sources, (l + 1) * this.sources), (x) => x / acc.n)),
+    };
   }
 
   types(): string[] {
@@ -165,7 +185,15 @@ export function routerDims(data: LoadedDataset, split: LoadedSplit, limit: numbe
  * α is what the fusion computed while it trained (the router reads only prompt positions,
  * and attention is causal, so the answer tokens do not change it).
  */
-export async function routerMeans(router: TappedRouter, runner: TapRunner, data: LoadedDataset, splitName: "val" | "test", limit: number, dims: Readonly<Record<string, number>>, tally?: Tally): Promise<RouterReport> {
+export async function routerMeans(
+  router: TappedRouter,
+  runner: TapRunner,
+  data: LoadedDataset,
+  splitName: "val" | "test",
+  limit: number,
+  dims: Readonly<Record<string, number>>,
+  tally?: Tally,
+): Promise<RouterReport> {
   const split = data.splits[splitName];
   if (!split?.imageShape) throw new Error(`the ${splitName} split was not loaded with images`);
   const { model, source, taps, llmLayers, vitLayers } = router;

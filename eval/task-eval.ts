@@ -37,7 +37,16 @@ export class EvalModel {
   ) {}
 
   /** `weights`: how frozen weights are stored on the device (lowering/plan.ts PlanOptions.weights) */
-  static async create(say: (line: string) => void, gpu: Gpu, model: CompiledModel, task: Task, data: LoadedDataset, params: ReadonlyMap<string, Tensor>, batch = EVAL_BATCH, weights?: WeightStorage): Promise<EvalModel> {
+  static async create(
+    say: (line: string) => void,
+    gpu: Gpu,
+    model: CompiledModel,
+    task: Task,
+    data: LoadedDataset,
+    params: ReadonlyMap<string, Tensor>,
+    batch = EVAL_BATCH,
+    weights?: WeightStorage,
+  ): Promise<EvalModel> {
     const compiling: CompileHook = (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work);
     if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling, weights), undefined, false, 0);
     const models = generationModels(model.program, model.name);
@@ -48,7 +57,13 @@ export class EvalModel {
     const context = T + models.prefixLength({ [models.batchDim]: batch, [models.seqDim]: T, [CONTEXT_DIM]: T });
     // checkpoint weights (`from "..."`) stream into the decoder as float32 (runtime/param-upload.ts)
     const decoder = await DeviceDecoder.create(gpu, models, params, { batch, context, weights }, compiling);
-    return new EvalModel(task, undefined, decoder, models.prefill.inputs.some((i) => i.name === "prompt_mask"), T);
+    return new EvalModel(
+      task,
+      undefined,
+      decoder,
+      models.prefill.inputs.some((i) => i.name === "prompt_mask"),
+      T,
+    );
   }
 
   /** New values for some parameters (the fine-tuned ones between evaluations). */
@@ -67,10 +82,27 @@ export class EvalModel {
     }
     if (!this.decoder) return { split };
     const described = this.task === "text";
-    const r = await evalVqa(this.decoder, data.tokenizer!, held, { problems: sizes.problems, captionImages: described ? 0 : sizes.captions, tally, takesPromptMask: this.takesPromptMask, maxCaption: this.maxCaption, format: data.format, described });
+    const r = await evalVqa(this.decoder, data.tokenizer!, held, {
+      problems: sizes.problems,
+      captionImages: described ? 0 : sizes.captions,
+      tally,
+      takesPromptMask: this.takesPromptMask,
+      maxCaption: this.maxCaption,
+      format: data.format,
+      described,
+    });
     const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
     const captions = described ? {} : { bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images };
-    return { split, ...(described ? { given: "the picture described in words" } : {}), accuracy: r.mc.overall.accuracy, questions: r.mc.overall.total, chance: r.chance, per_type: perType, ...captions, samples: r.samples };
+    return {
+      split,
+      ...(described ? { given: "the picture described in words" } : {}),
+      accuracy: r.mc.overall.accuracy,
+      questions: r.mc.overall.total,
+      chance: r.chance,
+      per_type: perType,
+      ...captions,
+      samples: r.samples,
+    };
   }
 
   /** `evaluate`, with a line saying what it evaluates and, every few seconds, how far it is. */
@@ -102,7 +134,9 @@ export function describeEval(e: Record<string, unknown>): string {
   if ("item_accuracy" in e) return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})`;
   if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
   const given = e.given ? ` given ${e.given}` : "";
-  const per = Object.entries(e.per_type as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`).join(", ");
+  const per = Object.entries(e.per_type as Record<string, number>)
+    .map(([k, v]) => `${k} ${pct(v)}`)
+    .join(", ");
   // the quick periodic evaluations decode no captions: say nothing rather than NaN
   const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
   return `${e.split} accuracy${given} ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;

@@ -21,7 +21,12 @@ function logitsAt(logits: Tensor, b: number, at: number): Float64Array {
  * cache and any image memory are filled), then each token costs one decode step.
  * `extra`: the model's other inputs for the prompt (image, prompt_mask), batch 1.
  */
-export async function* generate(model: StepModel, prompt: readonly number[], opts: GenerateOptions, extra: ReadonlyMap<string, Tensor> = new Map()): AsyncGenerator<number> {
+export async function* generate(
+  model: StepModel,
+  prompt: readonly number[],
+  opts: GenerateOptions,
+  extra: ReadonlyMap<string, Tensor> = new Map(),
+): AsyncGenerator<number> {
   if (model.batch !== 1) throw new Error(`generate() steps one row; the model was compiled for batch ${model.batch}`);
   if (!prompt.length) throw new Error("generate() needs at least one prompt token (BOS)");
   const pick = sampler(opts);

@@ -26,34 +26,97 @@ export type Expr =
   | TransposeExpr
   | SiteExpr;
 
-export interface NumberLit extends Node { readonly kind: "number"; readonly value: number; readonly isInt: boolean }
-export interface StringExpr extends Node { readonly kind: "string"; readonly value: string }
-export interface BoolLit extends Node { readonly kind: "bool"; readonly value: boolean }
-export interface NameExpr extends Node { readonly kind: "name"; readonly name: string }
-export interface ListExpr extends Node { readonly kind: "list"; readonly items: readonly Expr[] }
-export interface UnaryExpr extends Node { readonly kind: "unary"; readonly op: "-" | "not"; readonly operand: Expr }
+export interface NumberLit extends Node {
+  readonly kind: "number";
+  readonly value: number;
+  readonly isInt: boolean;
+}
+export interface StringExpr extends Node {
+  readonly kind: "string";
+  readonly value: string;
+}
+export interface BoolLit extends Node {
+  readonly kind: "bool";
+  readonly value: boolean;
+}
+export interface NameExpr extends Node {
+  readonly kind: "name";
+  readonly name: string;
+}
+export interface ListExpr extends Node {
+  readonly kind: "list";
+  readonly items: readonly Expr[];
+}
+export interface UnaryExpr extends Node {
+  readonly kind: "unary";
+  readonly op: "-" | "not";
+  readonly operand: Expr;
+}
 export type BinaryOp = "+" | "-" | "*" | "/" | "%" | "@" | "==" | "!=" | "<" | ">" | "<=" | ">=" | "and" | "or";
-export interface BinaryExpr extends Node { readonly kind: "binary"; readonly op: BinaryOp; readonly left: Expr; readonly right: Expr }
-export interface IfExpr extends Node { readonly kind: "if"; readonly cond: Expr; readonly then: Expr; readonly else: Expr }
-export interface Arg extends Node { readonly name?: Ident; readonly value: Expr }
-export interface CallExpr extends Node { readonly kind: "call"; readonly callee: Expr; readonly args: readonly Arg[] }
+export interface BinaryExpr extends Node {
+  readonly kind: "binary";
+  readonly op: BinaryOp;
+  readonly left: Expr;
+  readonly right: Expr;
+}
+export interface IfExpr extends Node {
+  readonly kind: "if";
+  readonly cond: Expr;
+  readonly then: Expr;
+  readonly else: Expr;
+}
+export interface Arg extends Node {
+  readonly name?: Ident;
+  readonly value: Expr;
+}
+export interface CallExpr extends Node {
+  readonly kind: "call";
+  readonly callee: Expr;
+  readonly args: readonly Arg[];
+}
 export type IndexItem =
   | { readonly kind: "at"; readonly span: Span; readonly value: Expr }
   | { readonly kind: "slice"; readonly span: Span; readonly start?: Expr; readonly end?: Expr }
   | { readonly kind: "all"; readonly span: Span } // `*`: every element of a repeat
   | { readonly kind: "ellipsis"; readonly span: Span };
-export interface IndexExpr extends Node { readonly kind: "index"; readonly target: Expr; readonly items: readonly IndexItem[] }
-export interface MemberExpr extends Node { readonly kind: "member"; readonly target: Expr; readonly member: Ident }
-export interface TransposeExpr extends Node { readonly kind: "transpose"; readonly operand: Expr }
+export interface IndexExpr extends Node {
+  readonly kind: "index";
+  readonly target: Expr;
+  readonly items: readonly IndexItem[];
+}
+export interface MemberExpr extends Node {
+  readonly kind: "member";
+  readonly target: Expr;
+  readonly member: Ident;
+}
+export interface TransposeExpr extends Node {
+  readonly kind: "transpose";
+  readonly operand: Expr;
+}
 /** A named extension point: evaluates `fallback` unless a fusion targets it. */
-export interface SiteExpr extends Node { readonly kind: "site"; readonly name: Ident; readonly args: readonly Arg[]; readonly fallback: Expr }
+export interface SiteExpr extends Node {
+  readonly kind: "site";
+  readonly name: Ident;
+  readonly args: readonly Arg[];
+  readonly fallback: Expr;
+}
 
 /** `[B, T, d]` or `[..., d] int`: a pattern over shapes; names bind on first use. */
 export type DimPattern = { readonly kind: "ellipsis"; readonly span: Span } | { readonly kind: "dim"; readonly span: Span; readonly expr: Expr };
-export interface TensorType extends Node { readonly dims: readonly DimPattern[]; /** `int` or `float` (default) */ readonly dtypeName?: Ident }
+export interface TensorType extends Node {
+  readonly dims: readonly DimPattern[] /** `int` or `float` (default) */;
+  readonly dtypeName?: Ident;
+}
 
-export interface BlockParam extends Node { readonly name: Ident; /** checked by the linker against ScalarTypeName */ readonly type: Ident; readonly default?: Expr }
-export interface InitRule extends Node { readonly name: Ident; readonly args: readonly Arg[] }
+export interface BlockParam extends Node {
+  readonly name: Ident /** checked by the linker against ScalarTypeName */;
+  readonly type: Ident;
+  readonly default?: Expr;
+}
+export interface InitRule extends Node {
+  readonly name: Ident;
+  readonly args: readonly Arg[];
+}
 export interface ParamDecl extends Node {
   readonly kind: "param";
   readonly name: Ident;
@@ -80,7 +143,10 @@ export interface InstanceDecl extends Node {
   readonly source?: WeightSourceDecl;
   readonly when?: Expr;
 }
-export interface FusionClause extends Node { readonly name: Ident; readonly value: Expr }
+export interface FusionClause extends Node {
+  readonly name: Ident;
+  readonly value: Expr;
+}
 export interface FusionDecl extends Node {
   readonly kind: "fusion";
   readonly name: Ident;
@@ -92,7 +158,10 @@ export interface FusionDecl extends Node {
 }
 
 export type FwdParamType = { readonly kind: "tensor"; readonly type: TensorType } | { readonly kind: "scalar"; readonly type: Ident; readonly span: Span };
-export interface FwdParam extends Node { readonly name: Ident; readonly type: FwdParamType }
+export interface FwdParam extends Node {
+  readonly name: Ident;
+  readonly type: FwdParamType;
+}
 export type Stmt =
   | { readonly kind: "let"; readonly span: Span; readonly name: Ident; readonly value: Expr }
   | { readonly kind: "tap"; readonly span: Span; readonly name: Ident; readonly value: Expr }
@@ -129,9 +198,19 @@ export interface BlockDecl extends Node {
   readonly preprocess?: readonly PreprocessDecl[];
 }
 
-export interface TrainEntry extends Node { readonly key: Ident; readonly value: Expr }
-export interface TrainDecl extends Node { readonly kind: "train"; readonly name?: Ident; readonly entries: readonly TrainEntry[] }
-export interface ImportDecl extends Node { readonly kind: "import"; readonly path: string }
+export interface TrainEntry extends Node {
+  readonly key: Ident;
+  readonly value: Expr;
+}
+export interface TrainDecl extends Node {
+  readonly kind: "train";
+  readonly name?: Ident;
+  readonly entries: readonly TrainEntry[];
+}
+export interface ImportDecl extends Node {
+  readonly kind: "import";
+  readonly path: string;
+}
 
 export interface FileAst {
   readonly path: string;

@@ -13,8 +13,16 @@ export function cstToAst(cst: CstNode, src: SourceFile): A.FileAst {
   return b.file(cst);
 }
 
-const ESCAPES = new Map([['"', '"'], ["\\", "\\"], ["/", "/"], ["b", "\b"], ["f", "\f"], ["n", "\n"], ["r", "\r"], ["t", "\t"]]);
-
+const ESCAPES = new Map([
+  ['"', '"'],
+  ["\\", "\\"],
+  ["/", "/"],
+  ["b", "\b"],
+  ["f", "\f"],
+  ["n", "\n"],
+  ["r", "\r"],
+  ["t", "\t"],
+]);
 
 class AstBuilder {
   constructor(private readonly src: SourceFile) {}
@@ -65,7 +73,8 @@ class AstBuilder {
         continue;
       }
       const c = ESCAPES.get(e);
-      if (c === undefined) fail("syntax", `invalid escape \`\\${e}\` in a string`, this.src.span(t.startOffset + i, t.startOffset + i + 2), "use \\\" \\\\ \\n \\t or \\uXXXX");
+      if (c === undefined)
+        fail("syntax", `invalid escape \`\\${e}\` in a string`, this.src.span(t.startOffset + i, t.startOffset + i + 2), 'use \\" \\\\ \\n \\t or \\uXXXX');
       out += c;
       i++;
     }
@@ -76,16 +85,23 @@ class AstBuilder {
   private integer(t: IToken): number {
     const value = Number(t.image);
     if (!Number.isSafeInteger(value))
-      fail("syntax", `integer ${shorten(t.image)} is larger than ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`, this.tokSpan(t), "write it as a float (e.g. `1e16`) if an approximate value is meant");
+      fail(
+        "syntax",
+        `integer ${shorten(t.image)} is larger than ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the largest exact integer`,
+        this.tokSpan(t),
+        "write it as a float (e.g. `1e16`) if an approximate value is meant",
+      );
     return value;
   }
 
   file(n: CstNode): A.FileAst {
-    const imports = this.nodes(n, "importDecl").map((c): A.ImportDecl => ({
-      kind: "import",
-      path: this.string(this.token(c, "StringLit")!),
-      span: this.nodeSpan(c),
-    }));
+    const imports = this.nodes(n, "importDecl").map(
+      (c): A.ImportDecl => ({
+        kind: "import",
+        path: this.string(this.token(c, "StringLit")!),
+        span: this.nodeSpan(c),
+      }),
+    );
     const decls = this.nodes(n, "blockDecl").map((c) => this.blockDecl(c));
     const train = this.nodes(n, "trainDecl").map((c) => this.trainDecl(c));
     // Keep declaration order stable by source position (the CST groups by kind).
@@ -135,7 +151,8 @@ class AstBuilder {
     let family: A.Ident | undefined;
     if (parts.length) {
       const span = this.join(this.tokSpan(parts[0]), this.tokSpan(last));
-      if (parts.some((t, i) => i > 0 && t.startOffset !== parts[i - 1].endOffset! + 1)) fail("syntax", "a checkpoint family name has no spaces", span, "write it like `hf-llama`");
+      if (parts.some((t, i) => i > 0 && t.startOffset !== parts[i - 1].endOffset! + 1))
+        fail("syntax", "a checkpoint family name has no spaces", span, "write it like `hf-llama`");
       family = { name: parts.map((t) => t.image).join(""), span };
     }
     return { path: this.string(path), pathSpan: this.tokSpan(path), family, span: this.join(this.tokSpan(from), this.tokSpan(last ?? path)) };
@@ -153,7 +170,13 @@ class AstBuilder {
           kind: "param",
           name: this.ident(this.token(c, "name")!),
           shape: this.exprList(this.node(c, "shape")),
-          init: init ? { name: this.ident(init), args: args ? this.callArgs(args) : [], span: args ? this.join(this.tokSpan(init), this.nodeSpan(args)) : this.tokSpan(init) } : undefined,
+          init: init
+            ? {
+                name: this.ident(init),
+                args: args ? this.callArgs(args) : [],
+                span: args ? this.join(this.tokSpan(init), this.nodeSpan(args)) : this.tokSpan(init),
+              }
+            : undefined,
           frozen: this.tokens(c, "Frozen").length > 0,
           when: when ? this.expr(when) : undefined,
           span: this.nodeSpan(c),
@@ -243,7 +266,11 @@ class AstBuilder {
     return {
       kind: "train",
       name: name ? this.ident(name) : undefined,
-      entries: this.nodes(n, "trainEntry").map((e) => ({ key: this.ident(this.token(e, "key")!), value: this.expr(this.node(e, "expr")), span: this.nodeSpan(e) })),
+      entries: this.nodes(n, "trainEntry").map((e) => ({
+        key: this.ident(this.token(e, "key")!),
+        value: this.expr(this.node(e, "expr")),
+        span: this.nodeSpan(e),
+      })),
       span: this.nodeSpan(n),
     };
   }

@@ -123,7 +123,12 @@ export function loadProgram(entryPath: string): Program {
       const prev = decls.get(d.name.name);
       if (prev) {
         const p = sources.get(prev.span.file)!.position(prev.span.start);
-        diagnostics.push({ phase: "link", message: `\`${d.name.name}\` is defined twice`, span: d.name.span, hint: `first defined at ${prev.span.file}:${p.line}:${p.col}` });
+        diagnostics.push({
+          phase: "link",
+          message: `\`${d.name.name}\` is defined twice`,
+          span: d.name.span,
+          hint: `first defined at ${prev.span.file}:${p.line}:${p.col}`,
+        });
       } else decls.set(d.name.name, d);
     }
 

@@ -63,7 +63,8 @@ class DehvfParser extends CstParser {
 
   SAVE_ERROR(e: IRecognitionException): IRecognitionException {
     const saved = saveError!.call(this, e);
-    if (++this.errorCount >= MAX_ERRORS) throw new LimitReached(e.token, "fix these first; the rest may follow from them", `stopped after ${MAX_ERRORS} syntax errors`, this.errorCount);
+    if (++this.errorCount >= MAX_ERRORS)
+      throw new LimitReached(e.token, "fix these first; the rest may follow from them", `stopped after ${MAX_ERRORS} syntax errors`, this.errorCount);
     return saved;
   }
 
@@ -79,11 +80,7 @@ class DehvfParser extends CstParser {
 
   file = this.RULE("file", () => {
     this.MANY(() =>
-      this.OR([
-        { ALT: () => this.SUBRULE(this.importDecl) },
-        { ALT: () => this.SUBRULE(this.blockDecl) },
-        { ALT: () => this.SUBRULE(this.trainDecl) },
-      ]),
+      this.OR([{ ALT: () => this.SUBRULE(this.importDecl) }, { ALT: () => this.SUBRULE(this.blockDecl) }, { ALT: () => this.SUBRULE(this.trainDecl) }]),
     );
   });
 
@@ -533,7 +530,11 @@ export function parseText(text: string): ParseOutcome {
   const lex = T.dehvfLexer.tokenize(text);
   const lexErrors = lex.errors.map((e) => ({ offset: e.offset, length: e.length, message: e.message }));
   if (lex.tokens.length > MAX_SOURCE_TOKENS)
-    return { lexErrors, parseErrors: [], limit: hit(lex.tokens[MAX_SOURCE_TOKENS], text, `file has more than ${MAX_SOURCE_TOKENS} tokens`, "split it into files that import each other") };
+    return {
+      lexErrors,
+      parseErrors: [],
+      limit: hit(lex.tokens[MAX_SOURCE_TOKENS], text, `file has more than ${MAX_SOURCE_TOKENS} tokens`, "split it into files that import each other"),
+    };
   parser.input = lex.tokens;
   parser.nesting = 0;
   parser.errorCount = 0;

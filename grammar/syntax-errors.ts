@@ -25,10 +25,21 @@ function describeFound(t: IToken): string {
 }
 
 const ruleWords: Record<string, string> = {
-  blockDecl: "a block", paramDecl: "a param declaration", instanceDecl: "a sub-block declaration",
-  fusionDecl: "a fusion", forwardDecl: "a forward", fwdParam: "a forward parameter", tensorType: "a tensor type",
-  stmt: "a statement", callArgs: "call arguments", importDecl: "an import", trainDecl: "a train section",
-  blockParam: "a block parameter", siteExpr: "a site", ifExpr: "an if expression", indexItem: "an index",
+  blockDecl: "a block",
+  paramDecl: "a param declaration",
+  instanceDecl: "a sub-block declaration",
+  fusionDecl: "a fusion",
+  forwardDecl: "a forward",
+  fwdParam: "a forward parameter",
+  tensorType: "a tensor type",
+  stmt: "a statement",
+  callArgs: "call arguments",
+  importDecl: "an import",
+  trainDecl: "a train section",
+  blockParam: "a block parameter",
+  siteExpr: "a site",
+  ifExpr: "an if expression",
+  indexItem: "an index",
 };
 
 /** Turns Chevrotain's exceptions into short located messages ("expected `)`, found `{`"). */
@@ -39,7 +50,9 @@ export function syntaxDiagnostic(e: IRecognitionException & { previousToken?: IT
   // At end of file, point just past the last token, clamped: the text may end right there.
   const past = (o: number) => Math.min(o, src.text.length);
   const span = anchor
-    ? atEof ? src.span(past(anchor.endOffset! + 1), past(anchor.endOffset! + 2)) : src.span(anchor.startOffset, anchor.endOffset! + 1)
+    ? atEof
+      ? src.span(past(anchor.endOffset! + 1), past(anchor.endOffset! + 2))
+      : src.span(anchor.startOffset, anchor.endOffset! + 1)
     : src.span(Math.max(0, src.text.length - 1), src.text.length);
   const names = [...new Set([...e.message.matchAll(/(?:-->\s*|\[)(\w+)/g)].map((m) => m[1]))].filter((n) => allTokens.some((t: TokenType) => t.name === n));
   const expected = names.slice(0, 6).map(describeTokenType);

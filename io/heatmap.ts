@@ -35,7 +35,13 @@ export function viridis(t: number): string {
   const f = x - i;
   const rgb = (h: string) => [1, 3, 5].map((k) => parseInt(h.slice(k, k + 2), 16));
   const [a, b] = [rgb(VIRIDIS[i]), rgb(VIRIDIS[i + 1])];
-  return `#${a.map((v, k) => Math.round(v + (b[k] - v) * f).toString(16).padStart(2, "0")).join("")}`;
+  return `#${a
+    .map((v, k) =>
+      Math.round(v + (b[k] - v) * f)
+        .toString(16)
+        .padStart(2, "0"),
+    )
+    .join("")}`;
 }
 
 const PANEL = { left: 74, right: 18, top: 30, bottom: 54 };
@@ -52,7 +58,18 @@ export function heatmapLayout(panels: number, rows: number, cols: number, opts: 
   const columns = Math.max(1, Math.min(panels, opts.columns ?? Math.ceil(panels / Math.ceil(panels / 4))));
   const panelRows = Math.ceil(panels / columns);
   const header = HEADER + 18 * (opts.subtitleLines ?? 0);
-  return { cell, gridW, gridH, panelW, panelH, columns, panelRows, header, width: 16 + columns * panelW + SCALE_WIDTH, height: header + panelRows * panelH + 12 };
+  return {
+    cell,
+    gridW,
+    gridH,
+    panelW,
+    panelH,
+    columns,
+    panelRows,
+    header,
+    width: 16 + columns * panelW + SCALE_WIDTH,
+    height: header + panelRows * panelH + 12,
+  };
 }
 
 /** The colour scale's range: the values' min and max, widened when they are (nearly) equal so the bar still reads. */
@@ -88,7 +105,8 @@ export function buildHeatmapSvg(panels: readonly HeatmapPanel[], opts: HeatmapOp
       row.forEach((v, c) => {
         const [x, y] = [x0 + c * L.cell, y0 + r * L.cell];
         parts.push(`<rect x="${px(x)}" y="${px(y)}" width="${L.cell}" height="${L.cell}" fill="${viridis(t(v))}"/>`);
-        if (L.cell >= 34) parts.push(svgText(px(x + L.cell / 2), px(y + L.cell / 2), v.toFixed(digits), 11, "middle", `dy="4" fill="${t(v) > 0.6 ? "#000" : "#fff"}"`));
+        if (L.cell >= 34)
+          parts.push(svgText(px(x + L.cell / 2), px(y + L.cell / 2), v.toFixed(digits), 11, "middle", `dy="4" fill="${t(v) > 0.6 ? "#000" : "#fff"}"`));
       }),
     );
     parts.push(`<rect x="${x0}" y="${y0}" width="${L.gridW}" height="${L.gridH}" fill="none" stroke="#000" stroke-width="1"/>`);
@@ -106,7 +124,9 @@ export function buildHeatmapSvg(panels: readonly HeatmapPanel[], opts: HeatmapOp
   const barX = 16 + L.columns * L.panelW + 10;
   const barY = L.header + PANEL.top;
   const barH = Math.max(120, Math.min(L.gridH, 300));
-  parts.push(`<defs><linearGradient id="scale" x1="0" y1="1" x2="0" y2="0">${VIRIDIS.map((c, i) => `<stop offset="${(i / (VIRIDIS.length - 1)).toFixed(3)}" stop-color="${c}"/>`).join("")}</linearGradient></defs>`);
+  parts.push(
+    `<defs><linearGradient id="scale" x1="0" y1="1" x2="0" y2="0">${VIRIDIS.map((c, i) => `<stop offset="${(i / (VIRIDIS.length - 1)).toFixed(3)}" stop-color="${c}"/>`).join("")}</linearGradient></defs>`,
+  );
   parts.push(`<rect x="${barX}" y="${barY}" width="18" height="${barH}" fill="url(#scale)" stroke="#000" stroke-width="1"/>`);
   parts.push(svgText(barX, barY - 10, opts.scaleLabel, 12, "start", `font-weight="bold"`));
   const ticks = [lo, ...niceTicks(lo, hi, 4).filter((v) => v > lo + (hi - lo) * 0.12 && v < hi - (hi - lo) * 0.12), hi];

@@ -145,7 +145,9 @@ function fitAxis(axis: PlotAxis, data: readonly Points[], top: number, height: n
   } else {
     [y0, y1] = [y0 - pad, y1 + pad];
     const within = axis.ticksWithin ?? [-Infinity, Infinity];
-    ticks = niceTicks(y0, y1, targetTicks).filter((v) => v >= within[0] && v <= within[1]).map((v) => ({ v, label: axis.percent ? `${formatTick(Number((v * 100).toPrecision(12)))}%` : formatTick(v) }));
+    ticks = niceTicks(y0, y1, targetTicks)
+      .filter((v) => v >= within[0] && v <= within[1])
+      .map((v) => ({ v, label: axis.percent ? `${formatTick(Number((v * 100).toPrecision(12)))}%` : formatTick(v) }));
   }
   return { y0, y1, ticks, at: (y: number) => top + height - ((tr(y) - y0) / (y1 - y0)) * height };
 }
@@ -158,7 +160,12 @@ interface Panel {
   readonly series: readonly { readonly s: PlotSeries; readonly points: Points; readonly color: string }[];
 }
 
-function drawPanel(parts: string[], p: Panel, frame: { x: number; w: number; sx: (x: number) => number; xTicks: readonly number[]; x0: number; x1: number; id: string }, labels: { left: string; right?: string; xTickLabels: boolean }): void {
+function drawPanel(
+  parts: string[],
+  p: Panel,
+  frame: { x: number; w: number; sx: (x: number) => number; xTicks: readonly number[]; x0: number; x1: number; id: string },
+  labels: { left: string; right?: string; xTickLabels: boolean },
+): void {
   const { x, w, sx } = frame;
   const bottom = p.top + p.height;
   for (const t of p.left.ticks) {
@@ -184,7 +191,8 @@ function drawPanel(parts: string[], p: Panel, frame: { x: number; w: number; sx:
   }
   parts.push(`<rect x="${x}" y="${p.top}" width="${w}" height="${p.height}" fill="none" stroke="#000" stroke-width="1"/>`);
   parts.push(svgText(0, 0, labels.left, 14, "middle", `transform="translate(20 ${px(p.top + p.height / 2)}) rotate(-90)"`));
-  if (labels.right !== undefined) parts.push(svgText(0, 0, labels.right, 14, "middle", `transform="translate(${px(x + w + 62)} ${px(p.top + p.height / 2)}) rotate(90)"`));
+  if (labels.right !== undefined)
+    parts.push(svgText(0, 0, labels.right, 14, "middle", `transform="translate(${px(x + w + 62)} ${px(p.top + p.height / 2)}) rotate(90)"`));
 
   // series, clipped to the panel
   parts.push(`<defs><clipPath id="${frame.id}"><rect x="${x}" y="${p.top}" width="${w}" height="${p.height}"/></clipPath></defs>`);
@@ -195,9 +203,12 @@ function drawPanel(parts: string[], p: Panel, frame: { x: number; w: number; sx:
     const style = s.style ?? "line";
     if (pts.length > 1 && style !== "markers") {
       const dash = style === "dashed" ? ` stroke-dasharray="6 4"` : "";
-      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="${style === "dashed" ? 1.2 : 1.5}"${dash} stroke-linejoin="round" points="${pts.map(([a, b]) => `${px(a)},${px(b)}`).join(" ")}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="${style === "dashed" ? 1.2 : 1.5}"${dash} stroke-linejoin="round" points="${pts.map(([a, b]) => `${px(a)},${px(b)}`).join(" ")}"/>`,
+      );
     }
-    if (style === "markers" || style === "line+markers" || (pts.length === 1 && style !== "dashed")) for (const [a, b] of pts) parts.push(`<circle cx="${px(a)}" cy="${px(b)}" r="3.5" fill="${color}"/>`);
+    if (style === "markers" || style === "line+markers" || (pts.length === 1 && style !== "dashed"))
+      for (const [a, b] of pts) parts.push(`<circle cx="${px(a)}" cy="${px(b)}" r="3.5" fill="${color}"/>`);
   }
   parts.push(`</g>`);
 }
@@ -209,7 +220,10 @@ function drawLegend(parts: string[], entries: readonly { s: PlotSeries; color: s
   let at = x + Math.max(0, (width - total) / 2);
   for (const { s, color } of entries) {
     const style = s.style ?? "line";
-    if (style !== "markers") parts.push(`<line x1="${px(at + 4)}" y1="${y}" x2="${px(at + 28)}" y2="${y}" stroke="${color}" stroke-width="2"${style === "dashed" ? ` stroke-dasharray="6 4"` : ""}/>`);
+    if (style !== "markers")
+      parts.push(
+        `<line x1="${px(at + 4)}" y1="${y}" x2="${px(at + 28)}" y2="${y}" stroke="${color}" stroke-width="2"${style === "dashed" ? ` stroke-dasharray="6 4"` : ""}/>`,
+      );
     if (style === "markers" || style === "line+markers") parts.push(`<circle cx="${px(at + 16)}" cy="${y}" r="3.5" fill="${color}"/>`);
     parts.push(svgText(px(at + 34), y, s.name, 12, "start", `dy="4"`));
     at += widthOf(s.name);
@@ -254,11 +268,32 @@ export function buildLossPlotSvg(series: readonly PlotSeries[], opts: LossPlotOp
     series: upper,
   };
   const frame = { x: m.left, w: pw, sx, xTicks, x0, x1 };
-  drawPanel(parts, upperPanel, { ...frame, id: "plot" }, { left: main.label + (main.log ? " (log)" : ""), ...(opts.right && { right: opts.right.label }), xTickLabels: !lower });
+  drawPanel(
+    parts,
+    upperPanel,
+    { ...frame, id: "plot" },
+    { left: main.label + (main.log ? " (log)" : ""), ...(opts.right && { right: opts.right.label }), xTickLabels: !lower },
+  );
   if (lower) {
     const top = m.top + mainHeight + gap;
     const height = ph - mainHeight - gap;
-    drawPanel(parts, { top, height, left: fitAxis(lower.axis, below.map((c) => c.points), top, height, 3), series: below }, { ...frame, id: "lower" }, { left: lower.axis.label, xTickLabels: true });
+    drawPanel(
+      parts,
+      {
+        top,
+        height,
+        left: fitAxis(
+          lower.axis,
+          below.map((c) => c.points),
+          top,
+          height,
+          3,
+        ),
+        series: below,
+      },
+      { ...frame, id: "lower" },
+      { left: lower.axis.label, xTickLabels: true },
+    );
   }
   parts.push(svgText(m.left + pw / 2, H - 16, opts.xLabel, 14, "middle"));
   parts.push(`</svg>`);

@@ -110,7 +110,11 @@ export interface MetricsLogOptions {
 export class MetricsLog {
   private fd: number | undefined;
 
-  private constructor(readonly path: string, fd: number, private readonly fsync: boolean) {
+  private constructor(
+    readonly path: string,
+    fd: number,
+    private readonly fsync: boolean,
+  ) {
     this.fd = fd;
   }
 

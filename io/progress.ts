@@ -81,7 +81,12 @@ function formatLoss(l: number): string {
  * `status()` where the work can tell how far it is), from a worker thread, so the terminal
  * is never silent for longer even while the work blocks the main thread.
  */
-export async function during<T>(say: (line: string) => void, what: string, work: () => Promise<T>, opts: { note?: string; everySeconds?: number; status?: () => string | undefined; fd?: number } = {}): Promise<T> {
+export async function during<T>(
+  say: (line: string) => void,
+  what: string,
+  work: () => Promise<T>,
+  opts: { note?: string; everySeconds?: number; status?: () => string | undefined; fd?: number } = {},
+): Promise<T> {
   say(`${what}${opts.note ? ` (${opts.note})` : ""} …`);
   printed();
   const w = watch(`  … still ${what}`, { everyMs: (opts.everySeconds ?? 8) * 1000, fd: opts.fd });
@@ -166,7 +171,10 @@ export class TrainingProgress {
     const fd = (this.heartbeatFd = opts.heartbeat ?? 1);
     if (fd !== false)
       // a little later than the plain lines, so that while the main thread runs they never both print
-      this.heartbeat = watch(`[${this.stage}] step ${this.step + 1}/${this.total} running: a run's first step also compiles the kernels' shaders on this device (cached for later runs)`, { everyMs: this.plainEveryMs * 1.2, fd });
+      this.heartbeat = watch(
+        `[${this.stage}] step ${this.step + 1}/${this.total} running: a run's first step also compiles the kernels' shaders on this device (cached for later runs)`,
+        { everyMs: this.plainEveryMs * 1.2, fd },
+      );
   }
 
   /** Time that counts for rates: wall time less the pauses. */
@@ -195,7 +203,11 @@ export class TrainingProgress {
     // a long silence from here on is a slow step: the worker then repeats the status line
     this.heartbeat?.text(`[${this.stage}] step ${this.step + 1}/${this.total} running, after ${this.step} done`, Date.now());
     if (this.bar) this.bar.update(this.step, this.payload());
-    else if (t - this.lastPlainTime >= this.plainEveryMs || (this.plainEverySteps > 0 && this.step - this.lastPlainStep >= this.plainEverySteps) || this.step >= this.total) {
+    else if (
+      t - this.lastPlainTime >= this.plainEveryMs ||
+      (this.plainEverySteps > 0 && this.step - this.lastPlainStep >= this.plainEverySteps) ||
+      this.step >= this.total
+    ) {
       this.printPlain(t);
     }
   }

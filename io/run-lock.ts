@@ -79,7 +79,9 @@ export function acquireRunLock(dir: string, command: string): RunLock {
       const stale = owner ? staleReason(owner) : "the lock file is unreadable";
       if (!stale || attempt > 0) {
         const who = owner ? `pid ${owner.pid} on ${owner.host}, since ${owner.since}: ${owner.command}` : "unknown owner";
-        throw new RunLockedError(`${dir} is in use by another dehvf run (${who}). Wait for it to finish or pick another --out; if no such run exists any more, delete ${file}.`);
+        throw new RunLockedError(
+          `${dir} is in use by another dehvf run (${who}). Wait for it to finish or pick another --out; if no such run exists any more, delete ${file}.`,
+        );
       }
       tookOver = stale;
       fs.rmSync(file, { force: true });

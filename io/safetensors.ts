@@ -12,17 +12,24 @@ import { UserFacingError } from "../util/user-facing-error.ts";
  * checkpoints are GBs and a PEFT run only needs some of them at a time.
  */
 
-export type Dtype =
-  | "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2"
-  | "I16" | "U16" | "F16" | "BF16"
-  | "I32" | "U32" | "F32"
-  | "I64" | "U64" | "F64";
+export type Dtype = "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "I16" | "U16" | "F16" | "BF16" | "I32" | "U32" | "F32" | "I64" | "U64" | "F64";
 
 export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
-  I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4,
-  I64: 8, U64: 8, F64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  I64: 8,
+  U64: 8,
+  F64: 8,
 };
 
 /** Same cap as the reference implementation: a larger header is a corrupt or hostile file. */
@@ -65,7 +72,11 @@ function numelOf(shape: readonly number[]): number {
 }
 
 /** Parses and validates a header; `dataBytes` is the size of the data section (file size - 8 - N). */
-export function parseHeader(file: string, headerText: string, dataBytes: number): { tensors: TensorInfo[]; metadata: Record<string, string>; dataStart: number } {
+export function parseHeader(
+  file: string,
+  headerText: string,
+  dataBytes: number,
+): { tensors: TensorInfo[]; metadata: Record<string, string>; dataStart: number } {
   let json: unknown;
   try {
     json = JSON.parse(headerText);
@@ -101,7 +112,11 @@ export function parseHeader(file: string, headerText: string, dataBytes: number)
     const expected = numel * DTYPE_BYTES[dtype];
     if (!Number.isSafeInteger(expected)) throw new SafetensorsError(file, `shape [${shape.join(", ")}] is too large`, name);
     if (expected !== end - begin) {
-      throw new SafetensorsError(file, `shape [${shape.join(", ")}] × ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`, name);
+      throw new SafetensorsError(
+        file,
+        `shape [${shape.join(", ")}] × ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+        name,
+      );
     }
     tensors.push({ name, dtype, shape: Object.freeze([...(shape as number[])]), fileOffset: dataStart + begin, byteLength: end - begin });
   }
@@ -109,8 +124,14 @@ export function parseHeader(file: string, headerText: string, dataBytes: number)
   const sorted = [...tensors].sort((a, b) => a.fileOffset - b.fileOffset || a.byteLength - b.byteLength);
   let cursor = dataStart;
   for (const t of sorted) {
-    if (t.fileOffset < cursor) throw new SafetensorsError(file, `data overlaps the previous tensor (begins at ${t.fileOffset - dataStart}, previous ends at ${cursor - dataStart})`, t.name);
-    if (t.fileOffset > cursor) throw new SafetensorsError(file, `hole in the data before this tensor (bytes ${cursor - dataStart}..${t.fileOffset - dataStart} unused)`, t.name);
+    if (t.fileOffset < cursor)
+      throw new SafetensorsError(
+        file,
+        `data overlaps the previous tensor (begins at ${t.fileOffset - dataStart}, previous ends at ${cursor - dataStart})`,
+        t.name,
+      );
+    if (t.fileOffset > cursor)
+      throw new SafetensorsError(file, `hole in the data before this tensor (bytes ${cursor - dataStart}..${t.fileOffset - dataStart} unused)`, t.name);
     cursor += t.byteLength;
   }
   if (cursor - dataStart !== dataBytes) {
@@ -157,13 +178,13 @@ export function f32ToF16(x: number): number {
     let r = m >>> shift;
     const rem = m & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (r & 1))) r++;
+    if (rem > half || (rem === half && r & 1)) r++;
     return sign | r;
   }
   let r = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
   // A carry out of the mantissa correctly bumps the exponent (up to inf).
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
   return sign | r;
 }
 
@@ -171,7 +192,7 @@ export function f32ToF16(x: number): number {
 export function f32ToBf16(x: number): number {
   f32Scratch[0] = x;
   const f = u32Scratch[0];
-  if ((f & 0x7f800000) === 0x7f800000 && (f & 0x7fffff)) return ((f >>> 16) | 0x40) & 0xffff;
+  if ((f & 0x7f800000) === 0x7f800000 && f & 0x7fffff) return ((f >>> 16) | 0x40) & 0xffff;
   return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
@@ -396,7 +417,10 @@ function* tensorChunks(t: TensorToWrite, dtype: Dtype): Generator<Uint8Array> {
  * Builds the exact header bytes (length prefix included) for tensors laid out in the given order.
  * Exported so tests can check the layout without writing data.
  */
-export function encodeHeader(entries: readonly { name: string; dtype: Dtype; shape: readonly number[]; byteLength: number }[], metadata?: Record<string, string>): Uint8Array {
+export function encodeHeader(
+  entries: readonly { name: string; dtype: Dtype; shape: readonly number[]; byteLength: number }[],
+  metadata?: Record<string, string>,
+): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let off = 0;
@@ -424,7 +448,8 @@ export async function writeSafetensors(
   tensors: Record<string, TensorToWrite> | ReadonlyMap<string, TensorToWrite>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  const list: [string, TensorToWrite][] = tensors instanceof Map ? [...(tensors as ReadonlyMap<string, TensorToWrite>).entries()] : Object.entries(tensors as Record<string, TensorToWrite>);
+  const list: [string, TensorToWrite][] =
+    tensors instanceof Map ? [...(tensors as ReadonlyMap<string, TensorToWrite>).entries()] : Object.entries(tensors as Record<string, TensorToWrite>);
   if (metadata) {
     for (const [k, v] of Object.entries(metadata)) if (typeof v !== "string") throw misuse(file, `metadata["${k}"] must be a string`);
   }

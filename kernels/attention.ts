@@ -40,7 +40,8 @@ export function attentionKernel(
   dims: Readonly<Record<string, number>> = {},
 ): GeneratedKernel & { variant: string } {
   const keys = shapes.get(k.chain.first)!;
-  if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage) return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
+  if (!target.isFallback && (keys[keys.length - 1] + WORKGROUP) * 4 <= target.maxWorkgroupStorage)
+    return rowKernel(k, shapes, target.maxWorkgroupsPerDim, dims);
   return onlineKernel(k, shapes, target, dims);
 }
 
@@ -103,7 +104,12 @@ function parts(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>,
  * workgroup memory; softmax is two tree reductions (max, sum); then threads split the
  * output columns. No score is computed twice and every value read is shared.
  */
-function rowKernel(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>, maxWorkgroupsPerDim: number, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+function rowKernel(
+  k: AttentionKernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  maxWorkgroupsPerDim: number,
+  dims: Readonly<Record<string, number>>,
+): GeneratedKernel & { variant: string } {
   const P = parts(k, shapes, "    ", dims);
   const softmax = k.chain.kind === "softmax";
   const rows = P.nb * P.nq;
@@ -158,7 +164,12 @@ ${P.epilogue.lines.join("\n")}
   return { wgsl, workgroups: wg, variant: softmax ? "row-softmax" : "row-kv" };
 }
 
-function onlineKernel(k: AttentionKernel, shapes: ReadonlyMap<Node, readonly number[]>, target: LaunchTarget, dims: Readonly<Record<string, number>>): GeneratedKernel & { variant: string } {
+function onlineKernel(
+  k: AttentionKernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  target: LaunchTarget,
+  dims: Readonly<Record<string, number>>,
+): GeneratedKernel & { variant: string } {
   const P = parts(k, shapes, "    ", dims);
   const cols = Math.min(P.dv, COLUMNS);
   const blocks = Math.ceil(P.dv / cols);
@@ -176,8 +187,12 @@ ${kernelMain(
   var acc: array<f32, ${cols}>;
   var m = -3.402823e38;
   var l = 0.0;
-${cacheQ ? `  var qrow: array<f32, ${P.dk}>;
-  for (var kk = 0u; kk < ${P.dk}u; kk++) { qrow[kk] = ${P.qAt("i", "kk")}; }` : ""}
+${
+  cacheQ
+    ? `  var qrow: array<f32, ${P.dk}>;
+  for (var kk = 0u; kk < ${P.dk}u; kk++) { qrow[kk] = ${P.qAt("i", "kk")}; }`
+    : ""
+}
   for (var j = 0u; j < ${P.nk}u; j++) {
     var dot = 0.0;
     for (var kk = 0u; kk < ${P.dk}u; kk++) {

@@ -81,15 +81,27 @@ export function matmulKernel(
   const render = (vec: boolean): { fn: string; decls: string; helpers: string } => {
     const [t, fn] = vec ? ["vec4<f32>", "epilogue4"] : ["f32", "epilogue"];
     const head = `fn ${fn}(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {`;
-    const ren = new Renderer({ shapes, bufferVar: (n) => names.get(n), given: new Map([[mm.node, "acc"]]), dims, ...(vec ? { vector: "j" } : {}), ...(half.size ? { half } : {}) });
+    const ren = new Renderer({
+      shapes,
+      bufferVar: (n) => names.get(n),
+      given: new Map([[mm.node, "acc"]]),
+      dims,
+      ...(vec ? { vector: "j" } : {}),
+      ...(half.size ? { half } : {}),
+    });
     if (vec) ren.vectorVariable("acc");
     const v = plain ? "acc" : ren.value(k.output, idx);
     const stores = also.map((o, m) => `  out${m + 1}[${vec ? `(${at}) / 4u` : at}] = ${vec ? ren.splat(ren.value(o, idx), wgslType(o)) : ren.value(o, idx)};`);
     const body = `${head}\n${[...ren.lines, ...stores].join("\n")}\n  return ${vec ? ren.splat(v, "f32") : v};\n}`;
     const vec4 = new Set(vec ? ren.vectorLoads : []);
     const decls = [
-      ...extras.map((n, i) => `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${vec4.has(`ep${3 + i}`) ? `vec4<${storageType(n, half)}>` : storageType(n, half)}>;`),
-      ...(vec ? also.map((n, m) => `@group(0) @binding(${firstExtraOutputBinding(k) + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`) : extraOutputDecls(also, firstExtraOutputBinding(k))),
+      ...extras.map(
+        (n, i) =>
+          `@group(0) @binding(${3 + i}) var<storage, read> ep${3 + i}: array<${vec4.has(`ep${3 + i}`) ? `vec4<${storageType(n, half)}>` : storageType(n, half)}>;`,
+      ),
+      ...(vec
+        ? also.map((n, m) => `@group(0) @binding(${firstExtraOutputBinding(k) + m}) var<storage, read_write> out${m + 1}: array<vec4<${wgslType(n)}>>;`)
+        : extraOutputDecls(also, firstExtraOutputBinding(k))),
     ].join("\n");
     return { fn: vec ? resolveScalarLoads(body, vec4) : body, decls, helpers: helpersText(ren) };
   };
@@ -98,6 +110,10 @@ export function matmulKernel(
   const epi = gen.vec4Epilogue ? vector! : render(false);
   // the directive leads the module; the generator wrote one already when B is f16
   const enable = extras.some((n) => half.has(n)) && !half.has(mm.b.base) ? "enable f16;\n" : "";
-  return { wgsl: `${enable}${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`, workgroups: gen.workgroups, variant: gen.variant, ...(gen.bTexture ? { bTexture: gen.bTexture } : {}) };
+  return {
+    wgsl: `${enable}${gen.wgsl}\n${epi.decls}\n${epi.helpers}\n${epi.fn}\n`,
+    workgroups: gen.workgroups,
+    variant: gen.variant,
+    ...(gen.bTexture ? { bTexture: gen.bTexture } : {}),
+  };
 }
-

@@ -3,7 +3,16 @@
  * matmul (spec + epilogue kind), its inverse, the candidate configurations worth timing,
  * and the table type the plan builder takes (runtime/autotune.ts does the timing).
  */
-import { type KernelTarget, type MatmulOperand, type MatmulOptions, type MatmulSpec, type MatmulVariant, generateMatmul, resolveMatmulOptions, supportedVariants } from "./matmul.ts";
+import {
+  type KernelTarget,
+  type MatmulOperand,
+  type MatmulOptions,
+  type MatmulSpec,
+  type MatmulVariant,
+  generateMatmul,
+  resolveMatmulOptions,
+  supportedVariants,
+} from "./matmul.ts";
 
 /** Tuned choices by matmulKey; a key it has no entry for gets the cost model's choice. */
 export interface MatmulTuning {
@@ -87,7 +96,6 @@ export function matmulCandidates(spec: MatmulSpec, target: KernelTarget): Matmul
     if (base.bkLoad === "k4") add({ ...base, bkLoad: "lane" });
   }
   const others: MatmulVariant[] = target.isFallback && base.variant === "sg-buffer" ? ["simple"] : ["sg-buffer", "tiled", "simple"];
-  for (const variant of supportedVariants(spec, target).filter((x) => others.includes(x)))
-    if (variant !== base.variant) add({ variant });
+  for (const variant of supportedVariants(spec, target).filter((x) => others.includes(x))) if (variant !== base.variant) add({ variant });
   return out;
 }

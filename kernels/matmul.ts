@@ -176,7 +176,10 @@ function checkSpec(s: MatmulSpec): void {
   nat(s.N, "N", 1);
   nat(s.K, "K", 1);
   s.batchShape.forEach((d, i) => nat(d, `batchShape[${i}]`, 1));
-  for (const [name, op] of [["a", s.a], ["b", s.b]] as const) {
+  for (const [name, op] of [
+    ["a", s.a],
+    ["b", s.b],
+  ] as const) {
     if (op.batchStrides.length !== s.batchShape.length)
       throw new RangeError(`matmul: ${name}.batchStrides has ${op.batchStrides.length} entries, batchShape ${s.batchShape.length}`);
     nat(op.offset, `${name}.offset`, 0);
@@ -292,7 +295,15 @@ export function resolveMatmulOptions(spec: MatmulSpec, target: KernelTarget, opt
   const { s, variant } = resolve(spec, target, opts);
   if (variant !== "sg-buffer" && variant !== "sg-texture") return { variant };
   const b = sgBlock(s, target, variant === "sg-texture", opts);
-  return { variant, tm: b.TM, tn: b.TN, ku: b.KU, aLoad: opts.aLoad ?? "lane4", bLoad: b.V === 4 ? "lane4" : "lane", ...(variant === "sg-buffer" ? { bkLoad: b.bK4 ? "k4" : "lane" } : {}) };
+  return {
+    variant,
+    tm: b.TM,
+    tn: b.TN,
+    ku: b.KU,
+    aLoad: opts.aLoad ?? "lane4",
+    bLoad: b.V === 4 ? "lane4" : "lane",
+    ...(variant === "sg-buffer" ? { bkLoad: b.bK4 ? "k4" : "lane" } : {}),
+  };
 }
 
 export function generateMatmul(spec: MatmulSpec, target: KernelTarget, opts: MatmulOptions = {}, vec4Epilogue = false): MatmulKernel {
@@ -360,7 +371,12 @@ function foldBatchIntoRows(s: MatmulSpec): { spec: MatmulSpec; folded: number } 
 // sg-buffer / sg-texture: CPU adapters
 
 /** The subgroup kernels' shape: register block TM × TN, k step KU, A and B load widths. */
-function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOptions): { TM: number; TN: number; V: number; KU: number; aVec: boolean; bK4: boolean } {
+function sgBlock(
+  s: MatmulSpec,
+  t: KernelTarget,
+  texture: boolean,
+  o: MatmulOptions,
+): { TM: number; TN: number; V: number; KU: number; aVec: boolean; bK4: boolean } {
   const S = t.subgroupSize;
   const { M, N, K } = s;
   const aligned4 = (op: MatmulOperand, stride: number): boolean =>
@@ -375,13 +391,26 @@ function sgBlock(s: MatmulSpec, t: KernelTarget, texture: boolean, o: MatmulOpti
   const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
   // the texture keeps its measured 16×16 block (shrunk for small M and N): chooseBlock's
   // costs are those of buffer loads
-  const { tm: TM, tn: TN, v: V } = texture
+  const {
+    tm: TM,
+    tn: TN,
+    v: V,
+  } = texture
     ? { tm: o.tm ?? Math.min(16, pow2(M)), tn: o.tn ?? Math.max(4, Math.min(16, Math.ceil(Math.ceil(N / S) / 4) * 4)), v: 4 }
     : chooseBlock({ M, N, K, batches: batchCount(s), S, KU, aw: aVec ? 4 : 1, vecs, tm: o.tm, tn: o.tn });
   if (TN % V !== 0) throw new RangeError(`matmul ${texture ? "sg-texture" : "sg-buffer"}: tn must be a multiple of ${V}`);
   // B in vec4s along k, one column per lane: B's rows are k, so k-contiguous means rowStride 1
   const B = s.b;
-  const bK4 = !texture && V === 1 && (o.bkLoad ?? "k4") === "k4" && B.rowStride === 1 && B.offset % 4 === 0 && B.colStride % 4 === 0 && B.batchStrides.every((x) => x % 4 === 0) && K % 4 === 0 && KU % 4 === 0;
+  const bK4 =
+    !texture &&
+    V === 1 &&
+    (o.bkLoad ?? "k4") === "k4" &&
+    B.rowStride === 1 &&
+    B.offset % 4 === 0 &&
+    B.colStride % 4 === 0 &&
+    B.batchStrides.every((x) => x % 4 === 0) &&
+    K % 4 === 0 &&
+    KU % 4 === 0;
   return { TM, TN, V, KU, aVec, bK4 };
 }
 
@@ -424,11 +453,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const cVec = vec4Epilogue && V === 4 && N % 4 === 0;
   L.push(`@group(0) @binding(0) var<storage, read_write> C: array<${cVec ? "vec4<f32>" : "f32"}>;`);
   L.push(`@group(0) @binding(1) var<storage, read> A: array<${operandType(A, aVec)}>;`);
-  L.push(
-    texture
-      ? "@group(0) @binding(2) var B: texture_2d<f32>;"
-      : `@group(0) @binding(2) var<storage, read> B: array<${operandType(B, bVec || bK4)}>;`,
-  );
+  L.push(texture ? "@group(0) @binding(2) var B: texture_2d<f32>;" : `@group(0) @binding(2) var<storage, read> B: array<${operandType(B, bVec || bK4)}>;`);
   L.push("");
   L.push(`@compute @workgroup_size(${S})`);
   L.push("fn main(@builtin(workgroup_id) mm_wid: vec3<u32>, @builtin(subgroup_invocation_id) mm_lane: u32) {");
@@ -453,7 +478,8 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   } else if (bVec) {
     for (let c = 0; c < TN; c += 4) L.push(`${ind}let mm_bp${c / 4} = (mm_bBase + min(${colOf(c)}, ${u(N - 4)})) / 4u;`);
   } else {
-    for (let c = 0; c < TN; c++) L.push(`${ind}let mm_bp${c} = ${bK4 ? "(" : ""}mm_bBase + min(${colOf(c)}, ${u(N - 1)}) * ${u(B.colStride)}${bK4 ? ") / 4u" : ""};`);
+    for (let c = 0; c < TN; c++)
+      L.push(`${ind}let mm_bp${c} = ${bK4 ? "(" : ""}mm_bBase + min(${colOf(c)}, ${u(N - 1)}) * ${u(B.colStride)}${bK4 ? ") / 4u" : ""};`);
   }
   for (let r = 0; r < TM; r++) for (let c = 0; c < TN; c++) L.push(`${ind}var mm_acc${r}_${c} = 0.0;`);
 
@@ -485,7 +511,8 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     const q = Math.floor(uu / aw) * TM + r;
     return `subgroupBroadcast(mm_av${Math.floor(q / S)}${aw === 4 ? `.${"xyzw"[uu % 4]}` : ""}, ${u(q % S)})`;
   };
-  const bVal = (uu: number, c: number): string => (bVec ? `mm_bt${uu}_${c >> 2}.${"xyzw"[c & 3]}` : bK4 ? `mm_bq${uu >> 2}_${c}.${"xyzw"[uu & 3]}` : `mm_bv${uu}_${c}`);
+  const bVal = (uu: number, c: number): string =>
+    bVec ? `mm_bt${uu}_${c >> 2}.${"xyzw"[c & 3]}` : bK4 ? `mm_bq${uu >> 2}_${c}.${"xyzw"[uu & 3]}` : `mm_bv${uu}_${c}`;
   const i2 = ind + "  ";
   L.push(`${ind}for (var mm_k = 0u; mm_k < ${u(Kp)}; mm_k += ${u(KU)}) {`);
   for (let p = 0; p < P; p++) L.push(`${i2}let mm_av${p} = ${aLoad(p)};`);
@@ -710,8 +737,7 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
   const nTilesM = Math.ceil(M / BM);
   const tiles = nTilesN * nTilesM * batchCount(s);
   const g = grid(tiles, t.maxWorkgroupsPerDim);
-  const aligned = (op: MatmulOperand, stride: number): boolean =>
-    op.offset % 4 === 0 && stride % 4 === 0 && op.batchStrides.every((x) => x % 4 === 0);
+  const aligned = (op: MatmulOperand, stride: number): boolean => op.offset % 4 === 0 && stride % 4 === 0 && op.batchStrides.every((x) => x % 4 === 0);
   // vec4 loads: A along k needs K % 4 == 0 (a quad is wholly in or out of range)
   const aVec = A.colStride === 1 && K % 4 === 0 && aligned(A, A.rowStride);
   const bVec = B.colStride === 1 && N % 4 === 0 && aligned(B, B.rowStride);
@@ -818,7 +844,9 @@ function simpleMatmul(s: MatmulSpec, t: KernelTarget, epi: string): MatmulKernel
   const WG = Math.min(64, t.maxInvocations);
   const total = batchCount(s) * M * N;
   const g = grid(Math.ceil(total / WG), t.maxWorkgroupsPerDim);
-  const wgsl = `${enableF16(s).map((x) => `${x}\n`).join("")}@group(0) @binding(0) var<storage, read_write> C: array<f32>;
+  const wgsl = `${enableF16(s)
+    .map((x) => `${x}\n`)
+    .join("")}@group(0) @binding(0) var<storage, read_write> C: array<f32>;
 @group(0) @binding(1) var<storage, read> A: array<${operandType(s.a, false)}>;
 @group(0) @binding(2) var<storage, read> B: array<${operandType(s.b, false)}>;
 

@@ -19,7 +19,12 @@ export function grid(groups: number, maxPerDim: number): [number, number, number
 }
 
 /** `half`: inputs stored as f16 (frozen weights), declared so and widened where loaded (see RenderContext.half) */
-export function bindingDecls(output: Node, outVar: string, inputs: readonly { node: Node; name: string; binding: number }[], half: ReadonlySet<Node> = new Set()): string {
+export function bindingDecls(
+  output: Node,
+  outVar: string,
+  inputs: readonly { node: Node; name: string; binding: number }[],
+  half: ReadonlySet<Node> = new Set(),
+): string {
   const lines = inputs.some((i) => half.has(i.node)) ? ["enable f16;"] : [];
   lines.push(`@group(0) @binding(0) var<storage, read_write> ${outVar}: array<${wgslType(output)}>;`);
   for (const i of inputs) lines.push(`@group(0) @binding(${i.binding}) var<storage, read> ${i.name}: array<${storageType(i.node, half)}>;`);
@@ -41,7 +46,13 @@ export function helpersText(...renderers: Renderer[]): string {
  * in a dispatch, so it gets no binding of its own (its number stays unused) and is read
  * from `out0`.
  */
-export function kernelBuffers(output: Node, inputs: readonly Node[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = [], half: ReadonlySet<Node> = new Set()): { bufferVar: (n: Node) => string | undefined; decls: string } {
+export function kernelBuffers(
+  output: Node,
+  inputs: readonly Node[],
+  aliased: ReadonlySet<Node> = new Set(),
+  also: readonly Node[] = [],
+  half: ReadonlySet<Node> = new Set(),
+): { bufferVar: (n: Node) => string | undefined; decls: string } {
   const names = new Map(inputs.map((n, i) => [n, aliased.has(n) ? "out0" : `in${i + 1}`]));
   const bound = inputs.flatMap((n, i) => (aliased.has(n) ? [] : [{ node: n, name: `in${i + 1}`, binding: i + 1 }]));
   return { bufferVar: (n) => names.get(n), decls: [bindingDecls(output, "out0", bound, half), ...extraOutputDecls(also, inputs.length + 1)].join("\n") };
@@ -84,7 +95,8 @@ const MIN_GROUPS = 16;
  */
 export function launch(total: number, t: LaunchTarget, cost = 1): Launch {
   let items = 1;
-  while (t.isFallback && items * 2 <= MAX_ITEMS && items * 2 * WORKGROUP * cost <= GROUP_WORK && Math.ceil(total / (items * 2 * WORKGROUP)) >= MIN_GROUPS) items *= 2;
+  while (t.isFallback && items * 2 <= MAX_ITEMS && items * 2 * WORKGROUP * cost <= GROUP_WORK && Math.ceil(total / (items * 2 * WORKGROUP)) >= MIN_GROUPS)
+    items *= 2;
   return { total, items, workgroups: grid(Math.ceil(total / (WORKGROUP * items)), t.maxWorkgroupsPerDim) };
 }
 
@@ -144,7 +156,10 @@ const LANE0 = "lane0";
  * returns its text and renderers; the buffers any of them vector-loaded are declared as
  * vec4 arrays, the outputs always.
  */
-function vectorized(k: KernelBody, render: (ctx: RenderContext, idx: readonly string[]) => { body: string; renderers: Renderer[] }): { decls: string; body: string; helpers: string } | undefined {
+function vectorized(
+  k: KernelBody,
+  render: (ctx: RenderContext, idx: readonly string[]) => { body: string; renderers: Renderer[] },
+): { decls: string; body: string; helpers: string } | undefined {
   const shape = k.shapes.get(k.output)!;
   if (k.target.vec4 === false || !shape.length || shape[shape.length - 1] % 4 !== 0) return undefined;
   const { ctx } = setup(k);
@@ -159,7 +174,14 @@ function vectorized(k: KernelBody, render: (ctx: RenderContext, idx: readonly st
  * each input as one where `renderers` vector-loaded it. `vec4`: the names so declared
  * (for resolveScalarLoads).
  */
-export function vectorDecls(output: Node, inputs: readonly Node[], renderers: readonly Renderer[], aliased: ReadonlySet<Node> = new Set(), also: readonly Node[] = [], half: ReadonlySet<Node> = new Set()): { decls: string; vec4: Set<string> } {
+export function vectorDecls(
+  output: Node,
+  inputs: readonly Node[],
+  renderers: readonly Renderer[],
+  aliased: ReadonlySet<Node> = new Set(),
+  also: readonly Node[] = [],
+  half: ReadonlySet<Node> = new Set(),
+): { decls: string; vec4: Set<string> } {
   const vec4 = new Set(["out0", ...renderers.flatMap((r) => [...r.vectorLoads])]);
   const decls = inputs.some((n) => half.has(n) && !aliased.has(n)) ? ["enable f16;"] : [];
   decls.push(`@group(0) @binding(0) var<storage, read_write> out0: array<vec4<${wgslType(output)}>>;`);
@@ -224,10 +246,13 @@ export function reduceKernel(k: KernelBody): GeneratedKernel & { variant: string
       const inner = cuts.length ? new Renderer({ ...ctx, ranges: new Map([["r", [lo, hi] as const]]) }, "    ", "w") : probe;
       const v = inner.value(out.src[0], at);
       const term = ctx.vector ? inner.splat(v, type) : v;
-      return { inner, text: `  for (var r = ${lo}u; r < ${hi}u; r++) {
+      return {
+        inner,
+        text: `  for (var r = ${lo}u; r < ${hi}u; r++) {
 ${inner.lines.join("\n")}
     acc = ${isMax ? `max(acc, ${term})` : `acc + ${term}`};
-  }` };
+  }`,
+      };
     });
     if (init.includes("nonfinite_bits")) loops[0].inner.helpers.add("nonfinite_");
     return {

@@ -58,7 +58,9 @@ const scalarLoad = (buf: string, at: string) => `\u27e6${buf}|${at}\u27e7`;
 
 /** Spells out the scalar loads of a vector-mode body: `vec4Buffers` are arrays of vec4. */
 export function resolveScalarLoads(text: string, vec4Buffers: ReadonlySet<string>): string {
-  return text.replace(/\u27e6(\w+)\|([^\u27e7]*)\u27e7/g, (_, buf: string, at: string) => (vec4Buffers.has(buf) ? `${buf}[(${at}) / 4u][(${at}) % 4u]` : `${buf}[${at}]`));
+  return text.replace(/\u27e6(\w+)\|([^\u27e7]*)\u27e7/g, (_, buf: string, at: string) =>
+    vec4Buffers.has(buf) ? `${buf}[(${at}) / 4u][(${at}) % 4u]` : `${buf}[${at}]`,
+  );
 }
 
 /**
@@ -427,11 +429,17 @@ export class Renderer {
       }
       case "expand": {
         const from = this.shape(src[0]);
-        return this.value(src[0], idx.map((e, i) => (from[i] === 1 ? "0u" : e)));
+        return this.value(
+          src[0],
+          idx.map((e, i) => (from[i] === 1 ? "0u" : e)),
+        );
       }
       case "slice": {
         const start = shapeEval(a.start as Node["shape"], this.dims);
-        return this.value(src[0], idx.map((e, i) => (start[i] === 0 ? e : `(${e} + ${start[i]}u)`)));
+        return this.value(
+          src[0],
+          idx.map((e, i) => (start[i] === 0 ? e : `(${e} + ${start[i]}u)`)),
+        );
       }
       case "pad": {
         const before = shapeEval(a.before as Node["shape"], this.dims);
@@ -448,7 +456,9 @@ export class Renderer {
           return before[i] === 0 ? e : `(${e} - ${before[i]}u)`;
         });
         const v = this.value(src[0], si);
-        return conds.length ? this.bind(`select(${this.isVector(v) ? `vec4<${wgslType(n)}>` : wgslType(n)}(0), ${v}, ${conds.join(" && ")})`, wgslType(n), this.isVector(v)) : v;
+        return conds.length
+          ? this.bind(`select(${this.isVector(v) ? `vec4<${wgslType(n)}>` : wgslType(n)}(0), ${v}, ${conds.join(" && ")})`, wgslType(n), this.isVector(v))
+          : v;
       }
       case "concat": {
         // Branch to the one part that holds the element: selecting among all parts would
@@ -458,7 +468,11 @@ export class Renderer {
         const offsets = src.map((_, k) => src.slice(0, k).reduce((acc, part) => acc + this.shape(part)[axis], 0));
         const range = this.ctx.ranges?.get(idx[axis]);
         const within = range && offsets.findIndex((o, k) => o <= range[0] && range[1] <= o + this.shape(src[k])[axis]);
-        if (range && within !== undefined && within >= 0) return this.value(src[within], idx.map((e, i) => (i !== axis || offsets[within] === 0 ? e : `(${e} - ${offsets[within]}u)`)));
+        if (range && within !== undefined && within >= 0)
+          return this.value(
+            src[within],
+            idx.map((e, i) => (i !== axis || offsets[within] === 0 ? e : `(${e} - ${offsets[within]}u)`)),
+          );
         if (/^[A-Za-z_]\w*$/.test(idx[axis])) {
           const splits = this.concatSplits.get(idx[axis]) ?? new Set<number>();
           offsets.slice(1).forEach((o) => splits.add(o));
@@ -468,7 +482,8 @@ export class Renderer {
         // vector mode: the 4 elements are in one part when its bounds are multiples of 4;
         // the value is a vec4 unless no index varies across them
         const lanes = this.ctx.vector ? idx.map((e) => this.lane(e)) : [];
-        if (lanes[axis] === "bad" || (lanes[axis] === "lane" && offsets.some((o) => o % 4 !== 0))) throw new Unvectorizable("concat part boundary inside a vector");
+        if (lanes[axis] === "bad" || (lanes[axis] === "lane" && offsets.some((o) => o % 4 !== 0)))
+          throw new Unvectorizable("concat part boundary inside a vector");
         const vec = lanes.some((l) => l !== "same");
         const name = `${this.prefix}${this.next++}`;
         this.lines.push(`${this.indent}var ${name}: ${vec ? `vec4<${type}>` : type};`);

@@ -50,7 +50,13 @@ function workgroupWidth(n: number, t: KernelTarget): number {
  * output. Everything between is recomputed per pass from cached loads, never stored.
  */
 /** `half`: inputs stored as f16 (frozen weights: an embedding gathered before a norm), widened as loaded */
-export function rowKernel(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, target: RowTarget, dims: Readonly<Record<string, number>>, half: ReadonlySet<Node> = new Set()): GeneratedKernel & { variant: string } {
+export function rowKernel(
+  k: RowKernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  target: RowTarget,
+  dims: Readonly<Record<string, number>>,
+  half: ReadonlySet<Node> = new Set(),
+): GeneratedKernel & { variant: string } {
   const shape = shapes.get(k.output)!;
   const axis = k.row.axis;
   const n = shape[axis];
@@ -60,13 +66,22 @@ export function rowKernel(k: RowKernel, shapes: ReadonlyMap<Node, readonly numbe
   if (strategy === "thread") {
     const l = launch(rows, target, (k.row.reductions.length + 1) * n);
     // along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
-    const v = target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half)) : undefined;
+    const v =
+      target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half)) : undefined;
     if (v) {
       const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers, undefined, undefined, half);
-      return { wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`, workgroups: l.workgroups, variant: "row-thread vec4" };
+      return {
+        wgsl: `${decls}\n${helpersText(...v.renderers)}\n${kernelMain(l, resolveScalarLoads(v.body, vec4))}\n`,
+        workgroups: l.workgroups,
+        variant: "row-thread vec4",
+      };
     }
     const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false, half);
-    return { wgsl: `${kernelBuffers(k.output, k.inputs, undefined, undefined, half).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`, workgroups: l.workgroups, variant: "row-thread" };
+    return {
+      wgsl: `${kernelBuffers(k.output, k.inputs, undefined, undefined, half).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`,
+      workgroups: l.workgroups,
+      variant: "row-thread",
+    };
   }
   const { decls } = kernelBuffers(k.output, k.inputs, undefined, undefined, half);
   const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false, half);
@@ -94,7 +109,15 @@ ${body}
  * at a time in vec4s, and each reduction's 4 partial results combine at the end (so sums
  * are added in another order than the scalar kernel's).
  */
-function rowBody(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, strategy: RowStrategy, width: number, vector: boolean, half: ReadonlySet<Node>): { body: string; renderers: Renderer[]; types: Set<string> } {
+function rowBody(
+  k: RowKernel,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  dims: Readonly<Record<string, number>>,
+  strategy: RowStrategy,
+  width: number,
+  vector: boolean,
+  half: ReadonlySet<Node>,
+): { body: string; renderers: Renderer[]; types: Set<string> } {
   const shape = shapes.get(k.output)!;
   const axis = k.row.axis;
   const n = shape[axis];
@@ -102,12 +125,19 @@ function rowBody(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, dim
   const { bufferVar } = kernelBuffers(k.output, k.inputs);
   const j = vector ? "vj" : "j";
   // the row's other indices from lin, j along the axis
-  const row = Renderer.delinear("lin", shape.filter((_, i) => i !== axis));
+  const row = Renderer.delinear(
+    "lin",
+    shape.filter((_, i) => i !== axis),
+  );
   const at = [...row.slice(0, axis), j, ...row.slice(axis)];
   const outAt = vector ? `(${Renderer.linear(at, shape)}) / 4u` : Renderer.linear(at, shape);
   const given = new Map<Node, string>();
   const renderers: Renderer[] = [];
-  const loop = vector ? `for (var vj = 0u; vj < ${n}u; vj += 4u)` : strategy === "thread" ? `for (var j = 0u; j < ${n}u; j++)` : `for (var j = lane; j < ${n}u; j += ${width}u)`;
+  const loop = vector
+    ? `for (var vj = 0u; vj < ${n}u; vj += 4u)`
+    : strategy === "thread"
+      ? `for (var j = 0u; j < ${n}u; j++)`
+      : `for (var j = lane; j < ${n}u; j += ${width}u)`;
   const ctx = { shapes, bufferVar, dims, ...(vector ? { vector: j } : {}), ...(half.size ? { half } : {}) };
   const types = new Set<string>();
   const rescaled = rescaledSummand(k.output, reductions, axis, shapes);
@@ -125,7 +155,9 @@ function rowBody(k: RowKernel, shapes: ReadonlyMap<Node, readonly number[]>, dim
     given.set(r, name);
     const acc = vector ? `  var acc${i}: vec4<${type}> = vec4<${type}>(${init});` : `  var acc${i}: ${type} = ${init};`;
     const op = (a: string, b: string) => (isMax ? `max(${a}, ${b})` : `${a} + ${b}`);
-    const combined = vector ? `  let ${name} = ${isMax ? `max(max(acc${i}.x, acc${i}.y), max(acc${i}.z, acc${i}.w))` : `acc${i}.x + acc${i}.y + acc${i}.z + acc${i}.w`};` : combine(strategy, name, `acc${i}`, type, isMax, width);
+    const combined = vector
+      ? `  let ${name} = ${isMax ? `max(max(acc${i}.x, acc${i}.y), max(acc${i}.z, acc${i}.w))` : `acc${i}.x + acc${i}.y + acc${i}.z + acc${i}.w`};`
+      : combine(strategy, name, `acc${i}`, type, isMax, width);
     return `${acc}
   ${loop} {
 ${ren.lines.join("\n")}
@@ -140,7 +172,12 @@ ${combined}`;
     const v = fin.value(k.output, at);
     return vector ? fin.splat(v, type) : v;
   };
-  const value = rescaled ? `out0[${outAt}] * ${fin.value(rescaled.factor, at.map((e, i) => (i === axis ? "0u" : e)))}` : plain();
+  const value = rescaled
+    ? `out0[${outAt}] * ${fin.value(
+        rescaled.factor,
+        at.map((e, i) => (i === axis ? "0u" : e)),
+      )}`
+    : plain();
   const write = `${loop} {
 ${fin.lines.join("\n")}
     out0[${outAt}] = ${value};
@@ -169,7 +206,12 @@ function combine(strategy: RowStrategy, name: string, acc: string, type: string,
  * divided by its sum): the sum pass then stores E as it goes and the last pass only
  * scales it, instead of recomputing E (an exp per element) from the inputs.
  */
-function rescaledSummand(out: Node, reductions: readonly Node[], axis: number, shapes: ReadonlyMap<Node, readonly number[]>): { sum: Node; factor: Node } | undefined {
+function rescaledSummand(
+  out: Node,
+  reductions: readonly Node[],
+  axis: number,
+  shapes: ReadonlyMap<Node, readonly number[]>,
+): { sum: Node; factor: Node } | undefined {
   const sum = reductions.at(-1);
   if (!sum || sum.op !== "sum" || out.op !== "mul" || out.dtype !== "f32") return undefined;
   const [a, b] = out.src;

@@ -25,13 +25,23 @@ export function writeSlotKernel(k: KernelBody): GeneratedKernel & { variant: str
   let store: string;
   if (inPlace) {
     const v = r.value(x, idx);
-    const at = Renderer.linear(idx.map((e, i) => (i === axis ? "u32(slot)" : e)), shape);
+    const at = Renderer.linear(
+      idx.map((e, i) => (i === axis ? "u32(slot)" : e)),
+      shape,
+    );
     store = `  let slot = ${p};\n  if (slot >= 0 && slot < ${shape[axis]}) { out0[${at}] = ${v}; }`;
   } else {
-    const v = r.value(x, idx.map((e, i) => (i === axis ? "0u" : e)));
+    const v = r.value(
+      x,
+      idx.map((e, i) => (i === axis ? "0u" : e)),
+    );
     const kept = r.value(old, idx);
     store = `  out0[lin] = select(${kept}, ${v}, i32(${idx[axis]}) == ${p});`;
   }
   const l = launch(numel(space), k.target);
-  return { wgsl: `${decls}\n${helpersText(r)}\n${kernelMain(l, `${r.lines.join("\n")}\n${store}`)}\n`, workgroups: l.workgroups, variant: inPlace ? "write-slot in-place" : "write-slot" };
+  return {
+    wgsl: `${decls}\n${helpersText(r)}\n${kernelMain(l, `${r.lines.join("\n")}\n${store}`)}\n`,
+    workgroups: l.workgroups,
+    variant: inPlace ? "write-slot in-place" : "write-slot",
+  };
 }

@@ -12,7 +12,12 @@ import { numel } from "../compiler/tensor.ts";
 /** What lowering a kernel needs besides the kernel: the schedule, the device, how weights are stored. */
 export interface LoweringContext {
   readonly s: Schedule;
-  readonly target: RowTarget & { readonly vec4?: boolean; readonly shaderF16?: boolean; readonly maxWorkgroupStorage: number; readonly maxWorkgroupsPerDim: number };
+  readonly target: RowTarget & {
+    readonly vec4?: boolean;
+    readonly shaderF16?: boolean;
+    readonly maxWorkgroupStorage: number;
+    readonly maxWorkgroupsPerDim: number;
+  };
   /** the parameters this kernel reads that are stored as f16 */
   readonly half: ReadonlySet<Node>;
   readonly tuning?: MatmulTuning;
@@ -49,14 +54,33 @@ const perElement = (k: Kernel, s: Schedule) => numel(s.shapes.get(k.output)!) * 
 const outputsLabel = (k: Kernel) => [k.output, ...(k.also ?? [])].map((o) => o.op).join(",");
 const body = (k: Kernel, c: LoweringContext) => {
   const reads = new Set(k.inputs.filter((n) => c.half.has(n)));
-  return { output: k.output, inputs: k.inputs, shapes: c.s.shapes, target: c.target, dims: c.s.dims, ...(c.aliased ? { aliased: new Set([c.aliased]) } : {}), ...(k.also ? { also: k.also } : {}), ...(reads.size ? { half: reads } : {}) };
+  return {
+    output: k.output,
+    inputs: k.inputs,
+    shapes: c.s.shapes,
+    target: c.target,
+    dims: c.s.dims,
+    ...(c.aliased ? { aliased: new Set([c.aliased]) } : {}),
+    ...(k.also ? { also: k.also } : {}),
+    ...(reads.size ? { half: reads } : {}),
+  };
 };
 
 /** The lowering of each kernel kind: a new kind without an entry is a type error. */
 export const KERNEL_KINDS: { readonly [K in KernelKind]: KernelLowering<K> } = {
   elementwise: { generate: (k, c) => elementwiseKernel(body(k, c)), reads: inputsFrom1, flops: perElement, label: outputsLabel },
-  reduce: { generate: (k, c) => reduceKernel(body(k, c)), reads: inputsFrom1, flops: (k, s) => numel(s.shapes.get(k.output.src[0])!) * k.fused, label: outputsLabel },
-  "write-slot": { generate: (k, c) => writeSlotKernel(body(k, c)), reads: inputsFrom1, flops: (k, s) => numel(s.shapes.get(k.output.src[1])!) * k.fused, label: outputsLabel },
+  reduce: {
+    generate: (k, c) => reduceKernel(body(k, c)),
+    reads: inputsFrom1,
+    flops: (k, s) => numel(s.shapes.get(k.output.src[0])!) * k.fused,
+    label: outputsLabel,
+  },
+  "write-slot": {
+    generate: (k, c) => writeSlotKernel(body(k, c)),
+    reads: inputsFrom1,
+    flops: (k, s) => numel(s.shapes.get(k.output.src[1])!) * k.fused,
+    label: outputsLabel,
+  },
   row: {
     generate: (k, c) => rowKernel(k, c.s.shapes, c.target, c.s.dims, new Set(k.inputs.filter((n) => c.half.has(n)))),
     reads: inputsFrom1,
@@ -77,7 +101,11 @@ export const KERNEL_KINDS: { readonly [K in KernelKind]: KernelLowering<K> } = {
   matmul: {
     generate: (k, c) => matmulKernel(k, c.s.shapes, c.target, c.s.dims, c.tuning, c.textureB, new Set(k.inputs.filter((n) => c.half.has(n)))),
     // A at 1, B at 2, the epilogue's buffers from 3 (an operand's base again if the epilogue reads it too)
-    reads: (k) => [{ binding: 1, node: k.matmul.a.base }, { binding: 2, node: k.matmul.b.base, b: true }, ...epilogueInputs(k).map((node, i) => ({ binding: 3 + i, node }))],
+    reads: (k) => [
+      { binding: 1, node: k.matmul.a.base },
+      { binding: 2, node: k.matmul.b.base, b: true },
+      ...epilogueInputs(k).map((node, i) => ({ binding: 3 + i, node })),
+    ],
     flops(k, s) {
       const a = s.shapes.get(k.matmul.node.src[0])!;
       return 2 * numel(s.shapes.get(k.matmul.node)!) * a[a.length - 1] + numel(s.shapes.get(k.output)!) * (k.fused - 1);

@@ -29,7 +29,17 @@ export interface PlanTarget extends RowTarget, DeviceLimits {
 }
 
 /** WebGPU's guaranteed limits: what a plan is built for when no adapter says more. */
-export const WEBGPU_DEFAULT_TARGET: PlanTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535, maxStorageBuffers: 8, maxBindingBytes: 128 * 2 ** 20, maxBufferBytes: 256 * 2 ** 20, fuseChains: true };
+export const WEBGPU_DEFAULT_TARGET: PlanTarget = {
+  isFallback: false,
+  subgroupSize: 0,
+  maxWorkgroupStorage: 16384,
+  maxInvocations: 256,
+  maxWorkgroupsPerDim: 65535,
+  maxStorageBuffers: 8,
+  maxBindingBytes: 128 * 2 ** 20,
+  maxBufferBytes: 256 * 2 ** 20,
+  fuseChains: true,
+};
 
 export interface PlanBinding {
   readonly binding: number;
@@ -173,7 +183,13 @@ function constantB(k: Kernel, mutable: ReadonlySet<string>): Node<"param"> | und
 }
 
 /** `roots`: pass-pipeline output to plan, instead of running the pipeline here. */
-export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, number>>, target: PlanTarget, roots?: readonly Root[], opts: PlanOptions = {}): Plan {
+export function buildPlan(
+  model: CompiledModel,
+  dims: Readonly<Record<string, number>>,
+  target: PlanTarget,
+  roots?: readonly Root[],
+  opts: PlanOptions = {},
+): Plan {
   const mutable = opts.mutableParams ?? new Set<string>();
   const halfAsked = (p: Node<"param">) => opts.weights === "f16" && constantWeight(p, mutable);
   const { roots: rs, parts } = splitLargeParams(roots ?? runPipeline(model.outputs, model.graph), model.graph, {
@@ -181,10 +197,20 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     dims,
     elementBytes: (p) => (halfAsked(p) ? 2 : 4),
   });
-  const sched = schedule(rs, dims, { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains }, undefined, opts.onSchedulePass);
+  const sched = schedule(
+    rs,
+    dims,
+    { maxBindings: target.maxStorageBuffers, fuse: opts.fuse, fuseChains: opts.fuseChains ?? target.fuseChains },
+    undefined,
+    opts.onSchedulePass,
+  );
   if (opts.weights === "f16" && !target.shaderF16) throw new Error("f16 weights need a device with shader-f16");
   const half = opts.weights === "f16" ? halfWeights(sched, mutable) : new Set<Node>();
-  const memory = planMemory(sched, rs.map((r) => r.node), { inPlace: target.inPlace ?? true, half });
+  const memory = planMemory(
+    sched,
+    rs.map((r) => r.node),
+    { inPlace: target.inPlace ?? true, half },
+  );
   const slot = (n: Node) => memory.slotOf.get(n)!.id;
   checkPlanBuffers(model, sched, memory, target);
   const textureB = opts.textureB ?? target.textureB ?? true;
@@ -216,7 +242,20 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     const path = model.graph.instancePath.get((mm?.node ?? k.output).id) ?? "";
     const bytes = bytesOf(k, sched, alias);
     const label = lower.label(k);
-    return { index, kind: k.kind, label, wgsl: g.wgsl, workgroups: g.workgroups, bindings, spans, path, flops: lower.flops(k, sched), bytes, fused: k.fused, variant: g.variant ?? k.kind };
+    return {
+      index,
+      kind: k.kind,
+      label,
+      wgsl: g.wgsl,
+      workgroups: g.workgroups,
+      bindings,
+      spans,
+      path,
+      flops: lower.flops(k, sched),
+      bytes,
+      fused: k.fused,
+      variant: g.variant ?? k.kind,
+    };
   });
   const tensor = (n: Node, name: string): PlanTensor => ({ name, slot: slot(n), shape: sched.shapes.get(n)!, dtype: n.dtype });
   const inputs = model.inputs.filter((i) => memory.slotOf.has(i.node)).map((i) => tensor(i.node, i.name));
@@ -225,7 +264,12 @@ export function buildPlan(model: CompiledModel, dims: Readonly<Record<string, nu
     if (n.op !== "param") continue;
     const name = (n.attrs as { name: string }).name;
     const part = parts.get(name);
-    params.push({ ...tensor(n, name), transposed: sched.transposedParams.has(n) || undefined, ...(half.has(n) ? { dtype: "f16" as const } : {}), ...(part ? { part } : {}) });
+    params.push({
+      ...tensor(n, name),
+      transposed: sched.transposedParams.has(n) || undefined,
+      ...(half.has(n) ? { dtype: "f16" as const } : {}),
+      ...(part ? { part } : {}),
+    });
   }
   return {
     model: model.name,

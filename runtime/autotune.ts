@@ -210,7 +210,9 @@ export async function tunedPlan(gpu: Gpu, build: (tuning?: MatmulTuning) => Plan
         const t = performance.now();
         const r = await tuneMatmul(gpu, spec, { target, timer: opts.timer });
         const pick = r.variant === r.defaultVariant ? "default kept" : `best ${r.variant} ${r.bestMs.toFixed(4)} ms (${(r.defaultMs / r.bestMs).toFixed(2)}×)`;
-        log(`autotune [${i + 1}/${todo.length}] ${shape(spec, epilogue)}: default ${r.defaultVariant} ${r.defaultMs.toFixed(4)} ms, ${pick}; ${r.tried} tried${r.rejected.length ? `, ${r.rejected.length} rejected` : ""}, ${((performance.now() - t) / 1000).toFixed(1)} s`);
+        log(
+          `autotune [${i + 1}/${todo.length}] ${shape(spec, epilogue)}: default ${r.defaultVariant} ${r.defaultMs.toFixed(4)} ms, ${pick}; ${r.tried} tried${r.rejected.length ? `, ${r.rejected.length} rejected` : ""}, ${((performance.now() - t) / 1000).toFixed(1)} s`,
+        );
         for (const why of r.rejected) log(`  rejected ${why}`);
         e = { options: r.options, variant: r.variant, defaultMs: r.defaultMs, bestMs: r.bestMs };
         bySpec.set(bare, e);

@@ -43,13 +43,17 @@ function stateCopies(m: CompiledModel): { from: string; to: string }[] {
 function checkPrompt(models: GenerationModels, opts: DecoderOptions, T: number): Record<string, number> {
   const dims = { [models.batchDim]: opts.batch, [models.seqDim]: T, [CONTEXT_DIM]: opts.context };
   const span = T + models.prefixLength(dims);
-  if (span > opts.context) throw new UserError(`the prompt takes ${span} positions${span > T ? ` (${span - T} of them the image's)` : ""}, more than the context of ${opts.context}: shorten it or raise --context`);
+  if (span > opts.context)
+    throw new UserError(
+      `the prompt takes ${span} positions${span > T ? ` (${span - T} of them the image's)` : ""}, more than the context of ${opts.context}: shorten it or raise --context`,
+    );
   return dims;
 }
 
 function checkPositions(positions: Int32Array, context: number): void {
   const over = positions.findIndex((p) => p < 0 || p >= context);
-  if (over >= 0) throw new UserError(`row ${over} reached position ${positions[over]}, past the context of ${context} positions: raise --context or lower --max-tokens`);
+  if (over >= 0)
+    throw new UserError(`row ${over} reached position ${positions[over]}, past the context of ${context} positions: raise --context or lower --max-tokens`);
 }
 
 /**
@@ -77,7 +81,13 @@ export class DeviceDecoder implements StepModel {
     return this.opts.context;
   }
 
-  static async create(gpu: Gpu, models: GenerationModels, params: ReadonlyMap<string, Tensor>, opts: DecoderOptions, compiling?: CompileHook): Promise<DeviceDecoder> {
+  static async create(
+    gpu: Gpu,
+    models: GenerationModels,
+    params: ReadonlyMap<string, Tensor>,
+    opts: DecoderOptions,
+    compiling?: CompileHook,
+  ): Promise<DeviceDecoder> {
     const m = models.decode;
     const plan = buildPlan(m, { [models.batchDim]: opts.batch, [CONTEXT_DIM]: opts.context }, planTarget(gpu), undefined, { weights: opts.weights });
     const ex = await createExecutor(gpu, plan, m.program.sources, compiling, { persistent: m.state.map((s) => s.input) });
@@ -94,10 +104,12 @@ export class DeviceDecoder implements StepModel {
     if (!ex) {
       const m = this.models.prefill;
       const plan = buildPlan(m, checkPrompt(this.models, this.opts, T), planTarget(this.gpu), undefined, { weights: this.opts.weights });
-      ex = createExecutor(this.gpu, plan, m.program.sources, this.compiling, { persistent: m.state.map((s) => s.input), shareWith: this.decoder }).then(async (e) => {
-        await uploadParams(e, m, this.params);
-        return e;
-      });
+      ex = createExecutor(this.gpu, plan, m.program.sources, this.compiling, { persistent: m.state.map((s) => s.input), shareWith: this.decoder }).then(
+        async (e) => {
+          await uploadParams(e, m, this.params);
+          return e;
+        },
+      );
       this.prefills.set(T, ex);
     }
     return ex;
@@ -121,7 +133,10 @@ export class DeviceDecoder implements StepModel {
   async decode(tokens: Int32Array, positions: Int32Array): Promise<Tensor> {
     checkPositions(positions, this.opts.context);
     const B = this.opts.batch;
-    const feed = new Map([["tokens", tensor([B, 1], tokens)], [CACHE_POS, tensor([B], positions)]]);
+    const feed = new Map([
+      ["tokens", tensor([B, 1], tokens)],
+      [CACHE_POS, tensor([B], positions)],
+    ]);
     const [logits] = await this.decoder.run(feed, { read: ["out"], copies: stateCopies(this.models.decode) });
     const V = logits.shape[2];
     return { shape: [B, V], data: logits.data };
@@ -161,7 +176,10 @@ export class InterpDecoder implements StepModel {
       // a fresh cache is zeros, as the device's freshly created buffers are
       inputs.set(s.input, this.state.get(s.input) ?? tensor(shapeEval(input.shape, dims)));
     }
-    const outs = interpret(m.outputs.map((o) => o.node), { dims, inputs, params: this.params });
+    const outs = interpret(
+      m.outputs.map((o) => o.node),
+      { dims, inputs, params: this.params },
+    );
     m.outputs.forEach((o, i) => {
       const s = m.state.find((x) => x.update === o.name);
       if (s) this.state.set(s.input, outs[i]);
@@ -177,7 +195,14 @@ export class InterpDecoder implements StepModel {
     checkPositions(positions, this.opts.context);
     const B = this.opts.batch;
     const dims = { [this.models.batchDim]: B, [CONTEXT_DIM]: this.opts.context };
-    const logits = this.run(this.models.decode, dims, new Map([["tokens", tensor([B, 1], tokens)], [CACHE_POS, tensor([B], positions)]]));
+    const logits = this.run(
+      this.models.decode,
+      dims,
+      new Map([
+        ["tokens", tensor([B, 1], tokens)],
+        [CACHE_POS, tensor([B], positions)],
+      ]),
+    );
     return { shape: [B, logits.shape[2]], data: logits.data };
   }
 

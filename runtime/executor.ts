@@ -64,7 +64,10 @@ async function pipelineFor(device: GPUDevice, k: PlanKernel, sources?: SourceMap
       const scopeError = await device.popErrorScope();
       if (errors.length || scopeError) throw new ShaderError(k, errors.length ? errors : [scopeError!.message], sources);
       const layout = device.createBindGroupLayout({ entries: k.bindings.map(layoutEntry) });
-      return device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" } });
+      return device.createComputePipelineAsync({
+        layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: "main" },
+      });
     })();
     cache.set(key, p);
   }
@@ -156,15 +159,25 @@ export class PlanExecutor {
     const borrowed = new Map<number, GPUBuffer>();
     const other = opts.shareWith;
     if (other) {
-      const same = (a: PlanTensor, b: PlanTensor) => a.shape.join() === b.shape.join() && a.dtype === b.dtype && Boolean(a.transposed) === Boolean(b.transposed);
-      for (const [mine, theirs] of [[plan.inputs, other.plan.inputs], [plan.params, other.plan.params]] as const)
+      const same = (a: PlanTensor, b: PlanTensor) =>
+        a.shape.join() === b.shape.join() && a.dtype === b.dtype && Boolean(a.transposed) === Boolean(b.transposed);
+      for (const [mine, theirs] of [
+        [plan.inputs, other.plan.inputs],
+        [plan.params, other.plan.params],
+      ] as const)
         for (const t of mine) {
           const o = theirs.find((x) => x.name === t.name);
           if (o && same(t, o)) borrowed.set(t.slot, other.buffers[o.slot]);
         }
     }
     const buffers = plan.memory.slots.map(
-      (s) => borrowed.get(s.id) ?? device.createBuffer({ size: align4(s.size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: `slot${s.id}:${s.role}` }),
+      (s) =>
+        borrowed.get(s.id) ??
+        device.createBuffer({
+          size: align4(s.size),
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+          label: `slot${s.id}:${s.role}`,
+        }),
     );
     const pipelines = await Promise.all(plan.kernels.map((k) => pipelineFor(device, k, sources)));
     const textures = await createTextures(device, plan, buffers);
@@ -176,8 +189,6 @@ export class PlanExecutor {
     );
     return new PlanExecutor(gpu, plan, buffers, pipelines, bindGroups, textures, new Set(opts.persistent ?? []), new Set(borrowed.keys()), other);
   }
-
-
 
   private write(t: PlanTensor, value: Tensor): void {
     const want = t.shape.join(",");
@@ -220,7 +231,8 @@ export class PlanExecutor {
       for (const p of byName.get(v.name) ?? []) {
         if (this.borrowed.has(p.slot)) continue;
         const block = rowsFor(p, v.data, v.shape);
-        if (block.shape.join(",") !== p.shape.join(",")) throw new Error(`\`${p.name}\` has shape [${block.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
+        if (block.shape.join(",") !== p.shape.join(","))
+          throw new Error(`\`${p.name}\` has shape [${block.shape.join(", ")}], the plan expects [${p.shape.join(", ")}]`);
         const data = p.transposed ? transposeF32(block.data, block.shape) : block.data;
         this.gpu.device.queue.writeBuffer(this.buffers[p.slot], 0, p.dtype === "f16" ? padded(toHalf(data, p.name)) : data);
         written.add(p.name);
@@ -242,8 +254,6 @@ export class PlanExecutor {
     this.encodeRefills(enc, written);
     this.gpu.device.queue.submit([enc.finish()]);
   }
-
-
 
   /** Encodes the fills of the textures copied from `params` (names), if any. */
   private encodeRefills(enc: GPUCommandEncoder, params: ReadonlySet<string>): void {
@@ -341,7 +351,12 @@ export class PlanExecutor {
       await buf.mapAsync(GPUMapMode.READ);
       const raw = buf.getMappedRange();
       const n = numel(o.shape);
-      const data = o.dtype === "i32" ? Float64Array.from(new Int32Array(raw, 0, n)) : o.dtype === "f16" ? fromHalf(new Uint16Array(raw, 0, n)) : Float64Array.from(new Float32Array(raw, 0, n));
+      const data =
+        o.dtype === "i32"
+          ? Float64Array.from(new Int32Array(raw, 0, n))
+          : o.dtype === "f16"
+            ? fromHalf(new Uint16Array(raw, 0, n))
+            : Float64Array.from(new Float32Array(raw, 0, n));
       out.push({ shape: o.shape, data });
       buf.unmap();
       buf.destroy();

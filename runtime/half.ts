@@ -27,7 +27,8 @@ export function toHalf(data: ArrayLike<number>, what: string): Uint16Array {
   const out = new Uint16Array(data.length);
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
-    if (Number.isFinite(v) && Math.abs(v) >= OVERFLOW) throw new UserError(`\`${what}\` holds ${v} at element ${i}, beyond f16's range (±${LARGEST}): load it with --weights f32`);
+    if (Number.isFinite(v) && Math.abs(v) >= OVERFLOW)
+      throw new UserError(`\`${what}\` holds ${v} at element ${i}, beyond f16's range (±${LARGEST}): load it with --weights f32`);
     out[i] = f32ToF16(v);
   }
   return out;

@@ -34,7 +34,8 @@ export async function loadAllParams(model: CompiledModel, seed: number): Promise
 function idBound(model: CompiledModel, inputName: string, env: Readonly<Record<string, number>>): number {
   let bound = Infinity;
   for (const n of topoOrder(model.outputs.map((o) => o.node)))
-    if (n.op === "gather" && n.src[1].op === "input" && (n.src[1].attrs as { name: string }).name === inputName) bound = Math.min(bound, dimEval(n.src[0].shape[0] as Dim, env));
+    if (n.op === "gather" && n.src[1].op === "input" && (n.src[1].attrs as { name: string }).name === inputName)
+      bound = Math.min(bound, dimEval(n.src[0].shape[0] as Dim, env));
   return Number.isFinite(bound) ? bound : 2;
 }
 
@@ -57,7 +58,10 @@ export function syntheticInputs(model: CompiledModel, seed: number, dims: Readon
 export function runInterp(model: CompiledModel, params: ReadonlyMap<string, Tensor>, opts: RunOptions): Tensor[] {
   const inputs = new Map(syntheticInputs(model, opts.seed, opts.dims));
   for (const [k, v] of opts.inputs ?? []) inputs.set(k, v);
-  return interpret(model.outputs.map((o) => o.node), { dims: opts.dims, inputs, params });
+  return interpret(
+    model.outputs.map((o) => o.node),
+    { dims: opts.dims, inputs, params },
+  );
 }
 
 /** A short fingerprint of a tensor: sums plus a hash of its float32-rounded values. */

@@ -41,7 +41,10 @@ export async function checkedModule(device: GPUDevice, code: string, label: stri
   const errors = info.messages.filter((m) => m.type === "error");
   if (errors.length || err) {
     const lines = code.split("\n");
-    const msg = errors.slice(0, 8).map((m) => `${label}:${m.lineNum}:${m.linePos} ${m.message}\n  ${lines[m.lineNum - 1] ?? ""}`).join("\n");
+    const msg = errors
+      .slice(0, 8)
+      .map((m) => `${label}:${m.lineNum}:${m.linePos} ${m.message}\n  ${lines[m.lineNum - 1] ?? ""}`)
+      .join("\n");
     throw new Error(`WGSL compile failed: ${msg || err?.message}`);
   }
   return module;

@@ -1,7 +1,17 @@
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import { buildPlan, type Plan, type WeightStorage } from "../lowering/plan.ts";
 import { type Tensor, tensor } from "../compiler/tensor.ts";
-import { buildTrainGraph, DEFAULT_OPTIMIZER, GRAD_NORM_OUTPUT, LOSS_OUTPUT, type OptimizerConfig, PARAM_NORM_OUTPUT, stepInputs, type TrainGraph, trainState } from "../compiler/train-graph.ts";
+import {
+  buildTrainGraph,
+  DEFAULT_OPTIMIZER,
+  GRAD_NORM_OUTPUT,
+  LOSS_OUTPUT,
+  type OptimizerConfig,
+  PARAM_NORM_OUTPUT,
+  stepInputs,
+  type TrainGraph,
+  trainState,
+} from "../compiler/train-graph.ts";
 import { type AutotuneOptions, devicePlan } from "./autotune.ts";
 import type { Gpu } from "./device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "./executor.ts";
@@ -35,7 +45,14 @@ export class Trainer {
    * included (resume) or starts at zero. `autotune`: tune the step's matmuls on this device
    * first (runtime/autotune.ts).
    */
-  static create(gpu: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opt: OptimizerConfig = DEFAULT_OPTIMIZER, autotune?: boolean | AutotuneOptions): Promise<Trainer> {
+  static create(
+    gpu: Gpu,
+    model: CompiledModel,
+    dims: Readonly<Record<string, number>>,
+    params: ReadonlyMap<string, Tensor>,
+    opt: OptimizerConfig = DEFAULT_OPTIMIZER,
+    autotune?: boolean | AutotuneOptions,
+  ): Promise<Trainer> {
     return Trainer.forGraph(gpu, buildTrainGraph(model, opt), dims, params, { autotune });
   }
 
@@ -44,15 +61,24 @@ export class Trainer {
    * anything compiles); `compiling` wraps the pipelines' creation; `seed` (default 0) is
    * the run's, which dropout's masks follow (stepInputs).
    */
-  static async forGraph(gpu: Gpu, graph: TrainGraph, dims: Readonly<Record<string, number>>, params: ReadonlyMap<string, Tensor>, opts: { autotune?: boolean | AutotuneOptions; compiling?: CompileHook; seed?: number; weights?: WeightStorage } = {}): Promise<Trainer> {
+  static async forGraph(
+    gpu: Gpu,
+    graph: TrainGraph,
+    dims: Readonly<Record<string, number>>,
+    params: ReadonlyMap<string, Tensor>,
+    opts: { autotune?: boolean | AutotuneOptions; compiling?: CompileHook; seed?: number; weights?: WeightStorage } = {},
+  ): Promise<Trainer> {
     // what each step overwrites (trained weights, optimizer state) must stay in buffers;
     // frozen weights may be read from textures, filled once by writeParams
     const mutableParams = new Set(graph.updates.map((u) => u.to));
-    const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning, mutableParams, weights: opts.weights }), opts.autotune);
+    const plan = await devicePlan(
+      gpu,
+      (matmulTuning) => buildPlan(graph.model, dims, planTarget(gpu), undefined, { matmulTuning, mutableParams, weights: opts.weights }),
+      opts.autotune,
+    );
     const ex = await createExecutor(gpu, plan, graph.model.program?.sources, opts.compiling);
     const all = new Map(params);
-    for (const p of graph.trained)
-      for (const s of [p.m, p.v]) if (!all.has(s)) all.set(s, tensor(p.shape));
+    for (const p of graph.trained) for (const s of [p.m, p.v]) if (!all.has(s)) all.set(s, tensor(p.shape));
     await uploadParams(ex, graph.model, all);
     return new Trainer(graph, plan, ex, opts.seed ?? 0);
   }

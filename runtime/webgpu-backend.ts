@@ -16,7 +16,8 @@ import { uploadParams } from "./param-upload.ts";
 function rowStrategyFromEnv(): RowStrategy | undefined {
   const v = process.env.DEHVF_ROW_STRATEGY;
   if (!v) return undefined;
-  if (v !== "thread" && v !== "subgroup" && v !== "workgroup") throw new UserFacingError(`DEHVF_ROW_STRATEGY must be thread, subgroup or workgroup, not "${v}"`);
+  if (v !== "thread" && v !== "subgroup" && v !== "workgroup")
+    throw new UserFacingError(`DEHVF_ROW_STRATEGY must be thread, subgroup or workgroup, not "${v}"`);
   return v;
 }
 
@@ -27,7 +28,8 @@ export function deviceLimits(gpu: Gpu): DeviceLimits {
 
 /** Refuses f16 weights on an adapter without shader-f16 (SwiftShader, say); `asker` names who asked. */
 export function checkWeightStorage(gpu: Gpu, weights: WeightStorage | undefined, asker: string): void {
-  if (weights === "f16" && !gpu.hasF16) throw new UserError(`${asker} asks for f16 weights, but this adapter (${gpu.info.description}) has no shader-f16: use f32`);
+  if (weights === "f16" && !gpu.hasF16)
+    throw new UserError(`${asker} asks for f16 weights, but this adapter (${gpu.info.description}) has no shader-f16: use f32`);
 }
 
 /**
@@ -83,9 +85,20 @@ export interface WebgpuRunOptions {
 }
 
 /** Plans the model for these dims, uploads the parameters (`params`, and checkpoint tensors streamed for the others), runs twice (cold, warm). */
-export async function runWebgpu(gpu: Gpu, model: CompiledModel, params: ReadonlyMap<string, Tensor>, inputs: ReadonlyMap<string, Tensor>, dims: Readonly<Record<string, number>>, opts: WebgpuRunOptions = {}): Promise<WebgpuRun> {
+export async function runWebgpu(
+  gpu: Gpu,
+  model: CompiledModel,
+  params: ReadonlyMap<string, Tensor>,
+  inputs: ReadonlyMap<string, Tensor>,
+  dims: Readonly<Record<string, number>>,
+  opts: WebgpuRunOptions = {},
+): Promise<WebgpuRun> {
   const t0 = performance.now();
-  const plan = await devicePlan(gpu, (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning, weights: opts.weights }), opts.autotune);
+  const plan = await devicePlan(
+    gpu,
+    (matmulTuning) => buildPlan(model, dims, planTarget(gpu), undefined, { matmulTuning, weights: opts.weights }),
+    opts.autotune,
+  );
   const ex = await PlanExecutor.create(gpu, plan, model.program.sources);
   const t1 = performance.now();
   await uploadParams(ex, model, params);

@@ -27,7 +27,11 @@ const dir = (model, seed) => join(out, `finetune-${model}${seed === 0 ? "" : `-s
 if (!printOnly)
   for (const seed of seeds)
     for (const [, model] of MODELS) {
-      const r = spawnSync(process.execPath, ["bin/dehvf.js", "train", "models/tiny-vqa.dehvf", "-m", model, "--last-seed", String(seed), "--reuse", "models/tiny-vqa.backbones", "--out", out], { stdio: "inherit" });
+      const r = spawnSync(
+        process.execPath,
+        ["bin/dehvf.js", "train", "models/tiny-vqa.dehvf", "-m", model, "--last-seed", String(seed), "--reuse", "models/tiny-vqa.backbones", "--out", out],
+        { stdio: "inherit" },
+      );
       if (r.status !== 0) process.exit(r.status ?? 1);
     }
 
@@ -42,12 +46,27 @@ const rows = [];
 let types;
 let chance;
 for (const [name, model] of MODELS) {
-  const evals = seeds.map((s) => dir(model, s)).filter((d) => existsSync(join(d, "eval.json"))).map((d) => JSON.parse(readFileSync(join(d, "eval.json"), "utf8")));
+  const evals = seeds
+    .map((s) => dir(model, s))
+    .filter((d) => existsSync(join(d, "eval.json")))
+    .map((d) => JSON.parse(readFileSync(join(d, "eval.json"), "utf8")));
   if (!evals.length) continue;
   types ??= Object.keys(evals[0].per_type);
   chance ??= evals[0].chance;
   rows.push(
-    `| ${name} (\`${model}\`) | ${evals[0].trainable.toLocaleString("en-US")} | ${evals.length} | **${cell(evals.map((e) => e.accuracy))}** | ${types.map((t) => cell(evals.map((e) => e.per_type[t]))).join(" | ")} | ${cell(evals.map((e) => e.bleu4), false, 3)} | ${cell(evals.map((e) => e.cider_d), false, 3)} | ${cell(evals.map((e) => e.ms_per_step), false, 0)} |`,
+    `| ${name} (\`${model}\`) | ${evals[0].trainable.toLocaleString("en-US")} | ${evals.length} | **${cell(evals.map((e) => e.accuracy))}** | ${types.map((t) => cell(evals.map((e) => e.per_type[t]))).join(" | ")} | ${cell(
+      evals.map((e) => e.bleu4),
+      false,
+      3,
+    )} | ${cell(
+      evals.map((e) => e.cider_d),
+      false,
+      3,
+    )} | ${cell(
+      evals.map((e) => e.ms_per_step),
+      false,
+      0,
+    )} |`,
   );
 }
 if (!rows.length) {

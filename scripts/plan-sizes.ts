@@ -27,7 +27,10 @@ const modes: Record<string, (file: string) => { plan: Plan; model: CompiledModel
   },
   "training step B=4 T=512": (file) => {
     const step = buildTrainGraph(elaborate(loadProgram(file), undefined, { training: true }), undefined, { recompute });
-    return { plan: buildPlan(step.model, { B: 4, T: 512 }, TARGET, undefined, { weights, mutableParams: new Set(step.updates.map((u) => u.to)) }), model: step.model };
+    return {
+      plan: buildPlan(step.model, { B: 4, T: 512 }, TARGET, undefined, { weights, mutableParams: new Set(step.updates.map((u) => u.to)) }),
+      model: step.model,
+    };
   },
   "decode B=4 C=576": (file) => {
     const model = generationModels(loadProgram(file)).decode;
@@ -41,5 +44,7 @@ for (const file of files)
     const { plan, model } = build(file);
     const seconds = (performance.now() - t0) / 1000;
     const r = memoryReport(plan, model);
-    console.log(`${file} ${mode}: planned in ${seconds.toFixed(1)} s, ${plan.kernels.length} kernels, device ${gib(r.deviceBytes)} GiB (${r.device.map((c) => `${c.name.split(" (")[0]} ${gib(c.bytes)}`).join(", ")}); host RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB so far`);
+    console.log(
+      `${file} ${mode}: planned in ${seconds.toFixed(1)} s, ${plan.kernels.length} kernels, device ${gib(r.deviceBytes)} GiB (${r.device.map((c) => `${c.name.split(" (")[0]} ${gib(c.bytes)}`).join(", ")}); host RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB so far`,
+    );
   }

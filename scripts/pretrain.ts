@@ -33,6 +33,8 @@ for (const [, stage] of STAGES) {
   const [da, db] = [recordedDigest(a), recordedDigest(b)];
   const identical = da !== undefined && da === db;
   same &&= identical;
-  console.log(`${stage}: ${identical ? "bit for bit the shipped weights" : "differs from the shipped weights"} (sha256 of the tensors ${da?.slice(0, 16)}… vs ${db?.slice(0, 16)}…; identity ${a.key === b.key ? "the same" : "different"})`);
+  console.log(
+    `${stage}: ${identical ? "bit for bit the shipped weights" : "differs from the shipped weights"} (sha256 of the tensors ${da?.slice(0, 16)}… vs ${db?.slice(0, 16)}…; identity ${a.key === b.key ? "the same" : "different"})`,
+  );
 }
 process.exit(same ? 0 : 1);

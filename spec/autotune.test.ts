@@ -41,7 +41,15 @@ const INFO: DeviceInfo = {
   features: ["subgroups"],
   limits: {},
 };
-const TARGET: KernelTarget = { isFallback: true, subgroupSize: 8, subgroupMaxSize: 8, maxWorkgroupStorage: 32768, maxInvocations: 1024, maxWorkgroupsPerDim: 65535, maxTextureDimension2D: 8192 };
+const TARGET: KernelTarget = {
+  isFallback: true,
+  subgroupSize: 8,
+  subgroupMaxSize: 8,
+  maxWorkgroupStorage: 32768,
+  maxInvocations: 1024,
+  maxWorkgroupsPerDim: 65535,
+  maxTextureDimension2D: 8192,
+};
 
 const SPEC: MatmulSpec = {
   batchShape: [2, 3],
@@ -52,7 +60,12 @@ const SPEC: MatmulSpec = {
   b: { offset: 0, batchStrides: [0, 528], rowStride: 1, colStride: 33 },
 };
 
-const ENTRY: TunedEntry = { options: { variant: "sg-buffer", tm: 8, tn: 4, ku: 4, aLoad: "lane4", bLoad: "lane" }, variant: "sg-buffer s8 8x4x4", defaultMs: 0.2, bestMs: 0.1 };
+const ENTRY: TunedEntry = {
+  options: { variant: "sg-buffer", tm: 8, tn: 4, ku: 4, aLoad: "lane4", bLoad: "lane" },
+  variant: "sg-buffer s8 8x4x4",
+  defaultMs: 0.2,
+  bestMs: 0.1,
+};
 
 describe("matmul keys and candidates", () => {
   test("a key names the spec and epilogue and parses back", () => {
@@ -101,7 +114,12 @@ describe("autotune cache", () => {
 
   test("a corrupt file is ignored with a one-line warning", () => {
     const file = cacheFile(id, dir);
-    for (const text of ["{ not json", "[]", JSON.stringify({ format: 1, identity: id, entries: { "not a key": ENTRY } }), JSON.stringify({ format: 1, identity: id, entries: { [matmulKey(SPEC, "none")]: { ...ENTRY, options: { tm: -3 } } } })]) {
+    for (const text of [
+      "{ not json",
+      "[]",
+      JSON.stringify({ format: 1, identity: id, entries: { "not a key": ENTRY } }),
+      JSON.stringify({ format: 1, identity: id, entries: { [matmulKey(SPEC, "none")]: { ...ENTRY, options: { tm: -3 } } } }),
+    ]) {
       writeFileSync(file, text);
       const w = warnings();
       assert.equal(loadTuning(file, id, w.warn).size, 0, text);
@@ -178,7 +196,10 @@ describe("autotuned plans on the device", () => {
     assert.match(warned[0], /ignoring .*not valid JSON/);
     assert.ok(fake.calls > 0);
     assert.match(logged.at(-1)!, /matmul shapes, \d+ tuned/);
-    assert.ok(logged.some((l) => /default .* ms/.test(l)), "a line per tuned shape");
+    assert.ok(
+      logged.some((l) => /default .* ms/.test(l)),
+      "a line per tuned shape",
+    );
     assert.notDeepEqual(wgsl(plan), wgsl(build()), "some matmul runs a non-default configuration");
 
     // atomic: renamed over the old file (a new inode), no temp file left beside it
@@ -215,7 +236,11 @@ describe("autotuned plans on the device", () => {
   test("the CLI: `run` with DEHVF_AUTOTUNE=1 plans from that cache, `info` shows it", (t) => {
     if (!gpu.device(t) || !first) return t.skip("needs the first tune");
     const dehvf = (env: Record<string, string>, ...args: string[]) =>
-      spawnSync(process.execPath, ["bin/dehvf.js", ...args], { encoding: "utf8", timeout: 120_000, env: { ...process.env, DEHVF_AUTOTUNE_CACHE: cacheDir, DEHVF_TEXTURE_B: "0", ...env } });
+      spawnSync(process.execPath, ["bin/dehvf.js", ...args], {
+        encoding: "utf8",
+        timeout: 120_000,
+        env: { ...process.env, DEHVF_AUTOTUNE_CACHE: cacheDir, DEHVF_TEXTURE_B: "0", ...env },
+      });
     const run = dehvf({ DEHVF_AUTOTUNE: "1" }, "run", "spec/fixtures/train/micro.dehvf", "-m", "TinyLM", "--batch", String(dims.B), "--seq", String(dims.T));
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /autotune: \d+ matmul shapes, 0 tuned in [\d.]+ s, [1-9]\d* from the cache/);

@@ -39,7 +39,11 @@ interface Outcome {
 
 function dehvf(args: readonly string[]): Outcome {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [`--max-old-space-size=${HEAP_MB}`, "bin/dehvf.js", ...args], { encoding: "utf8", timeout: TIME_LIMIT_S * 1000, maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [`--max-old-space-size=${HEAP_MB}`, "bin/dehvf.js", ...args], {
+    encoding: "utf8",
+    timeout: TIME_LIMIT_S * 1000,
+    maxBuffer: 64 << 20,
+  });
   return { code: r.status, signal: r.signal, out: r.stdout, err: r.stderr, seconds: (performance.now() - t0) / 1000 };
 }
 
@@ -87,7 +91,39 @@ after(() => rmSync(work, { recursive: true, force: true }));
 
 /** Text that breaks parsers and limits: deep nesting, long chains, huge and odd numbers, control bytes. */
 const hostileSnippet = fc.oneof(
-  fc.constantFrom("(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "...", "@", "^T", "#", '"', "\\", "\r", "\n", "\t", "\u0000", "\u001b[2J", "\uFEFF", "é", "model", "block", "repeat", "train", "import", "forward", "param", "fusion"),
+  fc.constantFrom(
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "->",
+    "...",
+    "@",
+    "^T",
+    "#",
+    '"',
+    "\\",
+    "\r",
+    "\n",
+    "\t",
+    "\u0000",
+    "\u001b[2J",
+    "\uFEFF",
+    "é",
+    "model",
+    "block",
+    "repeat",
+    "train",
+    "import",
+    "forward",
+    "param",
+    "fusion",
+  ),
   fc.constantFrom("0", "-1", "1e308", "1e-400", "9007199254740993", "99999999999999999999999", "0x10", "2.5", "NaN", "Infinity"),
   fc.integer({ min: 1, max: 12_000 }).map((k) => "(".repeat(k) + "x" + ")".repeat(k)),
   fc.integer({ min: 1, max: 5_000 }).map((k) => Array.from({ length: k }, () => "x").join(" + ")),
@@ -95,7 +131,11 @@ const hostileSnippet = fc.oneof(
   fc.string({ maxLength: 40 }),
 );
 
-type Edit = { kind: "insert"; at: number; text: string } | { kind: "delete"; at: number; len: number } | { kind: "duplicate"; at: number; len: number } | { kind: "truncate"; at: number };
+type Edit =
+  | { kind: "insert"; at: number; text: string }
+  | { kind: "delete"; at: number; len: number }
+  | { kind: "duplicate"; at: number; len: number }
+  | { kind: "truncate"; at: number };
 
 const edit: fc.Arbitrary<Edit> = fc.oneof(
   fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), text: hostileSnippet }),
@@ -136,7 +176,29 @@ describe("fuzz: mutated model files", () => {
 // ---------------------------------------------------------------------------
 // Flags
 
-const flagValue = fc.constantFrom("abc", "-1", "0", "1", "2", "1e3", "", "99999999999999999999", "2.5", " 3", "/nonexistent/x", "/dev/null", "/etc", "--", "T=0", "B", "T=abc", "webgpu", "interp", "val", "train");
+const flagValue = fc.constantFrom(
+  "abc",
+  "-1",
+  "0",
+  "1",
+  "2",
+  "1e3",
+  "",
+  "99999999999999999999",
+  "2.5",
+  " 3",
+  "/nonexistent/x",
+  "/dev/null",
+  "/etc",
+  "--",
+  "T=0",
+  "B",
+  "T=abc",
+  "webgpu",
+  "interp",
+  "val",
+  "train",
+);
 
 const commandFlags: Record<string, readonly string[]> = {
   check: ["-m", "--depth"],
@@ -155,7 +217,14 @@ describe("fuzz: flags", () => {
         // what this command found: a train that succeeded before (--steps 2, say) may have replaced the run, as it should
         const before = published(finished);
         // train and eval get the finished run and the tiny data unless the flags name others (last one wins)
-        const base = command === "train" ? ["--data", data, "--out", finished, "--eval-problems", "4", "--eval-captions", "1"] : command === "eval" ? ["--data", data, "--checkpoint", join(finished, "finetune-TinyVQA"), "--problems", "4", "--captions", "1"] : command === "run" ? ["--backend", "interp"] : [];
+        const base =
+          command === "train"
+            ? ["--data", data, "--out", finished, "--eval-problems", "4", "--eval-captions", "1"]
+            : command === "eval"
+              ? ["--data", data, "--checkpoint", join(finished, "finetune-TinyVQA"), "--problems", "4", "--captions", "1"]
+              : command === "run"
+                ? ["--backend", "interp"]
+                : [];
         const r = dehvf([command, MICRO, ...base, ...flags]);
         assertHandled(r, `${command} ${flags.join(" ")}`);
         if (r.code !== 0) assert.deepEqual(published(finished), before, `a failed \`${command} ${flags.join(" ")}\` changed the finished run`);
@@ -168,7 +237,11 @@ describe("fuzz: flags", () => {
 // ---------------------------------------------------------------------------
 // Checkpoint bytes
 
-type Damage = { kind: "set"; at: number; byte: number } | { kind: "truncate"; keep: number } | { kind: "append"; bytes: number[] } | { kind: "header"; at: number; text: string };
+type Damage =
+  | { kind: "set"; at: number; byte: number }
+  | { kind: "truncate"; keep: number }
+  | { kind: "append"; bytes: number[] }
+  | { kind: "header"; at: number; text: string };
 
 const damage: fc.Arbitrary<Damage> = fc.oneof(
   fc.record({ kind: fc.constant("set" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
@@ -209,7 +282,10 @@ describe("fuzz: damaged checkpoint bytes", () => {
         const file = join(out, "finetune-TinyVQA", "final.safetensors");
         writeFileSync(file, damages.reduce(damageBytes, readFileSync(file)));
         const before = published(out);
-        const args = command === "train" ? ["train", MICRO, "--data", data, "--out", out, "--eval-problems", "4", "--eval-captions", "1"] : ["eval", MICRO, "--data", data, "--checkpoint", file, "--problems", "4", "--captions", "1"];
+        const args =
+          command === "train"
+            ? ["train", MICRO, "--data", data, "--out", out, "--eval-problems", "4", "--eval-captions", "1"]
+            : ["eval", MICRO, "--data", data, "--checkpoint", file, "--problems", "4", "--captions", "1"];
         const r = dehvf(args);
         assertHandled(r, `${command} after ${JSON.stringify(damages)}`);
         if (command === "eval" || r.code !== 0) assert.deepEqual(published(out), before, `${command} after ${JSON.stringify(damages)} changed files`);

@@ -7,7 +7,17 @@ import fc from "fast-check";
 import { encodeText, epochShuffler, lmBatch, textBatch, vitBatch, type EncodedExample } from "../data/batches.ts";
 import { buildDefaultData, type Manifest } from "../data/build.ts";
 import { captionParts, type CocoDataset, describePositions } from "../data/captions.ts";
-import { composeClasses, DIM, itemPool, type Look, type Quad, randomComposites, renderComposite, SMALL as SMALL_ITEM, type Composite } from "../data/composites.ts";
+import {
+  composeClasses,
+  DIM,
+  itemPool,
+  type Look,
+  type Quad,
+  randomComposites,
+  renderComposite,
+  SMALL as SMALL_ITEM,
+  type Composite,
+} from "../data/composites.ts";
 import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../data/fashion-mnist.ts";
 import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
 import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
@@ -20,7 +30,22 @@ import { solutionGivenTexts } from "../data/examples.ts";
 import { fcRuns } from "./fc-runs.ts";
 
 const SMALL = { seed: 7, train: 200, val: 50, test: 50 } as const;
-const PROBLEM_KEYS = ["answer", "category", "choices", "grade", "hint", "image", "lecture", "question", "skill", "solution", "split", "subject", "task", "topic"];
+const PROBLEM_KEYS = [
+  "answer",
+  "category",
+  "choices",
+  "grade",
+  "hint",
+  "image",
+  "lecture",
+  "question",
+  "skill",
+  "solution",
+  "split",
+  "subject",
+  "task",
+  "topic",
+];
 
 const readJson = <T>(dir: string, name: string) => JSON.parse(readFileSync(join(dir, name), "utf8")) as T;
 
@@ -62,7 +87,10 @@ describe("fashion-mnist IDX reader", () => {
     assert.throws(() => parseIdx(new Uint8Array([1, 2, 8, 1])), /bad magic/);
     assert.throws(() => parseIdx(new Uint8Array([0, 0, 8, 1, 0, 0, 0, 5, 1, 2])), /header says 5/);
     assert.deepEqual(parseIdx(new Uint8Array([0, 0, 8, 1, 0, 0, 0, 2, 7, 9])).dims, [2]);
-    assert.throws(() => loadFashionMnist("train", join(root, "nowhere")), (e: Error) => e.message.includes(join(root, "nowhere")) && /apt-get install dataset-fashion-mnist/.test(e.message) && /npm run setup/.test(e.message));
+    assert.throws(
+      () => loadFashionMnist("train", join(root, "nowhere")),
+      (e: Error) => e.message.includes(join(root, "nowhere")) && /apt-get install dataset-fashion-mnist/.test(e.message) && /npm run setup/.test(e.message),
+    );
   });
 });
 
@@ -101,7 +129,11 @@ describe("composites", () => {
   });
 
   test("a pool restricted to some indices never draws others", () => {
-    const pool = itemPool(testMnist, "t10k", Array.from({ length: 100 }, (_, i) => i));
+    const pool = itemPool(
+      testMnist,
+      "t10k",
+      Array.from({ length: 100 }, (_, i) => i),
+    );
     const rand = () => 0.999;
     const c = composeClasses(pool, [0, 1, 2, 3], rand);
     assert.ok(c.sources.every((s) => s < 100));
@@ -114,7 +146,10 @@ describe("composites", () => {
     assert.ok(splits.train.every((pid) => grids[pid].split === "train"));
     assert.ok([...splits.val, ...splits.test].every((pid) => grids[pid].split === "t10k"));
     const val = new Set(sources("val"));
-    assert.ok(sources("test").every((s) => !val.has(s)), "val and test share a source image");
+    assert.ok(
+      sources("test").every((s) => !val.has(s)),
+      "val and test share a source image",
+    );
   });
 });
 
@@ -162,10 +197,37 @@ describe("ScienceQA-shaped problems", () => {
   });
 
   test("options are in one fixed order per question type", () => {
-    const order = ["yes", "no", "0", "1", "2", "3", "4", "top", "trousers", "dress", "footwear", "bag", "t-shirt", "pullover", "coat", "sandal", "shirt", "sneaker", "ankle boot", "bright", "dim", "large", "small"];
+    const order = [
+      "yes",
+      "no",
+      "0",
+      "1",
+      "2",
+      "3",
+      "4",
+      "top",
+      "trousers",
+      "dress",
+      "footwear",
+      "bag",
+      "t-shirt",
+      "pullover",
+      "coat",
+      "sandal",
+      "shirt",
+      "sneaker",
+      "ankle boot",
+      "bright",
+      "dim",
+      "large",
+      "small",
+    ];
     for (const p of Object.values(readJson<Problems>(dir, FILES.problems))) {
       const ranks = p.choices.map((c) => order.indexOf(c));
-      assert.ok(ranks.every((r, i) => r >= 0 && (i === 0 || r > ranks[i - 1])), `${p.question}: ${p.choices.join(", ")}`);
+      assert.ok(
+        ranks.every((r, i) => r >= 0 && (i === 0 || r > ranks[i - 1])),
+        `${p.question}: ${p.choices.join(", ")}`,
+      );
     }
   });
 
@@ -187,7 +249,14 @@ describe("ScienceQA-shaped problems", () => {
         assert.ok(describePositions(classes as Quad<number>, grids[pid].looks).includes(p.solution.slice(0, -1)), `${pid}: ${p.solution}`);
         assert.ok(p.solution.startsWith(`${["top-left", "top-right", "bottom-left", "bottom-right"][quad]} a `) && p.solution.endsWith("."), p.solution);
         if (p.category !== "position-coarse") assert.ok(p.solution.includes(answer), `${pid}: ${p.solution} / ${answer}`);
-      } else assert.equal(p.solution, `${classes.map((c) => CLASS_GROUP[c]).join(", ").replace(/, (\w+)$/, " and $1")}.`);
+      } else
+        assert.equal(
+          p.solution,
+          `${classes
+            .map((c) => CLASS_GROUP[c])
+            .join(", ")
+            .replace(/, (\w+)$/, " and $1")}.`,
+        );
       if (p.category === "count" || p.category === "presence") {
         const groups = classes.map((c) => CLASS_GROUP[c]);
         const asked = (Object.keys(groupWord) as (keyof typeof groupWord)[]).filter((g) => groupWord[g].test(p.question));
@@ -278,7 +347,10 @@ describe("tokenizer", () => {
         [3, "<unk>"],
       ],
     );
-    assert.deepEqual([config.bos_token, config.eos_token, config.pad_token, config.unk_token, config.add_bos_token, config.add_eos_token], ["<bos>", "<eos>", "<pad>", "<unk>", true, false]);
+    assert.deepEqual(
+      [config.bos_token, config.eos_token, config.pad_token, config.unk_token, config.add_bos_token, config.add_eos_token],
+      ["<bos>", "<eos>", "<pad>", "<unk>", true, false],
+    );
     assert.deepEqual(buildWordLevel(trainTexts().flatMap((t) => [t.prompt, t.answer])), { json, config });
     assert.deepEqual(Object.keys(buildWordLevel(["b a b"]).json.model.vocab as object), ["<pad>", "<bos>", "<eos>", "<unk>", "b", "a"]);
   });
@@ -337,10 +409,16 @@ describe("batches", () => {
       const loss = row(b.lossMask);
       const prompt = row(b.promptMask);
       assert.equal(tokens[0], tok.special.bos);
-      assert.deepEqual(targets.filter((_, i) => loss[i] === 1), [...e.answer, EOS]);
+      assert.deepEqual(
+        targets.filter((_, i) => loss[i] === 1),
+        [...e.answer, EOS],
+      );
       assert.equal(tok.decode(targets.filter((_, i) => loss[i] === 1)), e.answer.length ? tok.decode(e.answer) : "");
       assert.match(tok.decode(targets.filter((_, i) => loss[i] === 1)), /^The answer is [A-D]\.$/);
-      assert.deepEqual(tokens.filter((_, i) => prompt[i] === 1), e.prompt);
+      assert.deepEqual(
+        tokens.filter((_, i) => prompt[i] === 1),
+        e.prompt,
+      );
       assert.equal(b.lengths[r], 1 + e.prompt.length + e.answer.length);
       assert.ok(tokens.slice(b.lengths[r]).every((t) => t === 0) && targets.slice(b.lengths[r]).every((t) => t === 0));
       for (let i = 0; i + 1 < b.lengths[r]; i++) assert.equal(targets[i], tokens[i + 1], "targets are the next token");
@@ -360,9 +438,15 @@ describe("batches", () => {
     const b = textBatch(tok, texts, [0, 1], T);
     for (let r = 0; r < 2; r++) {
       const loss = Array.from(b.lossMask.subarray(r * T, (r + 1) * T));
-      assert.deepEqual(loss, Array.from({ length: T }, (_, i) => (i < b.lengths[r] ? 1 : 0)));
+      assert.deepEqual(
+        loss,
+        Array.from({ length: T }, (_, i) => (i < b.lengths[r] ? 1 : 0)),
+      );
     }
-    const v = vitBatch(ds.splits.train!.vqa.map((x) => ({ image: x.image, classes: x.classes! })), [3, 1]);
+    const v = vitBatch(
+      ds.splits.train!.vqa.map((x) => ({ image: x.image, classes: x.classes! })),
+      [3, 1],
+    );
     assert.deepEqual(Array.from(v.labels), [...ds.splits.train!.vqa[3].classes!, ...ds.splits.train!.vqa[1].classes!]);
   });
 
@@ -437,13 +521,18 @@ describe("grey PNG fast path", () => {
     const h = 17;
     const src = Uint8Array.from({ length: w * h }, (_, i) => (i * 37 + ((i / w) | 0) * 11) & 0xff);
     for (const adaptiveFiltering of [false, true]) {
-      const png = await sharp(src, { raw: { width: w, height: h, channels: 1 } }).toColourspace("b-w").png({ adaptiveFiltering, compressionLevel: 9 }).toBuffer();
+      const png = await sharp(src, { raw: { width: w, height: h, channels: 1 } })
+        .toColourspace("b-w")
+        .png({ adaptiveFiltering, compressionLevel: 9 })
+        .toBuffer();
       const got = decodeGreyPng(png);
       assert.ok(got, "a grey 8-bit PNG takes the fast path");
       assert.deepEqual([got.width, got.height], [w, h]);
       assert.deepEqual([...got.pixels], [...src]);
     }
-    const rgb = await sharp(src, { raw: { width: w, height: h, channels: 1 } }).png().toBuffer();
+    const rgb = await sharp(src, { raw: { width: w, height: h, channels: 1 } })
+      .png()
+      .toBuffer();
     assert.equal(decodeGreyPng(rgb), undefined);
     assert.equal(decodeGreyPng(new Uint8Array(40)), undefined);
   });
@@ -467,7 +556,7 @@ describe("the language model's loss", () => {
     assert.equal(solutionGivenTexts(tok, ds.splits.train!, promptFormat("QCM-A")).length, 0);
   });
 
-  test("`loss = \"answer\"` trains a text stage on each row's answer only, rows weighted equally", () => {
+  test('`loss = "answer"` trains a text stage on each row\'s answer only, rows weighted equally', () => {
     const tok = ds.tokenizer!;
     const texts = ds.splits.train!.vqa.slice(0, 4).map((e) => encodeText(tok, promptParts(e.problem)));
     const T = 64;
@@ -475,9 +564,16 @@ describe("the language model's loss", () => {
     const answers = textBatch(tok, texts, [0, 1, 2, 3], T, false);
     texts.forEach((t, b) => {
       const row = (m: Float32Array) => Array.from(m.subarray(b * T, (b + 1) * T));
-      assert.equal(row(all.lossMask).reduce((a, x) => a + x, 0), t.prompt.length + t.answer.length + 1, "every real target");
+      assert.equal(
+        row(all.lossMask).reduce((a, x) => a + x, 0),
+        t.prompt.length + t.answer.length + 1,
+        "every real target",
+      );
       // position i predicts token i+1: the answer's first token is predicted from the prompt's last
-      assert.deepEqual(row(answers.lossMask).flatMap((x, i) => (x ? [i] : [])), Array.from({ length: t.answer.length + 1 }, (_, k) => t.prompt.length + k));
+      assert.deepEqual(
+        row(answers.lossMask).flatMap((x, i) => (x ? [i] : [])),
+        Array.from({ length: t.answer.length + 1 }, (_, k) => t.prompt.length + k),
+      );
     });
   });
 });

@@ -33,7 +33,9 @@ const dimArb: fc.Arbitrary<Dim> = fc
 /** Dims that make sense as tensor sizes: non-negative constants or `k*S + c` with k, c ≥ 0. */
 const sizeDimArb: fc.Arbitrary<Dim> = fc.oneof(
   fc.integer({ min: 0, max: 12 }),
-  fc.record({ s: fc.constantFrom(...SYMS), k: fc.integer({ min: 1, max: 4 }), c: fc.integer({ min: 0, max: 9 }) }).map(({ s, k, c }) => SymDim.of(new Map([[s, k]]), c)),
+  fc
+    .record({ s: fc.constantFrom(...SYMS), k: fc.integer({ min: 1, max: 4 }), c: fc.integer({ min: 0, max: 9 }) })
+    .map(({ s, k, c }) => SymDim.of(new Map([[s, k]]), c)),
 );
 
 const envArb = fc.record({ B: fc.integer({ min: -20, max: 20 }), N: fc.integer({ min: -20, max: 20 }), T: fc.integer({ min: -20, max: 20 }) });
@@ -98,14 +100,18 @@ describe("dims algebra", () => {
 
   test("dimDivExact(dimMul(x, k), k) == x", () => {
     fc.assert(
-      fc.property(dimArb, fc.integer({ min: -9, max: 9 }).filter((k) => k !== 0), (x, k) => {
-        const y = dimMul(x, k);
-        assert.ok(y !== undefined);
-        const back = dimDivExact(y, k);
-        assert.ok(back !== undefined && dimEq(back, x), `${dimStr(x)} * ${k} / ${k} gave ${back === undefined ? "undefined" : dimStr(back)}`);
-        // and the other operand order
-        assert.ok(dimEq(dimMul(k, x)!, y));
-      }),
+      fc.property(
+        dimArb,
+        fc.integer({ min: -9, max: 9 }).filter((k) => k !== 0),
+        (x, k) => {
+          const y = dimMul(x, k);
+          assert.ok(y !== undefined);
+          const back = dimDivExact(y, k);
+          assert.ok(back !== undefined && dimEq(back, x), `${dimStr(x)} * ${k} / ${k} gave ${back === undefined ? "undefined" : dimStr(back)}`);
+          // and the other operand order
+          assert.ok(dimEq(dimMul(k, x)!, y));
+        },
+      ),
     );
   });
 
@@ -165,7 +171,9 @@ describe("numelKey", () => {
   test("invariant under permutation of the shape", () => {
     fc.assert(
       fc.property(
-        fc.array(sizeDimArb, { minLength: 0, maxLength: 6 }).chain((s) => fc.tuple(fc.constant(s), fc.shuffledSubarray(s, { minLength: s.length, maxLength: s.length }))),
+        fc
+          .array(sizeDimArb, { minLength: 0, maxLength: 6 })
+          .chain((s) => fc.tuple(fc.constant(s), fc.shuffledSubarray(s, { minLength: s.length, maxLength: s.length }))),
         ([s, p]) => {
           assert.equal(numelKey(p), numelKey(s), `${shapeStr(s)} vs ${shapeStr(p)}`);
         },
@@ -187,18 +195,33 @@ describe("numelKey", () => {
     // [B, N, h, dh] vs [B, N, h*dh], and integer factors moved in and out of symbolic dims
     const [b, n, t] = [sym("B"), sym("N"), sym("T")];
     const same: [Shape, Shape][] = [
-      [[b, n, 4, 8], [b, n, 32]],
-      [[b, 2, n, 3], [n, 6, b]],
+      [
+        [b, n, 4, 8],
+        [b, n, 32],
+      ],
+      [
+        [b, 2, n, 3],
+        [n, 6, b],
+      ],
       [[t, 2], [dimMul(t, 2)!]],
-      [[b, dimAdd(t, 3), 4], [b, dimMul(dimAdd(t, 3), 4)!]],
+      [
+        [b, dimAdd(t, 3), 4],
+        [b, dimMul(dimAdd(t, 3), 4)!],
+      ],
       [[2, dimAdd(t, 2)], [dimAdd(dimMul(t, 2)!, 4)]],
       [[0, t], [0]],
     ];
     for (const [x, y] of same) assert.equal(numelKey(x), numelKey(y), `${shapeStr(x)} vs ${shapeStr(y)}`);
     const differ: [Shape, Shape][] = [
       [[t], [dimAdd(t, 1)]],
-      [[b, t], [b, b]],
-      [[t, 2], [t, 3]],
+      [
+        [b, t],
+        [b, b],
+      ],
+      [
+        [t, 2],
+        [t, 3],
+      ],
       [[dimAdd(t, 1), 2], [dimAdd(t, 2)]],
     ];
     for (const [x, y] of differ) assert.notEqual(numelKey(x), numelKey(y), `${shapeStr(x)} vs ${shapeStr(y)}`);
@@ -206,11 +229,16 @@ describe("numelKey", () => {
 
   test("equal keys mean equal element counts under every binding", () => {
     fc.assert(
-      fc.property(fc.array(sizeDimArb, { maxLength: 4 }), fc.array(sizeDimArb, { maxLength: 4 }), fc.record({ B: fc.nat(9), N: fc.nat(9), T: fc.nat(9) }), (x, y, env) => {
-        if (numelKey(x) !== numelKey(y)) return;
-        const count = (s: Shape) => shapeEval(s, env).reduce((p, q) => p * q, 1);
-        assert.equal(count(x), count(y), `${shapeStr(x)} vs ${shapeStr(y)} at ${JSON.stringify(env)}`);
-      }),
+      fc.property(
+        fc.array(sizeDimArb, { maxLength: 4 }),
+        fc.array(sizeDimArb, { maxLength: 4 }),
+        fc.record({ B: fc.nat(9), N: fc.nat(9), T: fc.nat(9) }),
+        (x, y, env) => {
+          if (numelKey(x) !== numelKey(y)) return;
+          const count = (s: Shape) => shapeEval(s, env).reduce((p, q) => p * q, 1);
+          assert.equal(count(x), count(y), `${shapeStr(x)} vs ${shapeStr(y)} at ${JSON.stringify(env)}`);
+        },
+      ),
     );
   });
 });

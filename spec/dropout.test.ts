@@ -35,9 +35,19 @@ function dropped(n: number, p: number, salt = 1): (seed: number) => { out: Float
   const kit = new GraphKit();
   const x = kit.input("x", [n]);
   const y = dropout(kit.t, x, p, kit.input("seed", [], "i32"), salt);
-  const xs = tensor([n], Array.from({ length: n }, (_, i) => 1 + (i % 7)));
+  const xs = tensor(
+    [n],
+    Array.from({ length: n }, (_, i) => 1 + (i % 7)),
+  );
   return (seed) => {
-    const [out] = interpret([y], { dims: {}, inputs: new Map([["x", xs], ["seed", tensor([], [seed])]]), params: new Map() });
+    const [out] = interpret([y], {
+      dims: {},
+      inputs: new Map([
+        ["x", xs],
+        ["seed", tensor([], [seed])],
+      ]),
+      params: new Map(),
+    });
     return { out: out.data, kept: Array.from(out.data, (v) => v !== 0) };
   };
 }
@@ -46,7 +56,14 @@ const agreement = (a: readonly boolean[], b: readonly boolean[]) => a.filter((k,
 
 describe("the hash op", () => {
   test("pcg is PCG-RXS-M-XS-32 (values of the reference C code)", () => {
-    const want: [number, number][] = [[0, 129708002], [1, 2831084092], [2, 2055130248], [12345, 4099845390], [0xffffffff, 3861530882], [0x80000000, 566699590]];
+    const want: [number, number][] = [
+      [0, 129708002],
+      [1, 2831084092],
+      [2, 2055130248],
+      [12345, 4099845390],
+      [0xffffffff, 3861530882],
+      [0x80000000, 566699590],
+    ];
     for (const [v, h] of want) assert.equal(pcgHash(v), h, `pcg(${v})`);
   });
 
@@ -69,7 +86,10 @@ describe("the hash op", () => {
         const dims: Record<string, number> = {};
         const symbolic = shape.map((d, i) => (i === symAt ? ((dims.S = d), sym("S")) : d));
         const [idx] = interpret([elementIndex(kit.t, symbolic)], { dims, inputs: new Map(), params: new Map() });
-        assert.deepEqual([...idx.data], Array.from({ length: numel(shape) }, (_, i) => i));
+        assert.deepEqual(
+          [...idx.data],
+          Array.from({ length: numel(shape) }, (_, i) => i),
+        );
       }),
       fcRuns(60),
     );
@@ -132,7 +152,19 @@ describe("dropout in the interpreter", () => {
     const y = dropout(kit.t, x, 0.25, kit.input("seed", [], "i32"), 3);
     const loss = kit.t.sum(y, 0);
     const [g] = gradients(kit.g, loss, [x]);
-    const env = { dims: {}, inputs: new Map([["seed", tensor([], [99])]]), params: new Map([["x", tensor([64], Array.from({ length: 64 }, (_, i) => i + 1))]]) };
+    const env = {
+      dims: {},
+      inputs: new Map([["seed", tensor([], [99])]]),
+      params: new Map([
+        [
+          "x",
+          tensor(
+            [64],
+            Array.from({ length: 64 }, (_, i) => i + 1),
+          ),
+        ],
+      ]),
+    };
     const [out, grad] = interpret([y, g], env);
     assert.ok(out.data.some((v) => v === 0) && out.data.some((v) => v !== 0));
     grad.data.forEach((d, i) => assert.equal(d, out.data[i] === 0 ? 0 : 1 / 0.75));
@@ -179,11 +211,38 @@ model M {
 
   test("while training it reads `dropout_seed`; every call has its own salt, a shared block at each call", () => {
     const m = model(src("0.3"), "M", { training: true });
-    assert.deepEqual(m.inputs.map((i) => [i.name, i.dtype, i.shape.length]), [["x", "f32", 2], [DROPOUT_SEED, "i32", 0]]);
+    assert.deepEqual(
+      m.inputs.map((i) => [i.name, i.dtype, i.shape.length]),
+      [
+        ["x", "f32", 2],
+        [DROPOUT_SEED, "i32", 0],
+      ],
+    );
     const salts = hashes(m).map((h) => (h.attrs as { salt: number }).salt);
     assert.equal(salts.length, 4, "two sites, each called twice");
     assert.equal(new Set(salts).size, 4);
-    const env = (seed: number) => ({ dims: { B: 3 }, inputs: new Map([["x", tensor([3, 8], Array.from({ length: 24 }, (_, i) => (i % 5) - 2))], [DROPOUT_SEED, tensor([], [seed])]]), params: new Map([["drop.w", tensor([8, 8], Array.from({ length: 64 }, (_, i) => ((i * 7) % 11) / 10 - 0.5))]]) });
+    const env = (seed: number) => ({
+      dims: { B: 3 },
+      inputs: new Map([
+        [
+          "x",
+          tensor(
+            [3, 8],
+            Array.from({ length: 24 }, (_, i) => (i % 5) - 2),
+          ),
+        ],
+        [DROPOUT_SEED, tensor([], [seed])],
+      ]),
+      params: new Map([
+        [
+          "drop.w",
+          tensor(
+            [8, 8],
+            Array.from({ length: 64 }, (_, i) => ((i * 7) % 11) / 10 - 0.5),
+          ),
+        ],
+      ]),
+    });
     const [a] = interpret([m.outputs[0].node], env(1));
     const [b] = interpret([m.outputs[0].node], env(1));
     const [c] = interpret([m.outputs[0].node], env(2));
@@ -197,15 +256,22 @@ model M {
     assert.equal(hashes(elaborate(micro, "TinyVQA", { training: true })).length, 2);
     assert.equal(hashes(elaborate(micro, "TinyVQAMemVP", { training: true })).length, 3);
     const tiny = loadProgram("models/tiny-vqa.dehvf");
-    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) assert.equal(graphDigest(elaborate(tiny, name, { training: true })), graphDigest(elaborate(tiny, name)), name);
+    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"])
+      assert.equal(graphDigest(elaborate(tiny, name, { training: true })), graphDigest(elaborate(tiny, name)), name);
     const memvp = readFileSync("models/clip-l14-llama7b-memvp.dehvf", "utf8");
     assert.match(memvp, /MemVP\([^)]*dropout: 0\.1\)/);
     assert.match(memvp, /Adapter\([^)]*dropout: 0\.1\)/);
   });
 
   test("p outside [0, 1) and int tensors are located errors", () => {
-    for (const [p, re] of [["1.0", /0 <= p < 1, got 1/], ["-0.5", /got -0\.5/]] as const) {
-      assert.throws(() => model(src(p)), (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined);
+    for (const [p, re] of [
+      ["1.0", /0 <= p < 1, got 1/],
+      ["-0.5", /got -0\.5/],
+    ] as const) {
+      assert.throws(
+        () => model(src(p)),
+        (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
+      );
     }
     assert.throws(() => model(`model M {\n  forward(t: [B] int) -> [B] = float(dropout(t, 0.1))\n}\n`), /dropout\(\) needs a float tensor/);
   });
@@ -213,7 +279,11 @@ model M {
 
 describe("dropout on the device", () => {
   test("the mask equals the interpreter's bit for bit, values within 1e-6 (scalar, vec4 and matmul-epilogue kernels)", async (t) => {
-    for (const [shape, k] of [[[3, 5, 33], 0], [[2, 7, 64], 0], [[37, 20], 9]] as const) {
+    for (const [shape, k] of [
+      [[3, 5, 33], 0],
+      [[2, 7, 64], 0],
+      [[37, 20], 9],
+    ] as const) {
       const c = new Case(11);
       const seed = c.in("seed", [], "i32", ints(-(2 ** 31), 2 ** 31 - 1));
       // k > 0: dropout of a matmul's output, fused as its epilogue

@@ -93,9 +93,18 @@ describe("CIDEr-D (pycocoevalcap)", () => {
   });
 
   const corpus: Record<string, CaptionExample> = {
-    1: { candidates: "", references: ["a man riding a wave on top of a surfboard", "a surfer rides a large wave in the ocean", "a person on a surfboard riding a wave"] },
-    2: { candidates: "", references: ["two dogs playing with a frisbee in a park", "a pair of dogs run across the grass", "dogs chase a frisbee on a green lawn"] },
-    3: { candidates: "", references: ["a plate of food with broccoli and rice", "a dinner plate topped with rice and vegetables", "food on a white plate with broccoli"] },
+    1: {
+      candidates: "",
+      references: ["a man riding a wave on top of a surfboard", "a surfer rides a large wave in the ocean", "a person on a surfboard riding a wave"],
+    },
+    2: {
+      candidates: "",
+      references: ["two dogs playing with a frisbee in a park", "a pair of dogs run across the grass", "dogs chase a frisbee on a green lawn"],
+    },
+    3: {
+      candidates: "",
+      references: ["a plate of food with broccoli and rice", "a dinner plate topped with rice and vegetables", "food on a white plate with broccoli"],
+    },
     4: { candidates: "", references: ["a red double decker bus on a city street", "a bus driving down a busy road", "a large red bus parked near a sidewalk"] },
   };
   const withCandidates = (pick: (refs: readonly string[], id: string) => string) =>

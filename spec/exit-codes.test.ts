@@ -82,7 +82,10 @@ describe("a damaged or foreign checkpoint: exit 1 naming the file and the tensor
     assertUserError(dehvf(["eval", MICRO, "--checkpoint", "/etc/passwd"]), /\/etc\/passwd: header length \d+ exceeds/);
     const stage = at("stage");
     fs.mkdirSync(join(stage, "final.safetensors"), { recursive: true });
-    assertUserError(dehvf(["eval", MICRO, "--checkpoint", stage]), new RegExp(`${escape(join(stage, "final.safetensors"))}: not a regular file \\(a directory\\)`));
+    assertUserError(
+      dehvf(["eval", MICRO, "--checkpoint", stage]),
+      new RegExp(`${escape(join(stage, "final.safetensors"))}: not a regular file \\(a directory\\)`),
+    );
   });
 });
 
@@ -108,7 +111,8 @@ describe("bad flag values: commander's message naming the flag, exit 1", () => {
       fcRuns(100),
     );
     assert.equal(nonNegativeInt("0"), 0);
-    for (const bad of ["", " 3", "3 ", "1e3", "0x10", "-1", "2.5", "abc", "Infinity", "9007199254740993"]) assert.throws(() => positiveInt(bad), InvalidArgumentError, bad);
+    for (const bad of ["", " 3", "3 ", "1e3", "0x10", "-1", "2.5", "abc", "Infinity", "9007199254740993"])
+      assert.throws(() => positiveInt(bad), InvalidArgumentError, bad);
     for (const bad of ["T", "T=", "=3", "T=0", "T=-2", "T=x", "3=4"]) assert.throws(() => dimAssignment(bad), InvalidArgumentError, bad);
   });
 });
@@ -121,11 +125,15 @@ describe("the file system and the machine: exit 1 with the path and the reason i
   test("--out under a regular file", () => {
     const file = at("a-file");
     fs.writeFileSync(file, "not a directory\n");
-    assertUserError(dehvf(["train", MICRO, "--data", DATA(), "--out", join(file, "runs")]), new RegExp(`${escape(file)} is a file, not a directory, while \\w+`));
+    assertUserError(
+      dehvf(["train", MICRO, "--data", DATA(), "--out", join(file, "runs")]),
+      new RegExp(`${escape(file)} is a file, not a directory, while \\w+`),
+    );
   });
 
   test("each errno the environment causes reads plainly; the ones only a bug causes stay internal", () => {
-    const sys = (code: string, syscall: string, path?: string) => Object.assign(new Error(`${code}: ${syscall}`), { code, syscall, errno: -1, ...(path ? { path } : {}) });
+    const sys = (code: string, syscall: string, path?: string) =>
+      Object.assign(new Error(`${code}: ${syscall}`), { code, syscall, errno: -1, ...(path ? { path } : {}) });
     assert.equal(describeSystemError(sys("ENOSPC", "write", "/x/y")), "no space left on device while writing /x/y");
     assert.equal(describeSystemError(sys("EROFS", "mkdir", "/ro/runs")), "read-only file system while creating directory /ro/runs");
     assert.equal(describeSystemError(sys("EACCES", "open", "/x/y")), "permission denied while opening /x/y");
@@ -143,7 +151,16 @@ describe("the file system and the machine: exit 1 with the path and the reason i
     assert.match(describeSystemError(real(() => fs.readFileSync(join(root, "nothing-here"))))!, /^no such file or directory while opening .*nothing-here$/);
     assert.match(describeSystemError(real(() => fs.readFileSync(root)))!, /^it is a directory, not a file, while reading/);
     // a full disk: the write's error names no file, so writers add theirs
-    if (fs.existsSync("/dev/full")) assert.equal(describeSystemError(withPath(real(() => fs.writeFileSync("/dev/full", "x")), "/dev/full")), "no space left on device while writing /dev/full");
+    if (fs.existsSync("/dev/full"))
+      assert.equal(
+        describeSystemError(
+          withPath(
+            real(() => fs.writeFileSync("/dev/full", "x")),
+            "/dev/full",
+          ),
+        ),
+        "no space left on device while writing /dev/full",
+      );
     const lines: string[] = [];
     const write = (t: string) => void lines.push(t);
     assert.equal(report(sys("ENOSPC", "write", "/x/y"), write), 1);
@@ -182,7 +199,9 @@ describe("work too large for the device or the host: refused up front with the s
     );
   });
 
-  test("a 7B model in float64 on a machine smaller than its parameters", { skip: totalmem() > 48 * 2 ** 30 && "this machine holds 7B float64 parameters" }, () => {
+  test("a 7B model in float64 on a machine smaller than its parameters", {
+    skip: totalmem() > 48 * 2 ** 30 && "this machine holds 7B float64 parameters",
+  }, () => {
     assertUserError(
       dehvf(["run", "models/clip-l14-llama7b-memvp.dehvf", "--backend", "interp", "--batch", "1", "--seq", "8"]),
       /needs about 5\d\.\d GiB of host memory \(parameters 52\.\d GiB/,
@@ -234,9 +253,16 @@ train lm {
 
   test("a language model on the image task, a vocabulary smaller than the tokenizer, a frozen model", () => {
     const classify = stageOf(LM(128, "classify"));
-    refusal(() => checkTaskFits(classify.model, classify.stage, data), /input `tokens` is not fed by task "classify", which feeds `image`/, new RegExp(`--> ${escape(classify.file)}:6:1`));
+    refusal(
+      () => checkTaskFits(classify.model, classify.stage, data),
+      /input `tokens` is not fed by task "classify", which feeds `image`/,
+      new RegExp(`--> ${escape(classify.file)}:6:1`),
+    );
     const small = stageOf(LM(16, "text"));
-    refusal(() => checkTaskFits(small.model, small.stage, data), new RegExp(`output \`out\` \\[B, T, 16\\] scores 16 classes on its last axis, fewer than .*the ${data.tokenizer!.size} tokens`));
+    refusal(
+      () => checkTaskFits(small.model, small.stage, data),
+      new RegExp(`output \`out\` \\[B, T, 16\\] scores 16 classes on its last axis, fewer than .*the ${data.tokenizer!.size} tokens`),
+    );
     const frozen = stageOf(LM(128, "text", "frozen"));
     refusal(() => checkTaskFits(frozen.model, frozen.stage, data), /every parameter on the way to output `out` is frozen/);
   });
@@ -260,6 +286,9 @@ train pre {
   batch = 4
 }
 `);
-    refusal(() => checkTaskFits(vit.model, vit.stage, data), /input `image` is \[B, 1, 28, 28\] \(here \[4, 1, 28, 28\]\), but task "classify" feeds \[4, 1, 56, 56\]/);
+    refusal(
+      () => checkTaskFits(vit.model, vit.stage, data),
+      /input `image` is \[B, 1, 28, 28\] \(here \[4, 1, 28, 28\]\), but task "classify" feeds \[4, 1, 56, 56\]/,
+    );
   });
 });

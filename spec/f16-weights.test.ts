@@ -31,7 +31,10 @@ const maxDiff = (a: Tensor, b: Tensor) => a.data.reduce((m, v, i) => Math.max(m,
 // (the f16 conversion itself is tested exhaustively in spec/io.test.ts)
 describe("f16 weights on the host", () => {
   test("a weight beyond f16's range is refused with its name, not made infinite", () => {
-    assert.throws(() => toHalf([1, -70000], "language.embed"), (e: unknown) => e instanceof UserError && /`language.embed` holds -70000 at element 1, beyond f16's range .*--weights f32/.test(e.message));
+    assert.throws(
+      () => toHalf([1, -70000], "language.embed"),
+      (e: unknown) => e instanceof UserError && /`language.embed` holds -70000 at element 1, beyond f16's range .*--weights f32/.test(e.message),
+    );
     assert.deepEqual([...toHalf([Infinity, 65519], "w")], [0x7c00, 0x7bff]);
   });
 });
@@ -56,7 +59,10 @@ describe("which weights a plan stores as f16", () => {
         // 2 bytes an element (whole words): the memory report counts them by dtype
         for (const x of half) assert.equal(plan.memory.slots[x.slot].size, Math.max(4, Math.ceil((numel(x.shape) * 2) / 4) * 4), x.name);
         const r = memoryReport(plan, plan === plans[1] ? step.model : plan === plans[2] ? decode : m);
-        assert.equal(r.device.find((c) => c.name === "frozen weights (f16)")!.bytes, half.reduce((a, x) => a + plan.memory.slots[x.slot].size, 0));
+        assert.equal(
+          r.device.find((c) => c.name === "frozen weights (f16)")!.bytes,
+          half.reduce((a, x) => a + plan.memory.slots[x.slot].size, 0),
+        );
       }
       // f32 by default, and f16 only where the device can read it
       assert.ok(buildPlan(m, { B: 2, T: 8 }, F16_TARGET).params.every((x) => x.dtype === "f32"));
@@ -67,7 +73,10 @@ describe("which weights a plan stores as f16", () => {
   test("the frozen weights of the 7B DEHVF forward take half the memory", () => {
     const m = elaborate(loadProgram("models/clip-l14-llama7b-dehvf.dehvf"));
     const big = { ...F16_TARGET, maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 };
-    const frozen = (weights: "f16" | "f32") => memoryReport(buildPlan(m, { B: 1, T: 8 }, big, undefined, { weights }), m).device.filter((c) => c.name.startsWith("frozen weights")).reduce((a, c) => a + c.bytes, 0);
+    const frozen = (weights: "f16" | "f32") =>
+      memoryReport(buildPlan(m, { B: 1, T: 8 }, big, undefined, { weights }), m)
+        .device.filter((c) => c.name.startsWith("frozen weights"))
+        .reduce((a, c) => a + c.bytes, 0);
     const [f32, f16] = [frozen("f32"), frozen("f16")];
     assert.ok(f16 < 0.501 * f32 && f16 > 0.499 * f32, `f16 ${f16} B vs f32 ${f32} B`);
   });
@@ -90,7 +99,9 @@ describe("f16 kernels on WebGPU", () => {
       const [want] = runInterp(m, rounded, { seed: 0, dims, inputs });
       compare(r.outputs[0], want, F32_TOL, `${name} with f16 weights`, r.plan);
       const [exact] = runInterp(m, params, { seed: 0, dims, inputs });
-      t.diagnostic(`${name}: ${half.size} of ${r.plan.params.length} weights f16; max |f16 device − float64 on the unrounded weights| = ${maxDiff(r.outputs[0], exact).toExponential(2)} (outputs up to ${Math.max(...exact.data.map(Math.abs)).toFixed(2)})`);
+      t.diagnostic(
+        `${name}: ${half.size} of ${r.plan.params.length} weights f16; max |f16 device − float64 on the unrounded weights| = ${maxDiff(r.outputs[0], exact).toExponential(2)} (outputs up to ${Math.max(...exact.data.map(Math.abs)).toFixed(2)})`,
+      );
     }
   });
 

@@ -68,7 +68,14 @@ function batch(name: string, B: number, T: number, P: number) {
   const full = elaborate(program, name);
   const params = initAllParams(full, 3);
   const inputs = syntheticInputs(full, 5, { B, T });
-  if (inputs.has("prompt_mask")) inputs.set("prompt_mask", tensor([B, T], Array.from({ length: B * T }, (_, i) => (i % T < P ? 1 : 0))));
+  if (inputs.has("prompt_mask"))
+    inputs.set(
+      "prompt_mask",
+      tensor(
+        [B, T],
+        Array.from({ length: B * T }, (_, i) => (i % T < P ? 1 : 0)),
+      ),
+    );
   const prompt = new Map(inputs);
   for (const k of ["tokens", "prompt_mask"]) if (inputs.has(k)) prompt.set(k, prefix(inputs.get(k)!, P));
   return { program, full, params, inputs, prompt };
@@ -77,7 +84,9 @@ function batch(name: string, B: number, T: number, P: number) {
 describe("the KV cache", () => {
   for (const name of MODELS)
     test(`${name}: a prefill and decode steps give exactly the full sequence's logits (float64)`, async () => {
-      const B = 2, T = 7, P = 4;
+      const B = 2,
+        T = 7,
+        P = 4;
       const { program, full, params, inputs, prompt } = batch(name, B, T, P);
       const [ref] = interpret([full.outputs[0].node], { dims: { B, T }, inputs, params });
       const [, S, V] = ref.shape;
@@ -90,7 +99,10 @@ describe("the KV cache", () => {
           for (let v = 0; v < V; v++) err = Math.max(err, Math.abs(pre.data[(b * (off + P) + off + t) * V + v] - ref.data[(b * S + off + t) * V + v]));
       const tokens = inputs.get("tokens")!;
       for (let t = P; t < T; t++) {
-        const step = await dec.decode(Int32Array.from({ length: B }, (_, b) => tokens.data[b * T + t]), Int32Array.from({ length: B }, () => off + t));
+        const step = await dec.decode(
+          Int32Array.from({ length: B }, (_, b) => tokens.data[b * T + t]),
+          Int32Array.from({ length: B }, () => off + t),
+        );
         for (let b = 0; b < B; b++) for (let v = 0; v < V; v++) err = Math.max(err, Math.abs(step.data[b * V + v] - ref.data[(b * S + off + t) * V + v]));
       }
       assert.ok(err < 1e-12, `${name}: max |cached - full| = ${err}`);
@@ -99,7 +111,8 @@ describe("the KV cache", () => {
   test("the device's prefill and decode steps agree with the interpreter's (DEHVF, MemVP, concat, LM)", async (t: TestContext) => {
     if (!gpu) return t.skip(noGpu);
     for (const name of MODELS) {
-      const B = 2, P = 4;
+      const B = 2,
+        P = 4;
       const { program, params, prompt } = batch(name, B, P, P);
       const models = generationModels(program, name);
       const a = new InterpDecoder(models, params, { batch: B, context: 32 });
@@ -134,14 +147,18 @@ describe("the KV cache", () => {
         assert.equal(update.slot, input.slot, `${name}: ${st.update} is not written into ${st.input}'s buffer`);
       }
       // each cache write moves its B rows' new slot, not the cache (64 slots)
-      for (const k of writes) assert.ok(k.bytes < plan.outputs.find((o) => o.slot === k.bindings[0].slot)!.shape.reduce((a, d) => a * d, 4) / 16, `${name}: ${k.bytes} B`);
+      for (const k of writes)
+        assert.ok(k.bytes < plan.outputs.find((o) => o.slot === k.bindings[0].slot)!.shape.reduce((a, d) => a * d, 4) / 16, `${name}: ${k.bytes} B`);
     }
   });
 
   test("a prompt longer than the context and a step past it are refused with what to change", async () => {
     const { program, params, prompt } = batch("TinyVQAConcat", 1, 4, 4);
     const dec = new InterpDecoder(generationModels(program, "TinyVQAConcat"), params, { batch: 1, context: 10 });
-    await assert.rejects(dec.prefill(prompt, 4), /the prompt takes 20 positions \(16 of them the image's\), more than the context of 10: shorten it or raise --context/);
+    await assert.rejects(
+      dec.prefill(prompt, 4),
+      /the prompt takes 20 positions \(16 of them the image's\), more than the context of 10: shorten it or raise --context/,
+    );
     await assert.rejects(dec.decode(Int32Array.of(1), Int32Array.of(10)), /past the context of 10 positions/);
   });
 });
@@ -154,7 +171,14 @@ describe("sampling", () => {
         const g = argmax(row);
         assert.equal(sampler({ temperature: 0.7, topK: 1, seed })(row), g);
         assert.equal(sampler({ temperature: 0.7, topP: 1e-9, seed })(row), g);
-        const draw = () => Array.from({ length: 5 }, ((s) => () => s(row))(sampler({ temperature: 1.3, seed })));
+        const draw = () =>
+          Array.from(
+            { length: 5 },
+            (
+              (s) => () =>
+                s(row)
+            )(sampler({ temperature: 1.3, seed })),
+          );
         assert.deepEqual(draw(), draw());
         for (const id of draw()) assert.ok(id >= 0 && id < row.length);
       }),
@@ -208,7 +232,10 @@ describe("stories260K: llama2.c's own greedy text", () => {
       assert.equal(r.code, 0, r.err);
       assert.equal(r.out, readFileSync(join(STORIES, "expected-greedy-256.txt"), "utf8"), w);
     }
-    assert.match(dehvf(["generate", model, "--max-tokens", "2"]).err, /weights: f16 on the device \(frozen weights from a checkpoint; --weights f32 keeps f32\)/);
+    assert.match(
+      dehvf(["generate", model, "--max-tokens", "2"]).err,
+      /weights: f16 on the device \(frozen weights from a checkpoint; --weights f32 keeps f32\)/,
+    );
     const bad = dehvf(["generate", model, "--weights", "bf16"]);
     assert.equal(bad.code, 1);
     assert.match(bad.err, /--weights <f16\|f32>' argument 'bf16' is invalid. Expected f16 or f32/);

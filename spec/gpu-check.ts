@@ -84,8 +84,14 @@ export async function gpuSkipReason(): Promise<string> {
 // same inputs as the float64 interpreter (comparisons and masks then agree exactly).
 
 export type Gen = (rand: () => number, i: number) => number;
-export const uniform = (lo: number, hi: number): Gen => (r) => Math.fround(lo + (hi - lo) * r());
-export const ints = (lo: number, hi: number): Gen => (r) => lo + Math.floor(r() * (hi - lo + 1));
+export const uniform =
+  (lo: number, hi: number): Gen =>
+  (r) =>
+    Math.fround(lo + (hi - lo) * r());
+export const ints =
+  (lo: number, hi: number): Gen =>
+  (r) =>
+    lo + Math.floor(r() * (hi - lo + 1));
 
 /** A graph under construction plus values for its inputs and params. */
 export class Case extends GraphKit {
@@ -178,7 +184,13 @@ export function compare(got: Tensor, want: Tensor, tol: number, what: string, pl
  * Plans `outs` (raw roots unless `pipeline`) for `target`, runs them on `gpu` and
  * compares each output with the interpreter's value of the original node. Returns the plan.
  */
-export async function runAndCompare(gpu: Gpu, target: PlanTarget, c: Case, outs: readonly Node[], opts: CheckOptions & { readonly what: string }): Promise<Plan> {
+export async function runAndCompare(
+  gpu: Gpu,
+  target: PlanTarget,
+  c: Case,
+  outs: readonly Node[],
+  opts: CheckOptions & { readonly what: string },
+): Promise<Plan> {
   const what = opts.what;
   const model = c.model(what, outs);
   const roots: Root[] | undefined = opts.pipeline ? undefined : model.outputs.map((o) => ({ name: o.name, node: o.node }));

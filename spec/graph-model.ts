@@ -34,6 +34,11 @@ export class GraphKit {
   }
 
   model(name: string, outputs: readonly Node[]): CompiledModel {
-    return graphModel(name, this.g, this.inputs, outputs.map((node, i) => ({ name: `out${i}`, node })));
+    return graphModel(
+      name,
+      this.g,
+      this.inputs,
+      outputs.map((node, i) => ({ name: `out${i}`, node })),
+    );
   }
 }

@@ -61,7 +61,18 @@ export function llamaConfig(m: Llama2c, extra: Record<string, unknown> = {}): st
 }
 
 /** An HF directory: config.json, and the tensors in `shards` files (with an index when more than one). */
-export async function writeHf(dir: string, m: Llama2c, opts: { shards?: number; dtype?: "F32" | "BF16"; config?: Record<string, unknown>; drop?: string; reshape?: [string, number[]]; extra?: Record<string, Float32Array> } = {}): Promise<void> {
+export async function writeHf(
+  dir: string,
+  m: Llama2c,
+  opts: {
+    shards?: number;
+    dtype?: "F32" | "BF16";
+    config?: Record<string, unknown>;
+    drop?: string;
+    reshape?: [string, number[]];
+    extra?: Record<string, Float32Array>;
+  } = {},
+): Promise<void> {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "config.json"), llamaConfig(m, opts.config));
   const all = [...hfTensors(m), ...Object.entries(opts.extra ?? {})].filter(([k]) => k !== opts.drop);
@@ -81,4 +92,3 @@ export async function writeHf(dir: string, m: Llama2c, opts: { shards?: number; 
   }
   if (n > 1) writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
 }
-

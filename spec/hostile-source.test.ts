@@ -66,7 +66,8 @@ function expectError(source: string | { path: string }, message: RegExp, at?: { 
 
 const FORWARD = "  forward(x: [N, d]) -> [N, d] = ";
 /** A model whose block's forward is `body`, on line 3 from column BODY_COL. */
-const withBody = (body: string) => `block B(d: int = 4) {\n  param w: [d, d]\n${FORWARD}${body}\n}\nmodel M {\n  b = B()\n  forward(x: [N, 4]) -> [N, 4] = b(x)\n}\n`;
+const withBody = (body: string) =>
+  `block B(d: int = 4) {\n  param w: [d, d]\n${FORWARD}${body}\n}\nmodel M {\n  b = B()\n  forward(x: [N, 4]) -> [N, 4] = b(x)\n}\n`;
 const BODY_COL = FORWARD.length + 1;
 /** `block B(d: int = 4) {`, `param w: [d, d]` and the forward's head */
 const TOKENS_BEFORE_BODY = 10 + 8 + 17;
@@ -107,7 +108,10 @@ describe("deep nesting", () => {
 
   test("100,000 levels: a nesting error, or the token limit first", () => {
     expectError(withBody(NESTINGS["unary minus"](100_000)), NESTED_TOO_DEEP);
-    expectError(withBody(NESTINGS.parentheses(100_000)), new RegExp(`^file has more than ${MAX_SOURCE_TOKENS} tokens$`), { line: 3, col: BODY_COL + MAX_SOURCE_TOKENS - TOKENS_BEFORE_BODY });
+    expectError(withBody(NESTINGS.parentheses(100_000)), new RegExp(`^file has more than ${MAX_SOURCE_TOKENS} tokens$`), {
+      line: 3,
+      col: BODY_COL + MAX_SOURCE_TOKENS - TOKENS_BEFORE_BODY,
+    });
   });
 
   test("blocks calling blocks add up their expressions' nesting to a located limit", () => {
@@ -152,7 +156,8 @@ describe("long chains", () => {
 });
 
 describe("absurd counts and sizes", () => {
-  const repeated = (count: string) => `block L(d: int) {\n  param w: [d, d]\n  forward(x: [N, d]) -> [N, d] = x @ w\n}\nmodel M {\n  layer = repeat(${count}) L(4)\n  forward(x: [N, 4]) -> [N, 4] = layer(x)\n}\n`;
+  const repeated = (count: string) =>
+    `block L(d: int) {\n  param w: [d, d]\n  forward(x: [N, d]) -> [N, d] = x @ w\n}\nmodel M {\n  layer = repeat(${count}) L(4)\n  forward(x: [N, 4]) -> [N, 4] = layer(x)\n}\n`;
 
   test("repeat(1000000) names the limit, at the count", () => {
     expectError(repeated("1000000"), new RegExp(`^repeat count is 1000000; at most ${MAX_REPEAT} copies are allowed$`), { line: 6, col: 18 });
@@ -170,12 +175,20 @@ describe("absurd counts and sizes", () => {
   const params = (shapes: string[]) => `model M {\n${shapes.map((s, i) => `  param p${i}: [${s}]\n`).join("")}  forward(x: [N, 4]) -> [N, 4] = x\n}\n`;
 
   test("a parameter of 10^22 elements is refused at its shape", () => {
-    expectError(params(["100000000000, 100000000000"]), /^parameter `p0` of shape \[100000000000, 100000000000\] has 1\.00e\+22 elements; at most 9007199254740991 \(2\^53 - 1\) can be counted exactly$/, { line: 2, col: 14 });
+    expectError(
+      params(["100000000000, 100000000000"]),
+      /^parameter `p0` of shape \[100000000000, 100000000000\] has 1\.00e\+22 elements; at most 9007199254740991 \(2\^53 - 1\) can be counted exactly$/,
+      { line: 2, col: 14 },
+    );
   });
 
   test("parameters adding up past 2^53 are refused at the one that crosses", () => {
     expectModel(params(["9007199254740991"]));
-    expectError(params(["4503599627370496", "4503599627370496"]), /^the model's parameters add up to more than 9007199254740991 \(2\^53 - 1\) elements at `p1`/, { line: 3, col: 14 });
+    expectError(
+      params(["4503599627370496", "4503599627370496"]),
+      /^the model's parameters add up to more than 9007199254740991 \(2\^53 - 1\) elements at `p1`/,
+      { line: 3, col: 14 },
+    );
   });
 
   test("integer literals past 2^53 are refused, not rounded", () => {
@@ -307,17 +320,29 @@ describe("the command line", () => {
   }
 
   const cases: [string, () => string, RegExp][] = [
-    ["10,000 nested parentheses", () => write(withBody(NESTINGS.parentheses(10_000))), /^error\[syntax\]: expression nested deeper than \d+ levels\n --> .+:3:\d+$/m],
+    [
+      "10,000 nested parentheses",
+      () => write(withBody(NESTINGS.parentheses(10_000))),
+      /^error\[syntax\]: expression nested deeper than \d+ levels\n --> .+:3:\d+$/m,
+    ],
     ["a 4,000-term sum with a bad last term", () => write(withBody(`${sum(3999)} + x[:, 0:3]`)), /error\[shape\]/],
-    ["repeat(1000000)", () => write(`model M {\n  layer = repeat(1000000) M2()\n  forward(x: [N]) = x\n}\nblock M2 {\n  forward(x: [N]) = x\n}\n`), /at most 4096 copies/],
+    [
+      "repeat(1000000)",
+      () => write(`model M {\n  layer = repeat(1000000) M2()\n  forward(x: [N]) = x\n}\nblock M2 {\n  forward(x: [N]) = x\n}\n`),
+      /at most 4096 copies/,
+    ],
     ["an integer past 2^53", () => write(`model M {\n  param w: [9007199254740993]\n  forward(x: [N]) = x\n}\n`), /larger than 9007199254740991/],
     ["a directory", () => TMP, /is a directory, not a model file/],
     ["/dev/zero", () => "/dev/zero", /is a character device, not a model file/],
-    ["a file over the size limit", () => {
-      const big = write("");
-      truncateSync(big, 32 * MAX_SOURCE_BYTES);
-      return big;
-    }, /model files may be at most 1 MiB/],
+    [
+      "a file over the size limit",
+      () => {
+        const big = write("");
+        truncateSync(big, 32 * MAX_SOURCE_BYTES);
+        return big;
+      },
+      /model files may be at most 1 MiB/,
+    ],
   ];
   for (const [what, path, message] of cases)
     test(`${what}: exit 1 with a located error`, () => {
@@ -334,7 +359,10 @@ describe("the command line", () => {
 
   test("a 4,000-term sum plans (an inline tree gets a buffer every so often) and runs in the interpreter", () => {
     const file = write(withBody(sum(4000)));
-    for (const args of [["compile", file, "--emit", "plan", "--dim", "N=2"], ["run", file, "--backend", "interp", "--dim", "N=2"]]) {
+    for (const args of [
+      ["compile", file, "--emit", "plan", "--dim", "N=2"],
+      ["run", file, "--backend", "interp", "--dim", "N=2"],
+    ]) {
       const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 0, `${args.join(" ")}: ${r.stderr}`);
     }

@@ -43,10 +43,12 @@ async function logits(file: string, tokens: readonly number[]): Promise<Float64A
 function maxDiff(a: readonly Float64Array[], b: readonly Float64Array[]): { diff: number; mag: number } {
   let diff = 0;
   let mag = 0;
-  a.forEach((row, t) => row.forEach((x, i) => {
-    diff = Math.max(diff, Math.abs(x - b[t][i]));
-    mag = Math.max(mag, Math.abs(x));
-  }));
+  a.forEach((row, t) =>
+    row.forEach((x, i) => {
+      diff = Math.max(diff, Math.abs(x - b[t][i]));
+      mag = Math.max(mag, Math.abs(x));
+    }),
+  );
   return { diff, mag };
 }
 
@@ -71,7 +73,10 @@ describe("dehvf import: stories260K (llama2.c .bin)", () => {
       const last = referenceLogits(ref, ids).at(-1)!;
       ids.push(last.indexOf(Math.max(...last)));
     }
-    const text = ids.slice(1).map((id, i) => (i === 0 ? pieces[id].replace(/^ /, "") : pieces[id])).join("");
+    const text = ids
+      .slice(1)
+      .map((id, i) => (i === 0 ? pieces[id].replace(/^ /, "") : pieces[id]))
+      .join("");
     assert.ok(readFileSync(join(FIXTURES, "expected-greedy-200.txt"), "latin1").startsWith(text), text);
   });
 
@@ -137,7 +142,12 @@ describe("dehvf import: stories260K (llama2.c .bin)", () => {
     const kvDim = (ref.kvHeads * ref.dim) / ref.heads;
     const extra: Record<string, Float32Array> = { "lm_head.weight": ref.w.token_embedding.slice() };
     for (let l = 0; l < ref.layers; l++)
-      for (const [n, size] of [["q", ref.dim], ["k", kvDim], ["v", kvDim]] as const) extra[`model.layers.${l}.self_attn.${n}_proj.bias`] = new Float32Array(size);
+      for (const [n, size] of [
+        ["q", ref.dim],
+        ["k", kvDim],
+        ["v", kvDim],
+      ] as const)
+        extra[`model.layers.${l}.self_attn.${n}_proj.bias`] = new Float32Array(size);
     await writeHf(dir, ref, { config: { architectures: ["Qwen2ForCausalLM"], tie_word_embeddings: false }, extra });
     const file = join(TMP, "hf-qwen2.dehvf");
     const r = dehvf("import", dir, "-o", file);
@@ -153,9 +163,14 @@ describe("dehvf import: stories260K (llama2.c .bin)", () => {
     const params = await loadAllParams(m, 0);
     const dir = join(TMP, "own");
     mkdirSync(dir, { recursive: true });
-    await writeSafetensors(join(dir, "final.safetensors"), new Map([...params].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data) }])), { stage: "pretrain", model: "Stories260K" });
+    await writeSafetensors(join(dir, "final.safetensors"), new Map([...params].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data) }])), {
+      stage: "pretrain",
+      model: "Stories260K",
+    });
     const file = join(dir, "own.dehvf");
-    const text = readFileSync(model, "utf8").replace(/from "[^"]*" as llama2c/, 'from "final.safetensors"').replace(/tokenizer "[^"]*"\n/, "");
+    const text = readFileSync(model, "utf8")
+      .replace(/from "[^"]*" as llama2c/, 'from "final.safetensors"')
+      .replace(/tokenizer "[^"]*"\n/, "");
     writeFileSync(file, text);
     const c = dehvf("check", file);
     assert.equal(c.code, 0, c.err);
@@ -194,7 +209,14 @@ describe("rope-interleaved-to-half", () => {
     return out;
   };
   test("permuted rows under rotate_half RoPE give the same q·k as the original rows under interleaved RoPE", () => {
-    const arb = fc.record({ heads: fc.integer({ min: 1, max: 3 }), half: fc.integer({ min: 1, max: 4 }), cols: fc.integer({ min: 1, max: 3 }), p: fc.integer({ min: 0, max: 50 }), s: fc.integer({ min: 0, max: 50 }), seed: fc.integer() });
+    const arb = fc.record({
+      heads: fc.integer({ min: 1, max: 3 }),
+      half: fc.integer({ min: 1, max: 4 }),
+      cols: fc.integer({ min: 1, max: 3 }),
+      p: fc.integer({ min: 0, max: 50 }),
+      s: fc.integer({ min: 0, max: 50 }),
+      seed: fc.integer(),
+    });
     fc.assert(
       fc.property(arb, ({ heads, half, cols, p, s, seed }) => {
         const hd = 2 * half;
@@ -208,7 +230,8 @@ describe("rope-interleaved-to-half", () => {
         const mv = (w: Float32Array, v: number[]) => Array.from({ length: rows }, (_, r) => v.reduce((a, vi, j) => a + w[r * cols + j] * vi, 0));
         const heads1 = (v: number[]) => Array.from({ length: heads }, (_, h) => v.slice(h * hd, (h + 1) * hd));
         const t = { kind: "rope-interleaved-to-half" as const, heads };
-        const dots = (q: number[], k: number[], interleaved: boolean) => heads1(q).map((qh, h) => rope(qh, p, interleaved).reduce((a, qi, i) => a + qi * rope(heads1(k)[h], s, interleaved)[i], 0));
+        const dots = (q: number[], k: number[], interleaved: boolean) =>
+          heads1(q).map((qh, h) => rope(qh, p, interleaved).reduce((a, qi, i) => a + qi * rope(heads1(k)[h], s, interleaved)[i], 0));
         const meta = dots(mv(wq, x), mv(wk, y), true);
         const hf = dots(mv(applyTransform(t, wq, [rows, cols]), x), mv(applyTransform(t, wk, [rows, cols]), y), false);
         meta.forEach((d, h) => assert.ok(Math.abs(d - hf[h]) < 1e-9 * (1 + Math.abs(d)), `head ${h}: ${d} vs ${hf[h]}`));
@@ -260,7 +283,21 @@ async function writeVision(dir: string, kind: "clip" | "siglip"): Promise<Map<st
   await writeSafetensors(join(dir, "model.safetensors"), t);
   const arch = kind === "clip" ? "CLIPVisionModel" : "SiglipVisionModel";
   const act = kind === "clip" ? "quick_gelu" : "gelu_pytorch_tanh";
-  writeFileSync(join(dir, "config.json"), JSON.stringify({ architectures: [arch], hidden_size: D, image_size: 8, patch_size: p, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: H, num_channels: 3, hidden_act: act, layer_norm_eps: kind === "clip" ? 1e-5 : 1e-6 }));
+  writeFileSync(
+    join(dir, "config.json"),
+    JSON.stringify({
+      architectures: [arch],
+      hidden_size: D,
+      image_size: 8,
+      patch_size: p,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+      intermediate_size: H,
+      num_channels: 3,
+      hidden_act: act,
+      layer_norm_eps: kind === "clip" ? 1e-5 : 1e-6,
+    }),
+  );
   return new Map([...t].map(([k, v]) => [k, v.data as Float32Array]));
 }
 
@@ -285,7 +322,10 @@ describe("dehvf import: vision towers", () => {
       // the patch embedding alone, through the imported weights: by hand, conv(image, W) + b
       const probe = join(TMP, `${kind}-patches.dehvf`);
       const args = /vision = (ViT\([^)]*\))/.exec(readFileSync(file, "utf8"))![1];
-      writeFileSync(probe, `import "std/vit.dehvf"\nmodel P {\n  vision = ${args} frozen from "${kind}"\n  forward(image: [B, 3, 8, 8]) -> [B, 4, 8] = patches(image, 4) @ vision.patch_w^T${kind === "siglip" ? " + vision.patch_b" : ""}\n}\n`);
+      writeFileSync(
+        probe,
+        `import "std/vit.dehvf"\nmodel P {\n  vision = ${args} frozen from "${kind}"\n  forward(image: [B, 3, 8, 8]) -> [B, 4, 8] = patches(image, 4) @ vision.patch_w^T${kind === "siglip" ? " + vision.patch_b" : ""}\n}\n`,
+      );
       const pm = elaborate(loadProgram(probe));
       const img = Float64Array.from({ length: 3 * 8 * 8 }, (_, i) => ((i * 37) % 23) / 23 - 0.5);
       const [emb] = runInterp(pm, await loadAllParams(pm, 0), { seed: 0, dims: { B: 1 }, inputs: new Map([["image", { shape: [1, 3, 8, 8], data: img }]]) });
@@ -295,7 +335,9 @@ describe("dehvf import: vision towers", () => {
         for (let px = 0; px < 2; px++)
           for (let o = 0; o < 8; o++) {
             let s = bias ? bias[o] : 0;
-            for (let ch = 0; ch < 3; ch++) for (let ky = 0; ky < 4; ky++) for (let kx = 0; kx < 4; kx++) s += W[((o * 3 + ch) * 4 + ky) * 4 + kx] * img[(ch * 8 + py * 4 + ky) * 8 + px * 4 + kx];
+            for (let ch = 0; ch < 3; ch++)
+              for (let ky = 0; ky < 4; ky++)
+                for (let kx = 0; kx < 4; kx++) s += W[((o * 3 + ch) * 4 + ky) * 4 + kx] * img[(ch * 8 + py * 4 + ky) * 8 + px * 4 + kx];
             const got = emb.data[(py * 2 + px) * 8 + o];
             assert.ok(Math.abs(got - s) < 1e-6, `patch (${py}, ${px}) channel ${o}: ${got} vs ${s}`);
           }
@@ -330,7 +372,13 @@ describe("damaged checkpoints", () => {
   });
   test("a safetensors file with damaged header bytes", async () => {
     const good = join(TMP, "good.safetensors");
-    await writeSafetensors(good, new Map([["a.weight", { shape: [4, 2], data: new Float32Array(8) }], ["b", { shape: [3], data: new Float32Array(3), dtype: "BF16" }]]));
+    await writeSafetensors(
+      good,
+      new Map([
+        ["a.weight", { shape: [4, 2], data: new Float32Array(8) }],
+        ["b", { shape: [3], data: new Float32Array(3), dtype: "BF16" }],
+      ]),
+    );
     const bytes = readFileSync(good);
     fc.assert(
       fc.property(fc.array(fc.record({ at: fc.nat(bytes.length - 1), byte: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 4 }), (edits) => {
@@ -355,19 +403,29 @@ describe("dehvf import and check: bad checkpoints exit 1 naming the file and key
   test("unknown architecture", async () => {
     const dir = join(TMP, "gpt2");
     await writeHf(dir, ref, { config: { architectures: ["GPT2LMHeadModel"] } });
-    fails(dehvf("import", dir, "-o", join(TMP, "gpt2.dehvf")), /gpt2\/config\.json \(architectures\)/, /GPT2LMHeadModel is not one dehvf can import; known: hf-clip-vision/);
+    fails(
+      dehvf("import", dir, "-o", join(TMP, "gpt2.dehvf")),
+      /gpt2\/config\.json \(architectures\)/,
+      /GPT2LMHeadModel is not one dehvf can import; known: hf-clip-vision/,
+    );
   });
 
   test("a missing tensor", async () => {
     const dir = join(TMP, "missing-key");
     await writeHf(dir, ref, { drop: "model.layers.3.mlp.up_proj.weight" });
-    fails(dehvf("import", dir, "-o", join(TMP, "missing.dehvf")), /missing-key has no tensor "model\.layers\.3\.mlp\.up_proj\.weight" for parameter `language\.layer\.3\.ffn\.up`/);
+    fails(
+      dehvf("import", dir, "-o", join(TMP, "missing.dehvf")),
+      /missing-key has no tensor "model\.layers\.3\.mlp\.up_proj\.weight" for parameter `language\.layer\.3\.ffn\.up`/,
+    );
   });
 
   test("a shape that does not fit the config", async () => {
     const dir = join(TMP, "bad-shape");
     await writeHf(dir, ref, { reshape: ["model.norm.weight", [63]] });
-    fails(dehvf("import", dir, "-o", join(TMP, "shape.dehvf")), /model\.safetensors: tensor "model\.norm\.weight" has shape \[63\], the parameter \[64\] \(`language\.norm\.weight`\)/);
+    fails(
+      dehvf("import", dir, "-o", join(TMP, "shape.dehvf")),
+      /model\.safetensors: tensor "model\.norm\.weight" has shape \[63\], the parameter \[64\] \(`language\.norm\.weight`\)/,
+    );
   });
 
   test("a BF16 tensor with an F32 byte length", () => {
@@ -380,19 +438,28 @@ describe("dehvf import and check: bad checkpoints exit 1 naming the file and key
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(body.length));
     writeFileSync(join(dir, "model.safetensors"), Buffer.concat([len, body, Buffer.alloc(256)]));
-    fails(dehvf("import", dir, "-o", join(TMP, "bf16.dehvf")), /bf16-bytes\/model\.safetensors \(tensor "model\.norm\.weight"\): shape \[64\] × BF16 needs 128 bytes but data_offsets \[0, 256\] span 256/);
+    fails(
+      dehvf("import", dir, "-o", join(TMP, "bf16.dehvf")),
+      /bf16-bytes\/model\.safetensors \(tensor "model\.norm\.weight"\): shape \[64\] × BF16 needs 128 bytes but data_offsets \[0, 256\] span 256/,
+    );
   });
 
   test("a missing checkpoint, on the command line and in a model file (located at the string)", () => {
     fails(dehvf("import", join(TMP, "nowhere.bin"), "-o", join(TMP, "x.dehvf")), /nowhere\.bin: no such file or directory/);
     const file = join(TMP, "missing-file.dehvf");
-    writeFileSync(file, 'import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 512, d: 64, layers: 5, heads: 8, ffn: 172) frozen from "nowhere.bin" as llama2c\n  forward(tokens: [B, T] int) -> [B, T, 512] = language(tokens)\n}\n');
+    writeFileSync(
+      file,
+      'import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 512, d: 64, layers: 5, heads: 8, ffn: 172) frozen from "nowhere.bin" as llama2c\n  forward(tokens: [B, T] int) -> [B, T, 512] = language(tokens)\n}\n',
+    );
     fails(dehvf("check", file), /error\[link\]: cannot find checkpoint "nowhere\.bin"/, /missing-file\.dehvf:3:82/, /\^{13}/);
   });
 
   test("an unknown family gets a suggestion; a tokenizer outside a model is refused", () => {
     const file = join(TMP, "family.dehvf");
-    writeFileSync(file, `import "std/llama.dehvf"\nblock B {\n  tokenizer "${TOK}"\n  forward(x: [N]) -> [N] = x\n}\nmodel M {\n  language = Llama(vocab: 512, d: 64, layers: 5, heads: 8, ffn: 172) frozen from "${BIN}" as llama2cc\n  forward(tokens: [B, T] int) -> [B, T, 512] = language(tokens)\n}\n`);
+    writeFileSync(
+      file,
+      `import "std/llama.dehvf"\nblock B {\n  tokenizer "${TOK}"\n  forward(x: [N]) -> [N] = x\n}\nmodel M {\n  language = Llama(vocab: 512, d: 64, layers: 5, heads: 8, ffn: 172) frozen from "${BIN}" as llama2cc\n  forward(tokens: [B, T] int) -> [B, T, 512] = language(tokens)\n}\n`,
+    );
     fails(dehvf("check", file), /unknown checkpoint family `llama2cc`/, /did you mean `llama2c`\?/, /a tokenizer belongs in a `model`, not in block `B`/);
   });
 });

@@ -66,10 +66,25 @@ describe("taps as outputs", () => {
   test("a shared fusion's tap has one value per target, each named and placed by its site", () => {
     const model = elaborate(loadProgram(MICRO), "TinyVQA");
     const { model: tapped, taps } = withTapOutputs(model, ["dehvf.alpha"]);
-    assert.deepEqual(taps.map((t) => t.site), ["language.layer.0.memory", "language.layer.1.memory"]);
-    assert.deepEqual(tapped.outputs.map((o) => o.name), ["out", tapOutputName("dehvf.alpha", 0), tapOutputName("dehvf.alpha", 1)]);
-    assert.deepEqual(taps.map((t) => t.shape.map(String)), [["2", "B"], ["2", "B"]]);
-    assert.deepEqual(withTapOutputs(model, ["dehvf.alpha"], { keep: false }).model.outputs.map((o) => o.name), taps.map((t) => t.name));
+    assert.deepEqual(
+      taps.map((t) => t.site),
+      ["language.layer.0.memory", "language.layer.1.memory"],
+    );
+    assert.deepEqual(
+      tapped.outputs.map((o) => o.name),
+      ["out", tapOutputName("dehvf.alpha", 0), tapOutputName("dehvf.alpha", 1)],
+    );
+    assert.deepEqual(
+      taps.map((t) => t.shape.map(String)),
+      [
+        ["2", "B"],
+        ["2", "B"],
+      ],
+    );
+    assert.deepEqual(
+      withTapOutputs(model, ["dehvf.alpha"], { keep: false }).model.outputs.map((o) => o.name),
+      taps.map((t) => t.name),
+    );
     assert.equal(model.outputs.length, 1, "the model itself is unchanged");
     assert.throws(() => withTapOutputs(model, ["dehvf.alpah"]), /no tap `dehvf\.alpah`; did you mean `dehvf\.alpha`/);
   });
@@ -99,8 +114,14 @@ describe("dehvf inspect router", () => {
     // the model's layers × ViT layers, in order
     const model = elaborate(loadProgram(MICRO), "TinyVQA");
     const vitLayers = model.root.children.get("vision") as { args: ReadonlyMap<string, { value: unknown }> };
-    assert.deepEqual(r.llm_layers, model.fusions.find((f) => f.name === "dehvf")!.targets.map((s) => s.replace(/\.memory$/, "")));
-    assert.deepEqual(r.vit_layers, Array.from({ length: Number(vitLayers.args.get("layers")!.value) }, (_, j) => String(j)));
+    assert.deepEqual(
+      r.llm_layers,
+      model.fusions.find((f) => f.name === "dehvf")!.targets.map((s) => s.replace(/\.memory$/, "")),
+    );
+    assert.deepEqual(
+      r.vit_layers,
+      Array.from({ length: Number(vitLayers.args.get("layers")!.value) }, (_, j) => String(j)),
+    );
     assert.equal(r.mean.length, r.llm_layers.length);
     for (const row of r.mean) assert.equal(row.length, r.vit_layers.length);
     assert.equal(r.examples, 40);
@@ -112,7 +133,10 @@ describe("dehvf inspect router", () => {
     assert.ok(r.mean.flat().every((x) => x > 0 && x < 1));
     const types = Object.entries(r.per_type);
     assert.ok(types.length >= 4, Object.keys(r.per_type).join(", "));
-    assert.equal(types.reduce((a, [, p]) => a + p.examples, 0), 40);
+    assert.equal(
+      types.reduce((a, [, p]) => a + p.examples, 0),
+      40,
+    );
     for (const [type, p] of types) for (const s of rowSums(p.mean)) assert.ok(Math.abs(s - 1) <= 1e-5, `${type}: row sum ${s}`);
 
     // the device's means are the float64 interpreter's, overall and per type
@@ -127,7 +151,10 @@ describe("dehvf inspect router", () => {
   });
 
   test("a model without a router (MemVP, concat) is refused with what it lacks, exit 1", () => {
-    for (const [name, fusion] of [["TinyVQAMemVP", "`memvp` (MemVP)"], ["TinyVQAConcat", "`concat` (ConcatPrefix)"]]) {
+    for (const [name, fusion] of [
+      ["TinyVQAMemVP", "`memvp` (MemVP)"],
+      ["TinyVQAConcat", "`concat` (ConcatPrefix)"],
+    ]) {
       const r = dehvf(["inspect", "router", MICRO, "-m", name, "--checkpoint", join(work, "nowhere"), "--data", data]);
       assert.equal(r.code, 1, r.err);
       assert.ok(r.err.includes(`model \`${name}\` has no router: none of its fusions (${fusion}`), r.err);
@@ -162,14 +189,31 @@ train finetune { task = "vqa" }
 `,
     );
     const model = elaborate(loadProgram(file), "Fixed");
-    const logits = [[0.5, -1], [2, 0], [0, 0]];
+    const logits = [
+      [0.5, -1],
+      [2, 0],
+      [0, 0],
+    ];
     const params = initAllParams(model, 0);
     params.set("dehvf.fixed_logits", tensor([3, 2], logits.flat()));
     const weights = join(work, "fixed.safetensors");
     await saveTensors(weights, new Map(storedParams(model.params).map((p) => [p.name, params.get(p.name)!])), { stage: "finetune", step: "0" });
     const out = join(work, "fixed");
     // the device when there is one, else the interpreter: the weights are the same either way
-    const r = dehvf(["inspect", "router", file, "--checkpoint", weights, "--data", data, "--problems", "20", "-o", out, ...(gpuSkip ? ["--backend", "interp"] : [])]);
+    const r = dehvf([
+      "inspect",
+      "router",
+      file,
+      "--checkpoint",
+      weights,
+      "--data",
+      data,
+      "--problems",
+      "20",
+      "-o",
+      out,
+      ...(gpuSkip ? ["--backend", "interp"] : []),
+    ]);
     assert.equal(r.code, 0, r.err + r.out);
     const report = readReport(out);
     assert.deepEqual(report.vit_layers, ["0–1", "2–3"]);

@@ -65,7 +65,11 @@ type AnyEval = (n: Node, src: readonly Tensor[], env: EvalEnv) => Tensor;
 function evalChecked(roots: readonly Node[], env: EvalEnv): Tensor[] {
   const vals = new Map<number, Tensor>();
   for (const n of topoOrder(roots)) {
-    const t = (evalRules[n.op] as AnyEval)(n, n.src.map((s) => vals.get(s.id)!), env);
+    const t = (evalRules[n.op] as AnyEval)(
+      n,
+      n.src.map((s) => vals.get(s.id)!),
+      env,
+    );
     assert.deepEqual([...t.shape], shapeEval(n.shape, env.dims), `${n.op} node ${n.id}: interpreter shape differs from shape rule ${shapeStr(n.shape)}`);
     assert.equal(t.data.length, numel(t.shape), `${n.op} node ${n.id}: data length`);
     vals.set(n.id, t);
@@ -91,7 +95,11 @@ function fixture() {
 // ---------------------------------------------------------------------------
 // Arbitraries: ranks 1..4, lots of size-1 and odd dims, an occasional empty one.
 
-const dimArb = fc.oneof({ arbitrary: fc.constant(1), weight: 3 }, { arbitrary: fc.integer({ min: 2, max: 5 }), weight: 4 }, { arbitrary: fc.constant(0), weight: 1 });
+const dimArb = fc.oneof(
+  { arbitrary: fc.constant(1), weight: 3 },
+  { arbitrary: fc.integer({ min: 2, max: 5 }), weight: 4 },
+  { arbitrary: fc.constant(0), weight: 1 },
+);
 const shapeArb = (minRank = 1, maxRank = 4, dim = dimArb) => fc.array(dim, { minLength: minRank, maxLength: maxRank });
 const valArb = fc.oneof(fc.integer({ min: -3, max: 3 }), fc.double({ min: -8, max: 8, noNaN: true }));
 const dataArb = (shape: readonly number[], v: fc.Arbitrary<number> = valArb) =>
@@ -122,7 +130,14 @@ describe("interpreter: elementwise ops", () => {
         const a = input("a", x);
         const names = Object.keys(unaryRefs) as (keyof typeof unaryRefs)[];
         const outs = run(names.map((op) => g.make(op, [a], {})));
-        names.forEach((op, i) => assertClose(outs[i], build(x.shape, (idx) => unaryRefs[op](at(x, idx))), 0, op));
+        names.forEach((op, i) =>
+          assertClose(
+            outs[i],
+            build(x.shape, (idx) => unaryRefs[op](at(x, idx))),
+            0,
+            op,
+          ),
+        );
       }),
       { numRuns: 60 },
     );
@@ -160,7 +175,14 @@ describe("interpreter: elementwise ops", () => {
         const [a, b] = [input("a", x), input("b", y)];
         const names = Object.keys(refs) as (keyof typeof refs)[];
         const outs = run(names.map((op) => g.make(op, [a, b], {})));
-        names.forEach((op, i) => assertClose(outs[i], build(x.shape, (idx) => refs[op](at(x, idx), at(y, idx))), 0, op));
+        names.forEach((op, i) =>
+          assertClose(
+            outs[i],
+            build(x.shape, (idx) => refs[op](at(x, idx), at(y, idx))),
+            0,
+            op,
+          ),
+        );
       }),
     );
   });
@@ -181,7 +203,10 @@ describe("interpreter: elementwise ops", () => {
       fc.property(triple, ([c, x, y]) => {
         const { g, input, run1 } = fixture();
         const out = run1(g.make("where", [input("c", c), input("a", x), input("b", y)], {}));
-        assertClose(out, build(c.shape, (idx) => (at(c, idx) !== 0 ? at(x, idx) : at(y, idx))));
+        assertClose(
+          out,
+          build(c.shape, (idx) => (at(c, idx) !== 0 ? at(x, idx) : at(y, idx))),
+        );
       }),
     );
   });
@@ -199,10 +224,22 @@ describe("interpreter: reductions", () => {
           const fold = (init: number, f: (acc: number, v: number) => number) =>
             build(outShape, (idx) => {
               let acc = init;
-              for (let j = 0; j < x.shape[axis]; j++) acc = f(acc, at(x, idx.map((v, i) => (i === axis ? j : v))));
+              for (let j = 0; j < x.shape[axis]; j++)
+                acc = f(
+                  acc,
+                  at(
+                    x,
+                    idx.map((v, i) => (i === axis ? j : v)),
+                  ),
+                );
               return acc;
             });
-          assertClose(s, fold(0, (p, q) => p + q), 0, `sum axis ${axis}`);
+          assertClose(
+            s,
+            fold(0, (p, q) => p + q),
+            0,
+            `sum axis ${axis}`,
+          );
           assertClose(m, fold(-Infinity, Math.max), 0, `rmax axis ${axis}`);
         }
       }),
@@ -216,14 +253,25 @@ describe("interpreter: reductions", () => {
         const a = input("a", x);
         const neg = axis - x.shape.length;
         const [m, s] = run([ops.mean(a, neg, keepdim), ops.sum(a, axis, keepdim)]);
-        assertClose(m, tensor(s.shape, s.data.map((v) => v / x.shape[axis])), 1e-14, "mean");
+        assertClose(
+          m,
+          tensor(
+            s.shape,
+            s.data.map((v) => v / x.shape[axis]),
+          ),
+          1e-14,
+          "mean",
+        );
         assert.equal(m.shape.length, keepdim ? x.shape.length : x.shape.length - 1);
       }),
     );
   });
 
   test("softmax rows sum to 1, match a naive softmax and ignore added constants", () => {
-    const arb = fc.tuple(withAxis(tensorArb(shapeArb(1, 4, fc.integer({ min: 1, max: 5 })), fc.double({ min: -30, max: 30, noNaN: true }))), fc.double({ min: -100, max: 100, noNaN: true }));
+    const arb = fc.tuple(
+      withAxis(tensorArb(shapeArb(1, 4, fc.integer({ min: 1, max: 5 })), fc.double({ min: -30, max: 30, noNaN: true }))),
+      fc.double({ min: -100, max: 100, noNaN: true }),
+    );
     fc.assert(
       fc.property(arb, ([[x, axis], c]) => {
         const { ops, input, run } = fixture();
@@ -239,11 +287,14 @@ describe("interpreter: reductions", () => {
         });
         assertClose(p, naive, 1e-13, "softmax");
         assertClose(q, p, 1e-12, "softmax(x + c)");
-        const rows = build(x.shape.map((d, i) => (i === axis ? 1 : d)), (idx) => {
-          let s = 0;
-          for (let j = 0; j < x.shape[axis]; j++) s += at(p, along(idx, j));
-          return s;
-        });
+        const rows = build(
+          x.shape.map((d, i) => (i === axis ? 1 : d)),
+          (idx) => {
+            let s = 0;
+            for (let j = 0; j < x.shape[axis]; j++) s += at(p, along(idx, j));
+            return s;
+          },
+        );
         for (const s of rows.data) assert.ok(Math.abs(s - 1) < 1e-13, `row sums to ${s}`);
       }),
     );
@@ -294,7 +345,15 @@ describe("interpreter: movement", () => {
       fc.property(arb, ([to, x]) => {
         const { g, input, run1 } = fixture();
         const out = run1(g.make("expand", [input("a", x)], { shape: to }));
-        assertClose(out, build(to, (idx) => at(x, idx.map((v, i) => (x.shape[i] === 1 ? 0 : v)))));
+        assertClose(
+          out,
+          build(to, (idx) =>
+            at(
+              x,
+              idx.map((v, i) => (x.shape[i] === 1 ? 0 : v)),
+            ),
+          ),
+        );
       }),
     );
   });
@@ -312,27 +371,41 @@ describe("interpreter: movement", () => {
         const out = run1(ops.add(input("a", x), input("b", y)));
         // the result shape is the broadcast of both (may be smaller than `to` where both hold a 1)
         const r = Math.max(x.shape.length, y.shape.length);
-        const get = (t: Tensor, idx: number[]) => at(t, idx.slice(r - t.shape.length).map((v, i) => (t.shape[i] === 1 ? 0 : v)));
+        const get = (t: Tensor, idx: number[]) =>
+          at(
+            t,
+            idx.slice(r - t.shape.length).map((v, i) => (t.shape[i] === 1 ? 0 : v)),
+          );
         const shape = [...Array(r).keys()].map((i) => Math.max(x.shape[i - r + x.shape.length] ?? 1, y.shape[i - r + y.shape.length] ?? 1));
         const bshape = shape.map((d, i) => ((x.shape[i - r + x.shape.length] ?? 1) === 0 || (y.shape[i - r + y.shape.length] ?? 1) === 0 ? 0 : d));
-        assertClose(out, build(bshape, (idx) => get(x, idx) + get(y, idx)));
+        assertClose(
+          out,
+          build(bshape, (idx) => get(x, idx) + get(y, idx)),
+        );
       }),
     );
   });
 
   test("slice", () => {
     const arb = tensorArb().chain((x) =>
-      fc.tuple(
-        fc.constant(x),
-        fc.tuple(...x.shape.map((d) => fc.tuple(fc.nat(d), fc.nat(d)).map(([p, q]) => (p <= q ? [p, q] : [q, p])))),
-      ),
+      fc.tuple(fc.constant(x), fc.tuple(...x.shape.map((d) => fc.tuple(fc.nat(d), fc.nat(d)).map(([p, q]) => (p <= q ? [p, q] : [q, p]))))),
     );
     fc.assert(
       fc.property(arb, ([x, bounds]) => {
         const { g, input, run1 } = fixture();
         const [start, end] = [bounds.map((b) => b[0]), bounds.map((b) => b[1])];
         const out = run1(g.make("slice", [input("a", x)], { start, end }));
-        assertClose(out, build(end.map((e, i) => e - start[i]), (idx) => at(x, idx.map((v, i) => v + start[i]))));
+        assertClose(
+          out,
+          build(
+            end.map((e, i) => e - start[i]),
+            (idx) =>
+              at(
+                x,
+                idx.map((v, i) => v + start[i]),
+              ),
+          ),
+        );
       }),
     );
   });
@@ -366,14 +439,24 @@ describe("interpreter: movement", () => {
     fc.assert(
       fc.property(arb, ([axis, xs]) => {
         const { g, input, run1 } = fixture();
-        const out = run1(g.make("concat", xs.map((x, i) => input(`x${i}`, x)), { axis }));
+        const out = run1(
+          g.make(
+            "concat",
+            xs.map((x, i) => input(`x${i}`, x)),
+            { axis },
+          ),
+        );
         const shape = xs[0].shape.map((d, i) => (i === axis ? xs.reduce((acc, x) => acc + x.shape[axis], 0) : d));
         assertClose(
           out,
           build(shape, (idx) => {
             let j = idx[axis];
             for (const x of xs) {
-              if (j < x.shape[axis]) return at(x, idx.map((v, i) => (i === axis ? j : v)));
+              if (j < x.shape[axis])
+                return at(
+                  x,
+                  idx.map((v, i) => (i === axis ? j : v)),
+                );
               j -= x.shape[axis];
             }
             throw new Error("unreachable");
@@ -398,11 +481,21 @@ describe("interpreter: movement", () => {
           assertClose(outs[0], tensor(shapeU, x.data), 0, "unsqueeze");
           assertClose(outs[1], x, 0, "squeeze");
           const drop = (idx: number[]) => idx.filter((_, i) => i !== ax);
-          assertClose(outs[2], build([...x.shape.slice(0, ax), 2, ...x.shape.slice(ax)], (idx) => at(idx[ax] === 0 ? x : y, drop(idx))), 0, "stack");
+          assertClose(
+            outs[2],
+            build([...x.shape.slice(0, ax), 2, ...x.shape.slice(ax)], (idx) => at(idx[ax] === 0 ? x : y, drop(idx))),
+            0,
+            "stack",
+          );
           if (outs[3]) {
             const r = x.shape.length;
             const swap = (idx: readonly number[]) => [...idx.slice(0, r - 2), idx[r - 1], idx[r - 2]];
-            assertClose(outs[3], build(swap(x.shape), (idx) => at(x, swap(idx))), 0, "transposeLast");
+            assertClose(
+              outs[3],
+              build(swap(x.shape), (idx) => at(x, swap(idx))),
+              0,
+              "transposeLast",
+            );
           }
         },
       ),
@@ -483,7 +576,10 @@ describe("interpreter: contraction and lookup", () => {
         const { g, input, run1 } = fixture();
         const out = run1(g.make("gather", [input("t", table), input("i", idx, "i32")], {}));
         const rest = table.shape.slice(1);
-        assertClose(out, build([...idx.shape, ...rest], (j) => at(table, [at(idx, j.slice(0, idx.shape.length)), ...j.slice(idx.shape.length)])));
+        assertClose(
+          out,
+          build([...idx.shape, ...rest], (j) => at(table, [at(idx, j.slice(0, idx.shape.length)), ...j.slice(idx.shape.length)])),
+        );
       }),
     );
   });
@@ -595,7 +691,14 @@ describe("symbolic dims at run time", () => {
     const { roots } = buildGraph();
     const names = Object.keys(roots) as (keyof typeof roots)[];
     const nodes = names.map((n) => roots[n]);
-    const env = { dims: { B: b, T: t }, inputs: new Map([["x", xs], ["pre", pre]]), params: new Map() };
+    const env = {
+      dims: { B: b, T: t },
+      inputs: new Map([
+        ["x", xs],
+        ["pre", pre],
+      ]),
+      params: new Map(),
+    };
     const out = Object.fromEntries(evalChecked(nodes, env).map((o, i) => [names[i], o])) as Record<keyof typeof roots, Tensor>;
 
     const cat = build([b, t + 3, 4], ([i, j, k]) => (j < 3 ? at(pre, [j, k]) : at(xs, [i, j - 3, k])));
@@ -613,8 +716,18 @@ describe("symbolic dims at run time", () => {
       "mean",
     );
     assertClose(out.tail, xs, 0, "tail");
-    assertClose(out.padded, build([b, t + 3, 4], ([i, j, k]) => (j < 3 ? 0 : at(xs, [i, j - 3, k]))), 0, "padded");
-    assertClose(out.pos, build([b, t + 3, 4], ([i, j, k]) => at(cat, [i, j, k]) + j), 0, "pos");
+    assertClose(
+      out.padded,
+      build([b, t + 3, 4], ([i, j, k]) => (j < 3 ? 0 : at(xs, [i, j - 3, k]))),
+      0,
+      "padded",
+    );
+    assertClose(
+      out.pos,
+      build([b, t + 3, 4], ([i, j, k]) => at(cat, [i, j, k]) + j),
+      0,
+      "pos",
+    );
     const logits = build([b, t + 3, t + 3], ([i, j, l]) => {
       let s = 0;
       for (let k = 0; k < 4; k++) s += at(cat, [i, j, k]) * at(cat, [i, l, k]);
@@ -638,15 +751,29 @@ describe("symbolic dims at run time", () => {
     const arb = fc
       .record({ b: fc.integer({ min: 1, max: 3 }), t: fc.integer({ min: 0, max: 6 }) })
       .chain(({ b, t }) => fc.tuple(fc.constant(b), fc.constant(t), dataArb([b, t, 4]), dataArb([3, 4])));
-    fc.assert(fc.property(arb, ([b, t, xs, pre]) => check(b, t, xs, pre)), { numRuns: 40 });
+    fc.assert(
+      fc.property(arb, ([b, t, xs, pre]) => check(b, t, xs, pre)),
+      { numRuns: 40 },
+    );
   });
 
   test("the same node objects serve different bindings", () => {
     const { roots } = buildGraph();
     const pre = build([3, 4], ([j, k]) => j * 10 + k);
-    for (const [b, t] of [[1, 1], [2, 5], [3, 0]]) {
+    for (const [b, t] of [
+      [1, 1],
+      [2, 5],
+      [3, 0],
+    ]) {
       const xs = build([b, t, 4], ([i, j, k]) => 100 * i + 10 * j + k + 0.5);
-      const [cat] = evalChecked([roots.cat], { dims: { B: b, T: t }, inputs: new Map([["x", xs], ["pre", pre]]), params: new Map() });
+      const [cat] = evalChecked([roots.cat], {
+        dims: { B: b, T: t },
+        inputs: new Map([
+          ["x", xs],
+          ["pre", pre],
+        ]),
+        params: new Map(),
+      });
       assert.deepEqual(cat.shape, [b, t + 3, 4]);
     }
   });
@@ -680,7 +807,12 @@ describe("builtins", () => {
 
   test("split_heads lays out [..., N, h*dh] as [..., h, N, dh]; merge_heads undoes it", () => {
     const arb = fc
-      .record({ lead: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }), n: fc.integer({ min: 1, max: 4 }), h: fc.integer({ min: 1, max: 4 }), dh: fc.integer({ min: 1, max: 3 }) })
+      .record({
+        lead: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
+        n: fc.integer({ min: 1, max: 4 }),
+        h: fc.integer({ min: 1, max: 4 }),
+        dh: fc.integer({ min: 1, max: 3 }),
+      })
       .chain(({ lead, n, h, dh }) => fc.tuple(fc.constant(h), dataArb([...lead, n, h * dh])));
     fc.assert(
       fc.property(arb, ([h, x]) => {
@@ -692,7 +824,12 @@ describe("builtins", () => {
         const r = x.shape.length;
         const [n, dh] = [x.shape[r - 2], x.shape[r - 1] / h];
         const lead = x.shape.slice(0, r - 2);
-        assertClose(s, build([...lead, h, n, dh], (idx) => at(x, [...idx.slice(0, r - 2), idx[r - 1], idx[r - 2] * dh + idx[r]])), 0, "split_heads");
+        assertClose(
+          s,
+          build([...lead, h, n, dh], (idx) => at(x, [...idx.slice(0, r - 2), idx[r - 1], idx[r - 2] * dh + idx[r]])),
+          0,
+          "split_heads",
+        );
         assertClose(m, x, 0, "merge_heads(split_heads(x))");
       }),
     );
@@ -706,7 +843,13 @@ describe("builtins", () => {
 
   test("patches matches a naive patch extraction", () => {
     const arb = fc
-      .record({ b: fc.integer({ min: 1, max: 2 }), c: fc.integer({ min: 1, max: 3 }), p: fc.integer({ min: 1, max: 3 }), hp: fc.integer({ min: 1, max: 3 }), wp: fc.integer({ min: 1, max: 3 }) })
+      .record({
+        b: fc.integer({ min: 1, max: 2 }),
+        c: fc.integer({ min: 1, max: 3 }),
+        p: fc.integer({ min: 1, max: 3 }),
+        hp: fc.integer({ min: 1, max: 3 }),
+        wp: fc.integer({ min: 1, max: 3 }),
+      })
       .chain(({ b, c, p, hp, wp }) => fc.tuple(fc.constant(p), dataArb([b, c, hp * p, wp * p])));
     fc.assert(
       fc.property(arb, ([p, img]) => {
@@ -733,7 +876,15 @@ describe("builtins", () => {
         const { ops, input, run1 } = fixture();
         const out = run1(call(ops, "repeat_interleave", [tensorV(input("x", x)), intV(n)], { axis: intV(axis) }));
         const shape = x.shape.map((d, i) => (i === axis ? d * n : d));
-        assertClose(out, build(shape, (idx) => at(x, idx.map((v, i) => (i === axis ? Math.floor(v / n) : v)))));
+        assertClose(
+          out,
+          build(shape, (idx) =>
+            at(
+              x,
+              idx.map((v, i) => (i === axis ? Math.floor(v / n) : v)),
+            ),
+          ),
+        );
       }),
     );
   });
@@ -754,18 +905,27 @@ describe("builtins", () => {
     const x = g.make("input", [], { name: "x", shape: [B, T, 2], dtype: "f32" });
     const node = call(ops, "repeat_interleave", [tensorV(x), intV(2), intV(1)]);
     assert.equal(shapeStr(node.shape), "[B, 2*T, 2]");
-    for (const [b, t] of [[1, 3], [2, 1]]) {
+    for (const [b, t] of [
+      [1, 3],
+      [2, 1],
+    ]) {
       const xs = build([b, t, 2], ([i, j, k]) => 100 * i + 10 * j + k);
       const env = { dims: { B: b, T: t }, inputs: new Map([["x", xs]]), params: new Map() };
       const [out] = evalChecked([node], env);
-      assertClose(out, build([b, 2 * t, 2], ([i, j, k]) => at(xs, [i, Math.floor(j / 2), k])));
+      assertClose(
+        out,
+        build([b, 2 * t, 2], ([i, j, k]) => at(xs, [i, Math.floor(j / 2), k])),
+      );
     }
   });
 
   test("argument errors name the builtin", () => {
     const { ops, g } = fixture();
     const x = g.make("input", [], { name: "x", shape: [2, 4], dtype: "f32" });
-    assert.throws(() => call(ops, "split_heads", [tensorV(x)]), (e: unknown) => e instanceof ArgError && /split_heads\(\) needs argument `heads`/.test(e.message));
+    assert.throws(
+      () => call(ops, "split_heads", [tensorV(x)]),
+      (e: unknown) => e instanceof ArgError && /split_heads\(\) needs argument `heads`/.test(e.message),
+    );
     assert.throws(() => call(ops, "split_heads", [tensorV(x), intV(sym("T") as Dim)]), ArgError);
   });
 });

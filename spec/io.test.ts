@@ -12,8 +12,16 @@ import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "
 import { during, formatDuration, TrainingProgress } from "../io/progress.ts";
 import { acquireRunLock, LOCK_FILE, RunLockedError } from "../io/run-lock.ts";
 import {
-  bf16ToF32, encodeHeader, f16ToF32, f32ToBf16, f32ToF16, openSafetensors, SafetensorsError, writeSafetensors,
-  type Dtype, type TensorToWrite,
+  bf16ToF32,
+  encodeHeader,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  openSafetensors,
+  SafetensorsError,
+  writeSafetensors,
+  type Dtype,
+  type TensorToWrite,
 } from "../io/safetensors.ts";
 import { fcRuns } from "./fc-runs.ts";
 import { lossPlot } from "../train/loss-plot.ts";
@@ -211,7 +219,11 @@ describe("safetensors", () => {
     await fc.assert(
       fc.asyncProperty(
         fc.dictionary(fc.stringMatching(/^[a-z][a-z0-9_.]{0,12}$/), tensorArb, { maxKeys: 6 }),
-        fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => k !== "__proto__"), fc.string({ maxLength: 16 }), { maxKeys: 3 }),
+        fc.dictionary(
+          fc.string({ maxLength: 8 }).filter((k) => k !== "__proto__"),
+          fc.string({ maxLength: 16 }),
+          { maxKeys: 3 },
+        ),
         async (tensors, metadata) => {
           const p = fresh("rt.safetensors");
           await writeSafetensors(p, tensors as Record<string, TensorToWrite>, metadata);
@@ -286,14 +298,30 @@ describe("safetensors", () => {
       ["not an object", () => handBuilt("[1]  ", new Uint8Array(0)), /must start with '\{'/],
       ["unknown dtype", () => handBuilt('{"w":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}}', f32Bytes(1)), /tensor "w"\): unknown dtype "F12"/],
       ["negative dim", () => handBuilt('{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}', f32Bytes(1)), /tensor "w"\): shape must be/],
-      ["size mismatch", () => handBuilt('{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', f32Bytes(1, 2)), /tensor "w"\): shape \[3\] × F32 needs 12 bytes but data_offsets \[0, 8\] span 8/],
-      ["offset past data", () => handBuilt('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', f32Bytes(1)), /tensor "w"\): .*past the end of the data \(4 bytes\)/],
+      [
+        "size mismatch",
+        () => handBuilt('{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', f32Bytes(1, 2)),
+        /tensor "w"\): shape \[3\] × F32 needs 12 bytes but data_offsets \[0, 8\] span 8/,
+      ],
+      [
+        "offset past data",
+        () => handBuilt('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', f32Bytes(1)),
+        /tensor "w"\): .*past the end of the data \(4 bytes\)/,
+      ],
       ["end before begin", () => handBuilt('{"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}', f32Bytes(1)), /end before begin/],
-      ["overlap", () => handBuilt('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', f32Bytes(1, 2)), /tensor "b"\): data overlaps/],
+      [
+        "overlap",
+        () => handBuilt('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', f32Bytes(1, 2)),
+        /tensor "b"\): data overlaps/,
+      ],
       ["hole", () => handBuilt('{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', f32Bytes(1, 2)), /tensor "a"\): hole in the data/],
-      ["trailing bytes", () => handBuilt('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32Bytes(1, 2)), /data section is 8 bytes but tensors cover 4/],
+      [
+        "trailing bytes",
+        () => handBuilt('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32Bytes(1, 2)),
+        /data section is 8 bytes but tensors cover 4/,
+      ],
       ["metadata not strings", () => handBuilt('{"__metadata__":{"epoch":3}}', new Uint8Array(0)), /__metadata__\["epoch"\] must be a string/],
-      ["invalid UTF-8", () => handBuilt("{\"\uFFFD\":1}", new Uint8Array(0)).map((b, i) => (i === 10 ? 0xff : b)), /not valid UTF-8/],
+      ["invalid UTF-8", () => handBuilt('{"\uFFFD":1}', new Uint8Array(0)).map((b, i) => (i === 10 ? 0xff : b)), /not valid UTF-8/],
     ];
     for (const [name, build, message] of cases) {
       test(name, async () => {
@@ -311,7 +339,15 @@ describe("safetensors", () => {
 
   test("random damage to a valid file is either harmless or a SafetensorsError", async () => {
     const p = fresh("good.safetensors");
-    await writeSafetensors(p, { w: { shape: [2, 3], data: new Float32Array(6).fill(0.5) }, b: { shape: [3], dtype: "F16", data: new Float32Array(3) }, i: { shape: [1], data: new Int32Array([9]) } }, { k: "v" });
+    await writeSafetensors(
+      p,
+      {
+        w: { shape: [2, 3], data: new Float32Array(6).fill(0.5) },
+        b: { shape: [3], dtype: "F16", data: new Float32Array(3) },
+        i: { shape: [1], data: new Int32Array([9]) },
+      },
+      { k: "v" },
+    );
     const good = new Uint8Array(fs.readFileSync(p));
     const q = fresh("fuzz.safetensors");
     await fc.assert(
@@ -371,10 +407,16 @@ describe("metrics log", () => {
   test("a torn last line is ignored by readers and cut before the next append", () => {
     const p = fresh("m.jsonl");
     fs.writeFileSync(p, '{"step":1,"loss":1}\n{"step":2,"loss":0.9}\n{"step":3,"lo');
-    assert.deepEqual(readMetrics(p).map((r) => r.step), [1, 2]);
+    assert.deepEqual(
+      readMetrics(p).map((r) => r.step),
+      [1, 2],
+    );
     // Complete JSON without its newline is still torn: an append would glue onto it.
     fs.writeFileSync(p, '{"step":1,"loss":1}\n{"step":2,"loss":0.9}');
-    assert.deepEqual(readMetrics(p).map((r) => r.step), [1]);
+    assert.deepEqual(
+      readMetrics(p).map((r) => r.step),
+      [1],
+    );
     const log = MetricsLog.open(p);
     log.append({ step: 2, loss: 0.8 });
     log.close();
@@ -418,17 +460,38 @@ describe("loss plot", () => {
     assert.equal(meta.height, h);
     const stats = await sharp(p).stats();
     // Non-blank: something darker than the white background was drawn.
-    assert.ok(stats.channels.slice(0, 3).some((c) => c.min < 100), JSON.stringify(stats.channels.map((c) => c.min)));
+    assert.ok(
+      stats.channels.slice(0, 3).some((c) => c.min < 100),
+      JSON.stringify(stats.channels.map((c) => c.min)),
+    );
   }
 
   test("renders a PNG with lines, eval markers, ticks and legend", async () => {
     const p = fresh("loss.png");
     const train: [number, number][] = Array.from({ length: 300 }, (_, i) => [i, 3 * Math.exp(-i / 80) + 0.1 * Math.sin(i)]);
-    const evalPts: [number, number][] = [[0, 3.1], [100, 1.2], [200, 0.6], [299, 0.4]];
-    await writeLossPlot(p, [{ name: "train", points: train }, { name: "eval", points: evalPts, style: "markers" }], opts);
+    const evalPts: [number, number][] = [
+      [0, 3.1],
+      [100, 1.2],
+      [200, 0.6],
+      [299, 0.4],
+    ];
+    await writeLossPlot(
+      p,
+      [
+        { name: "train", points: train },
+        { name: "eval", points: evalPts, style: "markers" },
+      ],
+      opts,
+    );
     await checkPng(p, 960, 540);
     assert.deepEqual(siblings(p), []);
-    const svg = buildLossPlotSvg([{ name: "train", points: train }, { name: "eval", points: evalPts, style: "markers" }], opts);
+    const svg = buildLossPlotSvg(
+      [
+        { name: "train", points: train },
+        { name: "eval", points: evalPts, style: "markers" },
+      ],
+      opts,
+    );
     assert.match(svg, /Loss &amp; &lt;eval&gt;/);
     assert.equal((svg.match(/<polyline/g) ?? []).length, 1);
     assert.equal((svg.match(/<circle/g) ?? []).length, 5); // 4 eval points + legend swatch
@@ -437,14 +500,47 @@ describe("loss plot", () => {
 
   test("one point, empty series and a log axis all render", async () => {
     const p = fresh("one.png");
-    await writeLossPlot(p, [{ name: "train", points: [[5, 2]] }, { name: "empty", points: [] }], { ...opts, logY: true, width: 400, height: 300 });
+    await writeLossPlot(
+      p,
+      [
+        { name: "train", points: [[5, 2]] },
+        { name: "empty", points: [] },
+      ],
+      { ...opts, logY: true, width: 400, height: 300 },
+    );
     await checkPng(p, 400, 300);
-    const svg = buildLossPlotSvg([{ name: "t", points: [[1, 1000], [2, 0.01]] }], { ...opts, logY: true });
+    const svg = buildLossPlotSvg(
+      [
+        {
+          name: "t",
+          points: [
+            [1, 1000],
+            [2, 0.01],
+          ],
+        },
+      ],
+      { ...opts, logY: true },
+    );
     for (const label of [">1000<", ">100<", ">10<", ">1<", ">0.1<", ">0.01<"]) assert.ok(svg.includes(label), label);
   });
 
   test("rejects NaN/infinite input and non-positive values on a log axis", async () => {
-    await assert.rejects(writeLossPlot(fresh("nan.png"), [{ name: "train", points: [[0, 1], [1, NaN]] }], opts), /series "train" point 1 is \(1, NaN\)/);
+    await assert.rejects(
+      writeLossPlot(
+        fresh("nan.png"),
+        [
+          {
+            name: "train",
+            points: [
+              [0, 1],
+              [1, NaN],
+            ],
+          },
+        ],
+        opts,
+      ),
+      /series "train" point 1 is \(1, NaN\)/,
+    );
     assert.throws(() => buildLossPlotSvg([{ name: "t", points: [[Infinity, 1]] }], opts), RangeError);
     assert.throws(() => buildLossPlotSvg([{ name: "t", points: [[0, 0]] }], { ...opts, logY: true }), /log scale/);
   });
@@ -455,7 +551,10 @@ describe("loss plot", () => {
     assert.ok(d.length <= MAX_POINTS_PER_SERIES);
     assert.ok(d.some(([x, y]) => x === 54_321 && y === 51));
     assert.ok(d.some(([x, y]) => x === 7 && Math.abs(y - 0.1) < 1e-12));
-    assert.ok(d.every(([x], i) => i === 0 || x > d[i - 1][0]), "x order kept");
+    assert.ok(
+      d.every(([x], i) => i === 0 || x > d[i - 1][0]),
+      "x order kept",
+    );
     const svg = buildLossPlotSvg([{ name: "train", points: pts }], opts);
     const polyline = /points="([^"]*)"/.exec(svg)![1];
     assert.ok(polyline.split(" ").length <= MAX_POINTS_PER_SERIES);
@@ -484,10 +583,26 @@ describe("loss plot", () => {
     await checkPng(p, 960, 540);
 
     // classification reports item accuracy; an old log with losses only draws the loss alone
-    const classify = lossPlot([{ step: 1, loss: 2, lr: 1e-3 }, { step: 2, loss: 1.5, lr: 1e-3 }, { step: 2, eval: { split: "val", item_accuracy: 0.5, chance: 0.1 } }], "v")!;
+    const classify = lossPlot(
+      [
+        { step: 1, loss: 2, lr: 1e-3 },
+        { step: 2, loss: 1.5, lr: 1e-3 },
+        { step: 2, eval: { split: "val", item_accuracy: 0.5, chance: 0.1 } },
+      ],
+      "v",
+    )!;
     assert.ok(buildLossPlotSvg(classify.series, classify.opts).includes(">val item accuracy (right axis)<"));
-    const bare = lossPlot([{ step: 1, loss: 2 }, { step: 2, loss: 1 }], "old")!;
-    assert.deepEqual(bare.series.map((s) => s.name), ["training loss"]);
+    const bare = lossPlot(
+      [
+        { step: 1, loss: 2 },
+        { step: 2, loss: 1 },
+      ],
+      "old",
+    )!;
+    assert.deepEqual(
+      bare.series.map((s) => s.name),
+      ["training loss"],
+    );
     assert.equal(bare.opts.right, undefined);
     assert.equal(bare.opts.lower, undefined);
     assert.equal(lossPlot([{ step: 1, loss: NaN }], "diverged"), undefined, "nothing to draw");
@@ -498,7 +613,10 @@ describe("loss plot", () => {
 
 class FakeStream {
   chunks: string[] = [];
-  constructor(readonly isTTY: boolean, readonly columns = 120) {}
+  constructor(
+    readonly isTTY: boolean,
+    readonly columns = 120,
+  ) {}
   write(s: string) {
     this.chunks.push(s);
     return true;
@@ -520,7 +638,10 @@ describe("training progress", () => {
     p.stop();
     p.stop();
     const lines = out.text.trimEnd().split("\n");
-    assert.deepEqual(lines.map((l) => /step (\d+)\//.exec(l)![1]), ["1", "11", "21", "25"]);
+    assert.deepEqual(
+      lines.map((l) => /step (\d+)\//.exec(l)![1]),
+      ["1", "11", "21", "25"],
+    );
     assert.ok(!out.text.includes("\x1b"), "no escape codes");
     assert.equal(lines[3], "[stage1] step 25/100 (25.0%) | loss 1.7500 | 512 tok/s | elapsed 25s | eta 1m15s");
   });
@@ -598,7 +719,10 @@ describe("training progress", () => {
       const p = new TrainingProgress({ total: 10, stage: "s", stream: out, plainEverySeconds: 0.1, heartbeat: fd });
       await settle(); // the worker starts
       block(500);
-      assert.match(fs.readFileSync(file, "utf8"), /^\[s\] step 1\/10 running: a run's first step also compiles the kernels' shaders on this device \(cached for later runs\) \(\d+s\)$/m);
+      assert.match(
+        fs.readFileSync(file, "utf8"),
+        /^\[s\] step 1\/10 running: a run's first step also compiles the kernels' shaders on this device \(cached for later runs\) \(\d+s\)$/m,
+      );
       p.update(1, { loss: 1 });
       await p.during("evaluating on 8 held-out questions", async () => block(500));
       await settle();
@@ -618,17 +742,25 @@ describe("training progress", () => {
     const fd = fs.openSync(file, "w");
     let done = 0;
     try {
-      const r = await during((l) => lines.push(l), "evaluating on 8 questions", async () => {
-        for (; done < 5; done++) await new Promise((ok) => setTimeout(ok, 150));
-        block(400);
-        return 42;
-      }, { note: "test split", everySeconds: 0.1, status: () => `${done} of 5 decoded`, fd });
+      const r = await during(
+        (l) => lines.push(l),
+        "evaluating on 8 questions",
+        async () => {
+          for (; done < 5; done++) await new Promise((ok) => setTimeout(ok, 150));
+          block(400);
+          return 42;
+        },
+        { note: "test split", everySeconds: 0.1, status: () => `${done} of 5 decoded`, fd },
+      );
       assert.equal(r, 42);
       assert.deepEqual(lines, ["evaluating on 8 questions (test split) …"]);
       await settle();
       const beats = fs.readFileSync(file, "utf8").trimEnd().split("\n");
       assert.ok(beats.length >= 3 && beats.every((l) => /^ {2}… still evaluating on 8 questions(: \d of 5 decoded)? \(\d+s\)$/.test(l)), beats.join("\n"));
-      assert.ok(beats.some((l) => / \d of 5 decoded/.test(l)), "the status told before the main thread blocked");
+      assert.ok(
+        beats.some((l) => / \d of 5 decoded/.test(l)),
+        "the status told before the main thread blocked",
+      );
     } finally {
       fs.closeSync(fd);
     }
@@ -643,14 +775,20 @@ describe("run lock", () => {
   const lockWith = (owner: Record<string, unknown>) => {
     const dir = fresh("out");
     fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ host: os.hostname(), boot: null, start: null, since: "2026-01-01T00:00:00Z", command: "dehvf train x", ...owner }));
+    fs.writeFileSync(
+      path.join(dir, LOCK_FILE),
+      JSON.stringify({ host: os.hostname(), boot: null, start: null, since: "2026-01-01T00:00:00Z", command: "dehvf train x", ...owner }),
+    );
     return dir;
   };
 
   test("a second run on the same directory is refused with who holds it; release frees it", () => {
     const dir = fresh("out");
     const lock = acquireRunLock(dir, "dehvf train a");
-    assert.throws(() => acquireRunLock(dir, "dehvf train b"), (e: unknown) => e instanceof RunLockedError && /in use by another dehvf run \(pid \d+ on .*dehvf train a\)/.test((e as Error).message));
+    assert.throws(
+      () => acquireRunLock(dir, "dehvf train b"),
+      (e: unknown) => e instanceof RunLockedError && /in use by another dehvf run \(pid \d+ on .*dehvf train a\)/.test((e as Error).message),
+    );
     lock.release();
     assert.ok(!fs.existsSync(path.join(dir, LOCK_FILE)));
     acquireRunLock(dir, "dehvf train b").release();

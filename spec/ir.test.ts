@@ -81,7 +81,8 @@ describe("hash-consing", () => {
       fc.property(expr, (raw) => {
         const e = raw as E;
         const g = new GraphBuilder();
-        const build = (x: E): Node => ("c" in x ? g.make("const", [], { value: x.c }) : x.length === 3 ? g.make(x[0], [build(x[1]), build(x[2])], {}) : g.make(x[0], [build(x[1])], {}));
+        const build = (x: E): Node =>
+          "c" in x ? g.make("const", [], { value: x.c }) : x.length === 3 ? g.make(x[0], [build(x[1]), build(x[2])], {}) : g.make(x[0], [build(x[1])], {});
         const first = build(e);
         const n = g.size;
         assert.equal(build(e), first);
@@ -124,7 +125,10 @@ describe("hash-consing", () => {
       ["slice reversed", () => g.make("slice", [a], { start: [1, 0], end: [0, 3] })],
       ["slice past the end", () => g.make("slice", [a], { start: [0, 0], end: [2, 4] })],
       ["slice before the start", () => g.make("slice", [a], { start: [-1, 0], end: [1, 3] })],
-      ["symbolic slice past the end", () => g.make("slice", [g.make("input", [], { name: "s", shape: [sym("T")], dtype: "f32" })], { start: [0], end: [dimAdd(sym("T"), 1)] })],
+      [
+        "symbolic slice past the end",
+        () => g.make("slice", [g.make("input", [], { name: "s", shape: [sym("T")], dtype: "f32" })], { start: [0], end: [dimAdd(sym("T"), 1)] }),
+      ],
     ];
     for (const [what, f] of bad) assert.throws(f, ShapeError, what);
     // in-range symbolic slices are fine
@@ -135,12 +139,14 @@ describe("hash-consing", () => {
 
 describe("topoOrder", () => {
   /** a random DAG of scalar nodes: each node uses 1-3 earlier ones */
-  const dagArb = fc.integer({ min: 1, max: 40 }).chain((n) =>
-    fc.tuple(
-      fc.array(fc.tuple(fc.constantFrom("neg", "add", "where"), fc.nat(), fc.nat(), fc.nat()), { minLength: n, maxLength: n }),
-      fc.array(fc.nat(), { minLength: 1, maxLength: 4 }),
-    ),
-  );
+  const dagArb = fc
+    .integer({ min: 1, max: 40 })
+    .chain((n) =>
+      fc.tuple(
+        fc.array(fc.tuple(fc.constantFrom("neg", "add", "where"), fc.nat(), fc.nat(), fc.nat()), { minLength: n, maxLength: n }),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 4 }),
+      ),
+    );
 
   test("sources come before users; each reachable node appears exactly once", () => {
     fc.assert(
@@ -149,7 +155,13 @@ describe("topoOrder", () => {
         const nodes: Node[] = [g.make("const", [], { value: 1 }), g.make("const", [], { value: 2 })];
         for (const [op, i, j, k] of spec) {
           const pick = (r: number) => nodes[r % nodes.length];
-          nodes.push(op === "neg" ? g.make("neg", [pick(i)], {}) : op === "add" ? g.make("add", [pick(i), pick(j)], {}) : g.make("where", [pick(i), pick(j), pick(k)], {}));
+          nodes.push(
+            op === "neg"
+              ? g.make("neg", [pick(i)], {})
+              : op === "add"
+                ? g.make("add", [pick(i), pick(j)], {})
+                : g.make("where", [pick(i), pick(j), pick(k)], {}),
+          );
         }
         const roots = rootPicks.map((r) => nodes[r % nodes.length]);
         const order = topoOrder(roots);
@@ -166,7 +178,10 @@ describe("topoOrder", () => {
           m.src.forEach(walk);
         };
         roots.forEach(walk);
-        assert.deepEqual([...pos.keys()].sort((a, b) => a - b), [...reach].sort((a, b) => a - b));
+        assert.deepEqual(
+          [...pos.keys()].sort((a, b) => a - b),
+          [...reach].sort((a, b) => a - b),
+        );
         // the first root's subgraph is emitted first
         const firstReach = topoOrder([roots[0]]);
         assert.deepEqual(order.slice(0, firstReach.length), firstReach);

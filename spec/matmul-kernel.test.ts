@@ -249,11 +249,21 @@ describe("generated matmul kernels vs float64 reference", () => {
   after(() => gpu?.destroy());
 
   it("generator: shapes, grids and variant choice are consistent", () => {
-    const cpu: KernelTarget = { isFallback: true, subgroupSize: 8, subgroupMaxSize: 8, maxWorkgroupStorage: 32768, maxInvocations: 1024, maxWorkgroupsPerDim: 65535 };
+    const cpu: KernelTarget = {
+      isFallback: true,
+      subgroupSize: 8,
+      subgroupMaxSize: 8,
+      maxWorkgroupStorage: 32768,
+      maxInvocations: 1024,
+      maxWorkgroupsPerDim: 65535,
+    };
     const big: MatmulSpec = { batchShape: [4096], M: 64, N: 64, K: 8, a: contiguous([4096], 64, 8), b: contiguous([4096], 8, 64) };
     for (const v of supportedVariants(big, cpu)) {
       const k = generateMatmul(big, cpu, { variant: v });
-      assert.ok(k.workgroups.every((g) => g >= 1 && g <= 65535), `${v}: ${k.workgroups}`);
+      assert.ok(
+        k.workgroups.every((g) => g >= 1 && g <= 65535),
+        `${v}: ${k.workgroups}`,
+      );
     }
     assert.equal(generateMatmul(big, cpu).variant.split(" ")[0], "sg-buffer");
     // 4096 batches × K rows exceed the 8192-texel texture height: no texture variant
@@ -262,7 +272,14 @@ describe("generated matmul kernels vs float64 reference", () => {
     const tex = generateMatmul(small, cpu, { allowTexture: true });
     assert.equal(tex.variant.split(" ")[0], "sg-texture");
     assert.deepEqual([tex.bTexture?.width, tex.bTexture?.height], [16, 32]);
-    const gpuT: KernelTarget = { isFallback: false, subgroupSize: 32, subgroupMaxSize: 32, maxWorkgroupStorage: 16384, maxInvocations: 256, maxWorkgroupsPerDim: 65535 };
+    const gpuT: KernelTarget = {
+      isFallback: false,
+      subgroupSize: 32,
+      subgroupMaxSize: 32,
+      maxWorkgroupStorage: 16384,
+      maxInvocations: 256,
+      maxWorkgroupsPerDim: 65535,
+    };
     assert.equal(generateMatmul(big, gpuT).variant.split(" ")[0], "tiled");
     const tiny: KernelTarget = { isFallback: false, subgroupSize: 0, maxWorkgroupStorage: 0, maxInvocations: 64, maxWorkgroupsPerDim: 65535 };
     assert.equal(generateMatmul(big, tiny).variant, "simple");
@@ -274,22 +291,50 @@ describe("generated matmul kernels vs float64 reference", () => {
   });
 
   it("generator: sg-buffer blocks fit awkward sizes, and a shared B folds the batch into rows", () => {
-    const cpu: KernelTarget = { isFallback: true, subgroupSize: 8, subgroupMaxSize: 8, maxWorkgroupStorage: 32768, maxInvocations: 256, maxWorkgroupsPerDim: 65535 };
+    const cpu: KernelTarget = {
+      isFallback: true,
+      subgroupSize: 8,
+      subgroupMaxSize: 8,
+      maxWorkgroupStorage: 32768,
+      maxInvocations: 256,
+      maxWorkgroupsPerDim: 65535,
+    };
     /** computed outputs (whole tiles) per useful output */
     const padding = (s: MatmulSpec, variant: string): number => {
       const [tm, tn] = /s8 (\d+)x(\d+)x/.exec(variant)!.slice(1).map(Number);
       const rows = Number(/rows×(\d+)/.exec(variant)?.[1] ?? 1) * s.M;
       return (Math.ceil(rows / tm) * tm * Math.ceil(s.N / (8 * tn)) * 8 * tn) / (rows * s.N);
     };
-    const qk: MatmulSpec = { batchShape: [64, 4], M: 65, N: 65, K: 16, a: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 }, b: { offset: 0, batchStrides: [4160, 16], rowStride: 1, colStride: 64 } };
-    const pv: MatmulSpec = { batchShape: [64, 4], M: 65, N: 16, K: 65, a: contiguous([64, 4], 65, 65), b: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 } };
+    const qk: MatmulSpec = {
+      batchShape: [64, 4],
+      M: 65,
+      N: 65,
+      K: 16,
+      a: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 },
+      b: { offset: 0, batchStrides: [4160, 16], rowStride: 1, colStride: 64 },
+    };
+    const pv: MatmulSpec = {
+      batchShape: [64, 4],
+      M: 65,
+      N: 16,
+      K: 65,
+      a: contiguous([64, 4], 65, 65),
+      b: { offset: 0, batchStrides: [4160, 16], rowStride: 64, colStride: 1 },
+    };
     const prime: MatmulSpec = plain(67, 131, 70);
     for (const s of [qk, pv, prime]) {
       const v = generateMatmul(s, cpu).variant;
       assert.ok(padding(s, v) < 1.2, `${s.M}x${s.N}x${s.K}: ${v} pads ${padding(s, v).toFixed(2)}×`);
     }
     // [64] × 65 rows with a shared weight: one 4160-row matmul
-    const fc: MatmulSpec = { batchShape: [64], M: 65, N: 256, K: 64, a: contiguous([64], 65, 64), b: { offset: 0, batchStrides: [0], rowStride: 1, colStride: 64 } };
+    const fc: MatmulSpec = {
+      batchShape: [64],
+      M: 65,
+      N: 256,
+      K: 64,
+      a: contiguous([64], 65, 64),
+      b: { offset: 0, batchStrides: [0], rowStride: 1, colStride: 64 },
+    };
     const k = generateMatmul(fc, cpu);
     assert.match(k.variant, /rows×64/);
     assert.ok(padding(fc, k.variant) < 1.02, k.variant);

@@ -39,7 +39,11 @@ type Step = (typeof STEPS)[number];
 // Shared steps in a row are what in-place kernels come from, and a view between two is
 // the trap (an input read re-indexed): make both common.
 const stepsArb = fc.array(
-  fc.oneof({ arbitrary: fc.constant<Step>("shared"), weight: 4 }, { arbitrary: fc.constantFrom<Step>("permute", "reshape"), weight: 2 }, { arbitrary: fc.constantFrom(...STEPS), weight: 4 }),
+  fc.oneof(
+    { arbitrary: fc.constant<Step>("shared"), weight: 4 },
+    { arbitrary: fc.constantFrom<Step>("permute", "reshape"), weight: 2 },
+    { arbitrary: fc.constantFrom(...STEPS), weight: 4 },
+  ),
   { minLength: 3, maxLength: 9 },
 );
 
@@ -109,7 +113,10 @@ function assertSafe(s: Schedule, outputs: readonly Node[], m: MemoryPlan): void 
     assert.ok(host.op !== "input" && host.op !== "param" && !outputs.includes(host) && !outputs.includes(out), `${what}: a resident tensor`);
     assert.equal(m.slotOf.get(host)!.role, "pooled", what);
     assert.equal(m.slotOf.get(out), m.slotOf.get(host), what);
-    assert.ok(s.kernels.slice(i + 1).every((later) => !later.inputs.includes(host)), `${what}: read by a later kernel`);
+    assert.ok(
+      s.kernels.slice(i + 1).every((later) => !later.inputs.includes(host)),
+      `${what}: read by a later kernel`,
+    );
     assert.equal(host.dtype, out.dtype, what);
     assert.equal(numel(s.shapes.get(host)!), numel(s.shapes.get(out)!), what);
     const own = s.shapes.get(out)!.join();
@@ -121,7 +128,10 @@ function assertSafe(s: Schedule, outputs: readonly Node[], m: MemoryPlan): void 
     for (let j = 1; j < spans.length; j++) {
       const [prev, next] = [spans[j - 1], spans[j]];
       const handOver = m.inPlace.get(next.n) === prev.n && next.from === prev.to;
-      assert.ok(next.from > prev.to || handOver, `slot ${slot.id}: ${next.n.op}#${next.n.id} written at #${next.from} while ${prev.n.op}#${prev.n.id} lives to #${prev.to}`);
+      assert.ok(
+        next.from > prev.to || handOver,
+        `slot ${slot.id}: ${next.n.op}#${next.n.id} written at #${next.from} while ${prev.n.op}#${prev.n.id} lives to #${prev.to}`,
+      );
     }
   }
 }
@@ -156,10 +166,17 @@ function planBoth(roots: readonly { name: string; node: Node }[], dims: Readonly
 function assertBindings(plan: Plan): void {
   for (const k of plan.kernels) {
     const written = new Set(k.bindings.filter((b) => b.write).map((b) => b.slot));
-    assert.ok(k.bindings.every((b) => b.write || !written.has(b.slot)), `kernel #${k.index} ${k.label} reads the slot it writes\n${describePlan(plan)}`);
+    assert.ok(
+      k.bindings.every((b) => b.write || !written.has(b.slot)),
+      `kernel #${k.index} ${k.label} reads the slot it writes\n${describePlan(plan)}`,
+    );
     if (k.kind !== "elementwise") continue;
     const declared = [...k.wgsl.matchAll(/@binding\((\d+)\)/g)].map((x) => Number(x[1])).sort((a, b) => a - b);
-    assert.deepEqual(declared, k.bindings.map((b) => b.binding).sort((a, b) => a - b), `kernel #${k.index} ${k.label}`);
+    assert.deepEqual(
+      declared,
+      k.bindings.map((b) => b.binding).sort((a, b) => a - b),
+      `kernel #${k.index} ${k.label}`,
+    );
   }
 }
 
@@ -223,7 +240,10 @@ describe("in-place plans", () => {
       fc.property(shapeArb(4000, 1, 4), stepsArb, seedArb, (shape, steps, seed) => {
         const c = new Case(seed);
         const outs = randomChain(c, shape, steps);
-        inPlace += planBoth(outs.map((node, i) => ({ name: `out${i}`, node })), {}).inPlace.size;
+        inPlace += planBoth(
+          outs.map((node, i) => ({ name: `out${i}`, node })),
+          {},
+        ).inPlace.size;
       }),
       fcRuns(200),
     );
@@ -293,11 +313,20 @@ function slotGraph(c: Case, dims: { B: number; H: number; C: number; D: number }
   const shape = rank === 4 ? [B, H, C, D] : [B, C, D];
   const axis = rank - 2;
   const old = c.in("cache", shape);
-  const x = c.t.unary("tanh", c.in("x", shape.map((d, i) => (i === axis ? 1 : d))));
+  const x = c.t.unary(
+    "tanh",
+    c.in(
+      "x",
+      shape.map((d, i) => (i === axis ? 1 : d)),
+    ),
+  );
   const pos = c.in("pos", [B], "i32", (r) => Math.floor(r() * C));
   const write = c.t.make("write_slot", [old, x, pos], { axis });
   // what attention does with the cache: read every slot (here against a query of its own)
-  const q = c.in("q", shape.map((d, i) => (i === axis ? 2 : d)));
+  const q = c.in(
+    "q",
+    shape.map((d, i) => (i === axis ? 2 : d)),
+  );
   const scores = c.t.matmul(q, c.t.transposeLast(write));
   const outs = [write, scores];
   if (hazard) outs.push(c.t.mul(c.t.unary("sin", old), write));
@@ -309,7 +338,11 @@ describe("cache slots written in place", () => {
     for (const hazard of [false, true]) {
       const c = new Case(3);
       const { outs, old, write } = slotGraph(c, { B: 2, H: 2, C: 5, D: 3 }, 4, hazard);
-      const s = schedule(outs.map((node, i) => ({ name: `o${i}`, node })), {}, { maxBindings: 8 });
+      const s = schedule(
+        outs.map((node, i) => ({ name: `o${i}`, node })),
+        {},
+        { maxBindings: 8 },
+      );
       const m = planMemory(s, outs);
       assert.equal(m.slotOf.get(write) === m.slotOf.get(old), !hazard, `hazard ${hazard}`);
       assert.equal(m.inPlace.get(write) === old, !hazard);
@@ -322,7 +355,12 @@ describe("cache slots written in place", () => {
     const seen = { inPlace: 0, copied: 0 };
     await fc.assert(
       fc.asyncProperty(
-        fc.record({ B: fc.integer({ min: 1, max: 3 }), H: fc.integer({ min: 1, max: 3 }), C: fc.integer({ min: 1, max: 9 }), D: fc.integer({ min: 1, max: 5 }) }),
+        fc.record({
+          B: fc.integer({ min: 1, max: 3 }),
+          H: fc.integer({ min: 1, max: 3 }),
+          C: fc.integer({ min: 1, max: 9 }),
+          D: fc.integer({ min: 1, max: 5 }),
+        }),
         fc.constantFrom<3 | 4>(3, 4),
         fc.boolean(),
         seedArb,

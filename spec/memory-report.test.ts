@@ -36,10 +36,20 @@ describe("memory report", () => {
     assert.equal(bytesOf(r, "frozen weights (f32)"), 4 * frozen);
     assert.equal(bytesOf(r, "updated parameters"), 3 * 4 * trainable, "new weights, m and v");
     assert.equal(bytesOf(r, "intermediates"), plan.memory.pooledBytes);
-    assert.equal(r.deviceBytes, r.device.reduce((a, c) => a + c.bytes, 0));
-    assert.equal(r.deviceBytes - bytesOf(r, "intermediates") - bytesOf(r, "textures"), plan.memory.residentBytes, "resident = parameters + inputs + outputs, each once");
+    assert.equal(
+      r.deviceBytes,
+      r.device.reduce((a, c) => a + c.bytes, 0),
+    );
+    assert.equal(
+      r.deviceBytes - bytesOf(r, "intermediates") - bytesOf(r, "textures"),
+      plan.memory.residentBytes,
+      "resident = parameters + inputs + outputs, each once",
+    );
     // nothing here comes from a checkpoint: every parameter is initialised on the host in float64
-    assert.deepEqual(r.host.map((c) => [c.name, c.bytes]), [["parameters initialised here (float64)", 8 * (trainable + frozen)]]);
+    assert.deepEqual(
+      r.host.map((c) => [c.name, c.bytes]),
+      [["parameters initialised here (float64)", 8 * (trainable + frozen)]],
+    );
   });
 
   test("a decode plan: the KV cache and kept values as decode state", () => {
@@ -66,9 +76,13 @@ describe("memory report", () => {
     assert.equal(bytesOf(copying, "decode state updates"), rewritten);
   });
 
-  for (const [file, models] of [["models/tiny-vqa.dehvf", ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat", "TinyViTClassifier", "TinyLM"]], ["models/clip-l14-llama7b-dehvf.dehvf", ["ClipL14Llama7bDEHVF"]], ["models/clip-l14-llama7b-memvp.dehvf", [undefined]]] as const)
+  // the 7B training steps also keep planning linear in the layers (32 layers took > 15 min before)
+  for (const [file, models] of [
+    ["models/tiny-vqa.dehvf", ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat", "TinyViTClassifier", "TinyLM"]],
+    ["models/clip-l14-llama7b-dehvf.dehvf", ["ClipL14Llama7bDEHVF"]],
+    ["models/clip-l14-llama7b-memvp.dehvf", [undefined]],
+  ] as const)
     for (const name of models)
-      // the 7B training steps also keep planning linear in the layers (32 layers took > 15 min before)
       test(`${file}${name ? ` ${name}` : ""}: every kernel of the forward and the training step binds at most 8 storage buffers`, () => {
         const p = loadProgram(file);
         const forward = elaborate(p, name);
@@ -79,7 +93,10 @@ describe("memory report", () => {
         }
         for (const plan of plans) {
           const over = plan.kernels.filter((k) => k.bindings.filter((b) => b.texture === undefined).length > 8);
-          assert.deepEqual(over.map((k) => `#${k.index} ${k.label}: ${k.bindings.length}`), []);
+          assert.deepEqual(
+            over.map((k) => `#${k.index} ${k.label}: ${k.bindings.length}`),
+            [],
+          );
         }
       });
 });

@@ -86,7 +86,10 @@ describe("tiny-vqa", () => {
 
   test("DEHVF embeds memory in every LLM layer and MemVP reads a single ViT layer", () => {
     const dehvf = elaborate(program, "TinyVQA");
-    assert.deepEqual(dehvf.fusions[0].targets, [0, 1, 2, 3].map((i) => `language.layer.${i}.memory`));
+    assert.deepEqual(
+      dehvf.fusions[0].targets,
+      [0, 1, 2, 3].map((i) => `language.layer.${i}.memory`),
+    );
     const memvp = elaborate(program, "TinyVQAMemVP");
     assert.equal(memvp.fusions.find((f) => f.name === "adapters")!.targets.length, 4);
   });
@@ -102,20 +105,32 @@ describe("tiny-vqa", () => {
 
 describe("bench models (models/bench/dehvf-vs-concat.dehvf)", () => {
   const program = loadProgram("models/bench/dehvf-vs-concat.dehvf");
-  const params = (m: CompiledModel, keep: (name: string) => boolean) => m.params.filter((p) => keep(p.name)).map((p) => `${p.name} ${p.shape.map(dimStr).join("x")}`);
+  const params = (m: CompiledModel, keep: (name: string) => boolean) =>
+    m.params.filter((p) => keep(p.name)).map((p) => `${p.name} ${p.shape.map(dimStr).join("x")}`);
 
   test("BenchBackbones is BenchDEHVF without its fusion: the same ViT and LLM parameters, no fusion", () => {
     const dehvf = elaborate(program, "BenchDEHVF");
     const bare = elaborate(program, "BenchBackbones");
     assert.deepEqual(bare.fusions, []);
     const fusion = dehvf.fusions.map((f) => f.name);
-    assert.deepEqual(params(bare, () => true), params(dehvf, (n) => !fusion.includes(n.split(".")[0])));
-    assert.deepEqual(params(bare, () => true), params(elaborate(program, "BenchConcat"), (n) => n.split(".")[0] !== "concat"));
+    assert.deepEqual(
+      params(bare, () => true),
+      params(dehvf, (n) => !fusion.includes(n.split(".")[0])),
+    );
+    assert.deepEqual(
+      params(bare, () => true),
+      params(elaborate(program, "BenchConcat"), (n) => n.split(".")[0] !== "concat"),
+    );
   });
 
   test("BenchBackbones uses every parameter after the pass pipeline: its CLS keeps the whole ViT in the plan", () => {
     const bare = elaborate(program, "BenchBackbones");
-    const live = new Set(topoOrder(runPipeline(bare.outputs, bare.graph).map((r) => r.node)).flatMap((n) => (n.op === "param" ? [(n as Node<"param">).attrs.name] : [])));
-    assert.deepEqual(bare.params.filter((p) => !live.has(p.name)).map((p) => p.name), []);
+    const live = new Set(
+      topoOrder(runPipeline(bare.outputs, bare.graph).map((r) => r.node)).flatMap((n) => (n.op === "param" ? [(n as Node<"param">).attrs.name] : [])),
+    );
+    assert.deepEqual(
+      bare.params.filter((p) => !live.has(p.name)).map((p) => p.name),
+      [],
+    );
   });
 });

@@ -128,7 +128,10 @@ describe("param-init", () => {
     const a = rng(123);
     const b = rng(123);
     const xs = Array.from({ length: 10_000 }, () => a());
-    assert.deepEqual(Array.from({ length: 10_000 }, () => b()), xs);
+    assert.deepEqual(
+      Array.from({ length: 10_000 }, () => b()),
+      xs,
+    );
     for (const x of xs) assert.ok(x >= 0 && x < 1);
     // ten equal bins, each within 15% of its expected count
     const bins = new Array<number>(10).fill(0);

@@ -18,7 +18,9 @@ import { fcRuns } from "./fc-runs.ts";
 /** `DEHVF_FUZZ_RUNS=5000` for a longer hunt; the default keeps the suite fast */
 const RUNS = Number(process.env.DEHVF_FUZZ_RUNS ?? 150);
 const MODELS = fileURLToPath(new URL("../models/", import.meta.url));
-const STD = readdirSync(join(MODELS, "std")).filter((f) => f.endsWith(".dehvf")).sort();
+const STD = readdirSync(join(MODELS, "std"))
+  .filter((f) => f.endsWith(".dehvf"))
+  .sort();
 const TINY = readFileSync(join(MODELS, "tiny-vqa.dehvf"), "utf8");
 const STD_TEXTS = STD.map((f) => readFileSync(join(MODELS, "std", f), "utf8"));
 
@@ -29,7 +31,48 @@ mkdirSync(join(TMP, "std"));
 for (const f of STD) copyFileSync(join(MODELS, "std", f), join(TMP, "std", f));
 after(() => rmSync(TMP, { recursive: true, force: true }));
 
-const TOKENS = [")", "(", "{", "}", "[", "]", "@", "=", ",", ":", ".", "...", "->", "^T", "-", "*", '"', "#", "\\", "$", "param", "forward", "block", "model", "site", "default", "repeat", "if", "then", "else", "return", "let", "tap", "fusion", "each", "target", "import", "frozen", "init", "\n"];
+const TOKENS = [
+  ")",
+  "(",
+  "{",
+  "}",
+  "[",
+  "]",
+  "@",
+  "=",
+  ",",
+  ":",
+  ".",
+  "...",
+  "->",
+  "^T",
+  "-",
+  "*",
+  '"',
+  "#",
+  "\\",
+  "$",
+  "param",
+  "forward",
+  "block",
+  "model",
+  "site",
+  "default",
+  "repeat",
+  "if",
+  "then",
+  "else",
+  "return",
+  "let",
+  "tap",
+  "fusion",
+  "each",
+  "target",
+  "import",
+  "frozen",
+  "init",
+  "\n",
+];
 const ident = fc.stringMatching(/^[a-z_][a-z0-9_]{0,6}$/);
 const digit = fc.integer({ min: 0, max: 9 }).map(String);
 const token = fc.oneof({ arbitrary: fc.constantFrom(...TOKENS), weight: 4 }, ident, digit);
@@ -90,7 +133,10 @@ function assertLocated(diags: readonly Diagnostic[], sources: SourceMap | undefi
     if (!d.span) continue;
     const src = sources?.get(d.span.file);
     assert.ok(src, `no source for ${d.span.file}: ${d.message}`);
-    assert.ok(0 <= d.span.start && d.span.start <= d.span.end && d.span.end <= src.text.length, `span ${d.span.start}..${d.span.end} outside ${d.span.file} (${src.text.length} chars): ${d.message}`);
+    assert.ok(
+      0 <= d.span.start && d.span.start <= d.span.end && d.span.end <= src.text.length,
+      `span ${d.span.start}..${d.span.end} outside ${d.span.file} (${src.text.length} chars): ${d.message}`,
+    );
   }
 }
 

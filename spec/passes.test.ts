@@ -36,7 +36,8 @@ function assertIdentical(got: readonly Tensor[], want: readonly Tensor[], what: 
     const a = got[r];
     assert.deepEqual([...a.shape], [...w.shape], `${what}: root ${r} shape`);
     for (let i = 0; i < w.data.length; i++)
-      if (!Object.is(a.data[i], w.data[i])) assert.fail(`${what}: root ${r} element ${i}: got ${Object.is(a.data[i], -0) ? "-0" : a.data[i]}, want ${Object.is(w.data[i], -0) ? "-0" : w.data[i]}`);
+      if (!Object.is(a.data[i], w.data[i]))
+        assert.fail(`${what}: root ${r} element ${i}: got ${Object.is(a.data[i], -0) ? "-0" : a.data[i]}, want ${Object.is(w.data[i], -0) ? "-0" : w.data[i]}`);
   });
 }
 
@@ -46,7 +47,6 @@ function rewriteLogged(roots: readonly Node[], g: GraphBuilder, rules: readonly 
   const out = rewriteGraph(roots, g, rules, { onFire: (name) => fired.push(name) });
   return { out, fired };
 }
-
 
 // Values chosen to trip up unsound folds: signed zeros, NaN, infinities, a subnormal, a huge one.
 const SPECIAL = [0, -0, 1, -1, 2, 0.5, -3, NaN, Infinity, -Infinity, 1e-310, 1e308];
@@ -225,7 +225,9 @@ function buildSpec(spec: Spec) {
         out = identityPattern(x, b, c);
         break;
       case 15:
-        out = [constView(cval(b), x.shape, x.dtype), g.make("size", [], { dim: [T, 2, dimAdd(T, 1)][c % 3] }), g.make("arange", [], { n: [T, 3][c % 2] })][b % 3];
+        out = [constView(cval(b), x.shape, x.dtype), g.make("size", [], { dim: [T, 2, dimAdd(T, 1)][c % 3] }), g.make("arange", [], { n: [T, 3][c % 2] })][
+          b % 3
+        ];
         break;
     }
     if (out) pool.push(out);
@@ -318,7 +320,11 @@ describe("rewrite engine", () => {
     assert.deepEqual(fired, ["neg-neg"], "the shared neg(neg x) is rewritten once");
     const ex = g.make("exp", [x], {});
     assert.equal(out[0], g.make("add", [ex, g.make("mul", [ex, x], {})], {}));
-    assert.deepEqual(topoOrder([root]).map((n) => n.key), keys, "original graph unchanged");
+    assert.deepEqual(
+      topoOrder([root]).map((n) => n.key),
+      keys,
+      "original graph unchanged",
+    );
   });
 
   test("nothing to do returns the very same roots", () => {
@@ -425,9 +431,16 @@ describe("rules fire", () => {
     { rule: "neg-neg", build: (g, x) => g.make("neg", [g.make("neg", [x], {})], {}), gone: "neg" },
     { rule: "reshape-reshape", build: (g, x) => g.make("reshape", [g.make("reshape", [x], { shape: [6] })], { shape: [3, 2] }) },
     { rule: "reshape-noop", build: (g, x) => g.make("reshape", [x], { shape: [2, 3] }), gone: "reshape" },
-    { rule: "permute-permute", build: (g, x) => g.make("permute", [g.make("permute", [g.make("reshape", [x], { shape: [1, 2, 3] })], { perm: [1, 2, 0] })], { perm: [1, 0, 2] }) },
+    {
+      rule: "permute-permute",
+      build: (g, x) => g.make("permute", [g.make("permute", [g.make("reshape", [x], { shape: [1, 2, 3] })], { perm: [1, 2, 0] })], { perm: [1, 0, 2] }),
+    },
     { rule: "permute-identity", build: (g, x) => g.make("permute", [x], { perm: [0, 1] }), gone: "permute" },
-    { rule: "expand-expand", build: (g, x) => g.make("expand", [g.make("expand", [g.make("reshape", [x], { shape: [1, 2, 3, 1] })], { shape: [2, 2, 3, 1] })], { shape: [2, 2, 3, 4] }) },
+    {
+      rule: "expand-expand",
+      build: (g, x) =>
+        g.make("expand", [g.make("expand", [g.make("reshape", [x], { shape: [1, 2, 3, 1] })], { shape: [2, 2, 3, 1] })], { shape: [2, 2, 3, 4] }),
+    },
     { rule: "expand-noop", build: (g, x) => g.make("expand", [x], { shape: [2, 3] }), gone: "expand" },
     { rule: "cast-noop", build: (g, x) => g.make("cast", [x], { dtype: "f32" }), gone: "cast" },
     { rule: "slice-noop", build: (g, x) => g.make("slice", [x], { start: [0, 0], end: [2, 3] }), gone: "slice" },
@@ -438,17 +451,45 @@ describe("rules fire", () => {
   const FOLD_CASES: Case[] = [
     { rule: "fold-elementwise", build: (g, x) => g.make("add", [x, g.make("mul", [g0(g, 2), g0(g, 3)], {})], {}), gone: "mul" },
     { rule: "fold-elementwise", build: (g, x) => g.make("mul", [x, g.make("recip", [g0(g, 4)], {})], {}), gone: "recip" },
-    { rule: "fold-elementwise", build: (g, x) => g.make("mul", [x, g.make("cast", [g.make("cast", [g0(g, -2.5)], { dtype: "i32" })], { dtype: "f32" })], {}), gone: "cast" },
-    { rule: "const-view", build: (g, x) => g.make("add", [x, g.make("permute", [g.make("reshape", [g0(g, 2, [3, 2])], { shape: [3, 2] })], { perm: [1, 0] })], {}), gone: "permute" },
+    {
+      rule: "fold-elementwise",
+      build: (g, x) => g.make("mul", [x, g.make("cast", [g.make("cast", [g0(g, -2.5)], { dtype: "i32" })], { dtype: "f32" })], {}),
+      gone: "cast",
+    },
+    {
+      rule: "const-view",
+      build: (g, x) => g.make("add", [x, g.make("permute", [g.make("reshape", [g0(g, 2, [3, 2])], { shape: [3, 2] })], { perm: [1, 0] })], {}),
+      gone: "permute",
+    },
     { rule: "where-const-cond", build: (g, x) => g.make("where", [g0(g, NaN), x, ex(g, x)], {}), gone: "where" },
-    { rule: "size-const", build: (g, x) => g.make("mul", [x, g0c(g, g.make("add", [g.make("size", [], { dim: 7 }), g.make("const", [], { value: 1 })], {}))], {}), gone: "size" },
+    {
+      rule: "size-const",
+      build: (g, x) => g.make("mul", [x, g0c(g, g.make("add", [g.make("size", [], { dim: 7 }), g.make("const", [], { value: 1 })], {}))], {}),
+      gone: "size",
+    },
     { rule: "sum-const", build: (g, x) => g.make("add", [g.make("sum", [x], { axis: 1 }), g.make("sum", [g0(g, 0.1, [2, 7])], { axis: 1 })], {}) },
-    { rule: "sum-const", build: (g, x) => g.make("add", [g.make("reshape", [x], { shape: [2, 3, 1] }), g.make("sum", [g0(g, 1, [2, 3, T])], { axis: 2 })], {}) },
-    { rule: "rmax-const", build: (g, x) => g.make("add", [x, g.make("rmax", [g0(g, -0, [2, 3, dimAdd(T, 1)])], { axis: 2 })].map((n) => g.make("reshape", [n], { shape: [2, 3] })), {}), gone: "rmax" },
+    {
+      rule: "sum-const",
+      build: (g, x) => g.make("add", [g.make("reshape", [x], { shape: [2, 3, 1] }), g.make("sum", [g0(g, 1, [2, 3, T])], { axis: 2 })], {}),
+    },
+    {
+      rule: "rmax-const",
+      build: (g, x) =>
+        g.make(
+          "add",
+          [x, g.make("rmax", [g0(g, -0, [2, 3, dimAdd(T, 1)])], { axis: 2 })].map((n) => g.make("reshape", [n], { shape: [2, 3] })),
+          {},
+        ),
+      gone: "rmax",
+    },
   ];
 
   const check = (cases: Case[], pass: Pass, rules: readonly Rule[]) => {
-    for (const { rule: name } of cases) assert.ok(rules.some((r) => r.name === name), `no rule ${name}`);
+    for (const { rule: name } of cases)
+      assert.ok(
+        rules.some((r) => r.name === name),
+        `no rule ${name}`,
+      );
     assert.deepEqual(new Set(rules.map((r) => r.name)), new Set(cases.map((c) => c.rule)), `every ${pass.name} rule has a case`);
     for (const t of [0, 2])
       for (const { rule: name, build, gone } of cases) {
@@ -460,7 +501,11 @@ describe("rules fire", () => {
         assert.ok(count(out) < count([root]), `${name}: ${count([root])} nodes before, ${count(out)} after`);
         if (gone) assert.ok(!ops(out).has(gone), `${name}: ${gone} still there`);
         assert.deepEqual(runPass(pass, [root], g), out, `${name}: the pass runs these rules`);
-        const env = { dims: { T: t }, inputs: new Map([["x", { shape: [2, 3], data: Float64Array.of(0, -0, 1.5, NaN, -Infinity, 1e-310) }]]), params: new Map() };
+        const env = {
+          dims: { T: t },
+          inputs: new Map([["x", { shape: [2, 3], data: Float64Array.of(0, -0, 1.5, NaN, -Infinity, 1e-310) }]]),
+          params: new Map(),
+        };
         assertIdentical(interpret(out, env), interpret([root], env), `${name} (T=${t})`);
       }
   };

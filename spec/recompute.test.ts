@@ -39,16 +39,28 @@ function stepValues(graph: TrainGraph, model: CompiledModel, dims: Readonly<Reco
   const params = initAllParams(model, seed);
   for (const p of graph.trained) for (const s of [p.m, p.v]) params.set(s, tensor(p.shape));
   const inputs = syntheticInputs(graph.model, seed, dims);
-  inputs.set("loss_mask", tensor([dims.B, dims.T], Array.from({ length: dims.B * dims.T }, (_, i) => (i % dims.T >= 1 ? 1 : 0))));
+  inputs.set(
+    "loss_mask",
+    tensor(
+      [dims.B, dims.T],
+      Array.from({ length: dims.B * dims.T }, (_, i) => (i % dims.T >= 1 ? 1 : 0)),
+    ),
+  );
   for (const [k, v] of Object.entries(stepInputs(graph, 1, 1e-2, seed))) inputs.set(k, tensor([], [v]));
-  return interpret(graph.model.outputs.map((o) => o.node), { dims, inputs, params });
+  return interpret(
+    graph.model.outputs.map((o) => o.node),
+    { dims, inputs, params },
+  );
 }
 
 /** Both steps of `file`'s model `name` (elaborated for training: dropout on) with the same values, bit for bit; returns the recomputing one. */
 function assertSameStep(file: string, name: string | undefined, dims: Readonly<Record<string, number>>, seed: number): TrainGraph {
   const kept = buildTrainGraph(elaborate(loadProgram(file), name, { training: true }));
   const recomputed = buildTrainGraph(elaborate(loadProgram(file), name, { training: true }), undefined, { recompute: true });
-  assert.ok(topoOrder(recomputed.model.outputs.map((o) => o.node)).some((n) => n.op === "barrier"), `${name}: nothing recomputed`);
+  assert.ok(
+    topoOrder(recomputed.model.outputs.map((o) => o.node)).some((n) => n.op === "barrier"),
+    `${name}: nothing recomputed`,
+  );
   const [a, b] = [stepValues(kept, kept.model, dims, seed), stepValues(recomputed, recomputed.model, dims, seed)];
   kept.model.outputs.forEach((o, i) => assert.deepEqual([...b[i].data], [...a[i].data], `${name} ${o.name}`));
   return recomputed;
@@ -148,7 +160,10 @@ model LM4 {
       const step = buildTrainGraph(elaborate(loadProgram(LM), undefined, { training: true }), undefined, { recompute });
       const roots = runPipeline(step.model.outputs, step.model.graph);
       const s = schedule(roots, dims, { maxBindings: 8 });
-      const memory = planMemory(s, roots.map((r) => r.node));
+      const memory = planMemory(
+        s,
+        roots.map((r) => r.node),
+      );
       if (recompute) {
         // the first kernel that recomputes layer l runs after the last that recomputes l + 1
         const path = (i: number) => step.model.graph.instancePath.get((matmulOf(s.kernels[i])?.node ?? s.kernels[i].output).id) ?? "";
@@ -157,8 +172,15 @@ model LM4 {
           const p = path(i);
           if (p.endsWith("⟳")) at.set(layerOf(p)!, [...(at.get(layerOf(p)!) ?? []), i]);
         });
-        assert.deepEqual([...at.keys()].sort(), [0, 1, 2, 3].map((l) => `language.layer.${l}`));
-        for (const l of [0, 1, 2]) assert.ok(Math.min(...at.get(`language.layer.${l}`)!) > Math.max(...at.get(`language.layer.${l + 1}`)!), `layer ${l} recomputed before layer ${l + 1} is done`);
+        assert.deepEqual(
+          [...at.keys()].sort(),
+          [0, 1, 2, 3].map((l) => `language.layer.${l}`),
+        );
+        for (const l of [0, 1, 2])
+          assert.ok(
+            Math.min(...at.get(`language.layer.${l}`)!) > Math.max(...at.get(`language.layer.${l + 1}`)!),
+            `layer ${l} recomputed before layer ${l + 1} is done`,
+          );
       }
       return { live: livePeak(s, (n) => memory.slotOf.get(n)?.role === "pooled"), pooled: memory.pooledBytes };
     });
@@ -179,7 +201,8 @@ describe("recomputing steps on WebGPU", () => {
   test("micro tiny-vqa's three fusions with dropout: one step equals the interpreter's", async (t) => {
     const g = gpu.device(t);
     if (!g) return;
-    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) await checkTrainStep(g, elaborate(loadProgram(MICRO), name, { training: true }), { B: 2, T: 6 }, undefined, undefined, { recompute: true });
+    for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"])
+      await checkTrainStep(g, elaborate(loadProgram(MICRO), name, { training: true }), { B: 2, T: 6 }, undefined, undefined, { recompute: true });
   });
 });
 

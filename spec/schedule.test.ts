@@ -38,7 +38,10 @@ describe("scheduler passes", () => {
       seen.push(pass);
       dumps.set(pass, dumpSchedule(s, m.graph.provenance, m.program.sources));
     });
-    assert.deepEqual(seen, SCHEDULE_PASSES.map((p) => p.name));
+    assert.deepEqual(
+      seen,
+      SCHEDULE_PASSES.map((p) => p.name),
+    );
     assert.doesNotMatch(dumps.get("fan-out")!, /chain softmax/);
     assert.equal(dumps.get("matmul-operands")!.match(/chain softmax/g)?.length, 4, "one attention chain per layer");
     assert.match(dumps.get("epilogues")!, /epilogue exit/);
@@ -70,11 +73,18 @@ describe("scheduler passes", () => {
     });
     assert.ok(folds[0] > 0, "no batch sum folded");
     assert.ok(s.kernels.filter((k) => k.kind === "matmul" && k.matmul.sumAxis !== undefined).length === folds[0]);
-    assert.ok(s.kernels.some((k) => k.kind === "elementwise" && (k.also?.length ?? 0) > 0), "no merged elementwise kernel");
+    assert.ok(
+      s.kernels.some((k) => k.kind === "elementwise" && (k.also?.length ?? 0) > 0),
+      "no merged elementwise kernel",
+    );
   });
 
   test("`dehvf compile --dump-after PASS` prints the scheduler's state; an unknown pass lists both kinds", () => {
-    const ok = spawnSync(process.execPath, ["--import", "tsx", "bin/dehvf.ts", "compile", TINY, "-m", "TinyLM", "--dump-after", "kernels", "--dim", "B=1", "--dim", "T=8"], { encoding: "utf8" });
+    const ok = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "bin/dehvf.ts", "compile", TINY, "-m", "TinyLM", "--dump-after", "kernels", "--dim", "B=1", "--dim", "T=8"],
+      { encoding: "utf8" },
+    );
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /# ---- after scheduler pass kernels ----\n# \d+ computed buffers/);
     assert.match(ok.stdout, /^#\d+ attention /m);
@@ -89,7 +99,8 @@ describe("one lowering contract per kernel kind", () => {
   // what a lavapipe-like device offers: subgroups, f16, larger workgroup storage (textures and vec4 variants appear)
   const SUBGROUPS = { ...WEBGPU_DEFAULT_TARGET, subgroupSize: 8, maxWorkgroupStorage: 32768, shaderF16: true };
   /** @binding(n) → whether the shader writes it (read_write), reads it (read) or samples it (a texture) */
-  const declared = (wgsl: string) => new Map([...wgsl.matchAll(/@binding\((\d+)\) var(<storage, (read_write|read)>)? \w+ *: *(\w+)/g)].map((m) => [Number(m[1]), m[3] ?? `texture ${m[4]}`]));
+  const declared = (wgsl: string) =>
+    new Map([...wgsl.matchAll(/@binding\((\d+)\) var(<storage, (read_write|read)>)? \w+ *: *(\w+)/g)].map((m) => [Number(m[1]), m[3] ?? `texture ${m[4]}`]));
   const check = (plan: Plan, what: string) => {
     for (const k of plan.kernels) {
       const want = new Map(k.bindings.map((b) => [b.binding, b.texture !== undefined ? "texture texture_2d" : b.write ? "read_write" : "read"]));

@@ -49,34 +49,70 @@ const maxDiff = (a: Tensor, b: Tensor) => a.data.reduce((m, v, i) => Math.max(m,
 describe("the split rewrite", () => {
   test("gathers, x·wᵀ (split along N) and x·w (split along K, the operand sliced through elementwise ops) keep their values; only frozen weights split", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 2, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (rows, cols, pieces, seed) => {
-        const g = new GraphBuilder();
-        const t = new TensorOps(g);
-        const w = g.make("param", [], { name: "w", shape: [rows, cols], init: { kind: "zeros" }, trainable: false });
-        const trained = g.make("param", [], { name: "v", shape: [rows, cols], init: { kind: "zeros" }, trainable: true });
-        const x = g.make("input", [], { name: "x", shape: [3, cols], dtype: "f32" });
-        const y = g.make("input", [], { name: "y", shape: [2, 3, rows], dtype: "f32" });
-        const ids = g.make("input", [], { name: "ids", shape: [4], dtype: "i32" });
-        // y's tanh: an intermediate read only in K blocks, computed block by block when it is past the limit too
-        const outs: Node[] = [t.gather(w, ids), t.matmul(x, t.transposeLast(w)), t.matmul(y, t.reshape(w, [1, rows, cols])), t.matmul(x, t.transposeLast(trained)), t.matmul(t.mul(t.unary("tanh", y), t.scalar(2)), w)];
-        // a limit that leaves `pieces` blocks or so
-        const maxBytes = Math.max(4 * cols, Math.ceil((rows * cols * 4) / pieces));
-        const { roots, parts } = splitLargeParams(outs.map((node, i) => ({ name: `o${i}`, node })), g, { maxBytes, elementBytes: () => 4 });
-        if (6 * rows * 4 > maxBytes && parts.size > 1) {
-          // tanh(y)·2 is past the limit: the tanh is taken per block of y, never over all of it
-          const tanhs = topoOrder([roots[4].node]).filter((n) => n.op === "tanh");
-          assert.ok(tanhs.length > 1 && tanhs.every((n) => n.shape[2] !== rows), tanhs.map((n) => `[${n.shape}]`).join(" "));
-        }
-        assert.ok([...parts.values()].every((p) => p.of === "w" && (p.end - p.start) * cols * 4 <= maxBytes));
-        const r = rng(seed);
-        const fill = (shape: number[]) => tensor(shape, Array.from({ length: shape.reduce((a, d) => a * d, 1) }, () => r() * 2 - 1));
-        const params = new Map([["w", fill([rows, cols])], ["v", fill([rows, cols])]]);
-        const inputs = new Map([["x", fill([3, cols])], ["y", fill([2, 3, rows])], ["ids", tensor([4], Array.from({ length: 4 }, () => Math.floor(r() * rows)))]]);
-        const want = interpret(outs, { dims: {}, inputs, params });
-        const got = interpret(roots.map((x) => x.node), { dims: {}, inputs, params: blockValues(parts, params) });
-        // the K split sums per-block products: another order of the same terms
-        want.forEach((v, i) => assert.ok(maxDiff(got[i], v) < 1e-12, `output ${i}: ${maxDiff(got[i], v)}`));
-      }),
+      fc.property(
+        fc.integer({ min: 2, max: 40 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+        (rows, cols, pieces, seed) => {
+          const g = new GraphBuilder();
+          const t = new TensorOps(g);
+          const w = g.make("param", [], { name: "w", shape: [rows, cols], init: { kind: "zeros" }, trainable: false });
+          const trained = g.make("param", [], { name: "v", shape: [rows, cols], init: { kind: "zeros" }, trainable: true });
+          const x = g.make("input", [], { name: "x", shape: [3, cols], dtype: "f32" });
+          const y = g.make("input", [], { name: "y", shape: [2, 3, rows], dtype: "f32" });
+          const ids = g.make("input", [], { name: "ids", shape: [4], dtype: "i32" });
+          // y's tanh: an intermediate read only in K blocks, computed block by block when it is past the limit too
+          const outs: Node[] = [
+            t.gather(w, ids),
+            t.matmul(x, t.transposeLast(w)),
+            t.matmul(y, t.reshape(w, [1, rows, cols])),
+            t.matmul(x, t.transposeLast(trained)),
+            t.matmul(t.mul(t.unary("tanh", y), t.scalar(2)), w),
+          ];
+          // a limit that leaves `pieces` blocks or so
+          const maxBytes = Math.max(4 * cols, Math.ceil((rows * cols * 4) / pieces));
+          const { roots, parts } = splitLargeParams(
+            outs.map((node, i) => ({ name: `o${i}`, node })),
+            g,
+            { maxBytes, elementBytes: () => 4 },
+          );
+          if (6 * rows * 4 > maxBytes && parts.size > 1) {
+            // tanh(y)·2 is past the limit: the tanh is taken per block of y, never over all of it
+            const tanhs = topoOrder([roots[4].node]).filter((n) => n.op === "tanh");
+            assert.ok(tanhs.length > 1 && tanhs.every((n) => n.shape[2] !== rows), tanhs.map((n) => `[${n.shape}]`).join(" "));
+          }
+          assert.ok([...parts.values()].every((p) => p.of === "w" && (p.end - p.start) * cols * 4 <= maxBytes));
+          const r = rng(seed);
+          const fill = (shape: number[]) =>
+            tensor(
+              shape,
+              Array.from({ length: shape.reduce((a, d) => a * d, 1) }, () => r() * 2 - 1),
+            );
+          const params = new Map([
+            ["w", fill([rows, cols])],
+            ["v", fill([rows, cols])],
+          ]);
+          const inputs = new Map([
+            ["x", fill([3, cols])],
+            ["y", fill([2, 3, rows])],
+            [
+              "ids",
+              tensor(
+                [4],
+                Array.from({ length: 4 }, () => Math.floor(r() * rows)),
+              ),
+            ],
+          ]);
+          const want = interpret(outs, { dims: {}, inputs, params });
+          const got = interpret(
+            roots.map((x) => x.node),
+            { dims: {}, inputs, params: blockValues(parts, params) },
+          );
+          // the K split sums per-block products: another order of the same terms
+          want.forEach((v, i) => assert.ok(maxDiff(got[i], v) < 1e-12, `output ${i}: ${maxDiff(got[i], v)}`));
+        },
+      ),
       fcRuns(100),
     );
   });

@@ -48,7 +48,12 @@ function assertTexturesWellFormed(plan: Plan): void {
     const b2 = k.bindings.find((b) => b.binding === 2)!;
     assert.equal(plan.params.find((p) => p.name === param)?.slot, b2.slot, `kernel #${k.index} reads ${param}`);
   }
-  for (const k of plan.kernels) if (k.variant.startsWith("sg-texture")) assert.ok(k.bindings.some((b) => b.texture !== undefined), `#${k.index} is sg-texture without a texture`);
+  for (const k of plan.kernels)
+    if (k.variant.startsWith("sg-texture"))
+      assert.ok(
+        k.bindings.some((b) => b.texture !== undefined),
+        `#${k.index} is sg-texture without a texture`,
+      );
 }
 
 describe("matmuls with constant B from textures", () => {
@@ -109,7 +114,12 @@ describe("matmuls with constant B from textures", () => {
     const v = c.w("v", [6, 13]);
     const outs: Node[] = [o.add(o.matmul(x, w), c.c(1)), o.matmul(x, o.permute(v, [1, 0])), o.mul(w, c.c(2))];
     const model = c.model("refresh", outs);
-    const plan = buildPlan(model, {}, fx.target, model.outputs.map((r) => ({ name: r.name, node: r.node })));
+    const plan = buildPlan(
+      model,
+      {},
+      fx.target,
+      model.outputs.map((r) => ({ name: r.name, node: r.node })),
+    );
     assert.equal(plan.textures.length, 2);
     const ex = await PlanExecutor.create(g, plan);
     const expect = async (params: ReadonlyMap<string, Tensor>, what: string, got?: Tensor[]) => {
@@ -121,7 +131,10 @@ describe("matmuls with constant B from textures", () => {
     try {
       ex.writeParams(c.params);
       await expect(c.params, "first values");
-      const second = new Map([["w", random([13, 6])], ["v", random([6, 13])]]);
+      const second = new Map([
+        ["w", random([13, 6])],
+        ["v", random([6, 13])],
+      ]);
       ex.writeParams(second);
       await expect(second, "all parameters re-written");
       const third = new Map([...second, ["v", random([6, 13])]]);
@@ -148,7 +161,10 @@ describe("matmuls with constant B from textures", () => {
     const off = plan(fx.target, { textureB: false });
     assert.deepEqual(off.textures, []);
     assert.deepEqual(plan(fx.target, { mutableParams: new Set(["w"]) }), off, "a mutable B plans as without textures");
-    for (const target of [{ ...fx.target, isFallback: false }, { ...fx.target, subgroupSize: 0, subgroupMaxSize: 0 }]) {
+    for (const target of [
+      { ...fx.target, isFallback: false },
+      { ...fx.target, subgroupSize: 0, subgroupMaxSize: 0 },
+    ]) {
       const on = plan(target);
       assert.deepEqual(on, plan(target, { textureB: false }));
       assert.ok(on.kernels.every((k) => !k.variant.startsWith("sg-texture") && !k.wgsl.includes("texture_2d")));
@@ -176,7 +192,10 @@ describe("matmuls with constant B from textures", () => {
     const g = fx.device(t);
     if (!g) return;
     const program = loadProgram("models/tiny-vqa.dehvf");
-    for (const target of [{ ...fx.target, isFallback: false }, { ...fx.target, subgroupSize: 0, subgroupMaxSize: 0 }])
+    for (const target of [
+      { ...fx.target, isFallback: false },
+      { ...fx.target, subgroupSize: 0, subgroupMaxSize: 0 },
+    ])
       for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"]) {
         const m = elaborate(program, name);
         const wgsl = (textureB: boolean) => buildPlan(m, { B: 2, T: 8 }, target, undefined, { textureB }).kernels.map((k) => k.wgsl);
@@ -214,7 +233,9 @@ describe("tiny-vqa with textures", () => {
         assert.ok(plan.textures.length > 0, `${name}: no frozen weight read from a texture`);
         for (const tex of plan.textures) assert.ok(!updated.has(tex.param), `${name}: ${tex.param} is updated by the step but read from a texture`);
         // a trainable weight read as B where the target would pick textures stays a buffer
-        const trainableB = plan.kernels.filter((k) => k.kind === "matmul" && k.bindings.some((b) => b.binding === 2 && plan.params.some((p) => updated.has(p.name) && p.slot === b.slot)));
+        const trainableB = plan.kernels.filter(
+          (k) => k.kind === "matmul" && k.bindings.some((b) => b.binding === 2 && plan.params.some((p) => updated.has(p.name) && p.slot === b.slot)),
+        );
         assert.ok(trainableB.length > 0, `${name}: no trainable weight read as B`);
         for (const k of trainableB) assert.ok(!k.variant.startsWith("sg-texture"), `${name}: kernel #${k.index} reads a trainable weight from a texture`);
       });

@@ -62,7 +62,10 @@ describe("Qwen3's tokenizer.json (byte-level BPE) through @huggingface/tokenizer
     assert.deepEqual(qwen.special, { pad: 151643, eos: 151645 });
     assert.deepEqual([qwen.addsBos, qwen.addsEos, qwen.size], [false, false, 151669]);
     assert.deepEqual(qwen.encode("Hello world", { eos: true }), [9707, 1879, 151645]);
-    assert.throws(() => qwen.encode("x", { bos: true }), (e: Error) => e instanceof DataError && e.message.includes(QWEN3) && /no BOS token/.test(e.message));
+    assert.throws(
+      () => qwen.encode("x", { bos: true }),
+      (e: Error) => e instanceof DataError && e.message.includes(QWEN3) && /no BOS token/.test(e.message),
+    );
     assert.equal(qwen.decode([...qwen.encode("<|im_start|>user"), 151645]), "user");
     assert.equal(qwen.decode([...qwen.encode("<|im_start|>user"), 151645], { keepSpecial: true }), "<|im_start|>user<|im_end|>");
     assert.equal(qwen.decode([9707, 10 ** 7, 1879]), "Hello world", "an id beyond the vocabulary decodes to nothing");
@@ -83,7 +86,10 @@ describe("Qwen3's tokenizer.json (byte-level BPE) through @huggingface/tokenizer
       assert.equal(qwen.decode(ids), s);
       const pieces = streamed(qwen, ids);
       assert.equal(pieces.join(""), s);
-      assert.ok(pieces.every((p) => !p.includes("\uFFFD")), `no half character is passed on: ${JSON.stringify(pieces)}`);
+      assert.ok(
+        pieces.every((p) => !p.includes("\uFFFD")),
+        `no half character is passed on: ${JSON.stringify(pieces)}`,
+      );
     }
     // "𝌆" is three byte-level tokens: nothing until the last, then the character.
     assert.deepEqual(streamed(qwen, qwen.encode("𝌆")), ["", "", "𝌆", ""]);
@@ -113,11 +119,38 @@ describe("other tokenizer.json models", () => {
   const bytePieces = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
   const sentencePiece = {
     version: "1.0",
-    added_tokens: ["<unk>", "<s>", "</s>"].map((content, id) => ({ id, content, special: true, normalized: false, lstrip: false, rstrip: false, single_word: false })),
-    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+    added_tokens: ["<unk>", "<s>", "</s>"].map((content, id) => ({
+      id,
+      content,
+      special: true,
+      normalized: false,
+      lstrip: false,
+      rstrip: false,
+      single_word: false,
+    })),
+    normalizer: {
+      type: "Sequence",
+      normalizers: [
+        { type: "Prepend", prepend: "▁" },
+        { type: "Replace", pattern: { String: " " }, content: "▁" },
+      ],
+    },
     pre_tokenizer: null,
-    post_processor: { type: "TemplateProcessing", single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }], pair: [], special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } } },
-    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
+    },
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "▁" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
     model: {
       type: "BPE",
       byte_fallback: true,
@@ -130,7 +163,10 @@ describe("other tokenizer.json models", () => {
 
   test("SentencePiece-style BPE with byte fallback: merges, <0xXX> bytes, BOS from tokenizer_config.json", async () => {
     const path = writeFixture("sp/tokenizer.json", JSON.stringify(sentencePiece));
-    writeFixture("sp/tokenizer_config.json", JSON.stringify({ bos_token: { content: "<s>", __type: "AddedToken" }, eos_token: "</s>", unk_token: "<unk>", add_bos_token: true, add_eos_token: false }));
+    writeFixture(
+      "sp/tokenizer_config.json",
+      JSON.stringify({ bos_token: { content: "<s>", __type: "AddedToken" }, eos_token: "</s>", unk_token: "<unk>", add_bos_token: true, add_eos_token: false }),
+    );
     const sp = await loadTokenizer(dirname(path));
     assert.deepEqual(sp.special, { bos: 1, eos: 2, unk: 0 });
     assert.deepEqual([sp.addsBos, sp.addsEos], [true, false]);
@@ -149,12 +185,26 @@ describe("other tokenizer.json models", () => {
     const bert = hfTokenizer(
       {
         version: "1.0",
-        added_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map((content, id) => ({ id, content, special: true, normalized: false, lstrip: false, rstrip: false, single_word: false })),
+        added_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map((content, id) => ({
+          id,
+          content,
+          special: true,
+          normalized: false,
+          lstrip: false,
+          rstrip: false,
+          single_word: false,
+        })),
         normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
         pre_tokenizer: { type: "BertPreTokenizer" },
         post_processor: { type: "BertProcessing", sep: ["[SEP]", 3], cls: ["[CLS]", 2] },
         decoder: { type: "WordPiece", prefix: "##", cleanup: true },
-        model: { type: "WordPiece", unk_token: "[UNK]", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab: Object.fromEntries(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "##s", "un", "##able", "!"].map((t, i) => [t, i])) },
+        model: {
+          type: "WordPiece",
+          unk_token: "[UNK]",
+          continuing_subword_prefix: "##",
+          max_input_chars_per_word: 100,
+          vocab: Object.fromEntries(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "##s", "un", "##able", "!"].map((t, i) => [t, i])),
+        },
       },
       undefined,
       "bert/tokenizer.json",
@@ -230,7 +280,10 @@ describe("llama2.c tokenizer.bin (stories260K's tok512.bin)", () => {
   test("decode(encode(text)) is the text, for a story run.c wrote and any printable ASCII", () => {
     const story = readFileSync(GREEDY_200, "utf8");
     assert.equal(tok.decode(tok.encode(story, { bos: true })), story);
-    const printable = fc.string({ unit: fc.constantFrom(..." !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~\n\t"), maxLength: 60 });
+    const printable = fc.string({
+      unit: fc.constantFrom(..." !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~\n\t"),
+      maxLength: 60,
+    });
     fc.assert(
       fc.property(printable, (s) => {
         assert.equal(tok.decode(tok.encode(s, { bos: true })), s);
@@ -247,7 +300,9 @@ describe("llama2.c tokenizer.bin (stories260K's tok512.bin)", () => {
     assert.equal(pieces.join(""), story);
     assert.ok(pieces.slice(0, -1).join("").length > story.length - 10, "the text comes out as it is decoded, not at the flush");
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 0, max: 511 }), { maxLength: 30 }), fc.boolean(), (xs, keepSpecial) => assert.equal(streamed(tok, xs, { keepSpecial }).join(""), tok.decode(xs, { keepSpecial }))),
+      fc.property(fc.array(fc.integer({ min: 0, max: 511 }), { maxLength: 30 }), fc.boolean(), (xs, keepSpecial) =>
+        assert.equal(streamed(tok, xs, { keepSpecial }).join(""), tok.decode(xs, { keepSpecial })),
+      ),
       fcRuns(200),
     );
   });
@@ -284,7 +339,9 @@ describe("the default dataset's tokenizer", () => {
     // Its decoder glues "." and ")" to the word before and "(" to the one after: the stream holds a word back till it settles.
     assert.deepEqual(streamed(tok, tok.encode("Options: (A) no (B) yes.")), ["Options", ":", "", "", "", " (A)", " no", "", "", " (B)", " yes.", ""]);
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 0, max: tok.size - 1 }), { maxLength: 30 }), fc.boolean(), (xs, keepSpecial) => assert.equal(streamed(tok, xs, { keepSpecial }).join(""), tok.decode(xs, { keepSpecial }))),
+      fc.property(fc.array(fc.integer({ min: 0, max: tok.size - 1 }), { maxLength: 30 }), fc.boolean(), (xs, keepSpecial) =>
+        assert.equal(streamed(tok, xs, { keepSpecial }).join(""), tok.decode(xs, { keepSpecial })),
+      ),
       fcRuns(300),
     );
     // The file is standard: the config names the specials, the template adds <bos>.

@@ -21,7 +21,14 @@ import { Trainer } from "../runtime/trainer.ts";
  * interpreter then takes them rounded to f16 as well, so the comparison is the kernels'.
  * `graph`: how the step is built (recomputing layers, say).
  */
-export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonly<Record<string, number>>, inspect?: (trainer: Trainer) => void, weights?: WeightStorage, graph?: TrainGraphOptions): Promise<void> {
+export async function checkTrainStep(
+  g: Gpu,
+  model: CompiledModel,
+  dims: Readonly<Record<string, number>>,
+  inspect?: (trainer: Trainer) => void,
+  weights?: WeightStorage,
+  graph?: TrainGraphOptions,
+): Promise<void> {
   const name = model.name;
   const params = initAllParams(model, 1);
   const trainer = await Trainer.forGraph(g, buildTrainGraph(model, undefined, graph), dims, params, { weights });
@@ -38,7 +45,10 @@ export async function checkTrainStep(g: Gpu, model: CompiledModel, dims: Readonl
     const feed = new Map(inputs);
     // the scalars the trainer feeds itself (a run seeded 0): AdamW's and, with dropout, step 1's seed
     for (const [k, v] of Object.entries(stepInputs(trainer.graph, 1, 1e-2, 0))) feed.set(k, tensor([], [v]));
-    want = interpret(trainer.graph.model.outputs.map((o) => o.node), { dims, inputs: feed, params: ref });
+    want = interpret(
+      trainer.graph.model.outputs.map((o) => o.node),
+      { dims, inputs: feed, params: ref },
+    );
     r = await trainer.step(inputs, 1, 1e-2);
     state = await trainer.readState();
   } finally {

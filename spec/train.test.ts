@@ -34,7 +34,10 @@ const MICRO = "spec/fixtures/train/micro.dehvf";
 
 const randomTensor = (shape: number[], seed: number, lo = -2, hi = 2): Tensor => {
   const r = rng(seed);
-  return tensor(shape, Array.from({ length: numel(shape) }, () => Math.fround(lo + (hi - lo) * r())));
+  return tensor(
+    shape,
+    Array.from({ length: numel(shape) }, () => Math.fround(lo + (hi - lo) * r())),
+  );
 };
 
 describe("loss", () => {
@@ -48,7 +51,14 @@ describe("loss", () => {
     const L = randomTensor([2, 3, 5], 1);
     const tg = tensor([2, 3], [0, 4, 2, 1, 3, 3]);
     const m = tensor([2, 3], [1, 0, 1, 1, 1, 0]);
-    const [lv, closed, byAutodiff] = interpret([loss, dlogits, auto], { dims: {}, inputs: new Map([["targets", tg], ["mask", m]]), params: new Map([["logits", L]]) });
+    const [lv, closed, byAutodiff] = interpret([loss, dlogits, auto], {
+      dims: {},
+      inputs: new Map([
+        ["targets", tg],
+        ["mask", m],
+      ]),
+      params: new Map([["logits", L]]),
+    });
     let want = 0;
     for (let r = 0; r < 6; r++) {
       const row = [...L.data.subarray(r * 5, r * 5 + 5)];
@@ -69,12 +79,26 @@ describe("AdamW step", () => {
     const model = kit.model("m", [kit.t.add(kit.t.matmul(x, w), b)]);
     const opt = { ...DEFAULT_OPTIMIZER, clip: 0.5, weightDecay: 0.1 };
     const tg = buildTrainGraph(model, opt);
-    const params = new Map([["w", randomTensor([3, 5], 2)], ["b", randomTensor([5], 3)], ["w@adam_m", randomTensor([3, 5], 4, -0.1, 0.1)], ["w@adam_v", randomTensor([3, 5], 5, 0, 0.1)], ["b@adam_m", tensor([5])], ["b@adam_v", tensor([5])]]);
+    const params = new Map([
+      ["w", randomTensor([3, 5], 2)],
+      ["b", randomTensor([5], 3)],
+      ["w@adam_m", randomTensor([3, 5], 4, -0.1, 0.1)],
+      ["w@adam_v", randomTensor([3, 5], 5, 0, 0.1)],
+      ["b@adam_m", tensor([5])],
+      ["b@adam_v", tensor([5])],
+    ]);
     const step = 3;
     const lr = 0.01;
-    const inputs = new Map<string, Tensor>([["x", randomTensor([4, 3], 6)], ["targets", tensor([4], [0, 4, 1, 1])], ["loss_mask", tensor([4], [1, 1, 0, 1])]]);
+    const inputs = new Map<string, Tensor>([
+      ["x", randomTensor([4, 3], 6)],
+      ["targets", tensor([4], [0, 4, 1, 1])],
+      ["loss_mask", tensor([4], [1, 1, 0, 1])],
+    ]);
     for (const [k, v] of Object.entries(adamScalars(step, lr, opt))) inputs.set(k, tensor([], [v]));
-    const outs = interpret(tg.model.outputs.map((o) => o.node), { dims: {}, inputs, params });
+    const outs = interpret(
+      tg.model.outputs.map((o) => o.node),
+      { dims: {}, inputs, params },
+    );
     const byName = new Map(tg.model.outputs.map((o, i) => [o.name, outs[i]]));
     // the gradients themselves, from reverse mode on the same loss
     const loss = tg.model.outputs[0].node;
@@ -96,7 +120,13 @@ describe("AdamW step", () => {
         assert.ok(Math.abs(byName.get(`new:${name}@adam_m`)!.data[i] - m) < 1e-12);
       });
     });
-    assert.deepEqual(tg.trained.map((t) => [t.name, t.decay]), [["w", true], ["b", false]]);
+    assert.deepEqual(
+      tg.trained.map((t) => [t.name, t.decay]),
+      [
+        ["w", true],
+        ["b", false],
+      ],
+    );
   });
 
   test("learning rate: linear warm-up, cosine down to 10% of the peak", () => {
@@ -110,16 +140,28 @@ describe("AdamW step", () => {
 describe("train sections", () => {
   test("the stages of each tiny-vqa model: backbones first, then the fine-tuning stage", () => {
     const stages = trainStages(loadProgram("models/tiny-vqa.dehvf"));
-    assert.deepEqual(stagesFor(stages, "TinyVQAMemVP").map((s) => s.name), ["pretrain_vision", "pretrain_language", "finetune"]);
-    assert.deepEqual(stagesFor(stages, "TinyLM").map((s) => s.name), ["pretrain_language"]);
+    assert.deepEqual(
+      stagesFor(stages, "TinyVQAMemVP").map((s) => s.name),
+      ["pretrain_vision", "pretrain_language", "finetune"],
+    );
+    assert.deepEqual(
+      stagesFor(stages, "TinyLM").map((s) => s.name),
+      ["pretrain_language"],
+    );
     assert.equal(stages.find((s) => s.name === "pretrain_vision")!.task, "classify");
   });
 
   const bad = (body: string, re: RegExp) => {
     const dir = mkdtempSync(join(tmpdir(), "dehvf-stages-"));
     try {
-      writeFileSync(join(dir, "m.dehvf"), `import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 16, d: 8, layers: 1, heads: 1, ffn: 8)\n  forward(tokens: [B, T] int) -> [B, T, 16] = language(tokens)\n}\n${body}\n`);
-      assert.throws(() => trainStages(loadProgram(join(dir, "m.dehvf"))), (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined);
+      writeFileSync(
+        join(dir, "m.dehvf"),
+        `import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 16, d: 8, layers: 1, heads: 1, ffn: 8)\n  forward(tokens: [B, T] int) -> [B, T, 16] = language(tokens)\n}\n${body}\n`,
+      );
+      assert.throws(
+        () => trainStages(loadProgram(join(dir, "m.dehvf"))),
+        (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -168,12 +210,18 @@ describe("the compiled training step", () => {
     if (!g) return;
     if (!g.hasF16) return t.skip("this adapter has no shader-f16");
     for (const name of ["TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"])
-      await checkTrainStep(g, elaborate(loadProgram(MICRO), name), { B: 2, T: 6 }, (tr) => {
-        const half = tr.plan.params.filter((p) => p.dtype === "f16");
-        // the backbones are frozen; the fusion and AdamW's moments train in f32
-        const trained = new Set(tr.stateNames);
-        assert.ok(half.length > 0 && half.every((p) => !trained.has(p.name)), `${name}: ${half.map((p) => p.name).join(", ")}`);
-      }, "f16");
+      await checkTrainStep(
+        g,
+        elaborate(loadProgram(MICRO), name),
+        { B: 2, T: 6 },
+        (tr) => {
+          const half = tr.plan.params.filter((p) => p.dtype === "f16");
+          // the backbones are frozen; the fusion and AdamW's moments train in f32
+          const trained = new Set(tr.stateNames);
+          assert.ok(half.length > 0 && half.every((p) => !trained.has(p.name)), `${name}: ${half.map((p) => p.name).join(", ")}`);
+        },
+        "f16",
+      );
   });
 });
 
@@ -183,11 +231,22 @@ describe("numerics of the step in f32", () => {
     if (!g) return;
     const dir = mkdtempSync(join(tmpdir(), "dehvf-act-"));
     try {
-      writeFileSync(join(dir, "act.dehvf"), `model Act {\n  param w: [4, 6] init normal(1.0)\n  forward(x: [B, 4]) -> [B, 6] = silu(x @ w) + quick_gelu(x @ w) + gelu(x @ w) + sigmoid(x @ w)\n}\n`);
+      writeFileSync(
+        join(dir, "act.dehvf"),
+        `model Act {\n  param w: [4, 6] init normal(1.0)\n  forward(x: [B, 4]) -> [B, 6] = silu(x @ w) + quick_gelu(x @ w) + gelu(x @ w) + sigmoid(x @ w)\n}\n`,
+      );
       const model = elaborate(loadProgram(join(dir, "act.dehvf")), "Act");
       const trainer = await Trainer.create(g, model, { B: 2 }, initAllParams(model, 0));
       const x = tensor([2, 4], [300, -300, 120, -90, -250, 200, -1000, 1000]);
-      const r = await trainer.step(new Map([["x", x], ["targets", tensor([2], [1, 4])], ["loss_mask", tensor([2], [1, 1])]]), 1, 1e-3);
+      const r = await trainer.step(
+        new Map([
+          ["x", x],
+          ["targets", tensor([2], [1, 4])],
+          ["loss_mask", tensor([2], [1, 1])],
+        ]),
+        1,
+        1e-3,
+      );
       trainer.destroy();
       assert.ok(Number.isFinite(r.loss) && Number.isFinite(r.gradNorm), `loss ${r.loss}, grad norm ${r.gradNorm}`);
     } finally {
@@ -226,7 +285,12 @@ describe("dehvf train / eval", () => {
     const dir = join(work, "full", "finetune-TinyVQA");
     for (const f of ["final.safetensors", "metrics.jsonl", "loss.png", "eval.json"]) assert.ok(existsSync(join(dir, f)), f);
     assert.ok(!existsSync(join(dir, "work")), "the work area goes once the result is in place");
-    assert.deepEqual(readMetrics(join(dir, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.step), [1, 2, 3, 4]);
+    assert.deepEqual(
+      readMetrics(join(dir, "metrics.jsonl"))
+        .filter((m) => "loss" in m)
+        .map((m) => m.step),
+      [1, 2, 3, 4],
+    );
     const ev = JSON.parse(readFileSync(join(dir, "eval.json"), "utf8"));
     assert.equal(ev.trainable, 5024);
     assert.ok(ev.per_type && "position-fine" in ev.per_type && Number.isFinite(ev.cider_d));
@@ -250,7 +314,10 @@ describe("dehvf train / eval", () => {
     const resumed = train("killed", ["--resume"]);
     assert.equal(resumed.code, 0, resumed.err);
     assert.match(resumed.out, /resuming at step 2 of 4/);
-    const losses = (run: string) => readMetrics(join(work, run, "finetune-TinyVQA", "metrics.jsonl")).filter((m) => "loss" in m).map((m) => [m.step, m.loss]);
+    const losses = (run: string) =>
+      readMetrics(join(work, run, "finetune-TinyVQA", "metrics.jsonl"))
+        .filter((m) => "loss" in m)
+        .map((m) => [m.step, m.loss]);
     assert.deepEqual(losses("killed"), losses("full"));
     const a = await openSafetensors(join(work, "full", "finetune-TinyVQA", "final.safetensors"));
     const b = await openSafetensors(join(work, "killed", "finetune-TinyVQA", "final.safetensors"));
@@ -267,7 +334,10 @@ describe("dehvf train / eval", () => {
       const meta = await loadMeta(join(work, "full", `${stage}-seed1`, "final.safetensors"));
       assert.equal(JSON.parse(meta.identity).config.seed, 1, stage);
     }
-    const losses = (dir: string) => readMetrics(join(work, "full", dir, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.loss);
+    const losses = (dir: string) =>
+      readMetrics(join(work, "full", dir, "metrics.jsonl"))
+        .filter((m) => "loss" in m)
+        .map((m) => m.loss);
     assert.notDeepEqual(losses("finetune-TinyVQA-seed1"), losses("finetune-TinyVQA"));
     const same = train("full", ["--seed", "0"]);
     assert.equal(same.code, 0, same.err);
@@ -288,4 +358,3 @@ describe("dehvf train / eval", () => {
     assert.equal((same.out.match(/done before, reusing/g) ?? []).length, 3);
   });
 });
-

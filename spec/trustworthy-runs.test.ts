@@ -31,8 +31,16 @@ let work = "";
 let data = "";
 let gpuSkip: string | undefined;
 
-function dehvf(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): { code: number | null; signal: string | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, [join(process.cwd(), "bin/dehvf.js"), ...args], { encoding: "utf8", timeout: 300_000, cwd: opts.cwd, env: { ...process.env, ...opts.env } });
+function dehvf(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string } = {},
+): { code: number | null; signal: string | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [join(process.cwd(), "bin/dehvf.js"), ...args], {
+    encoding: "utf8",
+    timeout: 300_000,
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+  });
   return { code: r.status, signal: r.signal, out: r.stdout, err: r.stderr };
 }
 
@@ -136,7 +144,9 @@ describe("stage identity by content", () => {
   test("copying --out keeps every stage valid; a relative --out reuses what an absolute one made", (t) => {
     if (!gpu(t)) return;
     const out = copyRun("base", "moved");
-    const r = dehvf(["train", join(process.cwd(), MICRO), "--data", relative(work, data), "--out", "moved", "--eval-problems", "8", "--eval-captions", "2"], { cwd: work });
+    const r = dehvf(["train", join(process.cwd(), MICRO), "--data", relative(work, data), "--out", "moved", "--eval-problems", "8", "--eval-captions", "2"], {
+      cwd: work,
+    });
     assert.equal(r.code, 0, r.err);
     assert.equal((r.out.match(/done before, reusing/g) ?? []).length, 3, r.out);
     assert.ok(existsSync(out));
@@ -155,7 +165,8 @@ describe("stage identity by content", () => {
     assert.match(r.out, /pretrain_language \(TinyLM\): took the finished result from .*shipped\/pretrain_language/);
     assert.equal((r.out.match(/done before, reusing/g) ?? []).length, 2, r.out);
     assert.ok(existsSync(join(out, `${FT}-seed1`, "final.safetensors")) && !existsSync(join(out, "pretrain_vision-seed1")));
-    for (const stage of ["pretrain_vision", "pretrain_language"]) assert.deepEqual(readFileSync(join(out, stage, "final.safetensors")), readFileSync(join(shipped, stage, "final.safetensors")));
+    for (const stage of ["pretrain_vision", "pretrain_language"])
+      assert.deepEqual(readFileSync(join(out, stage, "final.safetensors")), readFileSync(join(shipped, stage, "final.safetensors")));
     assert.deepEqual(snapshot(shipped), before, "the --reuse directory is only read");
     // a backbone made differently is not taken, though its directory has the same name
     const lr = variant("reuse-lr", "pretrain_vision", (text) => text.replace(/lr\s*=\s*[\d.]+/, "lr = 0.004"));
@@ -169,7 +180,10 @@ describe("stage identity by content", () => {
     writeFileSync(join(damaged, "pretrain_vision", "final.safetensors"), "not a safetensors file");
     const bad = train(join(work, "from-damaged"), ["--reuse", damaged, "--steps", "1"]);
     assert.equal(bad.code, 0, bad.err);
-    assert.match(bad.out, /pretrain_vision \(TinyViTClassifier\): .*shipped-damaged\/pretrain_vision\/final\.safetensors cannot be read as a finished result; not taken/);
+    assert.match(
+      bad.out,
+      /pretrain_vision \(TinyViTClassifier\): .*shipped-damaged\/pretrain_vision\/final\.safetensors cannot be read as a finished result; not taken/,
+    );
     assert.match(bad.out, /pretrain_vision \(TinyViTClassifier\): trainable parameters/);
     userError(train(join(work, "x"), ["--seed", "1", "--last-seed", "2"]), /give one of them/);
     userError(train(join(work, "x"), ["--reuse", join(work, "nowhere")]), /--reuse .*nowhere: no such directory/);
@@ -178,14 +192,38 @@ describe("stage identity by content", () => {
 
 describe("what is read back is checked", () => {
   const cases: [string, (file: string) => Promise<void> | void, RegExp][] = [
-    ["a step past the stage's steps", (f) => rewrite(f, (_t, m) => void (m.step = "7")), /state\.safetensors: records step "7", which is not a whole number in \[0, 4\]/],
+    [
+      "a step past the stage's steps",
+      (f) => rewrite(f, (_t, m) => void (m.step = "7")),
+      /state\.safetensors: records step "7", which is not a whole number in \[0, 4\]/,
+    ],
     ["a negative step", (f) => rewrite(f, (_t, m) => void (m.step = "-1")), /records step "-1"/],
     ["a fractional step", (f) => rewrite(f, (_t, m) => void (m.step = "2.5")), /records step "2\.5"/],
-    ["a missing tensor", (f) => rewrite(f, (t) => void t.delete("dehvf.proj.fc1.w@adam_v")), /state\.safetensors: tensor "dehvf\.proj\.fc1\.w@adam_v": missing/],
-    ["an extra tensor", (f) => rewrite(f, (t) => void t.set("stray", { shape: [1], data: new Float32Array(1) })), /tensor "stray": not part of this model's state/],
-    ["a mis-shaped tensor", (f) => rewrite(f, (t) => void t.set("dehvf.memory.p_k", { shape: [1, 2], data: new Float32Array(2) })), /tensor "dehvf\.memory\.p_k": has shape \[1, 2\], expected \[16, 32\]/],
-    ["a tensor stored as F16", (f) => rewrite(f, (t) => void (t.get("dehvf.memory.p_k")!.dtype = "F16")), /tensor "dehvf\.memory\.p_k": stored as F16; dehvf writes F32/],
-    ["a NaN", (f) => rewrite(f, (t) => void (t.get("dehvf.memory.p_k")!.data[3] = NaN)), /tensor "dehvf\.memory\.p_k": 1 of its 512 values are NaN or infinite/],
+    [
+      "a missing tensor",
+      (f) => rewrite(f, (t) => void t.delete("dehvf.proj.fc1.w@adam_v")),
+      /state\.safetensors: tensor "dehvf\.proj\.fc1\.w@adam_v": missing/,
+    ],
+    [
+      "an extra tensor",
+      (f) => rewrite(f, (t) => void t.set("stray", { shape: [1], data: new Float32Array(1) })),
+      /tensor "stray": not part of this model's state/,
+    ],
+    [
+      "a mis-shaped tensor",
+      (f) => rewrite(f, (t) => void t.set("dehvf.memory.p_k", { shape: [1, 2], data: new Float32Array(2) })),
+      /tensor "dehvf\.memory\.p_k": has shape \[1, 2\], expected \[16, 32\]/,
+    ],
+    [
+      "a tensor stored as F16",
+      (f) => rewrite(f, (t) => void (t.get("dehvf.memory.p_k")!.dtype = "F16")),
+      /tensor "dehvf\.memory\.p_k": stored as F16; dehvf writes F32/,
+    ],
+    [
+      "a NaN",
+      (f) => rewrite(f, (t) => void (t.get("dehvf.memory.p_k")!.data[3] = NaN)),
+      /tensor "dehvf\.memory\.p_k": 1 of its 512 values are NaN or infinite/,
+    ],
     ["a flipped bit", flipDataBit, /do not match the digest recorded when it was written/],
     ["a truncated file", (f) => truncateSync(f, statSync(f).size - 100), /state\.safetensors.*(past the end|data section|end of file)/],
   ];
@@ -203,7 +241,10 @@ describe("what is read back is checked", () => {
     if (!gpu(t)) return;
     const out = copyRun("killed", "other-config");
     const before = snapshot(out);
-    userError(train(out, ["--resume"], { file: variant("batch4", "finetune", (s) => s.replace(/batch\s*=\s*8/, "batch = 4")) }), /checkpoint .* was made from something else \(`batch` 8 → 4\); to start over, drop --resume/);
+    userError(
+      train(out, ["--resume"], { file: variant("batch4", "finetune", (s) => s.replace(/batch\s*=\s*8/, "batch = 4")) }),
+      /checkpoint .* was made from something else \(`batch` 8 → 4\); to start over, drop --resume/,
+    );
     assert.deepEqual(snapshot(out), before);
   });
 
@@ -222,10 +263,19 @@ describe("divergence and interrupted finishes", () => {
     if (!gpu(t)) return;
     const out = copyRun("base", "diverged");
     rmSync(join(out, FT), { recursive: true });
-    const wild = (lr: string) => variant(`lr-${lr}`, "finetune", (s) => s.replace(/lr\s*=\s*[\d.]+/, `lr = ${lr}`).replace(/warmup\s*=\s*1/, "warmup = 4").replace(/checkpoint_every\s*=\s*2/, "checkpoint_every = 1"));
+    const wild = (lr: string) =>
+      variant(`lr-${lr}`, "finetune", (s) =>
+        s
+          .replace(/lr\s*=\s*[\d.]+/, `lr = ${lr}`)
+          .replace(/warmup\s*=\s*1/, "warmup = 4")
+          .replace(/checkpoint_every\s*=\s*2/, "checkpoint_every = 1"),
+      );
     const r = train(out, [], { file: wild("1e5") });
     // where it diverges depends on the data; what must hold is the shape of the outcome
-    userError(r, /finetune \(TinyVQA\): the loss became NaN .* at step \d; stopped\. The last good checkpoint is step \d in .*: lower `lr` in train section `finetune` \(now 100000\) or raise `warmup`, then run the same command with --resume/);
+    userError(
+      r,
+      /finetune \(TinyVQA\): the loss became NaN .* at step \d; stopped\. The last good checkpoint is step \d in .*: lower `lr` in train section `finetune` \(now 100000\) or raise `warmup`, then run the same command with --resume/,
+    );
     const [, diverged, good] = /at step (\d); stopped\. The last good checkpoint is step (\d)/.exec(r.err)!.map(Number);
     assert.ok(good >= 1 && good < diverged, `good ${good}, diverged ${diverged}`);
     const st = await openSafetensors(state(out));
@@ -255,7 +305,10 @@ describe("divergence and interrupted finishes", () => {
     if (!gpu(t)) return;
     const out = copyRun("base", "retrain-killed");
     const before = snapshot(join(out, FT));
-    const killed = train(out, [], { file: variant("seed1", "finetune", (s) => s.replace("warmup = 1", "warmup = 1\n  seed = 1")), env: { DEHVF_KILL_AT: "finetune:checkpoint-2" } });
+    const killed = train(out, [], {
+      file: variant("seed1", "finetune", (s) => s.replace("warmup = 1", "warmup = 1\n  seed = 1")),
+      env: { DEHVF_KILL_AT: "finetune:checkpoint-2" },
+    });
     assert.equal(killed.signal, "SIGKILL", killed.err);
     const now = snapshot(join(out, FT));
     for (const f of Object.keys(before)) assert.equal(now[f], before[f], f);
@@ -287,7 +340,10 @@ describe("one run per output directory", () => {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
     const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
-    writeFileSync(join(out, LOCK_FILE), JSON.stringify({ pid, host: hostname(), boot, start, since: "2026-01-01T00:00:00.000Z", command: "dehvf train elsewhere" }));
+    writeFileSync(
+      join(out, LOCK_FILE),
+      JSON.stringify({ pid, host: hostname(), boot, start, since: "2026-01-01T00:00:00.000Z", command: "dehvf train elsewhere" }),
+    );
     userError(train(out), /locked is in use by another dehvf run \(pid \d+ .*dehvf train elsewhere\)\. Wait for it to finish or pick another --out/);
     holder.kill("SIGKILL");
     await new Promise((done) => holder!.once("exit", done));
@@ -321,9 +377,17 @@ describe("honest output", () => {
     const r = train(out, ["--resume"]);
     assert.equal(r.code, 0, r.err);
     const f = await openSafetensors(join(out, FT, "final.safetensors"));
-    assert.deepEqual(f.names().filter((n) => n.includes("@")), []);
+    assert.deepEqual(
+      f.names().filter((n) => n.includes("@")),
+      [],
+    );
     await f.close();
-    assert.deepEqual(readMetrics(join(out, FT, "metrics.jsonl")).filter((m) => "loss" in m).map((m) => m.step), [1, 2, 3, 4]);
+    assert.deepEqual(
+      readMetrics(join(out, FT, "metrics.jsonl"))
+        .filter((m) => "loss" in m)
+        .map((m) => m.step),
+      [1, 2, 3, 4],
+    );
   });
 });
 
@@ -350,17 +414,25 @@ describe("stage identity (no device)", () => {
     const model = elaborate(program, "TinyVQA");
     const backbones = { pretrain_vision: { key: "k1", weights: "w1" } };
     const id = stageIdentity(stage, model, "data-1", backbones);
-    const with_ = (patch: Partial<typeof stage>, over: Partial<StageIdentity> = {}): StageIdentity => ({ ...stageIdentity({ ...stage, ...patch }, model, "data-1", backbones), ...over });
+    const with_ = (patch: Partial<typeof stage>, over: Partial<StageIdentity> = {}): StageIdentity => ({
+      ...stageIdentity({ ...stage, ...patch }, model, "data-1", backbones),
+      ...over,
+    });
     for (const patch of [{ lr: 1e-5 }, { warmup: 3 }, { clip: 0.5 }, { evalEvery: 1 }, { checkpointEvery: 1 }]) {
       assert.equal(resumeKey(with_(patch)), resumeKey(id), JSON.stringify(patch));
       assert.notEqual(identityKey(with_(patch)), identityKey(id), JSON.stringify(patch));
     }
-    for (const patch of [{ batch: 4 }, { steps: 8 }, { seed: 2 }, { weightDecay: 0 }]) assert.notEqual(resumeKey(with_(patch)), resumeKey(id), JSON.stringify(patch));
+    for (const patch of [{ batch: 4 }, { steps: 8 }, { seed: 2 }, { weightDecay: 0 }])
+      assert.notEqual(resumeKey(with_(patch)), resumeKey(id), JSON.stringify(patch));
     assert.deepEqual(identityChanges(id, with_({ lr: 6e17, batch: 4 })), ["`batch` 8 → 4", "`lr` 0.003 → 6e17"]);
     assert.deepEqual(identityChanges(id, with_({ lr: 1 }), "resume"), []);
     assert.deepEqual(identityChanges(id, with_({}, { data: "data-2" })), ["the data changed (dataset files, images or tokenizer)"]);
-    assert.deepEqual(identityChanges(id, with_({}, { backbones: { pretrain_vision: { key: "k1", weights: "w2" } } })), ["backbone stage `pretrain_vision`'s final weights changed since"]);
-    assert.deepEqual(identityChanges(id, with_({}, { backbones: { pretrain_vision: { key: "k2", weights: "w2" } } })), ["backbone stage `pretrain_vision` was trained differently since"]);
+    assert.deepEqual(identityChanges(id, with_({}, { backbones: { pretrain_vision: { key: "k1", weights: "w2" } } })), [
+      "backbone stage `pretrain_vision`'s final weights changed since",
+    ]);
+    assert.deepEqual(identityChanges(id, with_({}, { backbones: { pretrain_vision: { key: "k2", weights: "w2" } } })), [
+      "backbone stage `pretrain_vision` was trained differently since",
+    ]);
   });
 
   test("a checkpoint's digest follows its bytes, not its path; a directory's covers every file in it", async () => {

@@ -55,7 +55,8 @@ function modelFile(body: string, dir = work): string {
 const model = (body: string, name: string, dir?: string) => elaborate(loadProgram(modelFile(body, dir)), name);
 
 /** A model that only takes an image [B, C, H, W] (and returns it). */
-const imageModel = (c: number, h: number, w: number, decl = "") => model(`model Img {\n  ${decl}\n  forward(image: [B, ${c}, ${h}, ${w}]) -> [B, ${c}, ${h}, ${w}] = image\n}\n`, "Img");
+const imageModel = (c: number, h: number, w: number, decl = "") =>
+  model(`model Img {\n  ${decl}\n  forward(image: [B, ${c}, ${h}, ${w}]) -> [B, ${c}, ${h}, ${w}] = image\n}\n`, "Img");
 
 async function decode(path: string, form: ImageForm): Promise<Float32Array> {
   const out = new Float32Array(form.shape[0] * form.shape[1] * form.shape[2]);
@@ -63,7 +64,14 @@ async function decode(path: string, form: ImageForm): Promise<Float32Array> {
   return out;
 }
 
-async function writeImage(name: string, pixels: number[], width: number, height: number, channels: 1 | 3, format: "png" | "jpeg" | "webp" = "png"): Promise<string> {
+async function writeImage(
+  name: string,
+  pixels: number[],
+  width: number,
+  height: number,
+  channels: 1 | 3,
+  format: "png" | "jpeg" | "webp" = "png",
+): Promise<string> {
   const file = join(work, name);
   const img = sharp(Uint8Array.from(pixels), { raw: { width, height, channels } });
   await (format === "png" ? img.png() : format === "jpeg" ? img.jpeg({ quality: 100, chromaSubsampling: "4:4:4" }) : img.webp({ lossless: true })).toFile(file);
@@ -87,7 +95,8 @@ describe("images as the model declares them", () => {
     assert.equal(form.preprocess.interpolation, "bicubic");
     const at = (x: number, y: number, c: number) => px[(y * 4 + x) * 3 + c];
     const want: number[] = [];
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) want.push(Math.fround((at(x + 1, y, c) / 255 - CLIP_MEAN[c]) / CLIP_STD[c]));
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) want.push(Math.fround((at(x + 1, y, c) / 255 - CLIP_MEAN[c]) / CLIP_STD[c]));
     // R plane: 40, 70, 160, 190 ...
     assert.deepEqual([want[0], want[1]], [Math.fround((40 / 255 - 0.4815) / 0.2686), Math.fround((70 / 255 - 0.4815) / 0.2686)]);
     assert.deepEqual([...(await decode(file, form))], want);
@@ -102,12 +111,22 @@ describe("images as the model declares them", () => {
     for (const format of ["png", "jpeg", "webp"] as const) {
       const file = await writeImage(`solid.${format}`, solid(7, 3, rgb), 7, 3, 3, format);
       near(await decode(file, fill), want, format === "jpeg" ? 3 / 255 / 0.25 : 1e-6, format);
-      near(await decode(file, imageForm(imageModel(3, 4, 4))!), [0, 1, 2].flatMap((c) => new Array(16).fill((rgb[c] / 255 - PIXEL_MEAN) / PIXEL_STD)), format === "jpeg" ? 3 / 255 / PIXEL_STD : 1e-5, `${format}, crop`);
+      near(
+        await decode(file, imageForm(imageModel(3, 4, 4))!),
+        [0, 1, 2].flatMap((c) => new Array(16).fill((rgb[c] / 255 - PIXEL_MEAN) / PIXEL_STD)),
+        format === "jpeg" ? 3 / 255 / PIXEL_STD : 1e-5,
+        `${format}, crop`,
+      );
     }
     const grey = await writeImage("grey.png", new Array(30).fill(128), 6, 5, 1);
     near(await decode(grey, fill), new Array(48).fill((128 / 255 - 0.5) / 0.25), 1e-6, "grey file, RGB model");
     const neutral = await writeImage("neutral.png", solid(5, 5, [90, 90, 90]), 5, 5, 3);
-    near(await decode(neutral, defaultForm([1, 3, 3])), new Array(9).fill((90 / 255 - PIXEL_MEAN) / PIXEL_STD), 1.01 / 255 / PIXEL_STD, "colour file, grey model");
+    near(
+      await decode(neutral, defaultForm([1, 3, 3])),
+      new Array(9).fill((90 / 255 - PIXEL_MEAN) / PIXEL_STD),
+      1.01 / 255 / PIXEL_STD,
+      "colour file, grey model",
+    );
   });
 
   test("the grey path is unchanged: a Fashion composite gives today's tensor bit for bit, and the tiny models keep the default form", async () => {
@@ -124,7 +143,13 @@ describe("images as the model declares them", () => {
     const pid = ds.pidSplits.train.indexOf("5");
     assert.deepEqual([...ds.splits.train!.vqa[pid].image], want);
     // a grey image of another size is resized, not refused
-    const big = await writeImage("big-grey.png", Array.from({ length: 112 * 90 }, (_, i) => i % 251), 112, 90, 1);
+    const big = await writeImage(
+      "big-grey.png",
+      Array.from({ length: 112 * 90 }, (_, i) => i % 251),
+      112,
+      90,
+      1,
+    );
     assert.equal((await decode(big, form)).length, 56 * 56);
   });
 
@@ -132,7 +157,17 @@ describe("images as the model declares them", () => {
     const dir = join(work, "ckpt");
     mkdirSync(dir);
     copyFileSync(join(STORIES, "stories260K.bin"), join(dir, "stories260K.bin"));
-    writeFileSync(join(dir, "preprocessor_config.json"), JSON.stringify({ do_normalize: true, image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5], resample: 2, rescale_factor: 1 / 255, size: { height: 8, width: 8 } }));
+    writeFileSync(
+      join(dir, "preprocessor_config.json"),
+      JSON.stringify({
+        do_normalize: true,
+        image_mean: [0.5, 0.5, 0.5],
+        image_std: [0.5, 0.5, 0.5],
+        resample: 2,
+        rescale_factor: 1 / 255,
+        size: { height: 8, width: 8 },
+      }),
+    );
     const body = (decl: string) => `model M {
   ${decl}
   vision   = ViT(image: 8, patch: 4, d: 16, layers: 1, heads: 2, mlp: 32, channels: 3)
@@ -150,28 +185,61 @@ describe("images as the model declares them", () => {
     assert.deepEqual([both.mean, both.std, both.resize], [[0.5, 0.5, 0.5], CLIP_STD, "fill"], "the model file's arguments win, one by one");
     // CLIP's own file: shortest edge, bicubic
     const clip = join(work, "clip-preprocessor.json");
-    writeFileSync(clip, JSON.stringify({ crop_size: 224, do_center_crop: true, image_mean: CLIP_MEAN, image_std: CLIP_STD, resample: 3, size: { shortest_edge: 224 } }));
+    writeFileSync(
+      clip,
+      JSON.stringify({ crop_size: 224, do_center_crop: true, image_mean: CLIP_MEAN, image_std: CLIP_STD, resample: 3, size: { shortest_edge: 224 } }),
+    );
     assert.deepEqual(readPreprocessorConfig(clip), { mean: CLIP_MEAN, std: CLIP_STD, interpolation: "bicubic", resize: "crop" });
     writeFileSync(clip, "{ not json");
-    assert.throws(() => readPreprocessorConfig(clip), (e: unknown) => e instanceof DataError && e.message.includes(clip));
+    assert.throws(
+      () => readPreprocessorConfig(clip),
+      (e: unknown) => e instanceof DataError && e.message.includes(clip),
+    );
   });
 
   test("a bad `preprocess` is a located error", () => {
-    const refused = (f: () => unknown, re: RegExp) => assert.throws(f, (e: unknown) => e instanceof DehvfError && re.test(e.render()) && e.diagnostics[0].span !== undefined);
+    const refused = (f: () => unknown, re: RegExp) =>
+      assert.throws(f, (e: unknown) => e instanceof DehvfError && re.test(e.render()) && e.diagnostics[0].span !== undefined);
     refused(() => imageModel(3, 2, 2, "preprocess(mean: [0.1, 0.2], std: 0.5)"), /`mean` has 2 values; the `image` input has 3 channels/);
     refused(() => imageModel(3, 2, 2, "preprocess(mean: 0.1, std: 0)"), /`std` must be greater than 0/);
     refused(() => imageModel(3, 2, 2, 'preprocess(resize: "squash")'), /`resize` must be one of "crop", "fill"/);
     refused(() => imageModel(3, 2, 2, "preprocess(means: 0.5)"), /unknown `preprocess` argument `means`[\s\S]*did you mean `mean`/);
-    refused(() => model("model T {\n  preprocess(mean: 0.5)\n  forward(tokens: [B, T] int) -> [B, T] int = tokens\n}\n", "T"), /declares `preprocess` but takes no `image` input/);
-    refused(() => model("block X() {\n  preprocess(mean: 0.5)\n  forward(x: [B]) -> [B] = x\n}\nmodel T {\n  forward(image: [B, 1, 2, 2]) -> [B, 1, 2, 2] = image\n}\n", "T"), /`preprocess` belongs in a `model`/);
+    refused(
+      () => model("model T {\n  preprocess(mean: 0.5)\n  forward(tokens: [B, T] int) -> [B, T] int = tokens\n}\n", "T"),
+      /declares `preprocess` but takes no `image` input/,
+    );
+    refused(
+      () =>
+        model(
+          "block X() {\n  preprocess(mean: 0.5)\n  forward(x: [B]) -> [B] = x\n}\nmodel T {\n  forward(image: [B, 1, 2, 2]) -> [B, 1, 2, 2] = image\n}\n",
+          "T",
+        ),
+      /`preprocess` belongs in a `model`/,
+    );
   });
 });
 
 describe("users' datasets", () => {
   const problem = (question: string, image: string | null, split: string, answer = 0): Problem =>
-    ({ question, choices: ["red", "blue", "green"], answer, hint: "", image, task: "closed choice", subject: "s", topic: "t", category: "colour", skill: "k", grade: "grade2", lecture: "", solution: "", split }) as Problem;
+    ({
+      question,
+      choices: ["red", "blue", "green"],
+      answer,
+      hint: "",
+      image,
+      task: "closed choice",
+      subject: "s",
+      topic: "t",
+      category: "colour",
+      skill: "k",
+      grade: "grade2",
+      lecture: "",
+      solution: "",
+      split,
+    }) as Problem;
   const vlm = (tokenizer = true) =>
-    model(`model V {
+    model(
+      `model V {
   ${tokenizer ? `tokenizer ${JSON.stringify(join(STORIES, "tok512.bin"))}` : ""}
   vision   = ViT(image: 8, patch: 4, d: 16, layers: 1, heads: 2, mlp: 32, channels: 3)
   language = Llama(vocab: 512, d: 16, layers: 1, heads: 2, ffn: 32)
@@ -180,18 +248,32 @@ describe("users' datasets", () => {
     return language(tokens)
   }
 }
-`, "V");
+`,
+      "V",
+    );
 
   async function scienceqa(name: string, nested: boolean): Promise<string> {
     const dir = join(work, name);
-    const problems = { p1: problem("What colour is it?", "image.png", "train", 1), p2: problem("Which is a colour?", null, "train"), p3: problem("What colour?", "image.png", "val"), p4: problem("And this?", "image.jpg", "test", 2), p5: problem("Text only?", null, "test") };
+    const problems = {
+      p1: problem("What colour is it?", "image.png", "train", 1),
+      p2: problem("Which is a colour?", null, "train"),
+      p3: problem("What colour?", "image.png", "val"),
+      p4: problem("And this?", "image.jpg", "test", 2),
+      p5: problem("Text only?", null, "test"),
+    };
     mkdirSync(dir);
     writeFileSync(join(dir, "problems.json"), JSON.stringify(problems));
     writeFileSync(join(dir, "pid_splits.json"), JSON.stringify({ train: ["p1", "p2"], val: ["p3"], test: ["p4", "p5"], minival: ["p3"] }));
-    for (const [pid, split, file] of [["p1", "train", "image.png"], ["p3", "val", "image.png"], ["p4", "test", "image.jpg"]]) {
+    for (const [pid, split, file] of [
+      ["p1", "train", "image.png"],
+      ["p3", "val", "image.png"],
+      ["p4", "test", "image.jpg"],
+    ]) {
       const at = nested ? join(dir, "images", split, pid) : join(dir, "images", pid);
       mkdirSync(at, { recursive: true });
-      await sharp({ create: { width: 20, height: 12, channels: 3, background: { r: 30 * Number(pid[1]), g: 10, b: 200 } } }).toFormat(file.endsWith(".png") ? "png" : "jpeg").toFile(join(at, file));
+      await sharp({ create: { width: 20, height: 12, channels: 3, background: { r: 30 * Number(pid[1]), g: 10, b: 200 } } })
+        .toFormat(file.endsWith(".png") ? "png" : "jpeg")
+        .toFile(join(at, file));
     }
     return dir;
   }
@@ -213,7 +295,10 @@ describe("users' datasets", () => {
       const [ex] = groundedExamples(d.tokenizer!, d.splits.train!, d.format);
       assert.equal(d.tokenizer!.decode(ex.answer).trim(), "The answer is B.");
       // no tokenizer anywhere: the stage that reads text is refused, saying what to do
-      await assert.rejects(ds.forStage(vlm(false), { name: "ft", task: "vqa" }), (e: unknown) => e instanceof UserError && /names no tokenizer .*declare `tokenizer "PATH"`/.test(e.message));
+      await assert.rejects(
+        ds.forStage(vlm(false), { name: "ft", task: "vqa" }),
+        (e: unknown) => e instanceof UserError && /names no tokenizer .*declare `tokenizer "PATH"`/.test(e.message),
+      );
     });
 
   test("a COCO-Karpathy caption file with its images elsewhere (--coco-root); restval is training data", async () => {
@@ -221,32 +306,63 @@ describe("users' datasets", () => {
     const root = join(work, "coco-images");
     mkdirSync(dir);
     mkdirSync(join(root, "val2014"), { recursive: true });
-    const img = (id: number, split: string) => ({ filepath: "val2014", filename: `COCO_val2014_${id}.jpg`, imgid: id, cocoid: id, split, sentences: [{ raw: `A photo number ${id}.`, tokens: [], imgid: id, sentid: id }] });
-    writeFileSync(join(dir, "dataset_coco.json"), JSON.stringify({ dataset: "coco", images: [img(1, "train"), img(2, "restval"), img(3, "val"), img(4, "test")] }));
-    for (const id of [1, 2, 3, 4]) await sharp({ create: { width: 16, height: 10, channels: 3, background: "#808080" } }).jpeg().toFile(join(root, "val2014", `COCO_val2014_${id}.jpg`));
+    const img = (id: number, split: string) => ({
+      filepath: "val2014",
+      filename: `COCO_val2014_${id}.jpg`,
+      imgid: id,
+      cocoid: id,
+      split,
+      sentences: [{ raw: `A photo number ${id}.`, tokens: [], imgid: id, sentid: id }],
+    });
+    writeFileSync(
+      join(dir, "dataset_coco.json"),
+      JSON.stringify({ dataset: "coco", images: [img(1, "train"), img(2, "restval"), img(3, "val"), img(4, "test")] }),
+    );
+    for (const id of [1, 2, 3, 4])
+      await sharp({ create: { width: 16, height: 10, channels: 3, background: "#808080" } })
+        .jpeg()
+        .toFile(join(root, "val2014", `COCO_val2014_${id}.jpg`));
     const ds = await Dataset.open(dir, () => {}, undefined, { cocoRoot: root });
     const { data: d } = await ds.forStage(vlm(), { name: "ft", task: "vqa" });
     assert.deepEqual([d.splits.train!.captions.length, d.splits.val!.captions.length, d.splits.train!.vqa.length], [2, 1, 0]);
     assert.deepEqual(d.splits.train!.captions[1].captions, ["A photo number 2."]);
     // without the root, the images are looked for beside the JSON: the missing file is named
     const bare = await Dataset.open(dir, () => {});
-    await assert.rejects(bare.forStage(vlm(), { name: "ft", task: "vqa" }), (e: unknown) => e instanceof DataError && e.message.includes(join(dir, "val2014", "COCO_val2014_1.jpg")));
+    await assert.rejects(
+      bare.forStage(vlm(), { name: "ft", task: "vqa" }),
+      (e: unknown) => e instanceof DataError && e.message.includes(join(dir, "val2014", "COCO_val2014_1.jpg")),
+    );
   });
 
   test("bad images and directories are DataErrors (exit 1) naming the file", async () => {
     const dir = await scienceqa("sqa-bad", false);
     const form = imageForm(vlm())!;
     writeFileSync(join(dir, "images", "p1", "image.png"), "this is not an image");
-    await assert.rejects(decode(join(dir, "images", "p1", "image.png"), form), (e: unknown) => e instanceof DataError && /cannot decode image .*p1\/image\.png/.test(e.message));
+    await assert.rejects(
+      decode(join(dir, "images", "p1", "image.png"), form),
+      (e: unknown) => e instanceof DataError && /cannot decode image .*p1\/image\.png/.test(e.message),
+    );
     rmSync(join(dir, "images", "p3"), { recursive: true });
-    await assert.rejects(decode(join(dir, "images", "p3", "image.png"), form), (e: unknown) => e instanceof DataError && /cannot read image .*p3\/image\.png/.test(e.message));
+    await assert.rejects(
+      decode(join(dir, "images", "p3", "image.png"), form),
+      (e: unknown) => e instanceof DataError && /cannot read image .*p3\/image\.png/.test(e.message),
+    );
     writeFileSync(join(dir, "problems.json"), JSON.stringify({ p1: { ...problem("?", "image.png", "train"), answer: 7 } }));
     writeFileSync(join(dir, "pid_splits.json"), JSON.stringify({ train: ["p1"], val: [], test: [] }));
-    await assert.rejects(loadDataset(dir, { splits: ["train"] }), (e: unknown) => e instanceof DataError && /problem p1: `answer` 7 is not the index of one of its 3 choices/.test(e.message));
-    await assert.rejects(Dataset.open(join(work, "no-such-dir"), () => {}), (e: unknown) => e instanceof UserError && /no such directory/.test(e.message));
+    await assert.rejects(
+      loadDataset(dir, { splits: ["train"] }),
+      (e: unknown) => e instanceof DataError && /problem p1: `answer` 7 is not the index of one of its 3 choices/.test(e.message),
+    );
+    await assert.rejects(
+      Dataset.open(join(work, "no-such-dir"), () => {}),
+      (e: unknown) => e instanceof UserError && /no such directory/.test(e.message),
+    );
     const empty = join(work, "empty");
     mkdirSync(empty);
-    await assert.rejects(Dataset.open(empty, () => {}), (e: unknown) => e instanceof UserError && /holds no dataset/.test(e.message));
+    await assert.rejects(
+      Dataset.open(empty, () => {}),
+      (e: unknown) => e instanceof UserError && /holds no dataset/.test(e.message),
+    );
 
     // through the CLI: exit 1, the file named, before any device work
     const file = modelFile(`model V {
@@ -276,7 +392,10 @@ describe("the prompt format of a train section", () => {
   const p = { question: "What is it?", choices: ["a bag", "a shoe"], answer: 1, hint: "a hint" } as Problem;
 
   test("named ScienceQA formats and templates; answers read back by the same format", () => {
-    assert.deepEqual(promptFormat().parts(p), { prompt: "Question: What is it? Context: a hint Options: (A) a bag (B) a shoe Answer:", answer: "The answer is B." });
+    assert.deepEqual(promptFormat().parts(p), {
+      prompt: "Question: What is it? Context: a hint Options: (A) a bag (B) a shoe Answer:",
+      answer: "The answer is B.",
+    });
     assert.equal(promptFormat("CQM-A").parts(p).prompt, "Context: a hint Question: What is it? Options: (A) a bag (B) a shoe Answer:");
     assert.equal(promptFormat("QM-A").parts(p).prompt, "Question: What is it? Options: (A) a bag (B) a shoe Answer:");
     assert.equal(promptFormat("QCM-A").choiceOf(p, " The answer is B"), 1);
@@ -305,11 +424,21 @@ describe("the prompt format of a train section", () => {
   });
 
   test("`prompt` and `answer` keys: checked at the key, recorded in the stage identity", () => {
-    const section = (keys: string) => trainStages(loadProgram(modelFile(`model M {\n  forward(image: [B, 1, 2, 2]) -> [B, 1, 2, 2] = image\n}\ntrain s {\n  model = M\n  task = "vqa"\n${keys}\n}\n`)))[0];
+    const section = (keys: string) =>
+      trainStages(
+        loadProgram(modelFile(`model M {\n  forward(image: [B, 1, 2, 2]) -> [B, 1, 2, 2] = image\n}\ntrain s {\n  model = M\n  task = "vqa"\n${keys}\n}\n`)),
+      )[0];
     assert.equal(section("").prompt, undefined, "the default leaves the identity of existing runs as it was");
     assert.equal(section('prompt = "QM-A"').prompt, "QM-A");
-    const refused = (keys: string, re: RegExp) => assert.throws(() => section(keys), (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined);
-    refused('prompt = "QCMA"', /unknown prompt format "QCMA": use one of "QCM-A", "QCM-C", "QCM-EA", "QCM-EC", "CQM-A", "CQM-C", "CQM-EA", "CQM-EC", "QM-A", "QM-C", "QM-EA", "QM-EC"/);
+    const refused = (keys: string, re: RegExp) =>
+      assert.throws(
+        () => section(keys),
+        (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
+      );
+    refused(
+      'prompt = "QCMA"',
+      /unknown prompt format "QCMA": use one of "QCM-A", "QCM-C", "QCM-EA", "QCM-EC", "CQM-A", "CQM-C", "CQM-EA", "CQM-EC", "QM-A", "QM-C", "QM-EA", "QM-EC"/,
+    );
     refused('prompt = "{question} {answer}"', /unknown placeholder \{answer\} in `prompt`/);
     refused('prompt = "QM-A"\n  answer = "{letter}"', /`answer` goes with a template `prompt`/);
     refused('prompt = "{question}"\n  answer = "no choice"', /needs exactly one \{letter\} or \{choice\}/);
@@ -379,11 +508,25 @@ train finetune {
     const final = await openSafetensors(join(dir, "final.safetensors"));
     const names = final.names();
     await final.close();
-    assert.ok(names.some((n) => n.startsWith("dehvf.")) && !names.some((n) => n.startsWith("language.")), "the frozen checkpoint stays in its file, not in the result");
+    assert.ok(
+      names.some((n) => n.startsWith("dehvf.")) && !names.some((n) => n.startsWith("language.")),
+      "the frozen checkpoint stays in its file, not in the result",
+    );
 
     const image = join(data, "images", "7", "image.png");
     const t1 = performance.now();
-    const g = dehvf(["generate", file, "--checkpoint", dir, "--image", image, "--prompt", "Question: Is there a bag in the picture? Options: (A) yes (B) no Answer:", "--max-tokens", "8"]);
+    const g = dehvf([
+      "generate",
+      file,
+      "--checkpoint",
+      dir,
+      "--image",
+      image,
+      "--prompt",
+      "Question: Is there a bag in the picture? Options: (A) yes (B) no Answer:",
+      "--max-tokens",
+      "8",
+    ]);
     const generateSeconds = (performance.now() - t1) / 1000;
     assert.equal(g.code, 0, g.err);
     assert.ok(g.out.trim().length > 0, `generated text: ${JSON.stringify(g.out)}`);

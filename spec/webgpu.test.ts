@@ -108,7 +108,15 @@ describe("movement as index math", () => {
         // expand: insert a size-1 axis at a random place and broadcast it to 3
         const at = Math.floor(rand() * (r + 1));
         const u = o.unsqueeze(x, at);
-        outs.push(o.mul(o.expand(u, u.shape.map((d, i) => (i === at ? 3 : d))), c.c(2)));
+        outs.push(
+          o.mul(
+            o.expand(
+              u,
+              u.shape.map((d, i) => (i === at ? 3 : d)),
+            ),
+            c.c(2),
+          ),
+        );
         // slice every axis to a random non-empty range
         let s = x;
         for (let a = 0; a < r; a++) {
@@ -155,7 +163,11 @@ describe("movement as index math", () => {
       o.reshape(x, [15, 7]), // the same node twice
     ];
     const plan = await check(t, c, outs);
-    if (plan) assert.deepEqual(plan.outputs.map((p) => p.dtype), ["f32", "f32", "f32", "i32", "i32", "i32", "f32", "f32", "f32", "f32"]);
+    if (plan)
+      assert.deepEqual(
+        plan.outputs.map((p) => p.dtype),
+        ["f32", "f32", "f32", "i32", "i32", "i32", "f32", "f32", "f32", "f32"],
+      );
   });
 });
 
@@ -194,7 +206,9 @@ describe("reductions", () => {
         const w = c.in("w", shapeWith(total));
         const nested = o.concat([o.concat(parts.slice(0, 2), axis), ...parts.slice(2)], axis);
         const sliced = o.slice(cat, axis, 1, total);
-        const plan = await check(t, c, [o.sum(o.mul(cat, w), axis), o.max(nested, axis), o.sum(sliced, axis, true), o.sum(o.unary("exp", cat), axis)], { tol: accTol(total) });
+        const plan = await check(t, c, [o.sum(o.mul(cat, w), axis), o.max(nested, axis), o.sum(sliced, axis, true), o.sum(o.unary("exp", cat), axis)], {
+          tol: accTol(total),
+        });
         // all but the sliced one (its index is r + 1) read their parts unbranched
         if (plan) assert.ok(plan.kernels.filter((k) => k.kind === "reduce" && !k.wgsl.includes("else")).length >= 3, describePlan(plan));
       }),
@@ -209,12 +223,9 @@ describe("reductions", () => {
     const b = c.in("b", [1031, 2]);
     const m = c.in("m", [2, 1009, 3]);
     const ones = c.in("ones", [4099], "f32", () => 1);
-    await check(
-      t,
-      c,
-      [o.sum(a, 1), o.max(a, 1), o.sum(b, 0), o.max(b, 0, true), o.sum(m, 1), o.max(o.unary("neg", m), 1), o.sum(ones, 0), o.mean(m, 1)],
-      { tol: [accTol(1237), F32_TOL, accTol(1031), F32_TOL, accTol(1009), F32_TOL, 0, accTol(1009)] },
-    );
+    await check(t, c, [o.sum(a, 1), o.max(a, 1), o.sum(b, 0), o.max(b, 0, true), o.sum(m, 1), o.max(o.unary("neg", m), 1), o.sum(ones, 0), o.mean(m, 1)], {
+      tol: [accTol(1237), F32_TOL, accTol(1031), F32_TOL, accTol(1009), F32_TOL, 0, accTol(1009)],
+    });
   });
 
   test("rmax of rows that are entirely -inf is -inf; softmax over -inf-masked keys", async (t) => {
@@ -223,7 +234,11 @@ describe("reductions", () => {
     const x = c.in("x", [4, 11]);
     const keep = c.in("keep", [4, 11], "f32", (_r, i) => (Math.floor(i / 11) === 2 ? 0 : i % 11 < 3 ? 0 : 1)); // row 2 fully masked
     const masked = o.where(keep, x, c.c(-Infinity));
-    const part = o.where(c.in("keep2", [4, 11], "f32", (_r, i) => (i % 11 < 5 ? 0 : 1)), x, c.c(-Infinity));
+    const part = o.where(
+      c.in("keep2", [4, 11], "f32", (_r, i) => (i % 11 < 5 ? 0 : 1)),
+      x,
+      c.c(-Infinity),
+    );
     await check(t, c, [o.max(masked, 1), o.softmax(part, -1), masked]);
   });
 
@@ -237,20 +252,24 @@ describe("reductions", () => {
 
   test("softmax and layer norm compositions", async (t) => {
     await fc.assert(
-      fc.asyncProperty(fc.tuple(fc.constantFrom(1, 2, 3), fc.constantFrom(1, 5, 7), fc.constantFrom(1, 3, 31, 65, 129, 1000)), seedArb, async ([B, T, D], seed) => {
-        const c = new Case(seed);
-        const { t: o } = c;
-        const x = c.in("x", [B, T, D], "f32", uniform(-4, 4));
-        const gamma = c.w("gamma", [D]);
-        const beta = c.w("beta", [D]);
-        const mean = o.mean(x, -1, true);
-        const xc = o.sub(x, mean);
-        const v = o.mean(o.mul(xc, xc), -1, true);
-        const ln = o.add(o.mul(o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(v, c.c(1e-5))))), gamma), beta);
-        // rms norm, softmax over the last and the first axis
-        const rms = o.mul(x, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(x, x), -1, true), c.c(1e-6)))));
-        await check(t, c, [ln, rms, o.softmax(x, -1), o.softmax(x, 0), o.softmax(o.permute(x, [0, 2, 1]), 1)], { tol: accTol(D) });
-      }),
+      fc.asyncProperty(
+        fc.tuple(fc.constantFrom(1, 2, 3), fc.constantFrom(1, 5, 7), fc.constantFrom(1, 3, 31, 65, 129, 1000)),
+        seedArb,
+        async ([B, T, D], seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const x = c.in("x", [B, T, D], "f32", uniform(-4, 4));
+          const gamma = c.w("gamma", [D]);
+          const beta = c.w("beta", [D]);
+          const mean = o.mean(x, -1, true);
+          const xc = o.sub(x, mean);
+          const v = o.mean(o.mul(xc, xc), -1, true);
+          const ln = o.add(o.mul(o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(v, c.c(1e-5))))), gamma), beta);
+          // rms norm, softmax over the last and the first axis
+          const rms = o.mul(x, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(x, x), -1, true), c.c(1e-6)))));
+          await check(t, c, [ln, rms, o.softmax(x, -1), o.softmax(x, 0), o.softmax(o.permute(x, [0, 2, 1]), 1)], { tol: accTol(D) });
+        },
+      ),
       runs(6),
     );
   });
@@ -281,7 +300,11 @@ describe("reductions", () => {
           const plan = await check(t, c, [ln, rms, masked, isum], { target: forced, tol: accTol(D), what: `${strategy} B${B} T${T} D${D}` });
           const rowKernels = plan!.kernels.filter((k) => k.kind === "row");
           assert.equal(rowKernels.length, 4, describePlan(plan!));
-          if (D >= 32 || strategy !== "thread") assert.ok(rowKernels.every((k) => k.variant === `row-${strategy}`), describePlan(plan!));
+          if (D >= 32 || strategy !== "thread")
+            assert.ok(
+              rowKernels.every((k) => k.variant === `row-${strategy}`),
+              describePlan(plan!),
+            );
         }),
         runs(5),
       );
@@ -307,7 +330,9 @@ describe("reductions", () => {
 describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
   // AWKWARD dims are never multiples of 4: here the innermost axis is, so kernels take the
   // vector path where every read allows it and fall back to scalar where one does not
-  const vecShape = fc.tuple(fc.array(fc.constantFrom(1, 2, 3, 5, 7, 13), { minLength: 0, maxLength: 2 }), fc.constantFrom(4, 8, 12, 36, 68)).map(([outer, last]) => [...outer, last]);
+  const vecShape = fc
+    .tuple(fc.array(fc.constantFrom(1, 2, 3, 5, 7, 13), { minLength: 0, maxLength: 2 }), fc.constantFrom(4, 8, 12, 36, 68))
+    .map(([outer, last]) => [...outer, last]);
   const vec4Kernels = (plan: Plan) => plan.kernels.filter((k) => k.variant.includes("vec4"));
 
   test("elementwise ops, broadcasts, masks, casts, aligned views and gathers match the interpreter", async (t) => {
@@ -338,7 +363,12 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
         if (r > 1) outs.push(o.unary("sqrt", o.add(o.mul(o.reshape(x, [numel(shape) / last, last]), c.c(0.5)), c.c(4))));
         const plan = await check(t, c, outs);
         // every read is aligned: no kernel falls back
-        if (plan) assert.deepEqual(plan.kernels.filter((k) => !k.variant.includes("vec4")).map((k) => k.label), [], describePlan(plan));
+        if (plan)
+          assert.deepEqual(
+            plan.kernels.filter((k) => !k.variant.includes("vec4")).map((k) => k.label),
+            [],
+            describePlan(plan),
+          );
       }),
       runs(10),
     );
@@ -346,45 +376,60 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
 
   test("reads across the 4 (unaligned slice, pad or concat, a permuted innermost axis) fall back to scalar and stay correct", async (t) => {
     await fc.assert(
-      fc.asyncProperty(vecShape.filter((s) => s.length > 1 && s[s.length - 2] > 1), seedArb, async (shape, seed) => {
-        const c = new Case(seed);
-        const { t: o } = c;
-        const r = shape.length;
-        const last = shape[r - 1];
-        const x = c.in("x", shape, "f32", uniform(-3, 3));
-        const swap = [...Array(r).keys()];
-        [swap[r - 1], swap[r - 2]] = [swap[r - 2], swap[r - 1]];
-        const t4 = c.in("t4", [...shape.slice(0, r - 2), last, shape[r - 2]]);
-        const outs: Node[] = [
-          o.add(o.slice(o.pad(x, r - 1, 1, 3), r - 1, 2, last + 2), x), // offset 1: across the 4
-          o.concat([o.slice(x, r - 1, 0, 1), o.slice(x, r - 1, 1, last)], r - 1), // boundary at 1
-          o.add(o.permute(t4, swap), x), // innermost axis read with a stride
-        ];
-        const plan = await check(t, c, outs);
-        if (plan) assert.ok(plan.kernels.some((k) => k.kind === "elementwise" && !k.variant.includes("vec4")), describePlan(plan));
-      }),
+      fc.asyncProperty(
+        vecShape.filter((s) => s.length > 1 && s[s.length - 2] > 1),
+        seedArb,
+        async (shape, seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const r = shape.length;
+          const last = shape[r - 1];
+          const x = c.in("x", shape, "f32", uniform(-3, 3));
+          const swap = [...Array(r).keys()];
+          [swap[r - 1], swap[r - 2]] = [swap[r - 2], swap[r - 1]];
+          const t4 = c.in("t4", [...shape.slice(0, r - 2), last, shape[r - 2]]);
+          const outs: Node[] = [
+            o.add(o.slice(o.pad(x, r - 1, 1, 3), r - 1, 2, last + 2), x), // offset 1: across the 4
+            o.concat([o.slice(x, r - 1, 0, 1), o.slice(x, r - 1, 1, last)], r - 1), // boundary at 1
+            o.add(o.permute(t4, swap), x), // innermost axis read with a stride
+          ];
+          const plan = await check(t, c, outs);
+          if (plan)
+            assert.ok(
+              plan.kernels.some((k) => k.kind === "elementwise" && !k.variant.includes("vec4")),
+              describePlan(plan),
+            );
+        },
+      ),
       runs(8),
     );
   });
 
   test("reductions over outer axes and across a concat's parts; the innermost axis reduces in scalar", async (t) => {
     await fc.assert(
-      fc.asyncProperty(vecShape.filter((s) => s.length > 1), seedArb, async (shape, seed) => {
-        const c = new Case(seed);
-        const { t: o } = c;
-        const r = shape.length;
-        const x = c.in("x", shape, "f32", uniform(-3, 3));
-        const y = c.in("y", shape, "f32", uniform(-3, 3));
-        const w = c.in("w", [2, ...shape.slice(0, -1), 1], "f32", uniform(-1, 1));
-        const stack = o.concat([o.unsqueeze(x, 0), o.unsqueeze(o.unary("exp", y), 0)], 0);
-        const outs = [o.sum(x, 0, true), o.max(o.mul(x, y), r - 2, true), o.sum(o.mul(stack, w), 0), o.sum(x, r - 1, true)];
-        const plan = await check(t, c, outs, { tol: accTol(Math.max(...shape)) * 3 });
-        if (plan) {
-          const reduces = plan.kernels.filter((k) => k.kind === "reduce");
-          assert.ok(reduces.filter((k) => k.variant.includes("vec4")).length >= 2, describePlan(plan));
-          assert.ok(reduces.some((k) => !k.variant.includes("vec4")), describePlan(plan));
-        }
-      }),
+      fc.asyncProperty(
+        vecShape.filter((s) => s.length > 1),
+        seedArb,
+        async (shape, seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const r = shape.length;
+          const x = c.in("x", shape, "f32", uniform(-3, 3));
+          const y = c.in("y", shape, "f32", uniform(-3, 3));
+          const w = c.in("w", [2, ...shape.slice(0, -1), 1], "f32", uniform(-1, 1));
+          const stack = o.concat([o.unsqueeze(x, 0), o.unsqueeze(o.unary("exp", y), 0)], 0);
+          const outs = [o.sum(x, 0, true), o.max(o.mul(x, y), r - 2, true), o.sum(o.mul(stack, w), 0), o.sum(x, r - 1, true)];
+          const plan = await check(t, c, outs, { tol: accTol(Math.max(...shape)) * 3 });
+          if (plan) {
+            const reduces = plan.kernels.filter((k) => k.kind === "reduce");
+            assert.ok(reduces.filter((k) => k.variant.includes("vec4")).length >= 2, describePlan(plan));
+            assert.ok(
+              reduces.some((k) => !k.variant.includes("vec4")),
+              describePlan(plan),
+            );
+          }
+        },
+      ),
       runs(8),
     );
   });
@@ -408,7 +453,10 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
         const plan = await check(t, c, [ln, rms, masked, isum], { target: forced, tol: accTol(D), what: `B${B} T${T} D${D}` });
         const rows = plan!.kernels.filter((k) => k.kind === "row");
         assert.equal(rows.length, 4, describePlan(plan!));
-        assert.ok(rows.every((k) => k.variant === "row-thread vec4"), describePlan(plan!));
+        assert.ok(
+          rows.every((k) => k.variant === "row-thread vec4"),
+          describePlan(plan!),
+        );
       }),
       runs(6),
     );
@@ -416,17 +464,28 @@ describe("vec4 elementwise and reduce kernels (4 elements per item)", () => {
 
   test("matmul epilogues over 4 columns at once (C4): bias, residual, gelu, a weight read per column, several exits, batched", async (t) => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(1, 7, 33), fc.constantFrom(4, 36, 132), fc.constantFrom(8, 20, 64), fc.constantFrom(1, 2), seedArb, async (M, N, K, B, seed) => {
-        const c = new Case(seed);
-        const { t: o } = c;
-        const x = c.in("x", [B, M, K]);
-        const res = c.in("res", [B, M, N]);
-        const pk = c.w("pk", [M, N]); // read per row and column (the FFN memory's P_k)
-        const z = o.add(o.matmul(x, c.w("w", [K, N])), c.w("bias", [N]));
-        const gelu = o.mul(o.mul(z, c.c(0.5)), o.add(c.c(1), o.unary("erf", o.mul(z, c.c(Math.SQRT1_2)))));
-        const plan = await check(t, c, [o.add(gelu, res), o.add(z, pk), o.add(z, o.mul(pk, c.c(-2))), o.matmul(x, c.w("v", [K, N]))], { tol: accTol(K) * 2 });
-        if (plan && target.isFallback) assert.ok(plan.kernels.filter((k) => k.kind === "matmul").every((k) => k.variant.includes(" C4")), describePlan(plan));
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(1, 7, 33),
+        fc.constantFrom(4, 36, 132),
+        fc.constantFrom(8, 20, 64),
+        fc.constantFrom(1, 2),
+        seedArb,
+        async (M, N, K, B, seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const x = c.in("x", [B, M, K]);
+          const res = c.in("res", [B, M, N]);
+          const pk = c.w("pk", [M, N]); // read per row and column (the FFN memory's P_k)
+          const z = o.add(o.matmul(x, c.w("w", [K, N])), c.w("bias", [N]));
+          const gelu = o.mul(o.mul(z, c.c(0.5)), o.add(c.c(1), o.unary("erf", o.mul(z, c.c(Math.SQRT1_2)))));
+          const plan = await check(t, c, [o.add(gelu, res), o.add(z, pk), o.add(z, o.mul(pk, c.c(-2))), o.matmul(x, c.w("v", [K, N]))], { tol: accTol(K) * 2 });
+          if (plan && target.isFallback)
+            assert.ok(
+              plan.kernels.filter((k) => k.kind === "matmul").every((k) => k.variant.includes(" C4")),
+              describePlan(plan),
+            );
+        },
+      ),
       runs(6),
     );
   });
@@ -483,7 +542,11 @@ describe("several items per invocation (CPU adapters' launch shape)", () => {
         sm,
       ];
       const plan = await check(t, c, outs, { target: { ...target, ...cpu, maxWorkgroupsPerDim }, tol: accTol(1031) });
-      if (plan) assert.ok(plan.kernels.some((k) => /item < \d+u/.test(k.wgsl)), "no kernel took the several-items path");
+      if (plan)
+        assert.ok(
+          plan.kernels.some((k) => /item < \d+u/.test(k.wgsl)),
+          "no kernel took the several-items path",
+        );
     });
 });
 
@@ -520,11 +583,26 @@ describe("matmul", () => {
 
   test("batched, with broadcast (size-1) batch dims and rank lifting", async (t) => {
     const cases: [number[], number[]][] = [
-      [[3, 13, 7], [3, 7, 5]],
-      [[2, 1, 9, 11], [1, 3, 11, 6]],
-      [[4, 5, 33], [33, 17]], // b lifted to [1, 33, 17]
-      [[5, 31], [2, 31, 3]], // a lifted to [1, 5, 31]
-      [[1, 1, 1, 4], [2, 3, 4, 1]],
+      [
+        [3, 13, 7],
+        [3, 7, 5],
+      ],
+      [
+        [2, 1, 9, 11],
+        [1, 3, 11, 6],
+      ],
+      [
+        [4, 5, 33],
+        [33, 17],
+      ], // b lifted to [1, 33, 17]
+      [
+        [5, 31],
+        [2, 31, 3],
+      ], // a lifted to [1, 5, 31]
+      [
+        [1, 1, 1, 4],
+        [2, 3, 4, 1],
+      ],
     ];
     for (const [i, [a, b]] of cases.entries()) await mm(t, 100 + i, a, b, `[${a}] @ [${b}]`);
   });
@@ -542,7 +620,12 @@ describe("matmul", () => {
       o.matmul(o.slice(wide, 1, 5, 34), o.transposeLast(w)), // column offset 5, row stride 40
     ];
     const plan = await check(t, c, outs, { tol: accTol(29) });
-    if (plan) assert.deepEqual(plan.kernels.map((k) => k.kind), ["matmul", "matmul", "matmul"], `no copies expected:\n${describePlan(plan)}`);
+    if (plan)
+      assert.deepEqual(
+        plan.kernels.map((k) => k.kind),
+        ["matmul", "matmul", "matmul"],
+        `no copies expected:\n${describePlan(plan)}`,
+      );
     // attention-style q @ k^T over [B, H, T, D] permuted from [B, T, H, D]
     const c2 = new Case(6);
     const q = c2.in("q", [2, 7, 3, 5]);
@@ -617,17 +700,24 @@ describe("matmul", () => {
 describe("gather", () => {
   test("embedding lookup with i32 ids, first and last rows, position add, rank-1 table", async (t) => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(1, 2, 7, 97, 512), fc.constantFrom(1, 3, 65, 192), fc.constantFrom(1, 2), fc.constantFrom(1, 5, 13), seedArb, async (V, D, B, T, seed) => {
-        const c = new Case(seed);
-        const { t: o } = c;
-        const table = c.w("table", [V, D]);
-        const pos = c.w("pos", [T, D]);
-        const ids = c.in("ids", [B, T], "i32", (r, i) => (i === 0 ? 0 : i === 1 ? V - 1 : Math.floor(r() * V)));
-        const emb = o.gather(table, ids);
-        const flat = c.in("flat", [V]);
-        const outs = [emb, o.add(emb, pos), o.gather(flat, ids), o.gather(o.unary("tanh", table), ids)];
-        await check(t, c, outs);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(1, 2, 7, 97, 512),
+        fc.constantFrom(1, 3, 65, 192),
+        fc.constantFrom(1, 2),
+        fc.constantFrom(1, 5, 13),
+        seedArb,
+        async (V, D, B, T, seed) => {
+          const c = new Case(seed);
+          const { t: o } = c;
+          const table = c.w("table", [V, D]);
+          const pos = c.w("pos", [T, D]);
+          const ids = c.in("ids", [B, T], "i32", (r, i) => (i === 0 ? 0 : i === 1 ? V - 1 : Math.floor(r() * V)));
+          const emb = o.gather(table, ids);
+          const flat = c.in("flat", [V]);
+          const outs = [emb, o.add(emb, pos), o.gather(flat, ids), o.gather(o.unary("tanh", table), ids)];
+          await check(t, c, outs);
+        },
+      ),
       runs(8),
     );
   });
@@ -655,7 +745,11 @@ describe("int tensors", () => {
       o.mul(o.binary("max", o.add(a, o.cast(f, "i32")), b), b),
     ];
     const plan = await check(t, c, outs);
-    if (plan) assert.deepEqual(plan.outputs.map((p) => p.dtype), outs.map((n) => n.dtype));
+    if (plan)
+      assert.deepEqual(
+        plan.outputs.map((p) => p.dtype),
+        outs.map((n) => n.dtype),
+      );
   });
 
   test("i32 reductions and a where with an i32 condition (raw IR the shape rules allow)", async (t) => {
@@ -664,9 +758,20 @@ describe("int tensors", () => {
     const a = c.in("a", [6, 1, 9], "i32", ints(-1000, 1000));
     const m = c.in("m", [6, 1, 9], "i32", ints(0, 1));
     const f = c.in("f", [6, 1, 9]);
-    const outs = [o.sum(a, 0, true), o.sum(a, 1, true), o.max(a, 2, true), o.max(o.unary("neg", o.cast(a, "f32")), 0, true), g.make("where", [m, f, o.unary("neg", f)], {}), g.make("where", [m, a, o.mul(a, a)], {})];
+    const outs = [
+      o.sum(a, 0, true),
+      o.sum(a, 1, true),
+      o.max(a, 2, true),
+      o.max(o.unary("neg", o.cast(a, "f32")), 0, true),
+      g.make("where", [m, f, o.unary("neg", f)], {}),
+      g.make("where", [m, a, o.mul(a, a)], {}),
+    ];
     const plan = await check(t, c, outs, { tol: 0 });
-    if (plan) assert.deepEqual(plan.outputs.map((p) => p.dtype), ["i32", "i32", "i32", "f32", "f32", "i32"]);
+    if (plan)
+      assert.deepEqual(
+        plan.outputs.map((p) => p.dtype),
+        ["i32", "i32", "i32", "f32", "f32", "i32"],
+      );
   });
 });
 
@@ -675,7 +780,8 @@ describe("multi-output elementwise groups", () => {
   function assertOrdered(plan: Plan): void {
     const written = new Set(plan.inputs.map((t) => t.slot).concat(plan.params.map((t) => t.slot)));
     for (const k of plan.kernels) {
-      for (const b of k.bindings) if (!b.write) assert.ok(written.has(b.slot), `kernel #${k.index} reads slot ${b.slot} before any kernel writes it\n${describePlan(plan)}`);
+      for (const b of k.bindings)
+        if (!b.write) assert.ok(written.has(b.slot), `kernel #${k.index} reads slot ${b.slot} before any kernel writes it\n${describePlan(plan)}`);
       for (const b of k.bindings) if (b.write) written.add(b.slot);
     }
   }
@@ -697,7 +803,10 @@ describe("multi-output elementwise groups", () => {
     assertOrdered(plan);
     const multi = plan.kernels.filter((k) => k.bindings.filter((bd) => bd.write).length > 1);
     assert.ok(multi.length >= 1, describePlan(plan));
-    assert.ok(multi.every((k) => k.kind === "elementwise"), describePlan(plan));
+    assert.ok(
+      multi.every((k) => k.kind === "elementwise"),
+      describePlan(plan),
+    );
   });
 
   test("a matmul epilogue with several exits (FFN memory keys and values from one projection); never one that feeds a reduction it reads", async (t) => {
@@ -747,7 +856,12 @@ describe("multi-output elementwise groups", () => {
         const rand = c.rand;
         const xs = [c.in("x0", [R, D]), c.in("x1", [R, D]), o.matmul(c.in("x2", [R, D]), c.w("w", [D, D]))];
         const pick = () => xs[Math.floor(rand() * xs.length)];
-        const ops = [(p: Node, q: Node) => o.add(p, q), (p: Node, q: Node) => o.mul(p, q), (p: Node, q: Node) => o.add(p, o.unary("tanh", q)), (p: Node, q: Node) => o.binary("max", p, q)];
+        const ops = [
+          (p: Node, q: Node) => o.add(p, q),
+          (p: Node, q: Node) => o.mul(p, q),
+          (p: Node, q: Node) => o.add(p, o.unary("tanh", q)),
+          (p: Node, q: Node) => o.binary("max", p, q),
+        ];
         const outs: Node[] = [];
         for (let i = 0; i < count; i++) outs.push(ops[Math.floor(rand() * ops.length)](pick(), pick()));
         // one output feeds a later matmul whose result feeds another output
@@ -798,7 +912,8 @@ describe("binding limit", () => {
     for (let i = 0; i < target.maxStorageBuffers - 3; i++) acc = o.add(acc, c.in(`r${i}`, [4, 4]));
     acc = o.add(acc, x); // the epilogue reads A's buffer too
     const plan = buildPlan(c.model("bindings", [acc]), {}, target, [{ name: "out", node: acc }]);
-    for (const k of plan.kernels) assert.ok(k.bindings.length <= target.maxStorageBuffers, `kernel #${k.index} ${k.label} binds ${k.bindings.length} > ${target.maxStorageBuffers}`);
+    for (const k of plan.kernels)
+      assert.ok(k.bindings.length <= target.maxStorageBuffers, `kernel #${k.index} ${k.label} binds ${k.bindings.length} > ${target.maxStorageBuffers}`);
   });
 
   // A concat whose operands are all buffers splits only because wide concats nest.
@@ -835,8 +950,16 @@ describe("chained matmuls (attention, FFN memory)", () => {
           const v = o.permute(c.in("v", [B, Tk, H, Dv]), [0, 2, 1, 3]);
           const p = o.softmax(o.div(o.matmul(q, o.transposeLast(k)), c.c(Math.sqrt(D))), -1);
           const out = o.reshape(o.permute(o.matmul(p, v), [0, 2, 1, 3]), [B, S, H * Dv]);
-          const plan = await check(t, c, [o.add(out, c.in("res", [B, S, H * Dv]))], { target: chained(), tol: accTol(Tk * D), what: `vit B${B} H${H} S${S} Tk${Tk} D${D} Dv${Dv}` });
-          if (plan && S > 1 && Tk > 1 && D > 1) assert.ok(plan.kernels.some((k) => k.kind === "attention"), `no fused chain kernel:\n${describePlan(plan)}`);
+          const plan = await check(t, c, [o.add(out, c.in("res", [B, S, H * Dv]))], {
+            target: chained(),
+            tol: accTol(Tk * D),
+            what: `vit B${B} H${H} S${S} Tk${Tk} D${D} Dv${Dv}`,
+          });
+          if (plan && S > 1 && Tk > 1 && D > 1)
+            assert.ok(
+              plan.kernels.some((k) => k.kind === "attention"),
+              `no fused chain kernel:\n${describePlan(plan)}`,
+            );
         }
         const alt = round++ % 2 === 0;
         // llama-style causal mask, as where(causal, s, -1e9) or as an additive 0/-1e9 mask
@@ -848,9 +971,22 @@ describe("chained matmuls (attention, FFN memory)", () => {
           const v = c.in("v", [B, H, S, Dv]);
           const s = o.div(o.matmul(q, o.transposeLast(k)), c.c(Math.sqrt(D)));
           const causal = o.binary("cmplt", o.unsqueeze(o.arange(S), 0), o.add(o.unsqueeze(o.arange(S), 1), c.c(1))); // j <= i
-          const masked = alt ? o.where(causal, s, c.c(-1e9)) : o.add(s, c.in("mask", [S, S], "f32", (_r, i) => (i % S <= Math.floor(i / S) ? 0 : -1e9)));
-          const plan = await check(t, c, [o.matmul(o.softmax(masked, -1), v)], { target: chained(), tol: accTol(S * D), what: `causal B${B} H${H} S${S} D${D} Dv${Dv}` });
-          if (plan && S > 1 && D > 1) assert.ok(plan.kernels.some((k) => k.kind === "attention"), `no fused chain kernel:\n${describePlan(plan)}`);
+          const masked = alt
+            ? o.where(causal, s, c.c(-1e9))
+            : o.add(
+                s,
+                c.in("mask", [S, S], "f32", (_r, i) => (i % S <= Math.floor(i / S) ? 0 : -1e9)),
+              );
+          const plan = await check(t, c, [o.matmul(o.softmax(masked, -1), v)], {
+            target: chained(),
+            tol: accTol(S * D),
+            what: `causal B${B} H${H} S${S} D${D} Dv${Dv}`,
+          });
+          if (plan && S > 1 && D > 1)
+            assert.ok(
+              plan.kernels.some((k) => k.kind === "attention"),
+              `no fused chain kernel:\n${describePlan(plan)}`,
+            );
         }
         // FFN memory: act(x Kᵀ) V (silu or relu), residual epilogue
         {
@@ -862,8 +998,16 @@ describe("chained matmuls (attention, FFN memory)", () => {
           const vals = c.in("vals", [B, Tk, Dv]);
           const sc = o.matmul(x, o.transposeLast(keys));
           const act = alt ? o.mul(sc, o.unary("recip", o.add(c.c(1), o.unary("exp", o.unary("neg", sc))))) : o.mul(o.binary("max", sc, c.c(0)), c.c(0.1));
-          const plan = await check(t, c, [o.add(o.matmul(act, vals), c.in("res", [B, S, Dv]))], { target: chained(), tol: accTol(Tk * D), what: `memory B${B} S${S} Tk${Tk} D${D} Dv${Dv}` });
-          if (plan && B > 1 && Tk > 1 && D > 1) assert.ok(plan.kernels.some((k) => k.kind === "attention"), `no fused chain kernel:\n${describePlan(plan)}`);
+          const plan = await check(t, c, [o.add(o.matmul(act, vals), c.in("res", [B, S, Dv]))], {
+            target: chained(),
+            tol: accTol(Tk * D),
+            what: `memory B${B} S${S} Tk${Tk} D${D} Dv${Dv}`,
+          });
+          if (plan && B > 1 && Tk > 1 && D > 1)
+            assert.ok(
+              plan.kernels.some((k) => k.kind === "attention"),
+              `no fused chain kernel:\n${describePlan(plan)}`,
+            );
         }
       }),
       { ...runs(4), examples: [[{ B: 2, H: 3, S: 17, Tk: 33, D: 13, Dv: 129, seed: 5 }]] },
@@ -938,7 +1082,10 @@ describe("tiny-vqa models", () => {
       const r = await runWebgpu(g, m, params, inputs, dims);
       assert.equal(r.outputs.length, want.length);
       // the projection weights are read only as wᵀ, so they are stored transposed on the device
-      assert.ok(r.plan.params.some((p) => p.transposed && p.name.endsWith(".wq.w")), "no transposed weights in the plan");
+      assert.ok(
+        r.plan.params.some((p) => p.transposed && p.name.endsWith(".wq.w")),
+        "no transposed weights in the plan",
+      );
       want.forEach((w, i) => compare(r.outputs[i], w, 1e-4, `${name} ${m.outputs[i].name}`, r.plan));
     });
 });

@@ -15,7 +15,15 @@ import { openSafetensors, type SafetensorsReader, writeSafetensors } from "../io
  * `checkpoint/` (trainable weights + AdamW state + step, replaced atomically as a whole);
  * its result is written there and moved into place only once complete (train/stage-result.ts).
  */
-export const STAGE_FILES = { work: "work", checkpoint: "checkpoint", state: "state.safetensors", final: "final.safetensors", metrics: "metrics.jsonl", plot: "loss.png", eval: "eval.json" } as const;
+export const STAGE_FILES = {
+  work: "work",
+  checkpoint: "checkpoint",
+  state: "state.safetensors",
+  final: "final.safetensors",
+  metrics: "metrics.jsonl",
+  plot: "loss.png",
+  eval: "eval.json",
+} as const;
 
 /** Metadata key of the digest of a file's tensors, written with every file and checked on every read. */
 const WEIGHTS_KEY = "weights_sha256";
@@ -100,12 +108,18 @@ export async function readChecked(file: string, opts: ReadOptions = {}): Promise
     const expected = opts.expected ?? [];
     const missing = expected.filter((e) => !r.has(e.name)).map((e) => e.name);
     if (missing.length === 1) throw new CheckpointError(file, "missing (the file holds no such tensor)", missing[0]);
-    if (missing.length) throw new CheckpointError(file, `lacks ${missing.length} of the ${expected.length} tensors this model needs (e.g. ${missing.slice(0, 3).join(", ")}); was it written for another model?`);
+    if (missing.length)
+      throw new CheckpointError(
+        file,
+        `lacks ${missing.length} of the ${expected.length} tensors this model needs (e.g. ${missing.slice(0, 3).join(", ")}); was it written for another model?`,
+      );
     for (const e of expected) {
       const info = r.info(e.name);
       const float = info.dtype === "F32" || (opts.anyFloat && (info.dtype === "F16" || info.dtype === "BF16"));
-      if (!float) throw new CheckpointError(file, `stored as ${info.dtype}; ${opts.anyFloat ? "weights must be F32, F16 or BF16" : "dehvf writes F32"}`, e.name);
-      if (info.shape.join(",") !== e.shape.join(",")) throw new CheckpointError(file, `has shape [${info.shape.join(", ")}], expected [${e.shape.join(", ")}]`, e.name);
+      if (!float)
+        throw new CheckpointError(file, `stored as ${info.dtype}; ${opts.anyFloat ? "weights must be F32, F16 or BF16" : "dehvf writes F32"}`, e.name);
+      if (info.shape.join(",") !== e.shape.join(","))
+        throw new CheckpointError(file, `has shape [${info.shape.join(", ")}], expected [${e.shape.join(", ")}]`, e.name);
     }
     if (opts.exact) {
       const want = new Set(expected.map((e) => e.name));
@@ -117,15 +131,18 @@ export async function readChecked(file: string, opts: ReadOptions = {}): Promise
     const nonFinite: { name: string; count: number; size: number }[] = [];
     for (const name of names) {
       const info = r.info(name);
-      if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") throw new CheckpointError(file, `stored as ${info.dtype}, not a float type`, name);
+      if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16")
+        throw new CheckpointError(file, `stored as ${info.dtype}, not a float type`, name);
       const data = await r.readF32(name);
       const bad = countNonFinite(data);
-      if (bad && opts.nonFinite !== "report") throw new CheckpointError(file, `${bad} of its ${data.length} values are NaN or infinite: the weights are not finite`, name);
+      if (bad && opts.nonFinite !== "report")
+        throw new CheckpointError(file, `${bad} of its ${data.length} values are NaN or infinite: the weights are not finite`, name);
       if (bad) nonFinite.push({ name, count: bad, size: data.length });
       f32.set(name, { shape: info.shape, data });
     }
     const recorded = r.metadata[WEIGHTS_KEY];
-    if (recorded !== undefined && names.length === r.names().length && weightsDigest(f32) !== recorded) throw new CheckpointError(file, "its tensors do not match the digest recorded when it was written: the file was changed or damaged");
+    if (recorded !== undefined && names.length === r.names().length && weightsDigest(f32) !== recorded)
+      throw new CheckpointError(file, "its tensors do not match the digest recorded when it was written: the file was changed or damaged");
     const tensors = new Map([...f32].map(([k, t]) => [k, { shape: [...t.shape], data: Float64Array.from(t.data) }]));
     return { tensors, meta: { ...r.metadata }, nonFinite };
   });
@@ -165,7 +182,10 @@ export async function checkpointFile(workDir: string): Promise<string | undefine
  * final.safetensors) or a .safetensors file: every parameter present with its shape,
  * finite, matching its digest.
  */
-export async function loadTrainedWeights(path: string, model: { readonly params: readonly (ExpectedTensor & { readonly source?: ParamSource; readonly trainable: boolean })[] }): Promise<Map<string, Tensor>> {
+export async function loadTrainedWeights(
+  path: string,
+  model: { readonly params: readonly (ExpectedTensor & { readonly source?: ParamSource; readonly trainable: boolean })[] },
+): Promise<Map<string, Tensor>> {
   const file = existsSync(path) && statSync(path).isDirectory() ? join(path, STAGE_FILES.final) : path;
   if (!existsSync(file)) throw new UserError(`no weights at ${file} (a stage directory of \`dehvf train\` holds ${STAGE_FILES.final})`);
   // frozen checkpoint weights (`from "..."`) are not stored with a result: they come from their checkpoint

@@ -49,7 +49,12 @@ export class Dataset {
    * Fashion-MNIST (no download); a directory the user names must already hold one
    * (ScienceQA's problems.json + pid_splits.json, COCO-Karpathy's dataset_coco.json, or both).
    */
-  static async open(dir: string | undefined, say: (line: string) => void, splits: readonly SplitName[] = SPLITS, opts: { cocoRoot?: string } = {}): Promise<Dataset> {
+  static async open(
+    dir: string | undefined,
+    say: (line: string) => void,
+    splits: readonly SplitName[] = SPLITS,
+    opts: { cocoRoot?: string } = {},
+  ): Promise<Dataset> {
     if (dir === "") throw new UserError("--data: an empty path; leave out --data to build the default dataset");
     const at = dir ?? DEFAULT_DATA_DIR;
     if (dir === undefined) {
@@ -67,11 +72,15 @@ export class Dataset {
       }
     } else {
       if (!existsSync(at)) throw new UserError(`--data ${at}: no such directory`);
-      if (!statSync(at).isDirectory()) throw new UserError(`--data ${at}: not a directory (a dataset is a directory holding ${FILES.problems} or ${FILES.captions})`);
+      if (!statSync(at).isDirectory())
+        throw new UserError(`--data ${at}: not a directory (a dataset is a directory holding ${FILES.problems} or ${FILES.captions})`);
       if (!existsSync(join(at, FILES.problems)) && !existsSync(join(at, FILES.captions)))
-        throw new UserError(`${at} holds no dataset (no ${FILES.problems} for ScienceQA, no ${FILES.captions} for COCO-Karpathy captions); leave out --data to build the default one`);
+        throw new UserError(
+          `${at} holds no dataset (no ${FILES.problems} for ScienceQA, no ${FILES.captions} for COCO-Karpathy captions); leave out --data to build the default one`,
+        );
     }
-    if (opts.cocoRoot !== undefined && !(opts.cocoRoot && existsSync(opts.cocoRoot) && statSync(opts.cocoRoot).isDirectory())) throw new UserError(`--coco-root ${JSON.stringify(opts.cocoRoot)}: no such directory`);
+    if (opts.cocoRoot !== undefined && !(opts.cocoRoot && existsSync(opts.cocoRoot) && statSync(opts.cocoRoot).isDirectory()))
+      throw new UserError(`--coco-root ${JSON.stringify(opts.cocoRoot)}: no such directory`);
     const index = await readIndex(at, opts);
     const data = new Dataset(index, splits, say);
     say(`data: ${data.describe()}`);
@@ -91,7 +100,11 @@ export class Dataset {
   }
 
   private tokenizerAt(path: string): Promise<{ tok: Tokenizer; digest: string }> {
-    if (!this.tokenizers.has(path)) this.tokenizers.set(path, loadTokenizer(path).then((tok) => ({ tok, digest: filesDigest(path) })));
+    if (!this.tokenizers.has(path))
+      this.tokenizers.set(
+        path,
+        loadTokenizer(path).then((tok) => ({ tok, digest: filesDigest(path) })),
+      );
     return this.tokenizers.get(path)!;
   }
 
@@ -112,7 +125,9 @@ export class Dataset {
         for (const s of this.splits) splits[s] = await loadSplit(this.index, s, { form: form ?? null });
         if (form) {
           const images = this.splits.reduce((a, s) => a + (splits[s]!.images.length / (form.shape[0] * form.shape[1] * form.shape[2]) || 0), 0);
-          this.say(`data: ${images.toLocaleString("en-US")} images decoded as ${form.shape.join("×")} for \`${model.name}\` (preprocessing: ${form.preprocess.from}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+          this.say(
+            `data: ${images.toLocaleString("en-US")} images decoded as ${form.shape.join("×")} for \`${model.name}\` (preprocessing: ${form.preprocess.from}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+          );
         }
         return splits;
       };
@@ -123,10 +138,24 @@ export class Dataset {
     let tokenizerDigest: string | undefined;
     if (model.tokenizer) ({ tok: tokenizer, digest: tokenizerDigest } = await this.tokenizerAt(model.tokenizer));
     if (!tokenizer && stage.task !== "classify")
-      throw new UserError(`train section \`${stage.name}\` (task "${stage.task}"): model \`${model.name}\` names no tokenizer and ${this.index.dir} has no ${FILES.tokenizer}; declare \`tokenizer "PATH"\` in the model`);
-    const data: LoadedDataset = { ...this.index, splits, tokenizer, format: promptFormat(stage.prompt, stage.answer), ...(tokenizerDigest && { tokenizerDigest }) };
-    if (tokenizer && stage.task !== "classify") this.say(`data: \`${stage.name}\` reads text with ${tokenizerDigest ? "the model's" : "the dataset's"} tokenizer ${shownPath(tokenizer.source)} (${tokenizer.size.toLocaleString("en-US")} tokens), prompts ${data.format.name}`);
-    const tokens = !tokenizer || stage.task === "classify" ? undefined : { digest: tokenizerDigest ?? filesDigest(join(this.index.dir, FILES.tokenizer)), shown: shownPath(tokenizer.source) };
+      throw new UserError(
+        `train section \`${stage.name}\` (task "${stage.task}"): model \`${model.name}\` names no tokenizer and ${this.index.dir} has no ${FILES.tokenizer}; declare \`tokenizer "PATH"\` in the model`,
+      );
+    const data: LoadedDataset = {
+      ...this.index,
+      splits,
+      tokenizer,
+      format: promptFormat(stage.prompt, stage.answer),
+      ...(tokenizerDigest && { tokenizerDigest }),
+    };
+    if (tokenizer && stage.task !== "classify")
+      this.say(
+        `data: \`${stage.name}\` reads text with ${tokenizerDigest ? "the model's" : "the dataset's"} tokenizer ${shownPath(tokenizer.source)} (${tokenizer.size.toLocaleString("en-US")} tokens), prompts ${data.format.name}`,
+      );
+    const tokens =
+      !tokenizer || stage.task === "classify"
+        ? undefined
+        : { digest: tokenizerDigest ?? filesDigest(join(this.index.dir, FILES.tokenizer)), shown: shownPath(tokenizer.source) };
     return { data, digest: datasetDigest(data), tokens };
   }
 }
@@ -147,6 +176,8 @@ export interface StageData {
 export function checkSameTokens(stage: string, own: StageData, backbones: readonly { readonly stage: string; readonly data: StageData }[]): void {
   for (const b of backbones) {
     if (!own.tokens || !b.data.tokens || own.tokens.digest === b.data.tokens.digest) continue;
-    throw new UserError(`train section \`${stage}\` tokenizes with ${own.tokens.shown}, but its backbone stage \`${b.stage}\` was trained on text tokenized with ${b.data.tokens.shown}: their token ids differ. Declare the same \`tokenizer\` in both models.`);
+    throw new UserError(
+      `train section \`${stage}\` tokenizes with ${own.tokens.shown}, but its backbone stage \`${b.stage}\` was trained on text tokenized with ${b.data.tokens.shown}: their token ids differ. Declare the same \`tokenizer\` in both models.`,
+    );
   }
 }

@@ -34,18 +34,32 @@ export interface StageIdentity {
 const RESUMABLE_CHANGES = ["lr", "warmup", "clip", "evalEvery", "checkpointEvery"] as const;
 
 /** The DSL names of StageConfig fields, for messages. */
-const DSL_KEY: Record<string, string> = { weightDecay: "weight_decay", solutionGiven: "solution_given", evalEvery: "eval_every", checkpointEvery: "checkpoint_every" };
+const DSL_KEY: Record<string, string> = {
+  weightDecay: "weight_decay",
+  solutionGiven: "solution_given",
+  evalEvery: "eval_every",
+  checkpointEvery: "checkpoint_every",
+};
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 /** A digest of the graph's structure that does not depend on node ids (only on what each node computes from what). */
 export function graphDigest(model: CompiledModel): string {
   const digest = new Map<Node, string>();
-  for (const n of topoOrder(model.outputs.map((o) => o.node))) digest.set(n, sha256(`${n.op}${attrsKey(n.attrs)}(${n.src.map((s) => digest.get(s)).join(",")})`));
-  return sha256(JSON.stringify({ inputs: model.inputs.map((i) => [i.name, digest.get(i.node) ?? null]), outputs: model.outputs.map((o) => [o.name, digest.get(o.node)]) }));
+  for (const n of topoOrder(model.outputs.map((o) => o.node)))
+    digest.set(n, sha256(`${n.op}${attrsKey(n.attrs)}(${n.src.map((s) => digest.get(s)).join(",")})`));
+  return sha256(
+    JSON.stringify({ inputs: model.inputs.map((i) => [i.name, digest.get(i.node) ?? null]), outputs: model.outputs.map((o) => [o.name, digest.get(o.node)]) }),
+  );
 }
 
-export function stageIdentity(cfg: StageConfig, model: CompiledModel, dataDigest: string, backbones: StageIdentity["backbones"], checkpoints = "none"): StageIdentity {
+export function stageIdentity(
+  cfg: StageConfig,
+  model: CompiledModel,
+  dataDigest: string,
+  backbones: StageIdentity["backbones"],
+  checkpoints = "none",
+): StageIdentity {
   const { span: _span, ...config } = cfg;
   return { stage: cfg.name, model: model.name, config, graph: graphDigest(model), data: dataDigest, checkpoints, backbones };
 }
@@ -65,7 +79,9 @@ export async function checkpointsDigest(model: CompiledModel): Promise<string> {
 
 /** Keys are sorted so the same identity always serialises (and hashes) the same. */
 function canonical(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === "object" && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x));
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === "object" && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
 }
 
 /** The key a finished result is reused by: every part of the identity. */
@@ -88,7 +104,18 @@ export function decodeIdentity(text: string | undefined): StageIdentity | undefi
   if (text === undefined) return undefined;
   try {
     const v = JSON.parse(text) as StageIdentity;
-    const ok = v && typeof v === "object" && typeof v.stage === "string" && typeof v.model === "string" && typeof v.graph === "string" && typeof v.data === "string" && typeof v.checkpoints === "string" && v.config && typeof v.config === "object" && v.backbones && typeof v.backbones === "object";
+    const ok =
+      v &&
+      typeof v === "object" &&
+      typeof v.stage === "string" &&
+      typeof v.model === "string" &&
+      typeof v.graph === "string" &&
+      typeof v.data === "string" &&
+      typeof v.checkpoints === "string" &&
+      v.config &&
+      typeof v.config === "object" &&
+      v.backbones &&
+      typeof v.backbones === "object";
     return ok ? v : undefined;
   } catch {
     return undefined;
@@ -107,11 +134,12 @@ export function identityChanges(was: StageIdentity, now: StageIdentity, only?: "
   if (was.model !== now.model) out.push(`the model is \`${now.model}\` (was \`${was.model}\`)`);
   for (const k of new Set([...Object.keys(was.config), ...Object.keys(now.config)])) {
     if (only === "resume" && (RESUMABLE_CHANGES as readonly string[]).includes(k)) continue;
-    if (canonical(was.config[k]) !== canonical(now.config[k])) out.push(`\`${DSL_KEY[k] ?? k}\` ${formatSetting(was.config[k])} → ${formatSetting(now.config[k])}`);
+    if (canonical(was.config[k]) !== canonical(now.config[k]))
+      out.push(`\`${DSL_KEY[k] ?? k}\` ${formatSetting(was.config[k])} → ${formatSetting(now.config[k])}`);
   }
   if (was.graph !== now.graph) out.push("the model graph changed (an op, constant, shape, init rule or frozen mark in the model file or the std library)");
   if (was.data !== now.data) out.push("the data changed (dataset files, images or tokenizer)");
-  if (was.checkpoints !== now.checkpoints) out.push("a pretrained checkpoint the model reads (`from \"...\"`) changed");
+  if (was.checkpoints !== now.checkpoints) out.push('a pretrained checkpoint the model reads (`from "..."`) changed');
   for (const b of new Set([...Object.keys(was.backbones), ...Object.keys(now.backbones)])) {
     const [x, y] = [was.backbones[b], now.backbones[b]];
     if (!x || !y) out.push(`backbone stage \`${b}\` was ${x ? "removed" : "added"}`);

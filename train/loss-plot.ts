@@ -16,7 +16,9 @@ export function lossPlot(records: readonly MetricsRecord[], title: string): { se
   const evals = records.flatMap((r) => {
     const e = r.eval as Record<string, unknown> | undefined;
     const accuracy = e?.accuracy ?? e?.item_accuracy;
-    return e && finite(accuracy) ? [{ step: r.step, accuracy, chance: e.chance, split: typeof e.split === "string" ? e.split : "held-out", item: "item_accuracy" in e }] : [];
+    return e && finite(accuracy)
+      ? [{ step: r.step, accuracy, chance: e.chance, split: typeof e.split === "string" ? e.split : "held-out", item: "item_accuracy" in e }]
+      : [];
   });
   const series: PlotSeries[] = [{ name: "training loss", points: loss }];
   const opts: LossPlotOptions = { title, xLabel: "step", yLabel: "training loss", logY: loss.every(([, y]) => y > 0) };
@@ -24,7 +26,16 @@ export function lossPlot(records: readonly MetricsRecord[], title: string): { se
     const what = `${evals[0].split} ${evals[0].item ? "item accuracy" : "accuracy"}`;
     series.push({ name: `${what} (right axis)`, points: evals.map((e) => [e.step, e.accuracy]), style: "line+markers", axis: "right" });
     const chance = evals.find((e) => finite(e.chance))?.chance as number | undefined;
-    if (chance !== undefined) series.push({ name: `chance ${(100 * chance).toFixed(1)}%`, points: [[loss[0][0], chance], [loss.at(-1)![0], chance]], style: "dashed", axis: "right" });
+    if (chance !== undefined)
+      series.push({
+        name: `chance ${(100 * chance).toFixed(1)}%`,
+        points: [
+          [loss[0][0], chance],
+          [loss.at(-1)![0], chance],
+        ],
+        style: "dashed",
+        axis: "right",
+      });
     opts.right = { label: what, percent: true, include: chance === undefined ? undefined : [chance, chance], ticksWithin: [0, 1] };
   }
   const lr = records.filter((r) => finite(r.lr)).map((r) => [r.step, r.lr as number] as [number, number]);

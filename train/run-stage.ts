@@ -17,7 +17,17 @@ import { storedParams } from "../io/checkpoints/load.ts";
 import { Trainer } from "../runtime/trainer.ts";
 import { CheckpointError, checkedStep, checkpointFile, loadMeta, readChecked, recordedDigest, saveTensors, STAGE_FILES } from "./checkpoint.ts";
 import { GoodCheckpoints, killPoint } from "./good-checkpoints.ts";
-import { checkpointsDigest, decodeIdentity, encodeIdentity, formatSetting, identityChanges, identityKey, resumeKey, type StageIdentity, stageIdentity } from "./identity.ts";
+import {
+  checkpointsDigest,
+  decodeIdentity,
+  encodeIdentity,
+  formatSetting,
+  identityChanges,
+  identityKey,
+  resumeKey,
+  type StageIdentity,
+  stageIdentity,
+} from "./identity.ts";
 import { plotLoss } from "./loss-plot.ts";
 import { learningRate } from "./lr-schedule.ts";
 import { importResult, publishPending, publishResult, workDir } from "./stage-result.ts";
@@ -67,7 +77,10 @@ export interface StageResult {
  * seeds sit side by side and never retrain one another.
  */
 export function stageDir(out: string, stage: StageConfig, model: string, seedOverride?: number, weightsOverride?: WeightStorage): string {
-  return join(out, `${stage.model ? stage.name : `${stage.name}-${model}`}${seedOverride === undefined ? "" : `-seed${seedOverride}`}${weightsOverride === undefined ? "" : `-${weightsOverride}`}`);
+  return join(
+    out,
+    `${stage.model ? stage.name : `${stage.name}-${model}`}${seedOverride === undefined ? "" : `-seed${seedOverride}`}${weightsOverride === undefined ? "" : `-${weightsOverride}`}`,
+  );
 }
 
 /**
@@ -84,7 +97,6 @@ export interface StageOverrides {
 function evalSizes(ctx: StageContext, split: "val" | "test"): { problems: number; captions: number } {
   return split === "val" ? { problems: Math.min(256, ctx.evalProblems), captions: 0 } : { problems: ctx.evalProblems, captions: ctx.evalCaptions };
 }
-
 
 interface Stage {
   readonly ctx: StageContext;
@@ -105,7 +117,13 @@ interface Stage {
  * loaded by parameter name, the compiled step run `steps` times with warm-up + cosine,
  * metrics and checkpoints written as it goes, evaluation on the held-out split at the end.
  */
-export async function runStage(ctx: StageContext, stage: StageConfig, modelName: string, backbones: readonly StageResult[], overrides: StageOverrides = {}): Promise<StageResult> {
+export async function runStage(
+  ctx: StageContext,
+  stage: StageConfig,
+  modelName: string,
+  backbones: readonly StageResult[],
+  overrides: StageOverrides = {},
+): Promise<StageResult> {
   const { steps, seed } = overrides;
   // asking for what the section has already (f32 by default) is no override: same identity, same directory
   const weights = overrides.weights !== undefined && overrides.weights !== (stage.weights ?? "f32") ? overrides.weights : undefined;
@@ -115,7 +133,13 @@ export async function runStage(ctx: StageContext, stage: StageConfig, modelName:
   const trainModel = elaborate(ctx.program, cfg.model ?? modelName, { training: true });
   const model = usesDropout(trainModel) ? elaborate(ctx.program, cfg.model ?? modelName) : trainModel;
   const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined, weights);
-  const identity = stageIdentity(cfg, trainModel, ctx.dataDigest, Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])), await checkpointsDigest(model));
+  const identity = stageIdentity(
+    cfg,
+    trainModel,
+    ctx.dataDigest,
+    Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])),
+    await checkpointsDigest(model),
+  );
   const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
   if ((await finishedKey(join(dir, STAGE_FILES.final))) !== s.key) await importFinished(s);
@@ -162,7 +186,9 @@ async function reuse(s: Stage): Promise<StageResult | undefined> {
   const was = decodeIdentity(meta.identity);
   if (meta.key !== s.key || !was) {
     const why = was ? identityChanges(was, s.identity) : ["it was written by an older dehvf that did not record what it was trained from"];
-    ctx.say(`${label}: ${finalFile} was trained from something else (${why.join("; ") || "its recorded key differs"}); training again. It stays in place until the new result is complete.`);
+    ctx.say(
+      `${label}: ${finalFile} was trained from something else (${why.join("; ") || "its recorded key differs"}); training again. It stays in place until the new result is complete.`,
+    );
     return undefined;
   }
   checkedStep(finalFile, meta.step, s.cfg.steps);
@@ -205,10 +231,12 @@ async function loadBackbones(s: Stage, params: Map<string, Tensor>, backbones: r
   for (const b of backbones) {
     const file = join(b.dir, STAGE_FILES.final);
     const { tensors, meta } = await readChecked(file, { only: (n) => params.has(n) });
-    if (recordedDigest(meta) !== b.weights) throw new CheckpointError(file, `changed since stage \`${b.identity.stage}\` finished (another run wrote it?); run again`);
+    if (recordedDigest(meta) !== b.weights)
+      throw new CheckpointError(file, `changed since stage \`${b.identity.stage}\` finished (another run wrote it?); run again`);
     for (const [name, t] of tensors) {
       const mine = params.get(name)!;
-      if (mine.shape.join("x") !== t.shape.join("x")) throw new CheckpointError(file, `has shape [${t.shape.join(", ")}], but ${s.model.name} needs [${mine.shape.join(", ")}]`, name);
+      if (mine.shape.join("x") !== t.shape.join("x"))
+        throw new CheckpointError(file, `has shape [${t.shape.join(", ")}], but ${s.model.name} needs [${mine.shape.join(", ")}]`, name);
       params.set(name, t);
       provided.add(name);
     }
@@ -216,7 +244,10 @@ async function loadBackbones(s: Stage, params: Map<string, Tensor>, backbones: r
   }
   // a frozen weight nobody provides would silently stay at its random init
   const missing = backbones.length ? s.model.params.filter((p) => !p.trainable && !p.source && !provided.has(p.name)).map((p) => p.name) : [];
-  if (missing.length) throw new UserError(`${s.label}: ${missing.length} frozen parameters are in none of its backbones (${backbones.map((b) => b.identity.stage).join(", ")}), e.g. ${missing.slice(0, 3).join(", ")}; they would stay at their random init. Check the backbone models' parameter names, or mark them trainable.`);
+  if (missing.length)
+    throw new UserError(
+      `${s.label}: ${missing.length} frozen parameters are in none of its backbones (${backbones.map((b) => b.identity.stage).join(", ")}), e.g. ${missing.slice(0, 3).join(", ")}; they would stay at their random init. Check the backbone models' parameter names, or mark them trainable.`,
+    );
 }
 
 async function train(s: Stage, backbones: readonly StageResult[]): Promise<StageResult> {
@@ -235,7 +266,9 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const trainable = model.params.filter((p) => p.trainable);
   const size = (ps: readonly { shape: readonly number[] }[]) => ps.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
   const [count, total] = [size(trainable), size(model.params)];
-  ctx.say(`${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`);
+  ctx.say(
+    `${label}: trainable parameters ${count.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} (${[...new Set(trainable.map((p) => p.name.split(".")[0]))].join(", ")})`,
+  );
 
   const graph = buildTrainGraph(trainModel, { ...DEFAULT_OPTIMIZER, weightDecay: cfg.weightDecay, clip: cfg.clip }, { recompute: cfg.recompute });
   const start = await restore(s, params, trainState(graph));
@@ -243,8 +276,16 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   truncateAfterStep(metricsFile, start);
 
   const t0 = performance.now();
-  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, { seed: cfg.seed, weights: cfg.weights, autotune: ctx.autotune && { log: ctx.say }, compiling: (work, n) => during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }) });
-  ctx.say(`${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const trainer = await Trainer.forGraph(ctx.gpu, graph, task.dims, params, {
+    seed: cfg.seed,
+    weights: cfg.weights,
+    autotune: ctx.autotune && { log: ctx.say },
+    compiling: (work, n) =>
+      during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }),
+  });
+  ctx.say(
+    `${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
   let evaluator: EvalModel | undefined;
   const evaluatorWith = async (state: ReadonlyMap<string, Tensor>) => {
     evaluator ??= await EvalModel.create(progress.log.bind(progress), ctx.gpu, model, cfg.task, ctx.data, params, EVAL_BATCH, cfg.weights);
@@ -253,7 +294,14 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   };
   const log = MetricsLog.open(metricsFile);
   const progress = new TrainingProgress({ total: cfg.steps, startStep: start, stage: label });
-  const meta = (step: number) => ({ key: s.key, resume_key: resumeKey(s.identity), identity: encodeIdentity(s.identity), step: String(step), stage: cfg.name, model: model.name });
+  const meta = (step: number) => ({
+    key: s.key,
+    resume_key: resumeKey(s.identity),
+    identity: encodeIdentity(s.identity),
+    step: String(step),
+    stage: cfg.name,
+    model: model.name,
+  });
   let stepMs = 0;
   let timed = 0;
   const checkpoints = new GoodCheckpoints(work, cfg.name, meta, start);
@@ -296,7 +344,9 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
       }
       if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) {
         const sizes = evalSizes(ctx, "val");
-        const e = await progress.during(`evaluating on ${evaluationSize(cfg.task, sizes)} (val split)`, async () => (await evaluatorWith(await trainer.readState())).evaluate(ctx.data, "val", sizes));
+        const e = await progress.during(`evaluating on ${evaluationSize(cfg.task, sizes)} (val split)`, async () =>
+          (await evaluatorWith(await trainer.readState())).evaluate(ctx.data, "val", sizes),
+        );
         log.append({ step, eval: e });
         progress.log(`  step ${step}: ${describeEval(e)}`);
       }
@@ -342,7 +392,9 @@ async function restore(s: Stage, params: Map<string, Tensor>, state: readonly { 
   const was = decodeIdentity(meta.identity);
   if (!was) throw new CheckpointError(file, "records no identity (written by an older dehvf?); remove it or drop --resume");
   if (resumeKey(was) !== resumeKey(s.identity)) {
-    throw new UserError(`${label}: the checkpoint ${file} was made from something else (${identityChanges(was, s.identity, "resume").join("; ")}); to start over, drop --resume`);
+    throw new UserError(
+      `${label}: the checkpoint ${file} was made from something else (${identityChanges(was, s.identity, "resume").join("; ")}); to start over, drop --resume`,
+    );
   }
   const step = checkedStep(file, meta.step, cfg.steps);
   const { tensors } = await readChecked(file, { expected: state, exact: true });

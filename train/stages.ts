@@ -5,7 +5,6 @@ import type { Program } from "../grammar/modules.ts";
 import { TASKS, type Task } from "../data/examples.ts";
 import { promptProblem } from "../data/prompts.ts";
 
-
 /** One `train NAME { ... }` section, checked: what to train, on which data, how long. */
 export interface StageConfig {
   readonly name: string;
@@ -40,7 +39,26 @@ export interface StageConfig {
 }
 
 const DEFAULTS = { steps: 300, batch: 32, lr: 1e-3, warmup: 0, weight_decay: 0.01, clip: 1, eval_every: 0, checkpoint_every: 100, seed: 0 };
-const KEYS = ["model", "task", "backbones", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "eval_every", "checkpoint_every", "seed", "prompt", "answer", "loss", "solution_given", "recompute", "weights"] as const;
+const KEYS = [
+  "model",
+  "task",
+  "backbones",
+  "steps",
+  "batch",
+  "lr",
+  "warmup",
+  "weight_decay",
+  "clip",
+  "eval_every",
+  "checkpoint_every",
+  "seed",
+  "prompt",
+  "answer",
+  "loss",
+  "solution_given",
+  "recompute",
+  "weights",
+] as const;
 
 function fail(message: string, span: A.Expr["span"] | undefined, hint?: string): never {
   const d: Diagnostic = { phase: "input", message, span, hint };
@@ -70,13 +88,16 @@ export function trainStages(program: Program): StageConfig[] {
     const seen = new Map<string, A.Expr>();
     for (const e of sec.entries) {
       const key = e.key.name;
-      if (!(KEYS as readonly string[]).includes(key)) fail(`unknown key \`${key}\` in train section \`${names[i]}\``, e.key.span, didYouMean(key, KEYS) ?? `keys: ${KEYS.join(", ")}`);
+      if (!(KEYS as readonly string[]).includes(key))
+        fail(`unknown key \`${key}\` in train section \`${names[i]}\``, e.key.span, didYouMean(key, KEYS) ?? `keys: ${KEYS.join(", ")}`);
       if (seen.has(key)) fail(`\`${key}\` is set twice in train section \`${names[i]}\``, e.key.span);
       seen.set(key, e.value);
     }
-    const get = <K extends keyof typeof DEFAULTS>(k: K, opts: { int?: boolean; min?: number } = {}) => (seen.has(k) ? number(seen.get(k)!, k, opts) : DEFAULTS[k]);
+    const get = <K extends keyof typeof DEFAULTS>(k: K, opts: { int?: boolean; min?: number } = {}) =>
+      seen.has(k) ? number(seen.get(k)!, k, opts) : DEFAULTS[k];
     const model = seen.has("model") ? name(seen.get("model")!, "model") : undefined;
-    if (model !== undefined && !program.decls.has(model)) fail(`train section \`${names[i]}\`: no model named \`${model}\``, seen.get("model")!.span, didYouMean(model, [...program.decls.keys()]));
+    if (model !== undefined && !program.decls.has(model))
+      fail(`train section \`${names[i]}\`: no model named \`${model}\``, seen.get("model")!.span, didYouMean(model, [...program.decls.keys()]));
     const taskExpr = seen.get("task");
     if (!taskExpr) fail(`train section \`${names[i]}\` needs a \`task\` (${TASKS.join(", ")})`, sec.span);
     const task = name(taskExpr, "task");
@@ -97,7 +118,10 @@ export function trainStages(program: Program): StageConfig[] {
     };
     const [prompt, answer, loss] = [text("prompt"), text("answer"), text("loss")];
     if (loss !== undefined && (task !== "text" || (loss !== "all" && loss !== "answer")))
-      fail(task !== "text" ? `\`loss\` applies to the "text" task (the others train on the answer)` : `\`loss\` is "all" or "answer", got "${loss}"`, seen.get("loss")!.span);
+      fail(
+        task !== "text" ? `\`loss\` applies to the "text" task (the others train on the answer)` : `\`loss\` is "all" or "answer", got "${loss}"`,
+        seen.get("loss")!.span,
+      );
     const givenExpr = seen.get("solution_given");
     if (givenExpr && givenExpr.kind !== "bool") fail("`solution_given` is true or false", givenExpr.span);
     if (givenExpr && task !== "text") fail(`\`solution_given\` applies to the "text" task`, givenExpr.span);
@@ -133,14 +157,22 @@ export function trainStages(program: Program): StageConfig[] {
       span: sec.span,
     });
   });
-  if (stages.filter((s) => s.model === undefined).length > 1) fail(`more than one train section has no \`model\`: only the fine-tuning stage may leave it out`, sections[0].span);
+  if (stages.filter((s) => s.model === undefined).length > 1)
+    fail(`more than one train section has no \`model\`: only the fine-tuning stage may leave it out`, sections[0].span);
   return stages;
 }
 
 /** The stages a run of `model` goes through: its backbones' stages first (recursively), then its own. */
 export function stagesFor(all: readonly StageConfig[], model: string): StageConfig[] {
   const own = all.find((s) => s.model === model) ?? all.find((s) => s.model === undefined);
-  if (!own) throw new DehvfError([{ phase: "input", message: `no train section trains \`${model}\``, hint: "add `train NAME { model = " + model + "; task = ... }` or one without `model`" }]);
+  if (!own)
+    throw new DehvfError([
+      {
+        phase: "input",
+        message: `no train section trains \`${model}\``,
+        hint: "add `train NAME { model = " + model + "; task = ... }` or one without `model`",
+      },
+    ]);
   const order: StageConfig[] = [];
   const visit = (s: StageConfig) => {
     if (order.includes(s)) return;

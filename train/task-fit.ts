@@ -29,11 +29,14 @@ function targetClasses(stage: Pick<StageConfig, "task">, data: LoadedDataset): {
  * prefix; the step scores the last T positions: compiler/train-graph.ts, alignLogits).
  */
 function logitsMismatch(model: CompiledModel, out: Node, logits: readonly number[], targets: readonly number[]): string | undefined {
-  if (logits.length !== targets.length + 1) return `has ${logits.length} axes; the targets are ${concrete(targets)}, so it needs ${targets.length + 1} ([${[...targets.map(String), "classes"].join(", ")}])`;
+  if (logits.length !== targets.length + 1)
+    return `has ${logits.length} axes; the targets are ${concrete(targets)}, so it needs ${targets.length + 1} ([${[...targets.map(String), "classes"].join(", ")}])`;
   const tokens = model.inputs.find((i) => i.name === "tokens");
   const prefixAxis = tokens && tokens.shape.length === out.shape.length - 1 ? tokens.shape.length - 1 : -1;
   const bad = targets.findIndex((t, ax) => (ax === prefixAxis ? logits[ax] < t : logits[ax] !== t));
-  return bad < 0 ? undefined : `has ${logits[bad]} on axis ${bad}, where the targets ${concrete(targets)} need ${prefixAxis === bad ? `at least ${targets[bad]}` : targets[bad]}`;
+  return bad < 0
+    ? undefined
+    : `has ${logits[bad]} on axis ${bad}, where the targets ${concrete(targets)} need ${prefixAxis === bad ? `at least ${targets[bad]}` : targets[bad]}`;
 }
 
 /**
@@ -44,23 +47,34 @@ function logitsMismatch(model: CompiledModel, out: Node, logits: readonly number
  * does not fit; call it before anything is compiled or allocated. `task`: the caller's
  * taskData, when it has it already (it tokenizes the whole training split).
  */
-export function checkTaskFits(model: CompiledModel, stage: Pick<StageConfig, "name" | "task" | "span" | "batch" | "seed">, data: LoadedDataset, task: TaskData = taskData(stage.task, data, stage.batch, stage.seed)): void {
+export function checkTaskFits(
+  model: CompiledModel,
+  stage: Pick<StageConfig, "name" | "task" | "span" | "batch" | "seed">,
+  data: LoadedDataset,
+  task: TaskData = taskData(stage.task, data, stage.batch, stage.seed),
+): void {
   const problems: string[] = [];
   const at = `train section \`${stage.name}\` (task "${stage.task}")`;
   const feed = task.batchAt(0);
   const fed = [...feed.keys()].filter((n) => !STEP_INPUTS.includes(n));
   for (const i of model.inputs) {
-    if (STEP_INPUTS.includes(i.name)) problems.push(`input \`${i.name}\` has a name the training step gives its own inputs (${listed(STEP_INPUTS)}); rename it`);
+    if (STEP_INPUTS.includes(i.name))
+      problems.push(`input \`${i.name}\` has a name the training step gives its own inputs (${listed(STEP_INPUTS)}); rename it`);
     else if (!feed.has(i.name)) problems.push(`input \`${i.name}\` is not fed by task "${stage.task}", which feeds ${listed(fed)}`);
-    else if ((i.dtype === "i32") !== ID_FEEDS.has(i.name)) problems.push(`input \`${i.name}\` is ${i.dtype}, but task "${stage.task}" feeds ${ID_FEEDS.has(i.name) ? "ids (declare it `int`)" : "floats"}`);
+    else if ((i.dtype === "i32") !== ID_FEEDS.has(i.name))
+      problems.push(`input \`${i.name}\` is ${i.dtype}, but task "${stage.task}" feeds ${ID_FEEDS.has(i.name) ? "ids (declare it `int`)" : "floats"}`);
   }
   const unset = model.symbols.filter((s) => task.dims[s] === undefined);
-  if (unset.length) problems.push(`run-time dimension${unset.length > 1 ? "s" : ""} ${listed(unset)} ${unset.length > 1 ? "have" : "has"} no value in task "${stage.task}", which sets ${listed(Object.keys(task.dims))}`);
+  if (unset.length)
+    problems.push(
+      `run-time dimension${unset.length > 1 ? "s" : ""} ${listed(unset)} ${unset.length > 1 ? "have" : "has"} no value in task "${stage.task}", which sets ${listed(Object.keys(task.dims))}`,
+    );
   else {
     for (const i of model.inputs.filter((i) => feed.has(i.name) && !STEP_INPUTS.includes(i.name))) {
       const want = shapeEval(i.shape, task.dims);
       const got = feed.get(i.name)!.shape;
-      if (want.join() !== got.join()) problems.push(`input \`${i.name}\` is ${shapeStr(i.shape)} (here ${concrete(want)}), but task "${stage.task}" feeds ${concrete(got)}`);
+      if (want.join() !== got.join())
+        problems.push(`input \`${i.name}\` is ${shapeStr(i.shape)} (here ${concrete(want)}), but task "${stage.task}" feeds ${concrete(got)}`);
     }
     problems.push(...outputProblems(model, stage, data, task, feed.get("targets")!.shape));
   }
@@ -80,7 +94,9 @@ function outputProblems(model: CompiledModel, stage: Pick<StageConfig, "task">, 
   if (mismatch) problems.push(`${named} ${mismatch}`);
   const classes = targetClasses(stage, data);
   if (!mismatch && logits[logits.length - 1] < classes.count)
-    problems.push(`${named} scores ${logits[logits.length - 1]} classes on its last axis, fewer than the task's targets range over (${classes.what}); make it at least ${classes.count}`);
+    problems.push(
+      `${named} scores ${logits[logits.length - 1]} classes on its last axis, fewer than the task's targets range over (${classes.what}); make it at least ${classes.count}`,
+    );
   const trainable = topoOrder([out.node]).some((n) => n.op === "param" && (n as Node<"param">).attrs.trainable);
   if (!trainable) problems.push(`every parameter on the way to output \`${out.name}\` is frozen: there is nothing to train`);
   return problems;

@@ -6,7 +6,6 @@ import type { LoadedDataset } from "../data/loader.ts";
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
 export type Feed = Map<string, Tensor>;
 
-
 /**
  * Scales each row's loss mask to sum to 1, so the loss is the mean over examples of each
  * example's mean token loss: a 20-token caption then weighs as much as a 6-token answer
@@ -31,7 +30,12 @@ export interface TaskData {
 
 function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32Array; lossMask: Float32Array; promptMask: Float32Array }): Feed {
   const s = [b.B, b.T];
-  return new Map([["tokens", tensor(s, b.tokens)], ["targets", tensor(s, b.targets)], ["loss_mask", tensor(s, b.lossMask)], ["prompt_mask", tensor(s, b.promptMask)]]);
+  return new Map([
+    ["tokens", tensor(s, b.tokens)],
+    ["targets", tensor(s, b.targets)],
+    ["loss_mask", tensor(s, b.lossMask)],
+    ["prompt_mask", tensor(s, b.promptMask)],
+  ]);
 }
 
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
@@ -49,7 +53,11 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
       unitsPerStep: batch * 4,
       batchAt(step) {
         const b = vitBatch(items, sh.batchAt(step));
-        return new Map([...image(batch, b.image), ["targets", tensor([batch, 4], b.labels)], ["loss_mask", tensor([batch, 4], new Float32Array(batch * 4).fill(1))]]);
+        return new Map([
+          ...image(batch, b.image),
+          ["targets", tensor([batch, 4], b.labels)],
+          ["loss_mask", tensor([batch, 4], new Float32Array(batch * 4).fill(1))],
+        ]);
       },
     };
   }

@@ -51,7 +51,9 @@ export function registerCheck(program: Command): void {
         out.push("trainable tensors:");
         const nw = Math.max(...groups.map((g) => g.name.length));
         for (const g of groups)
-          out.push(`  ${pad(g.name, nw)}  ${pad(`[${g.shape.join(", ")}]`, 14)}${g.copies > 1 ? pad(`×${g.copies}`, 5, true) : "     "} ${pad(fmtInt(g.total), 12, true)}`);
+          out.push(
+            `  ${pad(g.name, nw)}  ${pad(`[${g.shape.join(", ")}]`, 14)}${g.copies > 1 ? pad(`×${g.copies}`, 5, true) : "     "} ${pad(fmtInt(g.total), 12, true)}`,
+          );
       }
       out.push("", "weights:", ...sourceLines(m.params));
       if (m.tokenizer) out.push(`tokenizer: ${shownPath(m.tokenizer)} (${(await loadTokenizer(m.tokenizer)).size} tokens)`);

@@ -38,12 +38,21 @@ function printPlan(plan: Plan, model: CompiledModel, sources: SourceMap, device:
         return p ? `${sp.file}:${p.line}:${p.col}` : sp.file;
       })
       .join(" ← ");
-  const lines = [`plan for ${plan.model} at ${Object.entries(plan.dims).map(([k, v]) => `${k}=${v}`).join(" ")} on ${device}`, ""];
+  const lines = [
+    `plan for ${plan.model} at ${Object.entries(plan.dims)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ")} on ${device}`,
+    "",
+  ];
   const vw = Math.max(12, ...plan.kernels.map((k) => k.variant.length));
   const pw = Math.max(8, ...plan.kernels.map((k) => k.path.length));
-  lines.push(`${"#".padStart(5)}  ${"kernel".padEnd(14)} ${"variant".padEnd(vw)} ${"grid".padEnd(12)} ${"MFLOP".padStart(9)} ${"KiB".padStart(9)} ${"ops".padStart(4)}  ${"instance".padEnd(pw)}  from`);
+  lines.push(
+    `${"#".padStart(5)}  ${"kernel".padEnd(14)} ${"variant".padEnd(vw)} ${"grid".padEnd(12)} ${"MFLOP".padStart(9)} ${"KiB".padStart(9)} ${"ops".padStart(4)}  ${"instance".padEnd(pw)}  from`,
+  );
   for (const k of plan.kernels)
-    lines.push(`${String(k.index).padStart(5)}  ${k.label.padEnd(14)} ${k.variant.padEnd(vw)} ${k.workgroups.join("x").padEnd(12)} ${(k.flops / 1e6).toFixed(3).padStart(9)} ${(k.bytes / 1024).toFixed(1).padStart(9)} ${String(k.fused).padStart(4)}  ${(k.path || "model").padEnd(pw)}  ${where(k)}`);
+    lines.push(
+      `${String(k.index).padStart(5)}  ${k.label.padEnd(14)} ${k.variant.padEnd(vw)} ${k.workgroups.join("x").padEnd(12)} ${(k.flops / 1e6).toFixed(3).padStart(9)} ${(k.bytes / 1024).toFixed(1).padStart(9)} ${String(k.fused).padStart(4)}  ${(k.path || "model").padEnd(pw)}  ${where(k)}`,
+    );
   const flops = plan.kernels.reduce((a, k) => a + k.flops, 0);
   const bytes = plan.kernels.reduce((a, k) => a + k.bytes, 0);
   const m = plan.memory;
@@ -68,46 +77,71 @@ export function registerCompile(program: Command): void {
     .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
     .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
     .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
-    .option("--recompute", "with --train: recompute each repeated block (a transformer layer) in the backward instead of keeping its activations (less memory, about one more forward)")
-    .option("--dump-after <stage>", `also print the graph after a pass (${STAGES.join(", ")}), or the buffers and kernels after a scheduler pass (${SCHEDULE_STAGES.join(", ")}); repeatable`, (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option(
+      "--recompute",
+      "with --train: recompute each repeated block (a transformer layer) in the backward instead of keeping its activations (less memory, about one more forward)",
+    )
+    .option(
+      "--dump-after <stage>",
+      `also print the graph after a pass (${STAGES.join(", ")}), or the buffers and kernels after a scheduler pass (${SCHEDULE_STAGES.join(", ")}); repeatable`,
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .description("compile a model through the pass pipeline and print the IR")
-    .action(async (file: string, opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; recompute?: boolean; weights?: WeightStorage } & DimOptions) => {
-      if (opts.recompute && !opts.train) throw new UserError("--recompute applies to the training step: add --train");
-      if (!(EMITS as readonly string[]).includes(opts.emit)) throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
-      for (const s of opts.dumpAfter)
-        if (!STAGES.includes(s) && !SCHEDULE_STAGES.includes(s)) throw new DehvfError([{ phase: "input", message: `unknown stage "${s}" for --dump-after`, hint: `graph passes: ${STAGES.join(", ")}; scheduler passes: ${SCHEDULE_STAGES.join(", ")}` }]);
-      // --train: the training step (forward, loss, backward, AdamW) as one plan
-      const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true }), undefined, { recompute: opts.recompute }) : undefined;
-      const m = step?.model ?? loadModel(file, opts.model);
-      const sources = m.program.sources;
-      const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
-        if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
-      });
-      const onSchedulePass = (pass: string, state: ScheduleState) => {
-        if (opts.dumpAfter.includes(pass)) process.stdout.write(`# ---- after scheduler pass ${pass} ----\n${dumpSchedule(state, m.graph.provenance, sources)}\n`);
-      };
-      const planOptions = { weights: opts.weights, onSchedulePass, ...(step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {}) };
-      // scheduler dumps without a device: planned for WebGPU's default limits
-      if (opts.emit !== "plan" && opts.emit !== "wgsl" && opts.dumpAfter.some((s) => SCHEDULE_STAGES.includes(s))) buildPlan(m, resolveDims(m, opts), WEBGPU_DEFAULT_TARGET, roots, { ...planOptions, weights: undefined });
-      if (opts.emit === "plan" || opts.emit === "wgsl") {
-        const dims = resolveDims(m, opts);
-        const t = await target();
-        try {
-          checkSizes(m, dims, { device: t.target });
-          if (opts.weights === "f16" && !t.target.shaderF16) throw new UserError(`--weights f16 needs shader-f16, which ${t.device} does not offer`);
-          // the step overwrites what it updates: those are never read through a texture
-          const plan = buildPlan(m, dims, t.target, roots, planOptions);
-          if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, m, sources, t.device)}\n`);
-          else for (const k of plan.kernels) process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
-        } finally {
-          t.release();
+    .action(
+      async (
+        file: string,
+        opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; recompute?: boolean; weights?: WeightStorage } & DimOptions,
+      ) => {
+        if (opts.recompute && !opts.train) throw new UserError("--recompute applies to the training step: add --train");
+        if (!(EMITS as readonly string[]).includes(opts.emit))
+          throw new DehvfError([{ phase: "input", message: `unknown --emit "${opts.emit}"`, hint: `choose one of ${EMITS.join(", ")}` }]);
+        for (const s of opts.dumpAfter)
+          if (!STAGES.includes(s) && !SCHEDULE_STAGES.includes(s))
+            throw new DehvfError([
+              {
+                phase: "input",
+                message: `unknown stage "${s}" for --dump-after`,
+                hint: `graph passes: ${STAGES.join(", ")}; scheduler passes: ${SCHEDULE_STAGES.join(", ")}`,
+              },
+            ]);
+        // --train: the training step (forward, loss, backward, AdamW) as one plan
+        const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true }), undefined, { recompute: opts.recompute }) : undefined;
+        const m = step?.model ?? loadModel(file, opts.model);
+        const sources = m.program.sources;
+        const roots = runPipeline(m.outputs, m.graph, (stage, rs) => {
+          if (opts.dumpAfter.includes(stage)) process.stdout.write(`# ---- after ${stage} ----\n${printGraph(rs, m.graph.provenance, sources)}\n`);
+        });
+        const onSchedulePass = (pass: string, state: ScheduleState) => {
+          if (opts.dumpAfter.includes(pass))
+            process.stdout.write(`# ---- after scheduler pass ${pass} ----\n${dumpSchedule(state, m.graph.provenance, sources)}\n`);
+        };
+        const planOptions = { weights: opts.weights, onSchedulePass, ...(step ? { mutableParams: new Set(step.updates.map((u) => u.to)) } : {}) };
+        // scheduler dumps without a device: planned for WebGPU's default limits
+        if (opts.emit !== "plan" && opts.emit !== "wgsl" && opts.dumpAfter.some((s) => SCHEDULE_STAGES.includes(s)))
+          buildPlan(m, resolveDims(m, opts), WEBGPU_DEFAULT_TARGET, roots, { ...planOptions, weights: undefined });
+        if (opts.emit === "plan" || opts.emit === "wgsl") {
+          const dims = resolveDims(m, opts);
+          const t = await target();
+          try {
+            checkSizes(m, dims, { device: t.target });
+            if (opts.weights === "f16" && !t.target.shaderF16) throw new UserError(`--weights f16 needs shader-f16, which ${t.device} does not offer`);
+            // the step overwrites what it updates: those are never read through a texture
+            const plan = buildPlan(m, dims, t.target, roots, planOptions);
+            if (opts.emit === "plan") process.stdout.write(`${printPlan(plan, m, sources, t.device)}\n`);
+            else
+              for (const k of plan.kernels)
+                process.stdout.write(`// ---- kernel #${k.index} ${k.label} (${k.variant}) grid ${k.workgroups.join("x")}\n${k.wgsl}\n`);
+          } finally {
+            t.release();
+          }
+        } else if (opts.emit === "graph") process.stdout.write(`${printGraph(roots, m.graph.provenance, sources)}\n`);
+        else {
+          const h = opHistogram(roots.map((r) => r.node));
+          const n = [...h.values()].reduce((a, b) => a + b, 0);
+          process.stdout.write(`model ${m.name}: ${n} IR nodes (${m.graph.size} built, shared by hash-consing)\n`);
+          process.stdout.write(`${[...h].map(([op, c]) => `  ${op.padEnd(8)} ${c}`).join("\n")}\n`);
         }
-      } else if (opts.emit === "graph") process.stdout.write(`${printGraph(roots, m.graph.provenance, sources)}\n`);
-      else {
-        const h = opHistogram(roots.map((r) => r.node));
-        const n = [...h.values()].reduce((a, b) => a + b, 0);
-        process.stdout.write(`model ${m.name}: ${n} IR nodes (${m.graph.size} built, shared by hash-consing)\n`);
-        process.stdout.write(`${[...h].map(([op, c]) => `  ${op.padEnd(8)} ${c}`).join("\n")}\n`);
-      }
-    });
+      },
+    );
 }

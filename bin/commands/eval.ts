@@ -52,7 +52,8 @@ export function registerEval(program: Command): void {
         const t0 = performance.now();
         const r = await ev.evaluateSaying(say, data, opts.split, { problems: opts.problems, captions: opts.captions });
         say(describeEval(r));
-        for (const s of (r.samples ?? []) as { question: string; generated: string; answer: string }[]) say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
+        for (const s of (r.samples ?? []) as { question: string; generated: string; answer: string }[])
+          say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
         say(`evaluated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
         ev.destroy();
       } finally {

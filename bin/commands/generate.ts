@@ -38,7 +38,9 @@ interface GenerateOptions {
 export function registerGenerate(program: Command): void {
   program
     .command("generate")
-    .description("generate text from a prompt (and an image, for vision-language models): the prompt runs once, then each token is one step with a KV cache; only the text goes to stdout")
+    .description(
+      "generate text from a prompt (and an image, for vision-language models): the prompt runs once, then each token is one step with a KV cache; only the text goes to stdout",
+    )
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model (default: the file's first model)")
     .option("--checkpoint <path>", "trained weights: a stage directory from `dehvf train` or a .safetensors file")
@@ -80,14 +82,25 @@ export function registerGenerate(program: Command): void {
       if (opts.backend === "webgpu") {
         gpu = await acquireGpu();
         checkSizes(models.prefill, dims(prompt.length, context), { host: hostLimits(), device: deviceLimits(gpu) });
-        model = await DeviceDecoder.create(gpu, models, params, { batch: 1, context, weights: inferenceWeights(gpu, models.decode.params, opts.weights, note) }, (work, n) => during(note, `compiling the decode step's ${n} pipelines`, work));
+        model = await DeviceDecoder.create(
+          gpu,
+          models,
+          params,
+          { batch: 1, context, weights: inferenceWeights(gpu, models.decode.params, opts.weights, note) },
+          (work, n) => during(note, `compiling the decode step's ${n} pipelines`, work),
+        );
       } else {
         checkSizes(models.prefill, dims(prompt.length, context), { host: hostLimits(), interp: true });
         model = new InterpDecoder(models, params, { batch: 1, context });
       }
       try {
         const text = tok.streamDecoder({ after: prompt });
-        for await (const id of generate(model, prompt, { maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, stop: stopIds(tok) }, extra))
+        for await (const id of generate(
+          model,
+          prompt,
+          { maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, stop: stopIds(tok) },
+          extra,
+        ))
           process.stdout.write(text.push(id));
         process.stdout.write(`${text.flush()}\n`);
       } finally {

@@ -47,21 +47,26 @@ export function registerImport(program: Command): void {
     .description("write a model file that instantiates the std library block for a pretrained checkpoint, with its weights and tokenizer")
     .action(async (checkpoint: string, opts: ImportOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
-      if (opts.model !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(opts.model)) throw new UserError(`-m ${JSON.stringify(opts.model)} is not a model name: use letters, digits and _`);
+      if (opts.model !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(opts.model))
+        throw new UserError(`-m ${JSON.stringify(opts.model)} is not a model name: use letters, digits and _`);
       const out = resolve(opts.output);
       if (existsSync(out) && statSync(out).isDirectory()) throw new UserError(`-o ${opts.output} is a directory; name the .dehvf file to write`);
       const catalog = openCatalog(checkpoint);
       const family = opts.as ? families().get(opts.as) : detectFamily(catalog);
       if (!family) throw new UserError(`unknown checkpoint family ${JSON.stringify(opts.as)}; known: ${familyNames().join(", ")}`);
       const spec = family.import;
-      if (!spec) throw new UserError(`checkpoint family ${family.name} names no block to import into (its table has no \`import\` section); declare the instance yourself with \`from ${JSON.stringify(checkpoint)} as ${family.name}\``);
+      if (!spec)
+        throw new UserError(
+          `checkpoint family ${family.name} names no block to import into (its table has no \`import\` section); declare the instance yourself with \`from ${JSON.stringify(checkpoint)} as ${family.name}\``,
+        );
       const { args, values } = importArguments(catalog, family, spec);
       const tokenizer = opts.tokenizer ?? bundledTokenizer(catalog.path);
       if (tokenizer && !existsSync(tokenizer)) throw new UserError(`--tokenizer ${tokenizer}: no such file`);
       // the tokenizer must load and fit the embedding (a model may pad its vocabulary, not cut it)
       const tok = tokenizer ? await loadTokenizer(tokenizer) : undefined;
       const vocab = values.vocab;
-      if (tok && typeof vocab === "number" && tok.size > vocab) throw new UserError(`--tokenizer ${tokenizer} has ${tok.size} tokens, more than the checkpoint's vocabulary of ${vocab}`);
+      if (tok && typeof vocab === "number" && tok.size > vocab)
+        throw new UserError(`--tokenizer ${tokenizer} has ${tok.size} tokens, more than the checkpoint's vocabulary of ${vocab}`);
       const seq = catalog.config.seq_len ?? catalog.config.max_position_embeddings;
       const text = modelFileText({
         modelName: opts.model ?? modelNameFor(catalog.path),
@@ -71,15 +76,23 @@ export function registerImport(program: Command): void {
         values,
         weights: pathLiteral(out, catalog.path),
         tokenizer: tokenizer && pathLiteral(out, resolve(tokenizer)),
-        comments: [`imported by \`dehvf import\` from ${basename(catalog.path)} (checkpoint family ${family.name})`, ...(typeof seq === "number" ? [`trained for sequences of up to ${seq} tokens`] : [])],
+        comments: [
+          `imported by \`dehvf import\` from ${basename(catalog.path)} (checkpoint family ${family.name})`,
+          ...(typeof seq === "number" ? [`trained for sequences of up to ${seq} tokens`] : []),
+        ],
       });
       await writeFileAtomic(out, text);
       const m = checkWritten(out, family);
       const used = new Set(m.params.flatMap((p) => (p.source ? [p.source.tensor] : [])));
       const unused = [...catalog.tensors.keys()].filter((k) => !used.has(k) && !family.ignore.some((r) => r.test(k)));
       const count = m.params.reduce((a, p) => a + (p.source ? p.shape.reduce((x, y) => x * y, 1) : 0), 0);
-      say(`wrote ${shownPath(out)}: model ${m.name}, ${spec.instance} = ${spec.block} from ${shownPath(catalog.path)} (${family.name}): ${used.size} tensors, ${count.toLocaleString("en-US")} values`);
+      say(
+        `wrote ${shownPath(out)}: model ${m.name}, ${spec.instance} = ${spec.block} from ${shownPath(catalog.path)} (${family.name}): ${used.size} tensors, ${count.toLocaleString("en-US")} values`,
+      );
       if (tok) say(`tokenizer: ${shownPath(resolve(tokenizer!))} (${tok.size} tokens)`);
-      if (unused.length) say(`note: ${unused.length} checkpoint tensor${unused.length === 1 ? " is" : "s are"} not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
+      if (unused.length)
+        say(
+          `note: ${unused.length} checkpoint tensor${unused.length === 1 ? " is" : "s are"} not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`,
+        );
     });
 }

@@ -2,7 +2,16 @@ import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { checkSizes } from "../../compiler/size-limits.ts";
-import { type RouterReport, routerDims, routerMeans, type TapRunner, deviceTapRunner, interpTapRunner, tapRouter, type TappedRouter } from "../../eval/router.ts";
+import {
+  type RouterReport,
+  routerDims,
+  routerMeans,
+  type TapRunner,
+  deviceTapRunner,
+  interpTapRunner,
+  tapRouter,
+  type TappedRouter,
+} from "../../eval/router.ts";
 import type { Tally } from "../../eval/evaluate.ts";
 import { DehvfError } from "../../grammar/diagnostics.ts";
 import { writeJsonAtomic } from "../../io/atomic.ts";
@@ -45,11 +54,15 @@ async function drawRouter(png: string, r: RouterReport, backend: string): Promis
   const panels: HeatmapPanel[] = [{ title: `all questions (${r.examples})`, values: r.mean }];
   if (r.types_differ) panels.push(...types.map(([t, p]) => ({ title: `${t} (${p.examples})`, values: p.mean })));
   const rows = compactLabels(r.llm_layers);
-  const args = Object.entries(r.fusion.args).filter(([k]) => k === "condition" || k === "groups").map(([k, v]) => `${k}: ${JSON.stringify(v)}`);
+  const args = Object.entries(r.fusion.args)
+    .filter(([k]) => k === "condition" || k === "groups")
+    .map(([k, v]) => `${k}: ${JSON.stringify(v)}`);
   const subtitle = [
     `mean routing weight α over ${r.examples} held-out ${r.split} questions; each row sums to 1; ${backend}`,
     `fusion ${r.fusion.name} = ${r.fusion.block}(${args.join(", ")})${r.fusion.features ? `, features ${r.fusion.features}` : ""}, targets ${rows.pattern}`,
-    ...(types.length > 1 && !r.types_differ ? [`the ${types.length} question types' means agree within ${r.max_type_difference.toExponential(1)}: one panel`] : []),
+    ...(types.length > 1 && !r.types_differ
+      ? [`the ${types.length} question types' means agree within ${r.max_type_difference.toExponential(1)}: one panel`]
+      : []),
   ];
   const grouped = r.vit_layers.some((l) => l.includes("–"));
   await writeHeatmap(png, panels, {
@@ -69,13 +82,20 @@ function sayTable(say: (line: string) => void, r: RouterReport): void {
   say(`mean α over ${r.examples} ${r.split} questions (rows: LLM layers, columns: ViT layers ${r.vit_layers.join(" ")}):`);
   r.mean.forEach((row, l) => say(`  ${r.llm_layers[l].padEnd(w)}  ${row.map((x) => x.toFixed(4)).join("  ")}`));
   const types = Object.keys(r.per_type).length;
-  if (types > 1) say(r.types_differ ? `per question type: ${types} types, the largest difference from the overall mean ${r.max_type_difference.toFixed(4)}` : `the ${types} question types route alike (within ${r.max_type_difference.toExponential(1)})`);
+  if (types > 1)
+    say(
+      r.types_differ
+        ? `per question type: ${types} types, the largest difference from the overall mean ${r.max_type_difference.toFixed(4)}`
+        : `the ${types} question types route alike (within ${r.max_type_difference.toExponential(1)})`,
+    );
 }
 
 export function registerInspect(program: Command): void {
   const inspect = program.command("inspect").description("look inside a trained model");
   trainedModelOptions(inspect.command("router"), "inspect")
-    .description("the mean routing weights α of a trained DEHVF fusion over held-out questions: router.png (LLM layer × ViT layer heat-map, a panel per question type when they differ) and router.json")
+    .description(
+      "the mean routing weights α of a trained DEHVF fusion over held-out questions: router.png (LLM layer × ViT layer heat-map, a panel per question type when they differ) and router.json",
+    )
     .option("--problems <n>", "at most this many held-out questions", positiveInt, 2000)
     .option("--batch <n>", "rows per forward", positiveInt, 64)
     .option("--backend <name>", "webgpu (the compiled plan) or interp (the float64 reference interpreter)", "webgpu")
@@ -83,7 +103,8 @@ export function registerInspect(program: Command): void {
     .option("--strict", "exit with an error when the weights hold NaN or infinite values (default: a loud warning)")
     .action(async (file: string, opts: RouterOptions) => {
       const say = (line: string) => process.stdout.write(`${line}\n`);
-      if (opts.backend !== "webgpu" && opts.backend !== "interp") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
+      if (opts.backend !== "webgpu" && opts.backend !== "interp")
+        throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       // a model without a router is refused before any file is read
       let router: TappedRouter | undefined;
       const trained = trainedModel(file, opts, (model) => (router = tapRouter(model)));
@@ -109,10 +130,22 @@ export function registerInspect(program: Command): void {
         }
         const n = Math.min(opts.problems, split.vqa.length);
         const tally: Tally = { done: 0, total: 0 };
-        const report = await during(say, `routing ${n.toLocaleString("en-US")} held-out questions (${opts.split} split, ${opts.backend})`, () => routerMeans(router!, runner!, data, opts.split, opts.problems, dims, tally), {
-          status: () => (tally.total ? `${tally.done.toLocaleString("en-US")} of ${tally.total.toLocaleString("en-US")}` : undefined),
+        const report = await during(
+          say,
+          `routing ${n.toLocaleString("en-US")} held-out questions (${opts.split} split, ${opts.backend})`,
+          () => routerMeans(router!, runner!, data, opts.split, opts.problems, dims, tally),
+          {
+            status: () => (tally.total ? `${tally.done.toLocaleString("en-US")} of ${tally.total.toLocaleString("en-US")}` : undefined),
+          },
+        );
+        await writeJsonAtomic(join(out, ROUTER_FILES.json), {
+          ...report,
+          checkpoint: weights,
+          stage: meta.stage,
+          step: meta.step === undefined ? undefined : Number(meta.step),
+          backend: opts.backend,
+          dims,
         });
-        await writeJsonAtomic(join(out, ROUTER_FILES.json), { ...report, checkpoint: weights, stage: meta.stage, step: meta.step === undefined ? undefined : Number(meta.step), backend: opts.backend, dims });
         await drawRouter(join(out, ROUTER_FILES.png), report, opts.backend);
         sayTable(say, report);
         say(`wrote ${join(out, ROUTER_FILES.png)} and ${join(out, ROUTER_FILES.json)}`);

@@ -76,6 +76,7 @@ export function dimOptions(cmd: Command): Command {
 export function resolveDims(m: CompiledModel, opts: DimOptions): Record<string, number> {
   const dims: Record<string, number> = { B: opts.batch, T: opts.seq, ...opts.dim };
   for (const s of m.symbols)
-    if (dims[s] === undefined) throw new DehvfError([{ phase: "input", message: `run-time dimension \`${s}\` of model \`${m.name}\` has no value`, hint: `pass --dim ${s}=<n>` }]);
+    if (dims[s] === undefined)
+      throw new DehvfError([{ phase: "input", message: `run-time dimension \`${s}\` of model \`${m.name}\` has no value`, hint: `pass --dim ${s}=<n>` }]);
   return dims;
 }

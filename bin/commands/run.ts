@@ -27,10 +27,12 @@ type Say = (line: string) => void;
 function sayMaxError(reference: readonly Tensor[], outputs: readonly Tensor[], say: Say): void {
   let err = 0;
   let mag = 0;
-  reference.forEach((t, k) => t.data.forEach((x, i) => {
-    err = Math.max(err, Math.abs(x - outputs[k].data[i]));
-    mag = Math.max(mag, Math.abs(x));
-  }));
+  reference.forEach((t, k) =>
+    t.data.forEach((x, i) => {
+      err = Math.max(err, Math.abs(x - outputs[k].data[i]));
+      mag = Math.max(mag, Math.abs(x));
+    }),
+  );
   say(`max abs error vs interp: ${err.toExponential(3)} (max |x| ${mag.toPrecision(4)})`);
 }
 
@@ -39,13 +41,22 @@ function sayProfile(m: CompiledModel, r: WebgpuRun, kernelMs: readonly number[],
   const total = kernelMs.reduce((a, b) => a + b, 0);
   say(`per-kernel GPU time (total ${total.toFixed(2)} ms), slowest first:`);
   for (const { ms, k } of rows.slice(0, Number(process.env.DEHVF_PROFILE_TOP ?? 15))) {
-    const where = k.spans.map((sp) => { const p = m.program.sources.get(sp.file)?.position(sp.start); return p ? `${sp.file}:${p.line}:${p.col}` : sp.file; }).join(" ← ");
-    say(`  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${(k.path || "model").padEnd(28)} ${where}`);
+    const where = k.spans
+      .map((sp) => {
+        const p = m.program.sources.get(sp.file)?.position(sp.start);
+        return p ? `${sp.file}:${p.line}:${p.col}` : sp.file;
+      })
+      .join(" ← ");
+    say(
+      `  ${ms.toFixed(3).padStart(8)} ms  #${String(k.index).padEnd(4)} ${k.label.padEnd(12)} ${(k.flops / Math.max(ms, 1e-6) / 1e6).toFixed(1).padStart(7)} GFLOP/s  ${(k.path || "model").padEnd(28)} ${where}`,
+    );
   }
   // Totals per kernel kind and per top-level instance show where a model spends its time at a glance.
   const totals = (key: (k: (typeof rows)[number]["k"]) => string): string =>
     [...rows.reduce((acc, { ms, k }) => acc.set(key(k), (acc.get(key(k)) ?? 0) + ms), new Map<string, number>())]
-      .sort((a, b) => b[1] - a[1]).map(([name, ms]) => `${name} ${ms.toFixed(1)} ms`).join(", ");
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, ms]) => `${name} ${ms.toFixed(1)} ms`)
+      .join(", ");
   say(`by kind: ${totals((k) => k.label.split("+")[0])}`);
   say(`by instance: ${totals((k) => (k.path || "model").split(".")[0])}`);
 }
@@ -73,9 +84,15 @@ async function runModel(m: CompiledModel, dims: Record<string, number>, opts: Ru
     say(`interp (float64): init ${(t1 - t0).toFixed(0)} ms, run ${(performance.now() - s).toFixed(0)} ms`);
   }
   if (!gpu) return;
-  const r = await runWebgpu(gpu, m, params, inputs, dims, { profile: opts.profile, autotune: autotuneRequested(opts.autotune) && { log: say }, weights: inferenceWeights(gpu, m.params, opts.weights, say) });
+  const r = await runWebgpu(gpu, m, params, inputs, dims, {
+    profile: opts.profile,
+    autotune: autotuneRequested(opts.autotune) && { log: say },
+    weights: inferenceWeights(gpu, m.params, opts.weights, say),
+  });
   show("output", r.outputs);
-  say(`webgpu (${gpu.info.description || gpu.info.vendor}): ${r.plan.kernels.length} kernels, plan+pipelines ${r.compileMs.toFixed(0)} ms, first run ${r.firstRunMs.toFixed(0)} ms, warm run ${r.runMs.toFixed(1)} ms`);
+  say(
+    `webgpu (${gpu.info.description || gpu.info.vendor}): ${r.plan.kernels.length} kernels, plan+pipelines ${r.compileMs.toFixed(0)} ms, first run ${r.firstRunMs.toFixed(0)} ms, warm run ${r.runMs.toFixed(1)} ms`,
+  );
   if (reference) sayMaxError(reference, r.outputs, say);
   if (r.kernelMs) sayProfile(m, r, r.kernelMs, say);
 }
@@ -92,7 +109,8 @@ export function registerRun(program: Command): void {
     .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default: f16 for weights from a checkpoint where the adapter has shader-f16, else f32)`, weightsOption)
     .description("load the weights (init rules, seeded; `from` checkpoints), run one synthetic batch and print output shapes and checksums")
     .action(async (file: string, opts: RunOptions) => {
-      if (opts.backend !== "interp" && opts.backend !== "webgpu") throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
+      if (opts.backend !== "interp" && opts.backend !== "webgpu")
+        throw new DehvfError([{ phase: "input", message: `unknown backend "${opts.backend}"`, hint: "available: webgpu, interp" }]);
       const m = loadModel(file, opts.model);
       const dims = resolveDims(m, opts);
       // the device's limits take part in the size check, so the GPU comes before any tensor is allocated

@@ -36,7 +36,11 @@ export function trainedModelOptions(cmd: Command, verb: string): Command {
  * trained them. `check` sees the model before anything is read from disk (e.g. to refuse a
  * model the command cannot use).
  */
-export function trainedModel(file: string, opts: { readonly model?: string; readonly checkpoint: string; readonly split: string }, check?: (model: CompiledModel) => void): Trained {
+export function trainedModel(
+  file: string,
+  opts: { readonly model?: string; readonly checkpoint: string; readonly split: string },
+  check?: (model: CompiledModel) => void,
+): Trained {
   if (opts.split !== "val" && opts.split !== "test") throw new UserError(`--split must be val or test, got ${opts.split}`);
   const program = loadProgram(file);
   const modelName = opts.model ?? program.entry.decls.find((d) => d.kind === "model")?.name.name;
@@ -55,10 +59,15 @@ export function trainedModel(file: string, opts: { readonly model?: string; read
 export async function readTrainedWeights(t: Trained, strict: boolean): Promise<{ tensors: Map<string, Tensor>; meta: Record<string, string> }> {
   const { tensors, meta, nonFinite } = await readChecked(t.weights, { expected: storedParams(t.model.params), anyFloat: true, nonFinite: "report" });
   if (nonFinite.length) {
-    const which = nonFinite.slice(0, 3).map((n) => `${n.name}: ${n.count.toLocaleString("en-US")} of ${n.size.toLocaleString("en-US")}`).join(", ");
+    const which = nonFinite
+      .slice(0, 3)
+      .map((n) => `${n.name}: ${n.count.toLocaleString("en-US")} of ${n.size.toLocaleString("en-US")}`)
+      .join(", ");
     const what = `${t.weights}: ${nonFinite.length} tensor${nonFinite.length === 1 ? "" : "s"} hold NaN or infinite values (${which}${nonFinite.length > 3 ? ", …" : ""})`;
     if (strict) throw new UserError(`${what}; nothing evaluated (--strict)`);
-    process.stderr.write(`\n*** WARNING: ${what}.\n*** The model's outputs are not numbers: every result below is meaningless. (--strict makes this an error.)\n\n`);
+    process.stderr.write(
+      `\n*** WARNING: ${what}.\n*** The model's outputs are not numbers: every result below is meaningless. (--strict makes this an error.)\n\n`,
+    );
   }
   return { tensors, meta };
 }

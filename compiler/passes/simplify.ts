@@ -32,7 +32,10 @@ export const SIMPLIFY_RULES: readonly Rule[] = [
   // mayBeNegZero rules out. Operands of add already have x's shape and dtype.
   rule("add-zero", ["add"], (n) => {
     const [a, b] = n.src;
-    for (const [x, z] of [[a, b], [b, a]] as const) {
+    for (const [x, z] of [
+      [a, b],
+      [b, a],
+    ] as const) {
       const v = scalarConst(z);
       if (isZero(v) && (Object.is(v, -0) || !mayBeNegZero(x))) return x;
     }

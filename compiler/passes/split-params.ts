@@ -111,7 +111,12 @@ export function splitLargeParams(roots: readonly Root[], g: GraphBuilder, opts: 
       const rank = b.shape.length;
       if (!v) return undefined;
       const out = mm.shape.length;
-      if (v.axis === rank - 1) return g.make("concat", v.blocks.map((x) => g.make("matmul", [a, v.view(x, g)], {})), { axis: out - 1 });
+      if (v.axis === rank - 1)
+        return g.make(
+          "concat",
+          v.blocks.map((x) => g.make("matmul", [a, v.view(x, g)], {})),
+          { axis: out - 1 },
+        );
       if (v.axis !== rank - 2) return undefined;
       // split along K: A's matching column ranges, summed
       const k = a.shape.length - 1;
@@ -137,11 +142,19 @@ export function splitLargeParams(roots: readonly Root[], g: GraphBuilder, opts: 
       const x = sl.src[0];
       if (!oversized(x)) return undefined;
       const { start, end } = sl.attrs;
-      if (ELEMENTWISE.has(x.op) && x.src.every((s) => shapeEq(s.shape, x.shape))) return g.make(x.op, x.src.map((s) => g.make("slice", [s], { start, end })), x.attrs);
+      if (ELEMENTWISE.has(x.op) && x.src.every((s) => shapeEq(s.shape, x.shape)))
+        return g.make(
+          x.op,
+          x.src.map((s) => g.make("slice", [s], { start, end })),
+          x.attrs,
+        );
       if (x.op === "expand" && x.src[0].shape.length === x.shape.length) {
         const inner = x.src[0];
         // axes the source broadcasts keep size 1; the others are sliced
-        const cut = g.make("slice", [inner], { start: inner.shape.map((d, i) => (d === 1 ? 0 : start[i])), end: inner.shape.map((d, i) => (d === 1 ? 1 : end[i])) });
+        const cut = g.make("slice", [inner], {
+          start: inner.shape.map((d, i) => (d === 1 ? 0 : start[i])),
+          end: inner.shape.map((d, i) => (d === 1 ? 1 : end[i])),
+        });
         return g.make("expand", [cut], { shape: sl.shape });
       }
       if (x.op === "concat") {

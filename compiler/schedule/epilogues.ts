@@ -27,8 +27,8 @@ export const matmulEpilogues: SchedulePass = {
       while (queue.length && region.size < 32) {
         const x = queue.shift()!;
         if (x !== n && mat.has(x)) continue;
+        // a buffer (an output, say) may be the exit, never an interior node: see `closed`
         for (const u of users.get(x) ?? [])
-          // a buffer (an output, say) may be the exit, never an interior node: see `closed`
           if (!region.has(u) && ELEMENTWISE.has(u.op) && sameShape(u, n) && !s.absorbedInto.has(u)) {
             region.add(u);
             queue.push(u);

@@ -44,14 +44,21 @@ export const emitKernels: SchedulePass = {
       return { inputs: [...inputs], mm, count: seen.size, seen };
     };
     // the exits of one epilogue share its matmul and the values before the split: count them once
-    const joinTrees = (ts: InlineTree[]) => ({ inputs: [...new Set(ts.flatMap((t) => t.inputs))], mm: ts[0].mm, count: new Set(ts.flatMap((t) => [...t.seen])).size });
+    const joinTrees = (ts: InlineTree[]) => ({
+      inputs: [...new Set(ts.flatMap((t) => t.inputs))],
+      mm: ts[0].mm,
+      count: new Set(ts.flatMap((t) => [...t.seen])).size,
+    });
     for (const n of s.order) {
       if (!mat.has(n) || n.op === "input" || n.op === "param" || s.secondaryExits.has(n)) continue;
       const also = s.extraExits.get(n);
       const tree = also ? joinTrees([n, ...also].map(inlineTree)) : inlineTree(n);
       const mmOf = n.op === "matmul" ? n : tree.mm;
       // a plain matmul kernel binds A and B at 1 and 2 and each epilogue buffer from 3 (again, if shared)
-      const bindings = mmOf && !s.chains.has(mmOf) ? 3 + epilogueInputs({ output: n, inputs: tree.inputs, matmul: { node: mmOf }, ...(also ? { also } : {}) }).length + (also?.length ?? 0) : tree.inputs.length + 1;
+      const bindings =
+        mmOf && !s.chains.has(mmOf)
+          ? 3 + epilogueInputs({ output: n, inputs: tree.inputs, matmul: { node: mmOf }, ...(also ? { also } : {}) }).length + (also?.length ?? 0)
+          : tree.inputs.length + 1;
       if (bindings > s.limits.maxBindings) {
         // Too many bindings: materialize the widest inline operand and reschedule, once for
         // every such kernel of this pass (a reschedule per kernel made 32 layers quadratic).
@@ -77,8 +84,21 @@ export const emitKernels: SchedulePass = {
         ins.add(a.base);
         ins.add(b.base);
         const sumAxis = s.sumFolds.get(n);
-        s.kernels.push({ kind: "matmul", output: n, inputs: [...ins], matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) }, ...(also ? { also } : {}), fused: tree.count });
-      } else s.kernels.push({ kind: n.op === "sum" || n.op === "rmax" ? "reduce" : n.op === "write_slot" ? "write-slot" : "elementwise", output: n, inputs: tree.inputs, fused: tree.count });
+        s.kernels.push({
+          kind: "matmul",
+          output: n,
+          inputs: [...ins],
+          matmul: { node: mmNode, a, b, ...(sumAxis === undefined ? {} : { sumAxis }) },
+          ...(also ? { also } : {}),
+          fused: tree.count,
+        });
+      } else
+        s.kernels.push({
+          kind: n.op === "sum" || n.op === "rmax" ? "reduce" : n.op === "write_slot" ? "write-slot" : "elementwise",
+          output: n,
+          inputs: tree.inputs,
+          fused: tree.count,
+        });
     }
   },
 };

@@ -68,7 +68,8 @@ export const materializeShared: SchedulePass = {
         // a reshape of a buffer is a free view: give the buffer to the computed value under
         // it (a softmax unsqueezed for a broadcast then stays a row kernel's output)
         let m = n;
-        while (m.op === "reshape" && !s.mat.has(m.src[0]) && !LEAF_CONST.has(m.src[0].op) && !MOVEMENT.has(m.src[0].op) && s.users.get(m.src[0])!.length === 1) m = m.src[0];
+        while (m.op === "reshape" && !s.mat.has(m.src[0]) && !LEAF_CONST.has(m.src[0].op) && !MOVEMENT.has(m.src[0].op) && s.users.get(m.src[0])!.length === 1)
+          m = m.src[0];
         s.mat.add(m);
         cost.clear();
       }

@@ -85,7 +85,11 @@ export function matmulOperands(chains: boolean): SchedulePass {
           const first = soleMatmul(scores, hard, shapes);
           // A pointwise chain pays off for per-example keys (the FFN memory: Z + P_k);
           // with shared weights as keys (a plain MLP) two tuned matmuls are faster.
-          const perExample = (x: Node) => shapes.get(x)!.slice(0, rank - 2).some((d) => d > 1);
+          const perExample = (x: Node) =>
+            shapes
+              .get(x)!
+              .slice(0, rank - 2)
+              .some((d) => d > 1);
           const q = first && viewOrCopy(first.src[0]);
           const k = first && viewOrCopy(first.src[1]);
           // the scores may be used several times, but only inside the chain (silu(s) = s·σ(s))

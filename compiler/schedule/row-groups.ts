@@ -14,7 +14,13 @@ export const rowGroups: SchedulePass = {
     const isMat = (x: Parameters<typeof s.mat.has>[0]) => s.mat.has(x);
     for (const n of [...s.order].reverse()) {
       if (!s.mat.has(n)) continue;
-      const g = findRowGroup(n, { shapes: s.shapes, users: s.users, isMat, pinned: (x) => s.rootSet.has(x) || s.forced.has(x) || s.rowGroups.has(x) || x.op === "input" || x.op === "param", position: (x) => s.position.get(x)! });
+      const g = findRowGroup(n, {
+        shapes: s.shapes,
+        users: s.users,
+        isMat,
+        pinned: (x) => s.rootSet.has(x) || s.forced.has(x) || s.rowGroups.has(x) || x.op === "input" || x.op === "param",
+        position: (x) => s.position.get(x)!,
+      });
       if (!g) continue;
       for (const x of g.absorbed) s.mat.delete(x);
       s.rowGroups.set(n, g);

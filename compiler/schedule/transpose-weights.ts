@@ -8,7 +8,12 @@ import { stridedView } from "./views.ts";
  * that is read only as the B operand of plain matmul kernels is stored transposed
  * instead (the executor transposes it once at upload) when that makes B unit-stride.
  */
-function transposedWeights(kernels: Kernel[], shapes: ReadonlyMap<Node, readonly number[]>, dims: Readonly<Record<string, number>>, isMat: (n: Node) => boolean): Set<Node> {
+function transposedWeights(
+  kernels: Kernel[],
+  shapes: ReadonlyMap<Node, readonly number[]>,
+  dims: Readonly<Record<string, number>>,
+  isMat: (n: Node) => boolean,
+): Set<Node> {
   const candidates = new Set<Node>();
   const banned = new Set<Node>();
   for (const k of kernels) {

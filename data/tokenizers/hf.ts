@@ -63,7 +63,8 @@ const tokenContent = (spec: TokenSpec | undefined) => (spec == null ? undefined 
  */
 export function hfTokenizer(json: unknown, config: unknown, source: string): Tokenizer {
   if (!isTokenizerJson(json)) throw new DataError(`${source}: not a Hugging Face tokenizer.json (no "model" section with a vocabulary)`);
-  if (config !== undefined && (typeof config !== "object" || config === null || Array.isArray(config))) throw new DataError(`${source}: its tokenizer_config.json is not a JSON object`);
+  if (config !== undefined && (typeof config !== "object" || config === null || Array.isArray(config)))
+    throw new DataError(`${source}: its tokenizer_config.json is not a JSON object`);
   const cfg = (config ?? {}) as TokenizerConfig;
   // The library takes added tokens from tokenizer.json only; a config may declare more.
   const known = new Set((json.added_tokens ?? []).map((a) => a.id));

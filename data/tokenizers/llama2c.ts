@@ -32,13 +32,16 @@ export function parseLlama2cVocab(bytes: Uint8Array, source: string): Llama2cVoc
   const scores: number[] = [];
   for (let at = 4; at < bytes.byteLength; ) {
     const n = pieces.length;
-    if (at + 8 > bytes.byteLength) throw new DataError(`${source}: truncated: token ${n} at byte ${at} needs an 8-byte score and length, ${bytes.byteLength - at} bytes left`);
+    if (at + 8 > bytes.byteLength)
+      throw new DataError(`${source}: truncated: token ${n} at byte ${at} needs an 8-byte score and length, ${bytes.byteLength - at} bytes left`);
     const score = view.getFloat32(at, true);
     const length = view.getInt32(at + 4, true);
     if (!Number.isFinite(score)) throw new DataError(`${source}: not a llama2.c tokenizer.bin (token ${n} at byte ${at} scores ${score})`);
     // run.c sizes its merge buffer from max_token_length, so a longer piece is a damaged (or foreign) file.
-    if (length < 0 || length > maxTokenLength) throw new DataError(`${source}: not a llama2.c tokenizer.bin (token ${n} at byte ${at} is ${length} bytes long, max_token_length is ${maxTokenLength})`);
-    if (at + 8 + length > bytes.byteLength) throw new DataError(`${source}: truncated: token ${n} at byte ${at} is ${length} bytes long, ${bytes.byteLength - at - 8} left`);
+    if (length < 0 || length > maxTokenLength)
+      throw new DataError(`${source}: not a llama2.c tokenizer.bin (token ${n} at byte ${at} is ${length} bytes long, max_token_length is ${maxTokenLength})`);
+    if (at + 8 + length > bytes.byteLength)
+      throw new DataError(`${source}: truncated: token ${n} at byte ${at} is ${length} bytes long, ${bytes.byteLength - at - 8} left`);
     pieces.push(bytes.slice(at + 8, at + 8 + length));
     scores.push(score);
     at += 8 + length;
@@ -48,7 +51,9 @@ export function parseLlama2cVocab(bytes: Uint8Array, source: string): Llama2cVoc
     const want = `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`;
     const got = pieces[BYTE_TOKENS + b];
     if (got === undefined || byteString(got) !== want)
-      throw new DataError(`${source}: not a llama2.c SentencePiece vocabulary (${pieces.length} tokens; token ${BYTE_TOKENS + b} should be ${want}, is ${got === undefined ? "missing" : JSON.stringify(byteString(got))})`);
+      throw new DataError(
+        `${source}: not a llama2.c SentencePiece vocabulary (${pieces.length} tokens; token ${BYTE_TOKENS + b} should be ${want}, is ${got === undefined ? "missing" : JSON.stringify(byteString(got))})`,
+      );
   }
   return { maxTokenLength, pieces, scores: Float32Array.from(scores) };
 }

@@ -47,7 +47,8 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
     return llama2cTokenizer(bytes, path);
   } catch (e) {
     // Any file reaches the .bin reader; one not named like a tokenizer.bin gets the list of what is read.
-    if (e instanceof DataError && !basename(path).endsWith(".bin")) throw new DataError(`${path}: not a tokenizer (expected ${FORMATS}): ${e.message.replace(`${path}: `, "")}`);
+    if (e instanceof DataError && !basename(path).endsWith(".bin"))
+      throw new DataError(`${path}: not a tokenizer (expected ${FORMATS}): ${e.message.replace(`${path}: `, "")}`);
     throw e;
   }
 }

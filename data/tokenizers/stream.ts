@@ -7,7 +7,11 @@ import type { StreamDecoder } from "./tokenizer.ts";
  * HF's clean-up glues " ." onto the word before), so decoding the whole sequence is what makes
  * the pieces join to exactly `decode(all ids)`. Quadratic in the length: fine for generation.
  */
-export function reDecodingStream(decode: (ids: readonly number[]) => string, unsettled: (text: string) => number = trailingReplacements, after: readonly number[] = []): StreamDecoder {
+export function reDecodingStream(
+  decode: (ids: readonly number[]) => string,
+  unsettled: (text: string) => number = trailingReplacements,
+  after: readonly number[] = [],
+): StreamDecoder {
   // the text of `after` counts as passed on already: only what follows it is new
   const ids: number[] = [...after];
   let text = decode(ids);

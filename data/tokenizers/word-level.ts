@@ -36,7 +36,10 @@ function wordLevelFiles(words: readonly string[]): TokenizerFiles {
     added_tokens: SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
     normalizer: null,
     // Whitespace first, so the pattern's Isolated split leaves no whitespace pieces behind.
-    pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "WhitespaceSplit" }, { type: "Split", pattern: { Regex: PIECE }, behavior: "Isolated", invert: false }] },
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [{ type: "WhitespaceSplit" }, { type: "Split", pattern: { Regex: PIECE }, behavior: "Isolated", invert: false }],
+    },
     // Model inputs start with <bos> (the batches put it there), so HF users get it by default too.
     post_processor: {
       type: "TemplateProcessing",

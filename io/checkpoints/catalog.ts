@@ -72,5 +72,8 @@ function detectAndOpen(abs: string, shown: string, isDir: boolean): Catalog {
     if (name.endsWith(".safetensors")) return safetensorsCatalog(abs);
   }
   if (name.endsWith(".bin")) return llama2cCatalog(abs);
-  throw new WeightsError(shown, "cannot tell the checkpoint format: give a Hugging Face model directory (config.json + model.safetensors), a llama2.c .bin or a .safetensors file");
+  throw new WeightsError(
+    shown,
+    "cannot tell the checkpoint format: give a Hugging Face model directory (config.json + model.safetensors), a llama2.c .bin or a .safetensors file",
+  );
 }

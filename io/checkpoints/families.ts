@@ -79,7 +79,12 @@ function compilePattern(pattern: string): { regex: RegExp; vars: string[] } {
 }
 
 function globRegex(glob: string): RegExp {
-  return new RegExp(`^${glob.split(/(\*|\{\w+\})/).map((p) => (p === "*" ? ".*" : /^\{\w+\}$/.test(p) ? "\\d+" : escape(p))).join("")}$`);
+  return new RegExp(
+    `^${glob
+      .split(/(\*|\{\w+\})/)
+      .map((p) => (p === "*" ? ".*" : /^\{\w+\}$/.test(p) ? "\\d+" : escape(p)))
+      .join("")}$`,
+  );
 }
 
 type Raw = Record<string, unknown>;
@@ -93,14 +98,21 @@ function parseFamily(name: string, seen: readonly string[] = []): Family {
   };
   const str = (v: unknown, key: string): string => (typeof v === "string" ? v : bad("must be a string", key));
   if (raw.family !== name) bad(`\`family\` must be "${name}", the file's name`, "family");
-  const base = raw.extends === undefined ? undefined : seen.includes(str(raw.extends, "extends")) ? bad(`extends itself through ${[...seen, name].join(" → ")}`, "extends") : parseFamily(raw.extends as string, [...seen, name]);
+  const base =
+    raw.extends === undefined
+      ? undefined
+      : seen.includes(str(raw.extends, "extends"))
+        ? bad(`extends itself through ${[...seen, name].join(" → ")}`, "extends")
+        : parseFamily(raw.extends as string, [...seen, name]);
   const format = raw.format ?? base?.format;
   if (format !== "hf" && format !== "llama2c" && format !== "safetensors") bad(`must be one of ${Object.keys(FORMAT_NAMES).join(", ")}`, "format");
   const detect = (raw.detect ?? {}) as Raw;
-  const list = (v: unknown, key: string): string[] | undefined => (v === undefined ? undefined : Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : bad("must be a list of strings", key));
+  const list = (v: unknown, key: string): string[] | undefined =>
+    v === undefined ? undefined : Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : bad("must be a list of strings", key);
 
   const params = new Map(base?.params.map((p) => [p.pattern, p]));
-  for (const [pattern, value] of Object.entries((raw.params ?? {}) as Raw)) params.set(pattern, { pattern, ...compilePattern(pattern), rule: tensorRule(value, `params.${pattern}`, bad) });
+  for (const [pattern, value] of Object.entries((raw.params ?? {}) as Raw))
+    params.set(pattern, { pattern, ...compilePattern(pattern), rule: tensorRule(value, `params.${pattern}`, bad) });
   if (!params.size) bad("maps no parameters", "params");
 
   return {
@@ -118,11 +130,19 @@ function parseFamily(name: string, seen: readonly string[] = []): Family {
 function tensorRule(v: unknown, key: string, bad: (why: string, key?: string) => never): TensorRule {
   if (typeof v === "string") return { tensors: [v], optional: false };
   if (Array.isArray(v) && v.length && v.every((x) => typeof x === "string")) return { tensors: v, optional: false };
-  if (v === null || typeof v !== "object" || Array.isArray(v)) return bad("must be a tensor name, a list of them, or { tensor, transform, heads, optional }", key);
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    return bad("must be a tensor name, a list of them, or { tensor, transform, heads, optional }", key);
   const o = v as Raw;
-  const tensors = typeof o.tensor === "string" ? [o.tensor] : Array.isArray(o.tensor) && o.tensor.length && o.tensor.every((x) => typeof x === "string") ? (o.tensor as string[]) : bad("`tensor` must be a name or a list of names", key);
-  if (o.transform !== undefined && !(TRANSFORMS as readonly unknown[]).includes(o.transform)) bad(`unknown transform ${JSON.stringify(o.transform)}; known: ${TRANSFORMS.join(", ")}`, key);
-  if (o.transform === "rope-interleaved-to-half" && typeof o.heads !== "string") bad("rope-interleaved-to-half needs `heads`: the block argument with the number of heads", key);
+  const tensors =
+    typeof o.tensor === "string"
+      ? [o.tensor]
+      : Array.isArray(o.tensor) && o.tensor.length && o.tensor.every((x) => typeof x === "string")
+        ? (o.tensor as string[])
+        : bad("`tensor` must be a name or a list of names", key);
+  if (o.transform !== undefined && !(TRANSFORMS as readonly unknown[]).includes(o.transform))
+    bad(`unknown transform ${JSON.stringify(o.transform)}; known: ${TRANSFORMS.join(", ")}`, key);
+  if (o.transform === "rope-interleaved-to-half" && typeof o.heads !== "string")
+    bad("rope-interleaved-to-half needs `heads`: the block argument with the number of heads", key);
   return { tensors, transform: o.transform as TransformName | undefined, heads: o.heads as string | undefined, optional: o.optional === true };
 }
 
@@ -136,7 +156,15 @@ function importSpec(v: unknown, bad: (why: string, key?: string) => never): Impo
     else if (spec && typeof spec === "object" && typeof (spec as Raw).key === "string") args[arg] = spec as { key: string; default?: ArgValue };
     else bad("must be a config key or { key, default }", `import.arguments.${arg}`);
   }
-  return { file: o.file as string, block: o.block as string, instance: o.instance as string, config: o.config as string | undefined, arguments: args, fixed: (o.fixed ?? {}) as Record<string, ArgValue>, forward: o.forward as string };
+  return {
+    file: o.file as string,
+    block: o.block as string,
+    instance: o.instance as string,
+    config: o.config as string | undefined,
+    arguments: args,
+    fixed: (o.fixed ?? {}) as Record<string, ArgValue>,
+    forward: o.forward as string,
+  };
 }
 
 let loaded: Map<string, Family> | undefined;
@@ -174,8 +202,17 @@ export function detectFamily(c: Catalog): Family {
   });
   if (hit) return hit;
   if (c.format === "hf") {
-    const known = all.filter((f) => f.detect.architectures).map((f) => `${f.name} (${f.detect.architectures!.join(", ")})`).join("; ");
-    throw new WeightsError(c.configFile, archs.length ? `architecture ${archs.join(", ")} is not one dehvf can import; known: ${known}` : `has no \`architectures\`, so the checkpoint family is unknown; name it with \`as FAMILY\` (${familyNames().join(", ")})`, "architectures");
+    const known = all
+      .filter((f) => f.detect.architectures)
+      .map((f) => `${f.name} (${f.detect.architectures!.join(", ")})`)
+      .join("; ");
+    throw new WeightsError(
+      c.configFile,
+      archs.length
+        ? `architecture ${archs.join(", ")} is not one dehvf can import; known: ${known}`
+        : `has no \`architectures\`, so the checkpoint family is unknown; name it with \`as FAMILY\` (${familyNames().join(", ")})`,
+      "architectures",
+    );
   }
   throw new WeightsError(c.path, `cannot tell which checkpoint family this is; name it with \`as FAMILY\` (${familyNames().join(", ")})`);
 }

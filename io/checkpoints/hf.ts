@@ -46,7 +46,8 @@ export function hfCatalog(dir: string, configFile: string, only?: string): Catal
   const index = join(dir, INDEX);
   const single = join(dir, only && only !== INDEX ? only : "model.safetensors");
   if ((only === undefined || only === INDEX) && existsSync(index)) return { path: dir, format: "hf", config, configFile, metadata: {}, tensors: shards(index) };
-  if (!existsSync(single)) throw new WeightsError(dir, `has config.json but neither model.safetensors nor ${INDEX} (PyTorch .bin weights are not read: convert them to safetensors)`);
+  if (!existsSync(single))
+    throw new WeightsError(dir, `has config.json but neither model.safetensors nor ${INDEX} (PyTorch .bin weights are not read: convert them to safetensors)`);
   const { tensors, metadata } = readSafetensorsHeader(single);
   return { path: only ? single : dir, format: "hf", config, configFile, metadata, tensors: new Map(entries(single, tensors).map((t) => [t.name, t])) };
 }
@@ -56,7 +57,8 @@ function shards(index: string): Map<string, CheckpointTensor> {
   if (map === null || typeof map !== "object" || Array.isArray(map)) throw new WeightsError(index, "has no `weight_map` object (tensor name → shard file)");
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\") || shard.startsWith(".")) throw new WeightsError(index, `weight_map names shard ${JSON.stringify(shard)}, not a file name beside the index`, name);
+    if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\") || shard.startsWith("."))
+      throw new WeightsError(index, `weight_map names shard ${JSON.stringify(shard)}, not a file name beside the index`, name);
     byShard.set(shard, [...(byShard.get(shard) ?? []), name]);
   }
   const out = new Map<string, CheckpointTensor>();

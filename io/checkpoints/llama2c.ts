@@ -17,7 +17,8 @@ export function llama2cCatalog(file: string): Catalog {
   return withFile(file, (fd, size) => {
     if (size < 28) throw new WeightsError(file, `is ${size} bytes, shorter than a llama2.c header (28 bytes)`);
     const head = readAt(fd, file, 0, 28);
-    if (head.readUInt32LE(0) === MAGIC) throw new WeightsError(file, `is a llama2.c export of version ${head.readInt32LE(4)} ("ak42"); only the legacy layout (export.py --version 0) is read`);
+    if (head.readUInt32LE(0) === MAGIC)
+      throw new WeightsError(file, `is a llama2.c export of version ${head.readInt32LE(4)} ("ak42"); only the legacy layout (export.py --version 0) is read`);
     const h = Object.fromEntries(HEADER_FIELDS.map((k, i) => [k, head.readInt32LE(4 * i)])) as Header;
     return layout(file, size, h);
   });
@@ -32,8 +33,16 @@ function layout(file: string, size: number, h: Header): Catalog {
   const hs = h.dim / h.n_heads;
   const kv = h.n_kv_heads * hs;
   // the size the header implies, before anything is laid out (a damaged header can claim 2^31 layers)
-  const floats = vocab * h.dim * (h.vocab_size < 0 ? 2 : 1) + h.n_layers * (2 * h.dim + 2 * h.dim * h.dim + 2 * kv * h.dim + 3 * h.hidden_dim * h.dim) + h.dim + h.seq_len * hs;
-  if (28 + 4 * floats !== size) throw new WeightsError(file, `is ${size.toLocaleString("en-US")} bytes, but its header (${HEADER_FIELDS.map((k) => `${k} ${h[k]}`).join(", ")}) describes ${(28 + 4 * floats).toLocaleString("en-US")}`);
+  const floats =
+    vocab * h.dim * (h.vocab_size < 0 ? 2 : 1) +
+    h.n_layers * (2 * h.dim + 2 * h.dim * h.dim + 2 * kv * h.dim + 3 * h.hidden_dim * h.dim) +
+    h.dim +
+    h.seq_len * hs;
+  if (28 + 4 * floats !== size)
+    throw new WeightsError(
+      file,
+      `is ${size.toLocaleString("en-US")} bytes, but its header (${HEADER_FIELDS.map((k) => `${k} ${h[k]}`).join(", ")}) describes ${(28 + 4 * floats).toLocaleString("en-US")}`,
+    );
   const tensors = new Map<string, CheckpointTensor>();
   let offset = 28;
   const add = (name: string, shape: number[]) => {

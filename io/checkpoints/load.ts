@@ -62,7 +62,8 @@ class Handles {
 }
 
 async function readBytes(handles: Handles, t: CheckpointTensor): Promise<Uint8Array> {
-  if (t.byteLength > bufferConstants.MAX_LENGTH) throw new WeightsError(t.file, `${t.byteLength} bytes is more than one buffer can hold (${bufferConstants.MAX_LENGTH})`, t.name);
+  if (t.byteLength > bufferConstants.MAX_LENGTH)
+    throw new WeightsError(t.file, `${t.byteLength} bytes is more than one buffer can hold (${bufferConstants.MAX_LENGTH})`, t.name);
   const h = await handles.get(t.file);
   const out = new Uint8Array(t.byteLength);
   for (let done = 0; done < out.byteLength; ) {
@@ -87,7 +88,8 @@ async function readSourced(handles: Handles, p: SourcedParam): Promise<Float32Ar
   if (problem) throw new WeightsError(t.file, `${problem} (\`${p.name}\`)`, t.name);
   const data = decode(t, await readBytes(handles, t));
   for (let i = 0; i < data.length; i++)
-    if (!Number.isFinite(data[i])) throw new WeightsError(t.file, `element ${i} is ${data[i]}${t.dtype === "F64" ? " as float32" : ""}: checkpoint weights must be finite`, t.name);
+    if (!Number.isFinite(data[i]))
+      throw new WeightsError(t.file, `element ${i} is ${data[i]}${t.dtype === "F64" ? " as float32" : ""}: checkpoint weights must be finite`, t.name);
   return applyTransform(source.transform, data, t.shape);
 }
 

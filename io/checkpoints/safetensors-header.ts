@@ -10,7 +10,8 @@ export function readSafetensorsHeader(file: string): { tensors: TensorInfo[]; me
   return withFile(file, (fd, size) => {
     if (size < 8) throw new WeightsError(file, `file is ${size} bytes, shorter than the 8-byte header length of a safetensors file`);
     const n = readAt(fd, file, 0, 8).readBigUInt64LE(0);
-    if (n > BigInt(MAX_HEADER_BYTES) || 8 + Number(n) > size) throw new WeightsError(file, `header length ${n} does not fit (file of ${size} bytes, at most ${MAX_HEADER_BYTES}): not a safetensors file?`);
+    if (n > BigInt(MAX_HEADER_BYTES) || 8 + Number(n) > size)
+      throw new WeightsError(file, `header length ${n} does not fit (file of ${size} bytes, at most ${MAX_HEADER_BYTES}): not a safetensors file?`);
     const header = readAt(fd, file, 8, Number(n));
     if (header[0] !== 0x7b) throw new WeightsError(file, "header does not start with '{': not a safetensors file?");
     let text: string;

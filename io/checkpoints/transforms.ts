@@ -29,7 +29,9 @@ export function shapeProblem(t: Transform | undefined, stored: readonly number[]
     case undefined:
       return have === want ? undefined : `has shape ${have}, the parameter ${want}`;
     case "transpose":
-      return stored.length === 2 && stored[0] === param[1] && stored[1] === param[0] && param.length === 2 ? undefined : `has shape ${have}, which transposed is not the parameter's ${want}`;
+      return stored.length === 2 && stored[0] === param[1] && stored[1] === param[0] && param.length === 2
+        ? undefined
+        : `has shape ${have}, which transposed is not the parameter's ${want}`;
     case "reshape":
       return numel(stored) === numel(param) ? undefined : `has shape ${have} (${numel(stored)} elements), the parameter ${want} (${numel(param)})`;
     case "rope-interleaved-to-half": {
