@@ -8,7 +8,7 @@ import type { LoadedDataset, LoadedSplit } from "../data/loader.ts";
 import { during } from "../io/progress.ts";
 import { DeviceDecoder } from "../runtime/decoder.ts";
 import type { Gpu } from "../runtime/device.ts";
-import type { CompileHook } from "../runtime/executor.ts";
+import { announcedCompile, type CompileHook } from "../runtime/executor.ts";
 import type { Task } from "../data/examples.ts";
 import { groundedExamples, seqLength, trainingTexts } from "../data/examples.ts";
 import { evalClassifier, evalVqa, Predictor, type Tally } from "./evaluate.ts";
@@ -47,7 +47,7 @@ export class EvalModel {
     batch = EVAL_BATCH,
     weights?: WeightStorage,
   ): Promise<EvalModel> {
-    const compiling: CompileHook = (work, n) => during(say, `compiling the evaluation plan's ${n} pipelines`, work);
+    const compiling: CompileHook = announcedCompile(say, (n) => `compiling the evaluation plan's ${n} pipelines`);
     if (task === "classify") return new EvalModel(task, await Predictor.create(gpu, model, { B: batch }, params, compiling, weights), undefined, false, 0);
     const models = generationModels(model.program, model.name);
     // room for the longest prompt and reference of every loaded split, as in training (the

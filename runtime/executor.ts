@@ -2,6 +2,7 @@ import type { SourceMap } from "../grammar/diagnostics.ts";
 import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../lowering/plan.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { StreamedParam } from "../io/checkpoints/load.ts";
+import { during } from "../io/progress.ts";
 import { type Gpu, spinBriefly } from "./device.ts";
 import { createOperandTexture, type DeviceTexture, encodeFills, fillPipeline } from "./matmul-run.ts";
 import { fromHalf, toHalf } from "./half.ts";
@@ -38,13 +39,37 @@ export interface ExecutorOptions {
   readonly shareWith?: PlanExecutor;
 }
 
-/** Wraps the creation of a plan's pipelines, given how many distinct ones it compiles (to say so while it runs). */
-export type CompileHook = <T>(work: () => Promise<T>, pipelines: number) => Promise<T>;
+/**
+ * Wraps the creation of a plan's pipelines, given how many distinct ones it compiles (to
+ * say so while it runs); `work` reports how many the driver has compiled so far.
+ */
+export type CompileHook = <T>(work: (compiled: (n: number) => void) => Promise<T>, pipelines: number) => Promise<T>;
 
-/** Creates the executor, through `hook` when given. */
-export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook, opts?: ExecutorOptions): Promise<PlanExecutor> {
-  const work = () => PlanExecutor.create(gpu, plan, sources, opts);
-  return hook ? hook(work, new Set(plan.kernels.map((k) => k.wgsl)).size) : work();
+/**
+ * A CompileHook that says `what` ("compiling the training step's 157 pipelines") at once
+ * and, while the driver compiles, how many are done (io/progress.ts `during`).
+ */
+export function announcedCompile(say: (line: string) => void, what: (pipelines: number) => string, note?: string): CompileHook {
+  return (work, n) => {
+    let done = 0;
+    return during(say, what(n), () => work((d) => (done = d)), { ...(note && { note }), status: () => (done ? `${done} of ${n} compiled` : undefined) });
+  };
+}
+
+/**
+ * Creates the executor, through `hook` when given. A plan without state is also warmed
+ * up: each distinct pipeline dispatched once on one workgroup, so drivers that compile a
+ * shader at its first dispatch (lavapipe: 0.1–8 s each) do so here, counted, rather than
+ * silently inside the first step.
+ */
+export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
+  const stateless = !opts.persistent?.length && !opts.shareWith;
+  const work = async (compiled: (n: number) => void) => {
+    const ex = await PlanExecutor.create(gpu, plan, sources, opts);
+    if (stateless) await ex.warmUp(compiled);
+    return ex;
+  };
+  return hook ? hook(work, new Set(plan.kernels.map((k) => k.wgsl)).size) : work(() => {});
 }
 
 /** Pipelines keyed by WGSL text: identical kernels (e.g. every layer's) compile once. */
@@ -362,6 +387,32 @@ export class PlanExecutor {
       buf.destroy();
     }
     return out;
+  }
+
+  /**
+   * Dispatches the first kernel of each distinct pipeline once, on one workgroup, one
+   * submit each (what it writes is scratch: a run overwrites every buffer it reads before
+   * reading it, and parameters are never a kernel's output). Drivers that compile at first
+   * dispatch do it here; `compiled` hears the count after each.
+   */
+  async warmUp(compiled: (n: number) => void): Promise<void> {
+    const { device } = this.gpu;
+    const first = new Map<string, number>();
+    this.plan.kernels.forEach((k, i) => {
+      if (!first.has(k.wgsl)) first.set(k.wgsl, i);
+    });
+    let done = 0;
+    for (const i of first.values()) {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(this.pipelines[i]);
+      pass.setBindGroup(0, this.bindGroups[i]);
+      pass.dispatchWorkgroups(1, 1, 1);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      compiled(++done);
+    }
   }
 
   /** Per-kernel GPU time in ms (timestamp queries, one pass per kernel), for --profile. */

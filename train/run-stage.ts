@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync } from "node:fs";
+import { announcedCompile } from "../runtime/executor.ts";
 import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
@@ -10,7 +11,7 @@ import { UserError } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { MetricsLog, truncateAfterStep } from "../io/metrics-log.ts";
-import { during, TrainingProgress } from "../io/progress.ts";
+import { TrainingProgress } from "../io/progress.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { initAllParams } from "../runtime/interp-backend.ts";
 import { storedParams } from "../io/checkpoints/load.ts";
@@ -280,8 +281,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
     seed: cfg.seed,
     weights: cfg.weights,
     autotune: ctx.autotune && { log: ctx.say },
-    compiling: (work, n) =>
-      during(ctx.say, `${label}: compiling the training step's ${n} pipelines`, work, { note: "slow on a first run; the driver caches them" }),
+    compiling: announcedCompile(ctx.say, (n) => `${label}: compiling the training step's ${n} pipelines`, "slow on a first run; the driver caches them"),
   });
   ctx.say(
     `${label}: ${task.examples.toLocaleString("en-US")} examples, batch ${cfg.batch}, dims ${JSON.stringify(task.dims)}; step plan ${trainer.plan.kernels.length} kernels, compiled in ${((performance.now() - t0) / 1000).toFixed(1)} s`,

@@ -1,11 +1,11 @@
 import type { Command } from "commander";
+import { announcedCompile } from "../../runtime/executor.ts";
 import { CONTEXT_DIM } from "../../compiler/decoding.ts";
 import { generationModels } from "../../compiler/generation-models.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { type Tensor, tensor } from "../../compiler/tensor.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
 import { loadProgram } from "../../grammar/modules.ts";
-import { during } from "../../io/progress.ts";
 import { generate } from "../../generate/generate.ts";
 import { promptIds, stopIds } from "../../generate/prompt.ts";
 import { modelImage } from "../../generate/image-input.ts";
@@ -87,7 +87,7 @@ export function registerGenerate(program: Command): void {
           models,
           params,
           { batch: 1, context, weights: inferenceWeights(gpu, models.decode.params, opts.weights, note) },
-          (work, n) => during(note, `compiling the decode step's ${n} pipelines`, work),
+          announcedCompile(note, (n) => `compiling the decode step's ${n} pipelines`),
         );
       } else {
         checkSizes(models.prefill, dims(prompt.length, context), { host: hostLimits(), interp: true });

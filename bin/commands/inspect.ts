@@ -1,4 +1,5 @@
 import { mkdirSync } from "node:fs";
+import { announcedCompile } from "../../runtime/executor.ts";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { checkSizes } from "../../compiler/size-limits.ts";
@@ -121,7 +122,14 @@ export function registerInspect(program: Command): void {
       try {
         checkSizes(model, dims, { host: hostLimits(), interp: !gpu, device: gpu && deviceLimits(gpu) });
         const { tensors, meta } = await readTrainedWeights(trained, opts.strict ?? false);
-        if (gpu) runner = await deviceTapRunner(gpu, router!, dims, tensors, (work, n) => during(say, `compiling the router plan's ${n} pipelines`, work));
+        if (gpu)
+          runner = await deviceTapRunner(
+            gpu,
+            router!,
+            dims,
+            tensors,
+            announcedCompile(say, (n) => `compiling the router plan's ${n} pipelines`),
+          );
         else {
           // the interpreter takes every parameter as float64: the trained ones, and any `from "..."` checkpoint's
           const params = await loadAllParams(model, 0);
