@@ -130,21 +130,36 @@ export async function runStage(
   const weights = overrides.weights !== undefined && overrides.weights !== (stage.weights ?? "f32") ? overrides.weights : undefined;
   const cfg = { ...stage, ...(steps !== undefined && { steps }), ...(seed !== undefined && { seed }), ...(weights !== undefined && { weights }) };
   checkWeightStorage(ctx.gpu, cfg.weights, `train section \`${cfg.name}\``);
-  // the step's graph (with dropout) is what the stage's identity describes; without dropout the two are one
-  const trainModel = elaborate(ctx.program, cfg.model ?? modelName, { training: true });
-  const model = usesDropout(trainModel) ? elaborate(ctx.program, cfg.model ?? modelName) : trainModel;
+  const { trainModel, model, identity, key } = await stageKey(ctx.program, cfg, modelName, ctx.dataDigest, backbones);
   const dir = stageDir(ctx.out, cfg, model.name, seed !== undefined && seed !== stage.seed ? seed : undefined, weights);
-  const identity = stageIdentity(
-    cfg,
-    trainModel,
-    ctx.dataDigest,
-    Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])),
-    await checkpointsDigest(model),
-  );
-  const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key: identityKey(identity) };
+  const s: Stage = { ctx, cfg, model, trainModel, dir, label: `${cfg.name} (${model.name})`, identity, key };
   if (await publishPending(dir)) ctx.say(`${s.label}: the previous run finished but was stopped while moving its result into ${dir}; moved it`);
   if ((await finishedKey(join(dir, STAGE_FILES.final))) !== s.key) await importFinished(s);
   return (await reuse(s)) ?? train(s, backbones);
+}
+
+/**
+ * What a stage's result is made from and its key: a finished result (trained here, shipped,
+ * or in a --reuse directory) is taken only under the same key. The step's graph (with
+ * dropout) is what the identity describes; without dropout the two models are one.
+ */
+export async function stageKey(
+  program: Program,
+  cfg: StageConfig,
+  modelName: string,
+  dataDigest: string,
+  backbones: readonly Pick<StageResult, "identity" | "key" | "weights">[],
+): Promise<{ trainModel: CompiledModel; model: CompiledModel; identity: StageIdentity; key: string }> {
+  const trainModel = elaborate(program, cfg.model ?? modelName, { training: true });
+  const model = usesDropout(trainModel) ? elaborate(program, cfg.model ?? modelName) : trainModel;
+  const identity = stageIdentity(
+    cfg,
+    trainModel,
+    dataDigest,
+    Object.fromEntries(backbones.map((b) => [b.identity.stage, { key: b.key, weights: b.weights }])),
+    await checkpointsDigest(model),
+  );
+  return { trainModel, model, identity, key: identityKey(identity) };
 }
 
 /** The identity key a finished result records, or undefined where there is none (or no readable one). */
