@@ -52,8 +52,10 @@ export interface KernelLowering<K extends KernelKind> {
 const inputsFrom1 = (k: Kernel, aliased: Node | undefined): KernelRead[] => k.inputs.flatMap((node, i) => (node === aliased ? [] : [{ binding: i + 1, node }]));
 const perElement = (k: Kernel, s: Schedule) => numel(s.shapes.get(k.output)!) * k.fused;
 const outputsLabel = (k: Kernel) => [k.output, ...(k.also ?? [])].map((o) => o.op).join(",");
+/** The f16-stored parameters this kernel reads (its generator widens them as it loads). */
+const halfReads = (k: Kernel, c: LoweringContext): Set<Node> => new Set(k.inputs.filter((n) => c.half.has(n)));
 const body = (k: Kernel, c: LoweringContext) => {
-  const reads = new Set(k.inputs.filter((n) => c.half.has(n)));
+  const reads = halfReads(k, c);
   return {
     output: k.output,
     inputs: k.inputs,
@@ -82,7 +84,7 @@ export const KERNEL_KINDS: { readonly [K in KernelKind]: KernelLowering<K> } = {
     label: outputsLabel,
   },
   row: {
-    generate: (k, c) => rowKernel(k, c.s.shapes, c.target, c.s.dims, new Set(k.inputs.filter((n) => c.half.has(n)))),
+    generate: (k, c) => rowKernel(k, c.s.shapes, c.target, c.s.dims, halfReads(k, c)),
     reads: inputsFrom1,
     flops: perElement,
     label: (k) => (k.row.softmax ? "softmax" : `row+${k.output.op}`),
@@ -99,7 +101,7 @@ export const KERNEL_KINDS: { readonly [K in KernelKind]: KernelLowering<K> } = {
     label: (k) => (k.chain.kind === "softmax" ? "attention" : "kv-memory"),
   },
   matmul: {
-    generate: (k, c) => matmulKernel(k, c.s.shapes, c.target, c.s.dims, c.tuning, c.textureB, new Set(k.inputs.filter((n) => c.half.has(n)))),
+    generate: (k, c) => matmulKernel(k, c.s.shapes, c.target, c.s.dims, c.tuning, c.textureB, halfReads(k, c)),
     // A at 1, B at 2, the epilogue's buffers from 3 (an operand's base again if the epilogue reads it too)
     reads: (k) => [
       { binding: 1, node: k.matmul.a.base },
