@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<{ main(argv: readonly string[]): Pro
   fusion: () => import("./fusion.ts"),
   generate: () => import("./generate.ts"),
   "train-step": () => import("./train-step.ts"),
+  train: () => import("./train.ts"),
 };
 
 async function runOne(name: string, args: readonly string[]): Promise<void> {

@@ -7,6 +7,7 @@
 import { createRequire } from "node:module";
 import { loadavg } from "node:os";
 import { dirname, join } from "node:path";
+import { buildSync } from "esbuild";
 import { create } from "webgpu";
 import type { Gpu } from "../runtime/device.ts";
 
@@ -55,6 +56,21 @@ export async function loadPeers(gpu: Gpu): Promise<Peers> {
   }
   return { tf, webgpu, wasm };
 }
+
+/**
+ * Registers TF.js's gradient functions, which only its union package (not installed: it
+ * brings layers, converter and data) imports: tfjs-core ships them as extension-less ES
+ * modules that Node cannot load, so they are bundled once here. Their copies of the ops
+ * run on the one engine tfjs-core keeps in the global namespace.
+ */
+export function registerTfjsGradients(): void {
+  if (gradientsRegistered) return;
+  const entry = require.resolve("@tensorflow/tfjs-core/dist/register_all_gradients.js");
+  const bundle = buildSync({ entryPoints: [entry], bundle: true, format: "cjs", platform: "node", write: false, logLevel: "silent" });
+  new Function("require", "module", "exports", bundle.outputFiles[0].text)(require, { exports: {} }, {});
+  gradientsRegistered = true;
+}
+let gradientsRegistered = false;
 
 /** The "# peers: ..." header line. */
 export const peersLine = ({ tf, webgpu, wasm }: Peers): string =>
