@@ -4,7 +4,10 @@ import type { FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { writeFileAtomicStream } from "./atomic.ts";
 import { withPath } from "./errno.ts";
-import { UserFacingError } from "../util/user-facing-error.ts";
+import { f16ToF32, f32ToBf16, f32ToF16 } from "../util/half-float.ts";
+import { DTYPE_BYTES, type Dtype, isDtype, located, MAX_HEADER_BYTES, numelOf, parseHeader, SafetensorsError, type TensorInfo } from "./safetensors-format.ts";
+
+export { DTYPE_BYTES, type Dtype, MAX_HEADER_BYTES, parseHeader, SafetensorsError, type TensorInfo } from "./safetensors-format.ts";
 
 /*
  * safetensors (https://github.com/huggingface/safetensors): u64 LE header length N, N bytes of
@@ -12,189 +15,13 @@ import { UserFacingError } from "../util/user-facing-error.ts";
  * checkpoints are GBs and a PEFT run only needs some of them at a time.
  */
 
-export type Dtype = "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "I16" | "U16" | "F16" | "BF16" | "I32" | "U32" | "F32" | "I64" | "U64" | "F64";
-
-export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
-  BOOL: 1,
-  U8: 1,
-  I8: 1,
-  F8_E4M3: 1,
-  F8_E5M2: 1,
-  I16: 2,
-  U16: 2,
-  F16: 2,
-  BF16: 2,
-  I32: 4,
-  U32: 4,
-  F32: 4,
-  I64: 8,
-  U64: 8,
-  F64: 8,
-};
-
-/** Same cap as the reference implementation: a larger header is a corrupt or hostile file. */
-export const MAX_HEADER_BYTES = 100_000_000;
 /** Reads and writes are split so no single fs call exceeds what Node accepts (2 GiB - 1). */
 const READ_CHUNK = 1 << 28;
-
-export interface TensorInfo {
-  readonly name: string;
-  readonly dtype: Dtype;
-  readonly shape: readonly number[];
-  /** Absolute position in the file. */
-  readonly fileOffset: number;
-  readonly byteLength: number;
-}
-
-const located = (file: string, message: string, tensor?: string) => `${file}${tensor === undefined ? "" : ` (tensor "${tensor}")`}: ${message}`;
-
-/** The file is not valid safetensors, or does not hold what was asked of it: the user's file to fix. */
-export class SafetensorsError extends UserFacingError {
-  constructor(file: string, message: string, tensor?: string) {
-    super(located(file, message, tensor));
-    this.name = "SafetensorsError";
-  }
-}
 
 /** The writer was called with data it cannot store: a bug in the caller, not in any file. */
 const misuse = (file: string, message: string, tensor?: string) => new Error(located(file, message, tensor));
 
 if (endianness() !== "LE") throw new Error("io/safetensors.ts assumes a little-endian host");
-
-function isDtype(s: unknown): s is Dtype {
-  return typeof s === "string" && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
-}
-
-function numelOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-/** Parses and validates a header; `dataBytes` is the size of the data section (file size - 8 - N). */
-export function parseHeader(
-  file: string,
-  headerText: string,
-  dataBytes: number,
-): { tensors: TensorInfo[]; metadata: Record<string, string>; dataStart: number } {
-  let json: unknown;
-  try {
-    json = JSON.parse(headerText);
-  } catch (e) {
-    throw new SafetensorsError(file, `header is not valid JSON (${(e as Error).message})`);
-  }
-  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new SafetensorsError(file, "header must be a JSON object");
-  const metadata: Record<string, string> = {};
-  const tensors: TensorInfo[] = [];
-  const dataStart = 8 + Buffer.byteLength(headerText, "utf8");
-  for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
-    if (name === "__metadata__") {
-      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new SafetensorsError(file, "__metadata__ must be an object of strings");
-      for (const [k, s] of Object.entries(v as Record<string, unknown>)) {
-        if (typeof s !== "string") throw new SafetensorsError(file, `__metadata__["${k}"] must be a string, got ${typeof s}`);
-        metadata[k] = s;
-      }
-      continue;
-    }
-    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new SafetensorsError(file, "entry must be an object", name);
-    const { dtype, shape, data_offsets } = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (!isDtype(dtype)) throw new SafetensorsError(file, `unknown dtype ${JSON.stringify(dtype)}`, name);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new SafetensorsError(file, `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`, name);
-    }
-    if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || !data_offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      throw new SafetensorsError(file, `data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(data_offsets)}`, name);
-    }
-    const [begin, end] = data_offsets as [number, number];
-    if (end < begin) throw new SafetensorsError(file, `data_offsets [${begin}, ${end}] end before begin`, name);
-    if (end > dataBytes) throw new SafetensorsError(file, `data_offsets [${begin}, ${end}] past the end of the data (${dataBytes} bytes)`, name);
-    const numel = numelOf(shape as number[]);
-    const expected = numel * DTYPE_BYTES[dtype];
-    if (!Number.isSafeInteger(expected)) throw new SafetensorsError(file, `shape [${shape.join(", ")}] is too large`, name);
-    if (expected !== end - begin) {
-      throw new SafetensorsError(
-        file,
-        `shape [${shape.join(", ")}] × ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
-        name,
-      );
-    }
-    tensors.push({ name, dtype, shape: Object.freeze([...(shape as number[])]), fileOffset: dataStart + begin, byteLength: end - begin });
-  }
-  // The format requires the data to be fully covered with no holes or overlaps.
-  const sorted = [...tensors].sort((a, b) => a.fileOffset - b.fileOffset || a.byteLength - b.byteLength);
-  let cursor = dataStart;
-  for (const t of sorted) {
-    if (t.fileOffset < cursor)
-      throw new SafetensorsError(
-        file,
-        `data overlaps the previous tensor (begins at ${t.fileOffset - dataStart}, previous ends at ${cursor - dataStart})`,
-        t.name,
-      );
-    if (t.fileOffset > cursor)
-      throw new SafetensorsError(file, `hole in the data before this tensor (bytes ${cursor - dataStart}..${t.fileOffset - dataStart} unused)`, t.name);
-    cursor += t.byteLength;
-  }
-  if (cursor - dataStart !== dataBytes) {
-    throw new SafetensorsError(file, `data section is ${dataBytes} bytes but tensors cover ${cursor - dataStart}`);
-  }
-  return { tensors, metadata, dataStart };
-}
-
-// ---- half-precision conversion ----
-
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** IEEE 754 binary16 bits → number (exact). */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-/** bfloat16 bits → number (exact: bf16 is the top half of an f32). */
-export function bf16ToF32(h: number): number {
-  u32Scratch[0] = (h & 0xffff) << 16;
-  return f32Scratch[0];
-}
-
-/** number → binary16 bits, round to nearest even, overflow to ±inf. */
-export function f32ToF16(x: number): number {
-  f32Scratch[0] = x;
-  const f = u32Scratch[0];
-  const sign = (f >>> 16) & 0x8000;
-  const exp = (f >>> 23) & 0xff;
-  const mant = f & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    let r = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (up to inf).
-  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
-  return sign | r;
-}
-
-/** number → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN. */
-export function f32ToBf16(x: number): number {
-  f32Scratch[0] = x;
-  const f = u32Scratch[0];
-  if ((f & 0x7f800000) === 0x7f800000 && f & 0x7fffff) return ((f >>> 16) | 0x40) & 0xffff;
-  return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
-}
 
 // ---- reader ----
 

@@ -4,7 +4,7 @@ import type { MatmulTuning } from "../kernels/matmul-tuning.ts";
 import type { RowTarget } from "../kernels/row.ts";
 import type { CompiledModel } from "../compiler/elaborate.ts";
 import type { Node } from "../compiler/ir.ts";
-import { type MemoryPlan, planMemory } from "../compiler/memory-plan.ts";
+import { type BufferRole, type MemoryPlan, planMemory } from "../compiler/memory-plan.ts";
 import { runPipeline, type Root } from "../compiler/pipeline.ts";
 import { type ParamPart, splitLargeParams } from "../compiler/passes/split-params.ts";
 import { checkPlanBuffers, type DeviceLimits } from "../compiler/size-limits.ts";
@@ -114,6 +114,27 @@ export interface Plan {
   readonly textures: readonly PlanTexture[];
   /** IR nodes after the pass pipeline */
   readonly irNodes: number;
+}
+
+/**
+ * What the executor reads of a plan: plain data (no IR nodes), so a plan can travel as
+ * JSON in a generated module (`dehvf compile --emit ts`) and run where nothing compiles.
+ * A Plan is one; `runnablePlan` drops the rest.
+ */
+export interface RunnablePlan {
+  readonly model: string;
+  readonly dims: Readonly<Record<string, number>>;
+  readonly kernels: readonly PlanKernel[];
+  readonly memory: { readonly slots: readonly { readonly id: number; readonly role: BufferRole; readonly size: number }[] };
+  readonly inputs: readonly PlanTensor[];
+  readonly params: readonly PlanTensor[];
+  readonly outputs: readonly PlanTensor[];
+  readonly textures: readonly PlanTexture[];
+}
+
+export function runnablePlan(plan: Plan): RunnablePlan {
+  const { model, dims, kernels, inputs, params, outputs, textures } = plan;
+  return { model, dims, kernels, memory: { slots: plan.memory.slots.map(({ id, role, size }) => ({ id, role, size })) }, inputs, params, outputs, textures };
 }
 
 /** Bytes a kernel reads and writes; a cache slot written in place moves that slot, not the cache. */

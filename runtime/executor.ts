@@ -1,9 +1,8 @@
 import type { SourceMap } from "../grammar/diagnostics.ts";
-import type { Plan, PlanBinding, PlanKernel, PlanTensor } from "../lowering/plan.ts";
+import type { PlanBinding, PlanKernel, PlanTensor, RunnablePlan } from "../lowering/plan.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import type { StreamedParam } from "../io/checkpoints/load.ts";
-import { during } from "../io/progress.ts";
-import { type Gpu, spinBriefly } from "./device.ts";
+import { type Gpu, spinBriefly } from "./gpu.ts";
 import { createOperandTexture, type DeviceTexture, encodeFills, fillPipeline } from "./matmul-run.ts";
 import { fromHalf, toHalf } from "./half.ts";
 
@@ -46,23 +45,18 @@ export interface ExecutorOptions {
 export type CompileHook = <T>(work: (compiled: (n: number) => void) => Promise<T>, pipelines: number) => Promise<T>;
 
 /**
- * A CompileHook that says `what` ("compiling the training step's 157 pipelines") at once
- * and, while the driver compiles, how many are done (io/progress.ts `during`).
- */
-export function announcedCompile(say: (line: string) => void, what: (pipelines: number) => string, note?: string): CompileHook {
-  return (work, n) => {
-    let done = 0;
-    return during(say, what(n), () => work((d) => (done = d)), { ...(note && { note }), status: () => (done ? `${done} of ${n} compiled` : undefined) });
-  };
-}
-
-/**
  * Creates the executor, through `hook` when given. A plan without state is also warmed
  * up: each distinct pipeline dispatched once on one workgroup, so drivers that compile a
  * shader at its first dispatch (lavapipe: 0.1–8 s each) do so here, counted, rather than
  * silently inside the first step.
  */
-export function createExecutor(gpu: Gpu, plan: Plan, sources: SourceMap | undefined, hook?: CompileHook, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
+export function createExecutor(
+  gpu: Gpu,
+  plan: RunnablePlan,
+  sources: SourceMap | undefined,
+  hook?: CompileHook,
+  opts: ExecutorOptions = {},
+): Promise<PlanExecutor> {
   const stateless = !opts.persistent?.length && !opts.shareWith;
   const work = async (compiled: (n: number) => void) => {
     const ex = await PlanExecutor.create(gpu, plan, sources, opts);
@@ -110,9 +104,9 @@ function layoutEntry(b: PlanBinding): GPUBindGroupLayoutEntry {
  * The plan's textures on the device, each with its fill from its parameter's buffer.
  * Kernels with the same fill WGSL (same-shaped weights of every layer) share a pipeline.
  */
-async function createTextures(device: GPUDevice, plan: Plan, buffers: readonly GPUBuffer[]): Promise<DeviceTexture[]> {
+async function createTextures(device: GPUDevice, plan: RunnablePlan, buffers: readonly GPUBuffer[]): Promise<DeviceTexture[]> {
   const pipelines = new Map<string, Promise<GPUComputePipeline>>();
-  const pipeline = (t: Plan["textures"][number]) => {
+  const pipeline = (t: RunnablePlan["textures"][number]) => {
     let p = pipelines.get(t.layout.fill.wgsl);
     if (!p) pipelines.set(t.layout.fill.wgsl, (p = fillPipeline(device, t.layout)));
     return p;
@@ -168,7 +162,7 @@ function rowsFor<T extends Float64Array | Float32Array>(p: PlanTensor, data: T, 
 export class PlanExecutor {
   private constructor(
     private readonly gpu: Gpu,
-    readonly plan: Plan,
+    readonly plan: RunnablePlan,
     private readonly buffers: GPUBuffer[],
     private readonly pipelines: GPUComputePipeline[],
     private readonly bindGroups: GPUBindGroup[],
@@ -179,7 +173,7 @@ export class PlanExecutor {
     private readonly sharedWith?: PlanExecutor,
   ) {}
 
-  static async create(gpu: Gpu, plan: Plan, sources?: SourceMap, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
+  static async create(gpu: Gpu, plan: RunnablePlan, sources?: SourceMap, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
     const { device } = gpu;
     const borrowed = new Map<number, GPUBuffer>();
     const other = opts.shareWith;

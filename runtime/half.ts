@@ -1,6 +1,6 @@
 import type { Tensor } from "../compiler/tensor.ts";
 import { UserError } from "../grammar/diagnostics.ts";
-import { f16ToF32, f32ToF16 } from "../io/safetensors.ts";
+import { f16ToF32, f32ToF16 } from "../util/half-float.ts";
 
 /**
  * Weights stored as f16 on the device (Node 20 has no Float16Array). A value becomes the

@@ -49,4 +49,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
   apt_install dataset-fashion-mnist || echo "warning: could not install dataset-fashion-mnist" >&2
 fi
 
+# A real browser for the web page's test (spec/web-page.test.ts): Debian's chromium, which
+# runs WebGPU headless on SwiftShader (../shared/notes/browser-webgpu.md). Optional: the
+# test says so and skips where it is missing.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  $SUDO apt-get update -q || true
+  apt_install --no-install-recommends chromium || echo "warning: could not install chromium (the browser test will be skipped)" >&2
+fi
+
 echo "dehvf: setup done (node $(node --version))"

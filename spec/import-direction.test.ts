@@ -11,7 +11,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 import { test } from "node:test";
 
-const LAYERS = ["util", "io", "grammar", "compiler", "data", "kernels", "lowering", "runtime", "generate", "eval", "train", "bin"] as const;
+const LAYERS = ["util", "io", "grammar", "compiler", "data", "kernels", "lowering", "bindings", "runtime", "generate", "eval", "train", "bin"] as const;
 
 function tsFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((e) => {
@@ -25,7 +25,7 @@ function imports(source: string): string[] {
   return [...source.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^import\s+)["'](\.{1,2}\/[^"']+)["']/gm)].map((m) => m[1]);
 }
 
-test("every import points down the layers (util → io → grammar → compiler → data → kernels → lowering → runtime → generate → eval → train → bin)", () => {
+test("every import points down the layers (util → io → grammar → compiler → data → kernels → lowering → bindings → runtime → generate → eval → train → bin)", () => {
   const layerOf = (file: string) => LAYERS.indexOf(file.split("/")[0] as (typeof LAYERS)[number]);
   const wrong: string[] = [];
   let checked = 0;
@@ -41,4 +41,28 @@ test("every import points down the layers (util → io → grammar → compiler 
     }
   assert.ok(checked > 300, `only ${checked} imports found: is the pattern still right?`);
   assert.deepEqual(wrong, []);
+});
+
+test("the runtime core (dehvf/runtime) bundles for a browser: no platform module below it", async () => {
+  const { build } = await import("esbuild");
+  const r = await build({
+    entryPoints: ["runtime/core.ts"],
+    bundle: true,
+    platform: "browser",
+    format: "esm",
+    write: false,
+    metafile: true,
+    logLevel: "silent",
+  });
+  const files = Object.keys(r.metafile.inputs);
+  assert.ok(files.includes("runtime/executor.ts") && files.includes("runtime/loaded-model.ts"), files.join(", "));
+  assert.deepEqual(
+    files.filter((f) => f.startsWith("node_modules/") || f.startsWith("node:")),
+    [],
+  );
+  // a Node-only import is refused there (the check itself can fail)
+  await assert.rejects(
+    build({ stdin: { contents: 'import "node:fs";', resolveDir: "." }, bundle: true, platform: "browser", write: false, logLevel: "silent" }),
+    /node:fs/,
+  );
 });

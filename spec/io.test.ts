@@ -11,18 +11,8 @@ import { buildLossPlotSvg, downsample, MAX_POINTS_PER_SERIES, writeLossPlot } fr
 import { MetricsLog, type MetricsRecord, readMetrics, truncateAfterStep } from "../io/metrics-log.ts";
 import { during, formatDuration, TrainingProgress } from "../io/progress.ts";
 import { acquireRunLock, LOCK_FILE, RunLockedError } from "../io/run-lock.ts";
-import {
-  bf16ToF32,
-  encodeHeader,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
-  openSafetensors,
-  SafetensorsError,
-  writeSafetensors,
-  type Dtype,
-  type TensorToWrite,
-} from "../io/safetensors.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../util/half-float.ts";
+import { encodeHeader, openSafetensors, SafetensorsError, writeSafetensors, type Dtype, type TensorToWrite } from "../io/safetensors.ts";
 import { fcRuns } from "./fc-runs.ts";
 import { lossPlot } from "../train/loss-plot.ts";
 

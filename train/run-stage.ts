@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync } from "node:fs";
-import { announcedCompile } from "../runtime/executor.ts";
+import { announcedCompile } from "../runtime/compile-progress.ts";
 import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";

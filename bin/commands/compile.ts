@@ -13,9 +13,10 @@ import type { ScheduleState } from "../../compiler/schedule/state.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { acquireGpu, NoAdapterError } from "../../runtime/device.ts";
 import { planTarget } from "../../runtime/webgpu-backend.ts";
+import { emitTs } from "./emit-ts.ts";
 import { type DimOptions, dimOptions, loadModel, resolveDims, WEIGHTS_HELP, weightsOption } from "./load.ts";
 
-const EMITS = ["summary", "graph", "plan", "wgsl"] as const;
+const EMITS = ["summary", "graph", "plan", "wgsl", "ts"] as const;
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
 
@@ -74,7 +75,15 @@ export function registerCompile(program: Command): void {
   dimOptions(program.command("compile"))
     .argument("<file>", ".dehvf model file")
     .option("-m, --model <name>", "model to compile (default: the file's first model)")
-    .option("--emit <what>", `what to print: ${EMITS.join(", ")}`, "summary")
+    .option("--emit <what>", `what to print: ${EMITS.join(", ")} (ts: a typed module and its weights, written to -o DIR)`, "summary")
+    .option("-o, --out <dir>", "with --emit ts: the directory to write the module and its weights to")
+    .option(
+      "--tap <path>",
+      "with --emit ts: also return this tap's values (e.g. dehvf.alpha); repeatable",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option("--checkpoint <path>", "with --emit ts: trained weights (a stage directory of `dehvf train` or a .safetensors file) for the weights file")
     .option("--train", "the training step (loss, backward, AdamW over the trainable parameters) instead of the forward")
     .option("--weights <f16|f32>", `${WEIGHTS_HELP} (default f32)`, weightsOption)
     .option(
@@ -91,7 +100,18 @@ export function registerCompile(program: Command): void {
     .action(
       async (
         file: string,
-        opts: { model?: string; emit: string; dumpAfter: string[]; train?: boolean; recompute?: boolean; weights?: WeightStorage } & DimOptions,
+        opts: {
+          model?: string;
+          emit: string;
+          dumpAfter: string[];
+          train?: boolean;
+          recompute?: boolean;
+          weights?: WeightStorage;
+          out?: string;
+          tap: string[];
+          checkpoint?: string;
+        } & DimOptions,
+        cmd: Command,
       ) => {
         if (opts.recompute && !opts.train) throw new UserError("--recompute applies to the training step: add --train");
         if (!(EMITS as readonly string[]).includes(opts.emit))
@@ -105,6 +125,15 @@ export function registerCompile(program: Command): void {
                 hint: `graph passes: ${STAGES.join(", ")}; scheduler passes: ${SCHEDULE_STAGES.join(", ")}`,
               },
             ]);
+        if (opts.emit === "ts") {
+          if (opts.train) throw new UserError("--emit ts emits the forward: leave out --train");
+          // an app runs one example at a time, in a window long enough for a question and its answer
+          const given = (o: string) => cmd.getOptionValueSource(o) !== "default";
+          const dims = { dim: opts.dim, batch: given("batch") ? opts.batch : 1, seq: given("seq") ? opts.seq : 64 };
+          const command = ["dehvf", ...process.argv.slice(2)].join(" ");
+          return emitTs(file, { model: opts.model, out: opts.out, taps: opts.tap, checkpoint: opts.checkpoint, dims, command });
+        }
+        if (opts.out || opts.tap.length || opts.checkpoint) throw new UserError("-o, --tap and --checkpoint go with --emit ts");
         // --train: the training step (forward, loss, backward, AdamW) as one plan
         const step = opts.train ? buildTrainGraph(loadModel(file, opts.model, { training: true }), undefined, { recompute: opts.recompute }) : undefined;
         const m = step?.model ?? loadModel(file, opts.model);

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { announcedCompile } from "../../runtime/executor.ts";
+import { announcedCompile } from "../../runtime/compile-progress.ts";
 import { CONTEXT_DIM } from "../../compiler/decoding.ts";
 import { generationModels } from "../../compiler/generation-models.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";

@@ -1,5 +1,5 @@
 import { mkdirSync } from "node:fs";
-import { announcedCompile } from "../../runtime/executor.ts";
+import { announcedCompile } from "../../runtime/compile-progress.ts";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { checkSizes } from "../../compiler/size-limits.ts";

@@ -3,7 +3,7 @@ import * as fsp from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import type { ParamSource } from "./param-source.ts";
 import { withPath } from "../errno.ts";
-import { bf16ToF32, f16ToF32 } from "../safetensors.ts";
+import { bf16ToF32, f16ToF32 } from "../../util/half-float.ts";
 import { type CheckpointTensor, openCatalog } from "./catalog.ts";
 import { WeightsError } from "./errors.ts";
 import { applyTransform, shapeProblem } from "./transforms.ts";

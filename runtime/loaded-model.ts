@@ -1,0 +1,156 @@
+import type { RunnablePlan } from "../lowering/plan.ts";
+import { decodeSafetensors } from "../io/safetensors-format.ts";
+import { numel, type Tensor } from "../compiler/tensor.ts";
+import { createExecutor, type PlanExecutor } from "./executor.ts";
+import { type Gpu, gpuFromDevice } from "./gpu.ts";
+
+/**
+ * A compiled model with its weights on a device, as a generated module (`dehvf compile
+ * --emit ts`) uses it: plans travel as data, inputs and outputs are typed arrays checked
+ * against the plan's names, dtypes and shapes. No platform module: it runs unchanged in
+ * Node (Dawn) and in a browser (`navigator.gpu`).
+ */
+
+/** Host data for one tensor: f32 inputs as Float32Array (or numbers), i32 ones as Int32Array. */
+export type HostArray = Float32Array | Int32Array | readonly number[];
+
+/** A safetensors file: its bytes, or where to fetch it from. */
+export type WeightsSource = Uint8Array | ArrayBuffer | string | URL;
+
+/** The plans of one model: f32 weights always; f16 weights where the adapter has shader-f16. */
+export interface ModelPlans {
+  readonly f32: RunnablePlan;
+  readonly f16?: RunnablePlan;
+}
+
+export interface LoadOptions {
+  /** false: f32 weights even where f16 ones could run (default: f16 where the device has shader-f16) */
+  readonly f16?: boolean;
+}
+
+/** Thrown for inputs or weights that do not fit the compiled model. */
+export class ModelInputError extends Error {
+  override readonly name = "ModelInputError";
+}
+
+async function weightBytes(source: WeightsSource): Promise<Uint8Array> {
+  if (source instanceof Uint8Array) return source;
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  const response = await fetch(source);
+  if (!response.ok) throw new ModelInputError(`weights: ${String(source)} answered ${response.status} ${response.statusText}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+const argmax = (xs: ArrayLike<number>, from: number, n: number): number => {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (xs[from + i] > xs[from + best]) best = i;
+  return best;
+};
+
+export class LoadedModel {
+  private constructor(
+    readonly gpu: Gpu,
+    readonly plan: RunnablePlan,
+    private readonly ex: PlanExecutor,
+  ) {}
+
+  /**
+   * Opens `plans` on `device` (a GPUDevice the caller owns, or a Gpu) with every weight the
+   * plan reads from `weights`; the f16 plan where the device has shader-f16, one was
+   * compiled and `opts.f16` is not false, else the f32 one.
+   */
+  static async load(device: GPUDevice | Gpu, plans: ModelPlans, weights: WeightsSource, opts: LoadOptions = {}): Promise<LoadedModel> {
+    const gpu = "info" in device ? device : gpuFromDevice(device);
+    const plan = plans.f16 && gpu.hasF16 && opts.f16 !== false ? plans.f16 : plans.f32;
+    const file = typeof weights === "string" || weights instanceof URL ? String(weights) : "weights";
+    const tensors = decodeSafetensors(await weightBytes(weights), file);
+    const params = new Map<string, Tensor>();
+    for (const p of plan.params) {
+      const name = p.part?.of ?? p.name;
+      if (params.has(name)) continue;
+      const t = tensors.get(name);
+      if (!t) throw new ModelInputError(`${file} has no tensor \`${name}\`, which ${plan.model} reads`);
+      params.set(name, { shape: t.shape, data: Float64Array.from(t.data) });
+    }
+    const ex = await createExecutor(gpu, plan, undefined);
+    try {
+      ex.writeParams(params);
+    } catch (e) {
+      ex.destroy();
+      throw e;
+    }
+    return new LoadedModel(gpu, plan, ex);
+  }
+
+  /** How the frozen weights are stored on the device: "f16" where the f16 plan was chosen. */
+  get weightStorage(): "f16" | "f32" {
+    return this.plan.params.some((p) => p.dtype === "f16") ? "f16" : "f32";
+  }
+
+  /** The inputs the plan takes, with their dtypes and shapes at the compiled dims. */
+  get inputs(): RunnablePlan["inputs"] {
+    return this.plan.inputs;
+  }
+
+  /** One forward: every input by name; every output by name, as f32. */
+  async run(inputs: Readonly<Record<string, HostArray>>): Promise<Record<string, Float32Array>> {
+    const feed = new Map<string, Tensor>();
+    for (const spec of this.plan.inputs) {
+      const x = inputs[spec.name];
+      if (!x) throw new ModelInputError(`${this.plan.model}: input \`${spec.name}\` [${spec.shape.join(", ")}] is missing`);
+      if (x.length !== numel(spec.shape))
+        throw new ModelInputError(
+          `${this.plan.model}: input \`${spec.name}\` has ${x.length} values, its shape [${spec.shape.join(", ")}] needs ${numel(spec.shape)}`,
+        );
+      if (spec.dtype === "i32" && !(x instanceof Int32Array || Array.from(x).every(Number.isInteger)))
+        throw new ModelInputError(`${this.plan.model}: input \`${spec.name}\` holds token ids: pass integers (an Int32Array)`);
+      feed.set(spec.name, { shape: spec.shape, data: Float64Array.from(x) });
+    }
+    for (const name of Object.keys(inputs))
+      if (!this.plan.inputs.some((i) => i.name === name))
+        throw new ModelInputError(`${this.plan.model} has no input \`${name}\` (it takes ${this.plan.inputs.map((i) => i.name).join(", ")})`);
+    const outs = await this.ex.run(feed);
+    return Object.fromEntries(this.plan.outputs.map((o, i) => [o.name, Float32Array.from(outs[i].data)]));
+  }
+
+  /**
+   * Greedy decoding within the compiled window of T tokens: each step runs the whole
+   * forward on the prompt and what was generated so far (padded with `pad`), and takes the
+   * most likely next token at the last filled position. No KV cache: T forwards of T
+   * tokens, which is fine for the short answers a demo generates. `prompt_mask`, when the
+   * model takes one, marks the prompt (a router averages over it). Stops at a `stop` id,
+   * after `maxTokens`, or when the window is full.
+   */
+  async greedy(
+    prompt: readonly number[],
+    rest: Readonly<Record<string, HostArray>>,
+    opts: { readonly maxTokens: number; readonly stop?: readonly number[]; readonly pad?: number },
+  ): Promise<number[]> {
+    const tokens = this.plan.inputs.find((i) => i.name === "tokens");
+    const logits = this.plan.outputs[0];
+    if (!tokens || tokens.shape.length !== 2 || tokens.shape[0] !== 1 || logits.shape.length !== 3)
+      throw new ModelInputError(`${this.plan.model}: greedy decoding needs a tokens input [1, T] and logits [1, S, vocab]`);
+    const [, T] = tokens.shape;
+    const [, S, vocab] = logits.shape;
+    if (prompt.length < 1 || prompt.length >= T) throw new ModelInputError(`the prompt has ${prompt.length} tokens: the compiled window holds 1 to ${T - 1}`);
+    const promptMask = Float32Array.from({ length: T }, (_, i) => (i < prompt.length ? 1 : 0));
+    const seq = [...prompt];
+    const out: number[] = [];
+    while (out.length < opts.maxTokens && seq.length < T) {
+      const ids = Int32Array.from({ length: T }, (_, i) => (i < seq.length ? seq[i] : (opts.pad ?? 0)));
+      const feed: Record<string, HostArray> = { ...rest, tokens: ids };
+      if (this.plan.inputs.some((i) => i.name === "prompt_mask")) feed.prompt_mask = promptMask;
+      const y = (await this.run(feed))[logits.name];
+      // a visual prefix (concat fusion) comes before the text's T positions
+      const next = argmax(y, (S - T + seq.length - 1) * vocab, vocab);
+      out.push(next);
+      seq.push(next);
+      if (opts.stop?.includes(next)) break;
+    }
+    return out;
+  }
+
+  destroy(): void {
+    this.ex.destroy();
+  }
+}
