@@ -46,7 +46,7 @@ export function emitModelModule(src: ModuleSource): string {
   const file = project.createSourceFile(`${name}.ts`, "", { overwrite: true });
   file.addImportDeclaration({
     moduleSpecifier: src.runtime ?? "dehvf/runtime",
-    namedImports: ["type Gpu", "type HostArray", "LoadedModel", "type LoadOptions", "type ModelPlans", "type WeightsSource"],
+    namedImports: ["type Gpu", "type GreedyOptions", "type HostArray", "LoadedModel", "type LoadOptions", "type ModelPlans", "type WeightsSource"],
   });
 
   const tensorOf = (n: string, list: Plan["inputs"]) => {
@@ -212,12 +212,12 @@ export function emitModelModule(src: ModuleSource): string {
       isAsync: true,
       name: "generate",
       docs: [
-        `Greedy decoding of up to \`maxTokens\` token ids after \`prompt\` (ids) within the compiled window of ${tokens.shape[1]} tokens, stopping after an id in \`stop\`.${rest.length ? ` The other inputs (${rest.map((i) => i.name).join(", ")}) stay fixed.` : ""}`,
+        `Greedy decoding of up to \`maxTokens\` token ids after \`prompt\` (ids) within the compiled window of ${tokens.shape[1]} tokens, stopping after an id in \`stop\`; give \`bos\` so a leading BOS stays out of prompt_mask, as in training.${rest.length ? ` The other inputs (${rest.map((i) => i.name).join(", ")}) stay fixed.` : ""}`,
       ],
       parameters: [
         { name: "prompt", type: "readonly number[]" },
         { name: "inputs", type: rest.length ? `Omit<${name}Inputs, ${fixed.map((f) => JSON.stringify(f)).join(" | ")}>` : "{}" },
-        { name: "opts", type: "{ readonly maxTokens: number; readonly stop?: readonly number[]; readonly pad?: number }" },
+        { name: "opts", type: "GreedyOptions" },
       ],
       returnType: "Promise<number[]>",
       statements: ["const rest: Record<string, HostArray> = { ...inputs };", "return this.model.greedy(prompt, rest, opts);"],

@@ -84,6 +84,15 @@ export const WGSL_HELPERS: Record<string, string> = {
   let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
   return select(-y, y, x >= 0.0);
 }`,
+  // x − 2πk with k = round(x / 2π), 2π in two parts (6.28125 is exact, so k · 6.28125 is too)
+  angle_: `fn angle_(x: f32) -> f32 {
+  let k = round(x * 0.15915494309189535);
+  return (x - k * 6.28125) - k * 0.0019353071795864769;
+}`,
+  angle4_: `fn angle4_(x: vec4<f32>) -> vec4<f32> {
+  let k = round(x * 0.15915494309189535);
+  return (x - k * 6.28125) - k * 0.0019353071795864769;
+}`,
   // compiler/hash.ts: the same u32 arithmetic as the interpreter's, so masks agree bit for bit
   hash_: `fn pcg_(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -115,8 +124,9 @@ const UNARY: { readonly [O in OpsOfKind<"unary">]: (x: string) => string } = {
   exp: (x) => `exp(${x})`,
   log: (x) => `log(${x})`,
   sqrt: (x) => `sqrt(${x})`,
-  sin: (x) => `sin(${x})`,
-  cos: (x) => `cos(${x})`,
+  // WGSL bounds sin and cos only on [-π, π] (SwiftShader is off by 2e-4 at 40 rad): reduce first
+  sin: (x) => `sin(angle_(${x}))`,
+  cos: (x) => `cos(angle_(${x}))`,
   // WGSL's tanh overflows to NaN for large |x| on some drivers; clamp keeps it exact in f32
   tanh: (x) => `tanh(clamp(${x}, -15.0, 15.0))`,
   erf: (x) => `erf_(${x})`,
@@ -370,6 +380,8 @@ export class Renderer {
       const vec = this.isVector(x);
       if (n.op === "erf") this.helpers.add(vec ? "erf4_" : "erf_");
       if (vec && n.op === "erf") return this.bind(`erf4_(${x})`, "f32", true);
+      if (n.op === "sin" || n.op === "cos") this.helpers.add(vec ? "angle4_" : "angle_");
+      if (vec && (n.op === "sin" || n.op === "cos")) return this.bind(`${n.op}(angle4_(${x}))`, "f32", true);
       if (vec && n.op === "tanh") return this.bind(`tanh(clamp(${x}, vec4<f32>(-15.0), vec4<f32>(15.0)))`, "f32", true);
       return this.bind(u(x), "f32", vec);
     }

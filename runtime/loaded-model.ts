@@ -28,6 +28,16 @@ export interface LoadOptions {
   readonly f16?: boolean;
 }
 
+export interface GreedyOptions {
+  readonly maxTokens: number;
+  /** ids that end the answer (an EOS): generated, then decoding stops */
+  readonly stop?: readonly number[];
+  /** what fills the window past the sequence (default 0); causal attention never reads it */
+  readonly pad?: number;
+  /** the tokenizer's BOS id: a prompt starting with it leaves it out of prompt_mask */
+  readonly bos?: number;
+}
+
 /** Thrown for inputs or weights that do not fit the compiled model. */
 export class ModelInputError extends Error {
   override readonly name = "ModelInputError";
@@ -118,14 +128,10 @@ export class LoadedModel {
    * forward on the prompt and what was generated so far (padded with `pad`), and takes the
    * most likely next token at the last filled position. No KV cache: T forwards of T
    * tokens, which is fine for the short answers a demo generates. `prompt_mask`, when the
-   * model takes one, marks the prompt (a router averages over it). Stops at a `stop` id,
-   * after `maxTokens`, or when the window is full.
+   * model takes one, marks the prompt but a leading `bos` (a router averages over it). Stops
+   * after a `stop` id (kept), after `maxTokens`, or when the window is full.
    */
-  async greedy(
-    prompt: readonly number[],
-    rest: Readonly<Record<string, HostArray>>,
-    opts: { readonly maxTokens: number; readonly stop?: readonly number[]; readonly pad?: number },
-  ): Promise<number[]> {
+  async greedy(prompt: readonly number[], rest: Readonly<Record<string, HostArray>>, opts: GreedyOptions): Promise<number[]> {
     const tokens = this.plan.inputs.find((i) => i.name === "tokens");
     const logits = this.plan.outputs[0];
     if (!tokens || tokens.shape.length !== 2 || tokens.shape[0] !== 1 || logits.shape.length !== 3)
@@ -133,7 +139,9 @@ export class LoadedModel {
     const [, T] = tokens.shape;
     const [, S, vocab] = logits.shape;
     if (prompt.length < 1 || prompt.length >= T) throw new ModelInputError(`the prompt has ${prompt.length} tokens: the compiled window holds 1 to ${T - 1}`);
-    const promptMask = Float32Array.from({ length: T }, (_, i) => (i < prompt.length ? 1 : 0));
+    // the prompt's own tokens, not a leading BOS, as in training (data/batches.ts)
+    const first = opts.bos !== undefined && prompt[0] === opts.bos ? 1 : 0;
+    const promptMask = Float32Array.from({ length: T }, (_, i) => (i >= first && i < prompt.length ? 1 : 0));
     const seq = [...prompt];
     const out: number[] = [];
     while (out.length < opts.maxTokens && seq.length < T) {

@@ -69,7 +69,15 @@ export function registerGenerate(program: Command): void {
         if (!opts.image) throw new UserError(`model \`${models.prefill.name}\` takes an image: pass --image PATH`);
         extra.set("image", await modelImage(models.prefill, opts.image));
       } else if (opts.image) throw new UserError(`model \`${models.prefill.name}\` takes no image, but --image was given`);
-      if (models.prefill.inputs.some((i) => i.name === "prompt_mask")) extra.set("prompt_mask", tensor([1, prompt.length], new Array(prompt.length).fill(1)));
+      if (models.prefill.inputs.some((i) => i.name === "prompt_mask"))
+        extra.set(
+          "prompt_mask",
+          // the prompt's own tokens, not BOS, as in training and evaluation (data/batches.ts)
+          tensor(
+            [1, prompt.length],
+            Array.from(prompt, (id, i) => (i === 0 && id === tok.special.bos ? 0 : 1)),
+          ),
+        );
 
       // checkpoint weights stream to the device as float32; the interpreter reads them as float64
       const params = opts.backend === "interp" ? await loadAllParams(models.decode, 0) : initAllParams(models.decode, 0);
