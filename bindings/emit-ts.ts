@@ -46,7 +46,7 @@ export function emitModelModule(src: ModuleSource): string {
   const file = project.createSourceFile(`${name}.ts`, "", { overwrite: true });
   file.addImportDeclaration({
     moduleSpecifier: src.runtime ?? "dehvf/runtime",
-    namedImports: ["type Gpu", "type GreedyOptions", "type HostArray", "LoadedModel", "type LoadOptions", "type ModelPlans", "type WeightsSource"],
+    namedImports: ["type Gpu", "type GreedyOptions", "type HostArray", "LoadedModel", "type LoadOptions", "type ModelPlans", "type Platform", "type WeightsSource"],
   });
 
   const tensorOf = (n: string, list: Plan["inputs"]) => {
@@ -174,6 +174,21 @@ export function emitModelModule(src: ModuleSource): string {
     ],
     returnType: `Promise<${name}>`,
     statements: [`return new ${name}(await LoadedModel.load(device, plans, weights, opts));`],
+  });
+  cls.addMethod({
+    isStatic: true,
+    isAsync: true,
+    name: "open",
+    docs: [
+      "The same, with the device and the weights file from a platform: `nodePlatform` (dehvf's runtime/node-platform.ts: Dawn, a path) or `browserPlatform` (navigator.gpu, a URL). `destroy` frees that device too.",
+    ],
+    parameters: [
+      { name: "platform", type: "Platform" },
+      { name: "weights", type: "string | URL" },
+      { name: "opts", type: "LoadOptions", initializer: "{}" },
+    ],
+    returnType: `Promise<${name}>`,
+    statements: [`return new ${name}(await LoadedModel.open(platform, plans, weights, opts));`],
   });
   cls.addGetAccessor({
     name: "weights",

@@ -8,3 +8,4 @@ export { decodeSafetensors, type DecodedTensor } from "../io/safetensors-format.
 export { createExecutor, PlanExecutor } from "./executor.ts";
 export { type DeviceInfo, type Gpu, gpuFromDevice, openGpu } from "./gpu.ts";
 export { type GreedyOptions, type HostArray, LoadedModel, type LoadOptions, ModelInputError, type ModelPlans, type WeightsSource } from "./loaded-model.ts";
+export { browserPlatform, type Platform } from "./platform.ts";

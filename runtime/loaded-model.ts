@@ -3,6 +3,7 @@ import { decodeSafetensors } from "../io/safetensors-format.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import { createExecutor, type PlanExecutor } from "./executor.ts";
 import { type Gpu, gpuFromDevice } from "./gpu.ts";
+import type { Platform } from "./platform.ts";
 
 /**
  * A compiled model with its weights on a device, as a generated module (`dehvf compile
@@ -62,6 +63,8 @@ export class LoadedModel {
     readonly gpu: Gpu,
     readonly plan: RunnablePlan,
     private readonly ex: PlanExecutor,
+    /** opened by `open`: the device is this model's to free */
+    private readonly ownsDevice: boolean,
   ) {}
 
   /**
@@ -69,8 +72,11 @@ export class LoadedModel {
    * plan reads from `weights`; the f16 plan where the device has shader-f16, one was
    * compiled and `opts.f16` is not false, else the f32 one.
    */
-  static async load(device: GPUDevice | Gpu, plans: ModelPlans, weights: WeightsSource, opts: LoadOptions = {}): Promise<LoadedModel> {
-    const gpu = "info" in device ? device : gpuFromDevice(device);
+  static load(device: GPUDevice | Gpu, plans: ModelPlans, weights: WeightsSource, opts: LoadOptions = {}): Promise<LoadedModel> {
+    return LoadedModel.create("info" in device ? device : gpuFromDevice(device), plans, weights, opts, false);
+  }
+
+  private static async create(gpu: Gpu, plans: ModelPlans, weights: WeightsSource, opts: LoadOptions, ownsDevice: boolean): Promise<LoadedModel> {
     const plan = plans.f16 && gpu.hasF16 && opts.f16 !== false ? plans.f16 : plans.f32;
     const file = typeof weights === "string" || weights instanceof URL ? String(weights) : "weights";
     const tensors = decodeSafetensors(await weightBytes(weights), file);
@@ -89,12 +95,26 @@ export class LoadedModel {
       ex.destroy();
       throw e;
     }
-    return new LoadedModel(gpu, plan, ex);
+    return new LoadedModel(gpu, plan, ex, ownsDevice);
   }
 
   /** How the frozen weights are stored on the device: "f16" where the f16 plan was chosen. */
   get weightStorage(): "f16" | "f32" {
     return this.plan.params.some((p) => p.dtype === "f16") ? "f16" : "f32";
+  }
+
+  /**
+   * Opens `plans` on the platform's device with the weights file at `weights` (a path in
+   * Node, a URL in a browser): the same call in both. `destroy` then frees the device too.
+   */
+  static async open(platform: Platform, plans: ModelPlans, weights: string | URL, opts: LoadOptions = {}): Promise<LoadedModel> {
+    const gpu = await platform.gpu();
+    try {
+      return await LoadedModel.create(gpu, plans, await platform.bytes(weights), opts, true);
+    } catch (e) {
+      gpu.destroy();
+      throw e;
+    }
   }
 
   /** The inputs the plan takes, with their dtypes and shapes at the compiled dims. */
@@ -160,5 +180,6 @@ export class LoadedModel {
 
   destroy(): void {
     this.ex.destroy();
+    if (this.ownsDevice) this.gpu.destroy();
   }
 }

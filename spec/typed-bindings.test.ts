@@ -17,9 +17,12 @@ import { tensor, type Tensor } from "../compiler/tensor.ts";
 import { generate } from "../generate/generate.ts";
 import { loadProgram } from "../grammar/modules.ts";
 import { decodeSafetensors } from "../io/safetensors-format.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
 import { InterpDecoder } from "../runtime/decoder.ts";
+import { nodePlatform } from "../runtime/node-platform.ts";
+import type { Platform } from "../runtime/platform.ts";
 import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
-import { runInterp } from "../runtime/interp-backend.ts";
+import { initAllParams, runInterp } from "../runtime/interp-backend.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import { ModelInputError } from "../runtime/loaded-model.ts";
 import { rng } from "../util/rng.ts";
@@ -34,6 +37,7 @@ const TSC = resolve("node_modules/.bin/tsc");
 interface Generated {
   readonly parameters: readonly { readonly name: string; readonly f16: boolean }[];
   readonly TinyVQA: {
+    open(platform: Platform, weights: string, opts?: { f16?: boolean }): ReturnType<Generated["TinyVQA"]["load"]>;
     load(
       device: Gpu,
       weights: Uint8Array,
@@ -51,19 +55,37 @@ let gpu: Gpu | undefined;
 let noGpu = "";
 let params: Map<string, Tensor>;
 
+/** A trained stage's weights as `dehvf train` stores them: every parameter, the fusion's trained (seeded noise here). */
+async function writeCheckpoint(file: string): Promise<Map<string, Float32Array>> {
+  const r = rng(3);
+  const model = elaborate(loadProgram(MODEL_FILE), "TinyVQA");
+  const trained = new Map(
+    model.params.filter((p) => p.trainable).map((p) => [p.name, Float32Array.from({ length: p.shape.reduce((a, b) => a * b, 1) }, () => (r() - 0.5) * 0.2)] as const),
+  );
+  const all = initAllParams(model, 5);
+  await writeSafetensors(file, new Map([...all].map(([n, t]) => [n, { shape: t.shape, data: trained.get(n) ?? Float32Array.from(t.data) }])));
+  return trained;
+}
+
+let trained: Map<string, Float32Array>;
+
 before(async () => {
   rmSync(DIR, { recursive: true, force: true });
+  mkdirSync(DIR, { recursive: true });
+  trained = await writeCheckpoint(join(DIR, "trained.safetensors"));
   const r = spawnSync(
     process.execPath,
-    ["--import", "tsx", "bin/dehvf.ts", "compile", MODEL_FILE, "--emit", "ts", "-o", DIR, "--tap", "dehvf.alpha", "--seq", String(T)],
+    ["--import", "tsx", "bin/dehvf.ts", "compile", MODEL_FILE, "--emit", "ts", "-o", DIR, "--tap", "dehvf.alpha", "--seq", String(T), "--checkpoint", join(DIR, "trained.safetensors")],
     { encoding: "utf8" },
   );
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /wrote out\/test-bindings\/TinyVQA\.ts .* and out\/test-bindings\/TinyVQA\.weights\.safetensors \(121 parameters/);
+  assert.match(r.stdout, /wrote out\/test-bindings\/TinyVQA\.ts .* and out\/test-bindings\/TinyVQA\.weights\.safetensors \(121 parameters, trained ones from /);
   mod = (await import(pathToFileURL(resolve(DIR, "TinyVQA.ts")).href)) as Generated;
   params = new Map(
     [...decodeSafetensors(readFileSync(join(DIR, "TinyVQA.weights.safetensors")))].map(([n, t]) => [n, { shape: t.shape, data: Float64Array.from(t.data) }]),
   );
+  // the weights file holds the checkpoint's trained values (and the shipped backbones)
+  for (const [n, v] of trained) assert.deepEqual(Array.from(params.get(n)!.data), Array.from(v), n);
   try {
     gpu = await acquireGpu();
   } catch (e) {
@@ -195,10 +217,24 @@ test("generate() matches the interpreter's KV-cache decoding, greedy", async (t)
   }
 });
 
+test("open() takes the device and the weights file from a platform (Node: Dawn and a path)", async (t) => {
+  if (!gpu) return t.skip(noGpu);
+  const m = await mod.TinyVQA.open(nodePlatform, join(DIR, "TinyVQA.weights.safetensors"), { f16: false });
+  try {
+    const y = await m.forward(inputs());
+    const viaLoad = await mod.TinyVQA.load(gpu, readFileSync(join(DIR, "TinyVQA.weights.safetensors")), { f16: false });
+    try {
+      assert.deepEqual(Array.from(y.out), Array.from((await viaLoad.forward(inputs())).out));
+    } finally {
+      viaLoad.destroy();
+    }
+  } finally {
+    m.destroy();
+  }
+});
+
 test("a weights file without a tensor the plan reads is refused by name", async (t) => {
   if (!gpu) return t.skip(noGpu);
-  mkdirSync(DIR, { recursive: true });
-  const { writeSafetensors } = await import("../io/safetensors.ts");
   const file = join(DIR, "partial.safetensors");
   await writeSafetensors(file, { "vision.cls": { shape: [64], data: new Float32Array(64) } });
   await assert.rejects(

@@ -7,13 +7,15 @@
  */
 import { hfTokenizer } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
+import type { Gpu } from "../runtime/gpu.ts";
+import { browserPlatform } from "../runtime/platform.ts";
 
 /** What the page uses of a generated module (bindings/emit-ts.ts) compiled with `--tap dehvf.alpha`. */
 export interface VqaModule {
   readonly dims: { readonly T: number };
   readonly imageForm: { readonly shape: readonly number[]; readonly mean: readonly number[]; readonly std: readonly number[]; readonly rescale: number };
   readonly load: (
-    device: GPUDevice,
+    device: Gpu,
     weights: string,
   ) => Promise<{
     readonly weights: "f16" | "f32";
@@ -88,15 +90,12 @@ export async function start(mod: VqaModule): Promise<void> {
     (window as unknown as { dehvf: unknown }).dehvf = { error: (e as Error).message };
   };
   try {
-    if (!navigator.gpu) throw new Error("this browser has no WebGPU (navigator.gpu)");
-    const adapter = await navigator.gpu.requestAdapter();
-    if (!adapter) throw new Error("no WebGPU adapter (Chromium on a CPU needs --enable-unsafe-webgpu)");
-    // shader-f16 where the adapter has it (SwiftShader does not: the f32 plan runs)
-    const device = await adapter.requestDevice({ requiredFeatures: adapter.features.has("shader-f16") ? ["shader-f16"] : [] });
-    const adapterText = `${adapter.info.vendor} ${adapter.info.architecture}`.trim() || "unknown adapter";
+    // the features dehvf uses that the adapter offers (SwiftShader: no shader-f16, so the f32 plan runs)
+    const gpu = await browserPlatform.gpu();
+    const adapterText = `${gpu.info.vendor} ${gpu.info.architecture}`.trim() || "unknown adapter";
     say(`loading the model on ${adapterText}…`);
     const [model, tokJson, tokConfig, examples] = await Promise.all([
-      mod.load(device, "gen/TinyVQA.weights.safetensors"),
+      mod.load(gpu, "gen/TinyVQA.weights.safetensors"),
       fetch("tokenizer.json").then((r) => r.json()),
       fetch("tokenizer_config.json").then((r) => r.json()),
       fetch("examples.json").then((r) => r.json() as Promise<Example[]>),
@@ -170,7 +169,7 @@ export async function start(mod: VqaModule): Promise<void> {
     say(`ready on ${adapterText} (${model.weights} weights)`);
     (window as unknown as { dehvf: unknown }).dehvf = {
       ready: true,
-      adapter: { vendor: adapter.info.vendor, architecture: adapter.info.architecture, f16: adapter.features.has("shader-f16") },
+      adapter: { vendor: gpu.info.vendor, architecture: gpu.info.architecture, f16: gpu.hasF16 },
       weights: model.weights,
       /** the test's entry: forward logits at the last prompt position, router weights and greedy ids */
       async run(image: number[], prompt: number[], maxTokens: number) {
