@@ -11,7 +11,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 import { test } from "node:test";
 
-const LAYERS = ["util", "io", "grammar", "compiler", "data", "kernels", "lowering", "bindings", "runtime", "generate", "eval", "train", "bin"] as const;
+const LAYERS = ["util", "io", "grammar", "compiler", "data", "kernels", "lowering", "bindings", "runtime", "generate", "eval", "train", "bin", "web"] as const;
 
 function tsFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((e) => {
@@ -25,7 +25,7 @@ function imports(source: string): string[] {
   return [...source.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^import\s+)["'](\.{1,2}\/[^"']+)["']/gm)].map((m) => m[1]);
 }
 
-test("every import points down the layers (util → io → grammar → compiler → data → kernels → lowering → bindings → runtime → generate → eval → train → bin)", () => {
+test("every import points down the layers (util → io → grammar → compiler → data → kernels → lowering → bindings → runtime → generate → eval → train → bin → web)", () => {
   const layerOf = (file: string) => LAYERS.indexOf(file.split("/")[0] as (typeof LAYERS)[number]);
   const wrong: string[] = [];
   let checked = 0;

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { after, before, test } from "node:test";
+import { before, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { elaborate } from "../compiler/elaborate.ts";
 import { generationModels } from "../compiler/generation-models.ts";
@@ -21,11 +21,12 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { InterpDecoder } from "../runtime/decoder.ts";
 import { nodePlatform } from "../runtime/node-platform.ts";
 import type { Platform } from "../runtime/platform.ts";
-import { acquireGpu, type Gpu, NoAdapterError } from "../runtime/device.ts";
+import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, runInterp } from "../runtime/interp-backend.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import { ModelInputError } from "../runtime/loaded-model.ts";
 import { rng } from "../util/rng.ts";
+import { useGpu } from "./gpu-check.ts";
 
 const MODEL_FILE = "models/tiny-vqa.dehvf";
 // inside the package, so the module's `dehvf/runtime` import resolves to this checkout
@@ -51,8 +52,7 @@ interface Generated {
   };
 }
 let mod: Generated;
-let gpu: Gpu | undefined;
-let noGpu = "";
+const fixture = useGpu();
 let params: Map<string, Tensor>;
 
 /** A trained stage's weights as `dehvf train` stores them: every parameter, the fusion's trained (seeded noise here). */
@@ -60,7 +60,9 @@ async function writeCheckpoint(file: string): Promise<Map<string, Float32Array>>
   const r = rng(3);
   const model = elaborate(loadProgram(MODEL_FILE), "TinyVQA");
   const trained = new Map(
-    model.params.filter((p) => p.trainable).map((p) => [p.name, Float32Array.from({ length: p.shape.reduce((a, b) => a * b, 1) }, () => (r() - 0.5) * 0.2)] as const),
+    model.params
+      .filter((p) => p.trainable)
+      .map((p) => [p.name, Float32Array.from({ length: p.shape.reduce((a, b) => a * b, 1) }, () => (r() - 0.5) * 0.2)] as const),
   );
   const all = initAllParams(model, 5);
   await writeSafetensors(file, new Map([...all].map(([n, t]) => [n, { shape: t.shape, data: trained.get(n) ?? Float32Array.from(t.data) }])));
@@ -75,7 +77,23 @@ before(async () => {
   trained = await writeCheckpoint(join(DIR, "trained.safetensors"));
   const r = spawnSync(
     process.execPath,
-    ["--import", "tsx", "bin/dehvf.ts", "compile", MODEL_FILE, "--emit", "ts", "-o", DIR, "--tap", "dehvf.alpha", "--seq", String(T), "--checkpoint", join(DIR, "trained.safetensors")],
+    [
+      "--import",
+      "tsx",
+      "bin/dehvf.ts",
+      "compile",
+      MODEL_FILE,
+      "--emit",
+      "ts",
+      "-o",
+      DIR,
+      "--tap",
+      "dehvf.alpha",
+      "--seq",
+      String(T),
+      "--checkpoint",
+      join(DIR, "trained.safetensors"),
+    ],
     { encoding: "utf8" },
   );
   assert.equal(r.status, 0, r.stderr);
@@ -84,16 +102,9 @@ before(async () => {
   params = new Map(
     [...decodeSafetensors(readFileSync(join(DIR, "TinyVQA.weights.safetensors")))].map(([n, t]) => [n, { shape: t.shape, data: Float64Array.from(t.data) }]),
   );
-  // the weights file holds the checkpoint's trained values (and the shipped backbones)
+  // the weights file holds the checkpoint's trained values
   for (const [n, v] of trained) assert.deepEqual(Array.from(params.get(n)!.data), Array.from(v), n);
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    if (!(e instanceof NoAdapterError)) throw e;
-    noGpu = "skipped: no WebGPU adapter (npm run setup installs lavapipe)";
-  }
 });
-after(() => gpu?.destroy());
 
 /** tsc's exit status and output for `code` importing the generated module, under the project's strict options. */
 function typeCheck(name: string, code: string): { status: number | null; out: string } {
@@ -158,7 +169,8 @@ const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 for (const f16 of [false, true])
   test(`the module runs in Node from its weights file and matches the interpreter (logits and router taps), ${f16 ? "f16" : "f32"} weights`, async (t) => {
-    if (!gpu) return t.skip(noGpu);
+    const gpu = fixture.device(t);
+    if (!gpu) return;
     if (f16 && !gpu.hasF16) return t.skip("this adapter has no shader-f16");
     const m = await mod.TinyVQA.load(gpu, readFileSync(join(DIR, "TinyVQA.weights.safetensors")), { f16 });
     try {
@@ -196,7 +208,8 @@ for (const f16 of [false, true])
   });
 
 test("generate() matches the interpreter's KV-cache decoding, greedy", async (t) => {
-  if (!gpu) return t.skip(noGpu);
+  const gpu = fixture.device(t);
+  if (!gpu) return;
   const m = await mod.TinyVQA.load(gpu, readFileSync(join(DIR, "TinyVQA.weights.safetensors")));
   try {
     const x = inputs();
@@ -218,7 +231,8 @@ test("generate() matches the interpreter's KV-cache decoding, greedy", async (t)
 });
 
 test("open() takes the device and the weights file from a platform (Node: Dawn and a path)", async (t) => {
-  if (!gpu) return t.skip(noGpu);
+  const gpu = fixture.device(t);
+  if (!gpu) return;
   const m = await mod.TinyVQA.open(nodePlatform, join(DIR, "TinyVQA.weights.safetensors"), { f16: false });
   try {
     const y = await m.forward(inputs());
@@ -234,7 +248,8 @@ test("open() takes the device and the weights file from a platform (Node: Dawn a
 });
 
 test("a weights file without a tensor the plan reads is refused by name", async (t) => {
-  if (!gpu) return t.skip(noGpu);
+  const gpu = fixture.device(t);
+  if (!gpu) return;
   const file = join(DIR, "partial.safetensors");
   await writeSafetensors(file, { "vision.cls": { shape: [64], data: new Float32Array(64) } });
   await assert.rejects(
