@@ -46,7 +46,16 @@ export function emitModelModule(src: ModuleSource): string {
   const file = project.createSourceFile(`${name}.ts`, "", { overwrite: true });
   file.addImportDeclaration({
     moduleSpecifier: src.runtime ?? "dehvf/runtime",
-    namedImports: ["type Gpu", "type GreedyOptions", "type HostArray", "LoadedModel", "type LoadOptions", "type ModelPlans", "type Platform", "type WeightsSource"],
+    namedImports: [
+      "type Gpu",
+      "type GreedyOptions",
+      "type HostArray",
+      "LoadedModel",
+      "type LoadOptions",
+      "type ModelPlans",
+      "type Platform",
+      "type WeightsSource",
+    ],
   });
 
   const tensorOf = (n: string, list: Plan["inputs"]) => {
