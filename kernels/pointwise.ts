@@ -1,5 +1,6 @@
 import type { Node } from "../compiler/ir.ts";
 import { numel } from "../compiler/tensor.ts";
+import type { IxLike } from "./index-expr.ts";
 import { f32Literal, Renderer, type RenderContext, resolveScalarLoads, tryVector, WGSL_HELPERS, wgslType } from "./render.ts";
 
 /** A generated compute shader plus how to launch it. */
@@ -158,7 +159,7 @@ const LANE0 = "lane0";
  */
 function vectorized(
   k: KernelBody,
-  render: (ctx: RenderContext, idx: readonly string[]) => { body: string; renderers: Renderer[] },
+  render: (ctx: RenderContext, idx: readonly IxLike[]) => { body: string; renderers: Renderer[] },
 ): { decls: string; body: string; helpers: string } | undefined {
   const shape = k.shapes.get(k.output)!;
   if (k.target.vec4 === false || !shape.length || shape[shape.length - 1] % 4 !== 0) return undefined;
@@ -204,7 +205,7 @@ export function elementwiseKernel(k: KernelBody): GeneratedKernel & { variant?: 
   // The outputs are materialized; render their definitions, not loads of themselves.
   // One renderer for all of them: values they share are computed once.
   const outs = [k.output, ...(k.also ?? [])];
-  const render = (ctx: RenderContext, idx: readonly string[]) => {
+  const render = (ctx: RenderContext, idx: readonly IxLike[]) => {
     const r = new Renderer(ctx);
     const vs = outs.map((o) => r.value(o, idx));
     const store = (v: string, m: number) => (ctx.vector ? r.splat(v, wgslType(outs[m])) : v);
@@ -234,7 +235,7 @@ export function reduceKernel(k: KernelBody): GeneratedKernel & { variant: string
   // rmax starts at -inf, not -FLT_MAX: a row of -inf (fully masked) must reduce to -inf.
   const type = wgslType(out);
   const init = !isMax ? `${type}(0)` : type === "i32" ? "i32(-2147483647 - 1)" : f32Literal(-Infinity);
-  const render = (ctx: RenderContext, idx: readonly string[]) => {
+  const render = (ctx: RenderContext, idx: readonly IxLike[]) => {
     const at = idx.map((e, i) => (i === axis ? "r" : e));
     // A reduction across a concat's parts (DEHVF's mix of all ViT layers) loops over each
     // part on its own, reading it directly instead of branching per element.

@@ -1,7 +1,7 @@
 import { shapeEval } from "../compiler/dims.ts";
 import { saltMix } from "../compiler/hash.ts";
 import { type Node, OP_TRAITS, type Op, type OpsOfKind } from "../compiler/ir.ts";
-import { stridesOf } from "../compiler/tensor.ts";
+import { delinear, type Ix, IxOpaque, IxShift, IxVar, type IxLike, ix, laneOf, linear, ZERO } from "./index-expr.ts";
 
 /**
  * Renders an inline IR tree as WGSL statements computing one element at a symbolic
@@ -140,53 +140,6 @@ const BINARY: { readonly [O in OpsOfKind<"binary">]: (a: string, b: string, t: s
   cmpeq: (a, b) => `select(0.0, 1.0, ${a} == ${b})`,
 };
 
-/**
- * An index known to equal `(base / stride) % mod` (mod Infinity: no modulo). Index
- * strings are made by digitText and looked up here, so the text alone identifies its
- * digit: the cache can be shared by all renderers.
- */
-interface Digit {
-  readonly base: string;
-  readonly stride: number;
-  readonly mod: number;
-}
-const DIGITS = new Map<string, Digit>();
-
-const atom = (e: string) => (/^[A-Za-z_][A-Za-z0-9_.]*$/.test(e) ? e : `(${e})`);
-
-function digitText(d: Digit): string {
-  if (d.stride === 1 && d.mod === Infinity) return d.base;
-  const text = `(${d.base}${d.stride === 1 ? "" : ` / ${d.stride}u`}${d.mod === Infinity ? "" : ` % ${d.mod}u`})`;
-  DIGITS.set(text, d);
-  return text;
-}
-
-/** `a + b * 4u + (c + d)` → `a`, `b * 4u`, `(c + d)`. */
-function topLevelTerms(inner: string): string[] {
-  const out: string[] = [];
-  let depth = 0;
-  let start = 0;
-  for (let i = 0; i < inner.length; i++) {
-    if (inner[i] === "(") depth++;
-    else if (inner[i] === ")") depth--;
-    else if (depth === 0 && inner.startsWith(" + ", i)) {
-      out.push(inner.slice(start, i));
-      start = i + 3;
-    }
-  }
-  out.push(inner.slice(start));
-  return out;
-}
-
-function balanced(s: string): boolean {
-  let depth = 0;
-  for (const c of s) {
-    depth += c === "(" ? 1 : c === ")" ? -1 : 0;
-    if (depth < 0) return false;
-  }
-  return depth === 0;
-}
-
 export const wgslType = (n: Node) => (n.dtype === "i32" ? "i32" : "f32");
 
 export class Renderer {
@@ -238,53 +191,15 @@ export class Renderer {
     return this.isVector(e) ? e : `vec4<${type}>(${e})`;
   }
 
-  /**
-   * How an index varies across the 4 elements of vector mode: not at all ("same"), as
-   * first + 0..3 ("lane"), or otherwise ("bad"). Index strings are built by digitText and
-   * the movement ops below, so these shapes are all there is to recognise.
-   */
-  private lane(e: string): "same" | "lane" | "bad" {
-    const base = this.ctx.vector!;
-    if (!e.includes(base)) return "same";
-    if (e === base) return "lane";
-    const d = DIGITS.get(e);
-    if (d) {
-      const of = d.base === base ? "lane" : this.lane(d.base);
-      if (of !== "lane") return of;
-      // the first element's index is a multiple of 4, so a stride of 4k sees one value and
-      // a stride of 1 under a modulus 4 divides sees 4 consecutive ones
-      if (d.stride % 4 === 0) return "same";
-      return d.stride === 1 && (d.mod === Infinity || d.mod % 4 === 0) ? "lane" : "bad";
-    }
-    // parentheses around the whole index (a view of a view adds a pair): look inside
-    if (/^\(.*\)$/.test(e) && balanced(e.slice(1, -1))) return this.lane(e.slice(1, -1));
-    const shifted = /^(.*) [+-] (\d+)u$/.exec(e);
-    if (shifted && balanced(shifted[1])) {
-      const l = this.lane(shifted[1]);
-      return l === "lane" && Number(shifted[2]) % 4 !== 0 ? "bad" : l;
-    }
-    // a sum of scaled terms (a linear offset, as Renderer.linear writes them): the same for
-    // the 4 elements when each term is; first + 0..3 when one unscaled term is and the
-    // others are multiples of 4
-    const terms = topLevelTerms(e);
-    if (terms.length < 2) return "bad";
-    let laneTerms = 0;
-    let aligned = true; // every other term a multiple of 4
-    for (const t of terms) {
-      const scaled = /^(.*) \* (\d+)u$/.exec(t);
-      const l = this.lane(scaled ? scaled[1] : t);
-      if (l === "bad" || (l === "lane" && scaled)) return "bad";
-      if (l === "lane") laneTerms++;
-      else if (!scaled || Number(scaled[2]) % 4 !== 0) aligned = false;
-    }
-    if (laneTerms === 0) return "same";
-    return laneTerms === 1 && aligned ? "lane" : "bad";
+  /** How an index varies across the 4 elements of vector mode (index-expr.ts `laneOf`). */
+  private lane(e: Ix): "same" | "lane" | "bad" {
+    return laneOf(e, this.ctx.vector!);
   }
 
   /** A buffer load; in vector mode a vec4 load along the innermost axis, or a scalar one. */
-  private load(buf: string, n: Node, idx: readonly string[]): string {
+  private load(buf: string, n: Node, idx: readonly Ix[]): string {
     const shape = this.shape(n);
-    const at = Renderer.linear(idx, shape);
+    const at = linear(idx, shape);
     const half = this.ctx.half?.has(n) ?? false;
     const widen = (load: string, vec: boolean) => (half ? `${vec ? "vec4<f32>" : "f32"}(${load})` : load);
     if (!this.ctx.vector) return this.bind(widen(`${buf}[${at}]`, false), wgslType(n));
@@ -292,52 +207,19 @@ export class Renderer {
     const axis = lanes.indexOf("lane");
     if (lanes.includes("bad") || lanes.lastIndexOf("lane") !== axis || (axis >= 0 && (axis !== shape.length - 1 || shape[axis] % 4 !== 0)))
       throw new Unvectorizable(`${n.op} is read across the vector lanes`);
-    if (axis < 0) return this.bind(widen(scalarLoad(buf, at), false), wgslType(n));
+    if (axis < 0) return this.bind(widen(scalarLoad(buf, at.text), false), wgslType(n));
     this.vectorLoads.add(buf);
     return this.bind(widen(`${buf}[(${at}) / 4u]`, true), wgslType(n), true);
   }
 
-  /**
-   * The row-major linear offset of `idx` in a tensor of `shape`. Adjacent indices that
-   * are consecutive digits of one value (see Digit) fold back into that value, so a
-   * load at the kernel's own layout is `buf[lin]`, not a chain of divisions.
-   */
-  static linear(idx: readonly string[], shape: readonly number[]): string {
-    const st = stridesOf(shape);
-    const terms: string[] = [];
-    let run: { d: Digit; stride: number } | undefined;
-    const flush = () => {
-      if (run) terms.push(run.stride === 1 ? digitText(run.d) : `${digitText(run.d)} * ${run.stride}u`);
-      run = undefined;
-    };
-    idx.forEach((e, i) => {
-      if (shape[i] === 1) return; // contributes nothing, and the axes around it stay adjacent
-      const d = DIGITS.get(e);
-      if (d && run && d.base === run.d.base && d.mod === shape[i] && run.d.stride === d.stride * d.mod) {
-        run = { d: { base: d.base, stride: d.stride, mod: run.d.mod * d.mod }, stride: st[i] };
-        return;
-      }
-      flush();
-      if (d) run = { d, stride: st[i] };
-      else terms.push(st[i] === 1 ? e : `${e} * ${st[i]}u`);
-    });
-    flush();
-    return terms.length ? terms.join(" + ") : "0u";
+  /** The row-major linear offset of `idx` in a tensor of `shape` (index-expr.ts). */
+  static linear(idx: readonly IxLike[], shape: readonly number[]): Ix {
+    return linear(idx, shape);
   }
 
-  /** Splits a linear offset into per-axis indices of `shape`. */
-  static delinear(lin: string, shape: readonly number[]): string[] {
-    const st = stridesOf(shape);
-    const known = DIGITS.get(lin);
-    const opaque: Digit = { base: atom(lin), stride: 1, mod: Infinity };
-    return shape.map((n, i) => {
-      if (n === 1) return "0u";
-      // the outermost axis needs no modulo: the kernel bounds `lin`
-      const mod = i === 0 ? Infinity : n;
-      // ((b / s) % m / st) % n is (b / (s st)) % n only when st n divides m
-      const d = known && (known.mod === Infinity || known.mod % (st[i] * (i === 0 ? 1 : n)) === 0) ? known : opaque;
-      return digitText({ base: d.base, stride: d.stride * st[i], mod: i === 0 ? d.mod / st[i] : mod });
-    });
+  /** Splits a linear offset into per-axis indices of `shape` (index-expr.ts). */
+  static delinear(lin: IxLike, shape: readonly number[]): Ix[] {
+    return delinear(lin, shape);
   }
 
   /**
@@ -357,10 +239,11 @@ export class Renderer {
   }
 
   /** WGSL expression (usually a `let` name) for element `idx` of node `n`. */
-  value(n: Node, idx: readonly string[]): string {
+  value(n: Node, index: readonly IxLike[]): string {
     const given = this.ctx.given?.get(n);
     if (given) return given;
-    const key = `${n.id}|${idx.join(",")}`;
+    const idx = index.map(ix);
+    const key = `${n.id}|${idx.map((e) => e.text).join(",")}`;
     const hit = this.memo.get(key);
     if (hit) return hit;
     const out = this.compute(n, idx);
@@ -368,7 +251,7 @@ export class Renderer {
     return out;
   }
 
-  private compute(n: Node, idx: readonly string[]): string {
+  private compute(n: Node, idx: readonly Ix[]): string {
     const buf = this.ctx.bufferVar(n);
     if (buf) return this.load(buf, n, idx);
     const a = n.attrs as Record<string, unknown>;
@@ -431,11 +314,11 @@ export class Renderer {
       }
       case "reshape": {
         const out = this.shape(n);
-        return this.value(src[0], Renderer.delinear(Renderer.linear(idx, out), this.shape(src[0])));
+        return this.value(src[0], delinear(linear(idx, out), this.shape(src[0])));
       }
       case "permute": {
         const perm = a.perm as readonly number[];
-        const si = new Array<string>(perm.length);
+        const si = new Array<Ix>(perm.length);
         perm.forEach((p, i) => (si[p] = idx[i]));
         return this.value(src[0], si);
       }
@@ -443,14 +326,14 @@ export class Renderer {
         const from = this.shape(src[0]);
         return this.value(
           src[0],
-          idx.map((e, i) => (from[i] === 1 ? "0u" : e)),
+          idx.map((e, i) => (from[i] === 1 ? ZERO : e)),
         );
       }
       case "slice": {
         const start = shapeEval(a.start as Node["shape"], this.dims);
         return this.value(
           src[0],
-          idx.map((e, i) => (start[i] === 0 ? e : `(${e} + ${start[i]}u)`)),
+          idx.map((e, i) => (start[i] === 0 ? e : new IxShift(e, start[i]))),
         );
       }
       case "pad": {
@@ -461,11 +344,11 @@ export class Renderer {
           if (before[i] === 0 && from[i] === this.shape(n)[i]) return e;
           conds.push(`(${e} >= ${before[i]}u && ${e} < ${before[i] + from[i]}u)`);
           const l = this.ctx.vector ? this.lane(e) : "same";
-          if (l === "same") return `u32(clamp(i32(${e}) - ${before[i]}, 0, ${from[i] - 1}))`;
+          if (l === "same") return new IxOpaque(`u32(clamp(i32(${e}) - ${before[i]}, 0, ${from[i] - 1}))`, [e]);
           // along the vector: the 4 elements are all inside or all padding when the bounds are
           // multiples of 4; a padding vector's (wrapped) index is read but its value not used
           if (l === "bad" || before[i] % 4 !== 0 || from[i] % 4 !== 0) throw new Unvectorizable("pad boundary inside a vector");
-          return before[i] === 0 ? e : `(${e} - ${before[i]}u)`;
+          return before[i] === 0 ? e : new IxShift(e, -before[i]);
         });
         const v = this.value(src[0], si);
         return conds.length
@@ -478,17 +361,18 @@ export class Renderer {
         if (src.length === 1) return this.value(src[0], idx);
         const axis = a.axis as number;
         const offsets = src.map((_, k) => src.slice(0, k).reduce((acc, part) => acc + this.shape(part)[axis], 0));
-        const range = this.ctx.ranges?.get(idx[axis]);
+        const range = this.ctx.ranges?.get(idx[axis].text);
         const within = range && offsets.findIndex((o, k) => o <= range[0] && range[1] <= o + this.shape(src[k])[axis]);
         if (range && within !== undefined && within >= 0)
           return this.value(
             src[within],
-            idx.map((e, i) => (i !== axis || offsets[within] === 0 ? e : `(${e} - ${offsets[within]}u)`)),
+            idx.map((e, i) => (i !== axis || offsets[within] === 0 ? e : new IxShift(e, -offsets[within]))),
           );
-        if (/^[A-Za-z_]\w*$/.test(idx[axis])) {
-          const splits = this.concatSplits.get(idx[axis]) ?? new Set<number>();
+        const at = idx[axis];
+        if (at instanceof IxVar) {
+          const splits = this.concatSplits.get(at.name) ?? new Set<number>();
           offsets.slice(1).forEach((o) => splits.add(o));
-          this.concatSplits.set(idx[axis], splits);
+          this.concatSplits.set(at.name, splits);
         }
         const type = wgslType(n);
         // vector mode: the 4 elements are in one part when its bounds are multiples of 4;
@@ -504,7 +388,7 @@ export class Renderer {
         src.forEach((s, k) => {
           const o = off;
           off += this.shape(s)[axis];
-          const si = idx.map((e, i) => (i !== axis || o === 0 ? e : `(${e} - ${o}u)`));
+          const si = idx.map((e, i) => (i !== axis || o === 0 ? e : new IxShift(e, -o)));
           const head = k === src.length - 1 ? "else" : `${k === 0 ? "" : "else "}if (${idx[axis]} < ${off}u)`;
           this.branch(head, k === 0, () => {
             const v = this.value(s, si);
@@ -520,7 +404,7 @@ export class Renderer {
         const id = this.value(ids, idx.slice(0, ir));
         if (this.isVector(id)) throw new Unvectorizable("gather of a different row per vector lane");
         const row = this.bind(`u32(clamp(i32(${id}), 0, ${rows - 1}))`, "u32");
-        return this.value(table, [row, ...idx.slice(ir)]);
+        return this.value(table, [new IxVar(row), ...idx.slice(ir)]);
       }
       default:
         throw new Error(`internal: ${n.op} cannot be rendered inline (it should have been materialized)`);
