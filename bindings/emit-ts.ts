@@ -14,10 +14,32 @@ import { type Plan, runnablePlan } from "../lowering/plan.ts";
  * structure is built as syntax, not pasted strings.
  */
 
+/** Generation compiled ahead: a prefill of a right-padded prompt window and a decode step (runtime/planned-decoder.ts). */
+export interface GenerationPlans {
+  readonly prefill: Plan;
+  readonly decode: Plan;
+  readonly prefillState: CompiledModel["state"];
+  readonly decodeState: CompiledModel["state"];
+  readonly prefix: number;
+}
+
+/** The plans at one weight storage. */
+export interface PlansAt {
+  readonly forward: Plan;
+  readonly generation?: GenerationPlans;
+}
+
+const runnableSet = (p: PlansAt) => ({
+  forward: runnablePlan(p.forward),
+  ...(p.generation && {
+    generation: { ...p.generation, prefill: runnablePlan(p.generation.prefill), decode: runnablePlan(p.generation.decode) },
+  }),
+});
+
 export interface ModuleSource {
   /** the model as compiled: its inputs, outputs (taps included) and parameters */
   readonly model: CompiledModel;
-  readonly plans: { readonly f32: Plan; readonly f16?: Plan };
+  readonly plans: { readonly f32: PlansAt; readonly f16?: PlansAt };
   /** the taps among the outputs (compiler/tap-outputs.ts) */
   readonly taps: readonly TapOutput[];
   /** how it was made, for the header */
@@ -40,7 +62,7 @@ function shapeDoc(shape: CompiledModel["inputs"][number]["shape"], compiled: rea
 
 export function emitModelModule(src: ModuleSource): string {
   const { model, plans, taps } = src;
-  const plan = plans.f32;
+  const plan = plans.f32.forward;
   const name = model.name;
   const project = new Project({ useInMemoryFileSystem: true });
   const file = project.createSourceFile(`${name}.ts`, "", { overwrite: true });
@@ -139,7 +161,7 @@ export function emitModelModule(src: ModuleSource): string {
         initializer: `[\n${used
           .map((n) => {
             const info = model.params.find((p) => p.name === n);
-            const f16 = plans.f16?.params.some((p) => (p.part?.of ?? p.name) === n && p.dtype === "f16") ?? false;
+            const f16 = plans.f16?.forward.params.some((p) => (p.part?.of ?? p.name) === n && p.dtype === "f16") ?? false;
             return `  ${JSON.stringify({ name: n, shape: info?.shape ?? tensorOf(n, plan.params).shape, trainable: trainable.get(n) ?? false, f16 })},`;
           })
           .join("\n")}\n]`,
@@ -149,19 +171,20 @@ export function emitModelModule(src: ModuleSource): string {
 
   file.addVariableStatement({
     declarationKind: VariableDeclarationKind.Const,
-    docs: ["The compiled plans: f32 weights, and f16 weights for adapters with shader-f16."],
+    docs: [
+      "The compiled plans: the forward and, when it decodes, a prefill and a decode step; with f32 weights, and with f16 weights for adapters with shader-f16.",
+    ],
     declarations: [
       {
         name: "plans",
         type: "ModelPlans",
-        initializer: JSON.stringify({ f32: runnablePlan(plans.f32), ...(plans.f16 && { f16: runnablePlan(plans.f16) }) }),
+        initializer: JSON.stringify({ f32: runnableSet(plans.f32), ...(plans.f16 && { f16: runnableSet(plans.f16) }) }),
       },
     ],
   });
 
-  const tokens = plan.inputs.find((i) => i.name === "tokens");
-  const logits = own.length === 1 ? tensorOf(own[0].name, plan.outputs) : undefined;
-  const decodes = tokens?.dtype === "i32" && tokens.shape.length === 2 && tokens.shape[0] === 1 && logits?.shape.length === 3;
+  const generation = plans.f32.generation;
+  const decodes = generation !== undefined;
   const fixed = ["tokens", "prompt_mask"];
   const cls = file.addClass({
     isExported: true,
@@ -236,7 +259,7 @@ export function emitModelModule(src: ModuleSource): string {
       isAsync: true,
       name: "generate",
       docs: [
-        `Greedy decoding of up to \`maxTokens\` token ids after \`prompt\` (ids) within the compiled window of ${tokens.shape[1]} tokens, stopping after an id in \`stop\`; give \`bos\` so a leading BOS stays out of prompt_mask, as in training.${rest.length ? ` The other inputs (${rest.map((i) => i.name).join(", ")}) stay fixed.` : ""}`,
+        `Greedy decoding of up to \`maxTokens\` token ids after \`prompt\` (ids) with a KV cache (a prompt of up to ${generation?.prefill.inputs.find((i) => i.name === "tokens")?.shape[1]} tokens, ${generation?.decode.dims.C} positions in all), stopping after an id in \`stop\`; give \`bos\` so a leading BOS stays out of prompt_mask, as in training.${rest.length ? ` The other inputs (${rest.map((i) => i.name).join(", ")}) stay fixed.` : ""}`,
       ],
       parameters: [
         { name: "prompt", type: "readonly number[]" },

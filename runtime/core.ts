@@ -7,5 +7,6 @@ export type { PlanTensor, RunnablePlan } from "../lowering/plan.ts";
 export { decodeSafetensors, type DecodedTensor } from "../io/safetensors-format.ts";
 export { createExecutor, PlanExecutor } from "./executor.ts";
 export { type DeviceInfo, type Gpu, gpuFromDevice, openGpu } from "./gpu.ts";
-export { type GreedyOptions, type HostArray, LoadedModel, type LoadOptions, ModelInputError, type ModelPlans, type WeightsSource } from "./loaded-model.ts";
+export { type HostArray, LoadedModel, type LoadOptions, ModelInputError, type ModelPlans, type PlanSet, type WeightsSource } from "./loaded-model.ts";
 export { browserPlatform, type Platform } from "./platform.ts";
+export { type DecodePlans, type GreedyOptions, PlannedDecoder, type StateLink } from "./planned-decoder.ts";

@@ -9,6 +9,7 @@ import { UserError } from "../grammar/diagnostics.ts";
 import type { Gpu } from "./device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "./executor.ts";
 import { uploadParams } from "./param-upload.ts";
+import { stateCopies } from "./planned-decoder.ts";
 import { planTarget } from "./webgpu-backend.ts";
 
 /**
@@ -33,10 +34,6 @@ export interface DecoderOptions {
   readonly context: number;
   /** frozen weights stored as f16 on the device (lowering/plan.ts PlanOptions.weights); default f32 */
   readonly weights?: WeightStorage;
-}
-
-function stateCopies(m: CompiledModel): { from: string; to: string }[] {
-  return m.state.flatMap((s) => (s.update ? [{ from: s.update, to: s.input }] : []));
 }
 
 /** Checks a prompt batch against the cache before anything runs. */
@@ -126,7 +123,7 @@ export class DeviceDecoder implements StepModel {
   async prefill(feed: ReadonlyMap<string, Tensor>, T: number): Promise<Tensor> {
     checkPrompt(this.models, this.opts, T);
     const ex = await this.prefillExecutor(T);
-    const [logits] = await ex.run(feed, { read: ["out"], copies: stateCopies(this.models.prefill) });
+    const [logits] = await ex.run(feed, { read: ["out"], copies: stateCopies(this.models.prefill.state) });
     return logits;
   }
 
@@ -137,7 +134,7 @@ export class DeviceDecoder implements StepModel {
       ["tokens", tensor([B, 1], tokens)],
       [CACHE_POS, tensor([B], positions)],
     ]);
-    const [logits] = await this.decoder.run(feed, { read: ["out"], copies: stateCopies(this.models.decode) });
+    const [logits] = await this.decoder.run(feed, { read: ["out"], copies: stateCopies(this.models.decode.state) });
     const V = logits.shape[2];
     return { shape: [B, V], data: logits.data };
   }

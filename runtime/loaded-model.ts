@@ -3,6 +3,7 @@ import { decodeSafetensors } from "../io/safetensors-format.ts";
 import { numel, type Tensor } from "../compiler/tensor.ts";
 import { createExecutor, type PlanExecutor } from "./executor.ts";
 import { type Gpu, gpuFromDevice } from "./gpu.ts";
+import { type DecodePlans, type GreedyOptions, PlannedDecoder } from "./planned-decoder.ts";
 import type { Platform } from "./platform.ts";
 
 /**
@@ -18,25 +19,21 @@ export type HostArray = Float32Array | Int32Array | readonly number[];
 /** A safetensors file: its bytes, or where to fetch it from. */
 export type WeightsSource = Uint8Array | ArrayBuffer | string | URL;
 
+/** One model's plans at one weight storage: its forward, and generation when it decodes. */
+export interface PlanSet {
+  readonly forward: RunnablePlan;
+  readonly generation?: DecodePlans;
+}
+
 /** The plans of one model: f32 weights always; f16 weights where the adapter has shader-f16. */
 export interface ModelPlans {
-  readonly f32: RunnablePlan;
-  readonly f16?: RunnablePlan;
+  readonly f32: PlanSet;
+  readonly f16?: PlanSet;
 }
 
 export interface LoadOptions {
   /** false: f32 weights even where f16 ones could run (default: f16 where the device has shader-f16) */
   readonly f16?: boolean;
-}
-
-export interface GreedyOptions {
-  readonly maxTokens: number;
-  /** ids that end the answer (an EOS): generated, then decoding stops */
-  readonly stop?: readonly number[];
-  /** what fills the window past the sequence (default 0); causal attention never reads it */
-  readonly pad?: number;
-  /** the tokenizer's BOS id: a prompt starting with it leaves it out of prompt_mask */
-  readonly bos?: number;
 }
 
 /** Thrown for inputs or weights that do not fit the compiled model. */
@@ -52,17 +49,12 @@ async function weightBytes(source: WeightsSource): Promise<Uint8Array> {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-const argmax = (xs: ArrayLike<number>, from: number, n: number): number => {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (xs[from + i] > xs[from + best]) best = i;
-  return best;
-};
-
 export class LoadedModel {
   private constructor(
     readonly gpu: Gpu,
     readonly plan: RunnablePlan,
     private readonly ex: PlanExecutor,
+    private readonly decoder: PlannedDecoder | undefined,
     /** opened by `open`: the device is this model's to free */
     private readonly ownsDevice: boolean,
   ) {}
@@ -77,30 +69,33 @@ export class LoadedModel {
   }
 
   private static async create(gpu: Gpu, plans: ModelPlans, weights: WeightsSource, opts: LoadOptions, ownsDevice: boolean): Promise<LoadedModel> {
-    const plan = plans.f16 && gpu.hasF16 && opts.f16 !== false ? plans.f16 : plans.f32;
+    const set = plans.f16 && gpu.hasF16 && opts.f16 !== false ? plans.f16 : plans.f32;
     const file = typeof weights === "string" || weights instanceof URL ? String(weights) : "weights";
     const tensors = decodeSafetensors(await weightBytes(weights), file);
     const params = new Map<string, Tensor>();
-    for (const p of plan.params) {
+    const plan = set.forward;
+    for (const p of [set.forward, set.generation?.prefill, set.generation?.decode].flatMap((q) => q?.params ?? [])) {
       const name = p.part?.of ?? p.name;
       if (params.has(name)) continue;
       const t = tensors.get(name);
       if (!t) throw new ModelInputError(`${file} has no tensor \`${name}\`, which ${plan.model} reads`);
       params.set(name, { shape: t.shape, data: Float64Array.from(t.data) });
     }
-    const ex = await createExecutor(gpu, plan, undefined);
+    // generation owns the weights; the forward borrows those it reads the same way
+    const decoder = set.generation && (await PlannedDecoder.create(gpu, set.generation, params));
     try {
-      ex.writeParams(params);
+      const ex = await createExecutor(gpu, plan, undefined, undefined, decoder ? { shareWith: decoder.decoder } : {});
+      try {
+        ex.writeParams(params);
+      } catch (e) {
+        ex.destroy();
+        throw e;
+      }
+      return new LoadedModel(gpu, plan, ex, decoder, ownsDevice);
     } catch (e) {
-      ex.destroy();
+      decoder?.destroy();
       throw e;
     }
-    return new LoadedModel(gpu, plan, ex, ownsDevice);
-  }
-
-  /** How the frozen weights are stored on the device: "f16" where the f16 plan was chosen. */
-  get weightStorage(): "f16" | "f32" {
-    return this.plan.params.some((p) => p.dtype === "f16") ? "f16" : "f32";
   }
 
   /**
@@ -115,6 +110,11 @@ export class LoadedModel {
       gpu.destroy();
       throw e;
     }
+  }
+
+  /** How the frozen weights are stored on the device: "f16" where the f16 plans were chosen. */
+  get weightStorage(): "f16" | "f32" {
+    return this.plan.params.some((p) => p.dtype === "f16") ? "f16" : "f32";
   }
 
   /** The inputs the plan takes, with their dtypes and shapes at the compiled dims. */
@@ -144,42 +144,25 @@ export class LoadedModel {
   }
 
   /**
-   * Greedy decoding within the compiled window of T tokens: each step runs the whole
-   * forward on the prompt and what was generated so far (padded with `pad`), and takes the
-   * most likely next token at the last filled position. No KV cache: T forwards of T
-   * tokens, which is fine for the short answers a demo generates. `prompt_mask`, when the
-   * model takes one, marks the prompt but a leading `bos` (a router averages over it). Stops
-   * after a `stop` id (kept), after `maxTokens`, or when the window is full.
+   * Greedy decoding with a KV cache (the plans' generation: a prefill of the prompt, then
+   * one token per step): up to `maxTokens` ids after `prompt`, stopping after a `stop` id
+   * (kept). `rest`: the model's other inputs for the prompt (an image). `prompt_mask`,
+   * when the model takes one, marks the prompt but a leading `bos`, as in training.
    */
-  async greedy(prompt: readonly number[], rest: Readonly<Record<string, HostArray>>, opts: GreedyOptions): Promise<number[]> {
-    const tokens = this.plan.inputs.find((i) => i.name === "tokens");
-    const logits = this.plan.outputs[0];
-    if (!tokens || tokens.shape.length !== 2 || tokens.shape[0] !== 1 || logits.shape.length !== 3)
-      throw new ModelInputError(`${this.plan.model}: greedy decoding needs a tokens input [1, T] and logits [1, S, vocab]`);
-    const [, T] = tokens.shape;
-    const [, S, vocab] = logits.shape;
-    if (prompt.length < 1 || prompt.length >= T) throw new ModelInputError(`the prompt has ${prompt.length} tokens: the compiled window holds 1 to ${T - 1}`);
-    // the prompt's own tokens, not a leading BOS, as in training (data/batches.ts)
-    const first = opts.bos !== undefined && prompt[0] === opts.bos ? 1 : 0;
-    const promptMask = Float32Array.from({ length: T }, (_, i) => (i >= first && i < prompt.length ? 1 : 0));
-    const seq = [...prompt];
-    const out: number[] = [];
-    while (out.length < opts.maxTokens && seq.length < T) {
-      const ids = Int32Array.from({ length: T }, (_, i) => (i < seq.length ? seq[i] : (opts.pad ?? 0)));
-      const feed: Record<string, HostArray> = { ...rest, tokens: ids };
-      if (this.plan.inputs.some((i) => i.name === "prompt_mask")) feed.prompt_mask = promptMask;
-      const y = (await this.run(feed))[logits.name];
-      // a visual prefix (concat fusion) comes before the text's T positions
-      const next = argmax(y, (S - T + seq.length - 1) * vocab, vocab);
-      out.push(next);
-      seq.push(next);
-      if (opts.stop?.includes(next)) break;
+  greedy(prompt: readonly number[], rest: Readonly<Record<string, HostArray>>, opts: GreedyOptions): Promise<number[]> {
+    if (!this.decoder) throw new ModelInputError(`${this.plan.model} was compiled without generation plans`);
+    const prefill = new Map<string, Tensor>();
+    for (const [name, x] of Object.entries(rest)) {
+      const spec = this.plan.inputs.find((i) => i.name === name);
+      if (!spec) throw new ModelInputError(`${this.plan.model} has no input \`${name}\``);
+      prefill.set(name, { shape: spec.shape, data: Float64Array.from(x) });
     }
-    return out;
+    return this.decoder.greedy(prompt, prefill, opts);
   }
 
   destroy(): void {
     this.ex.destroy();
+    this.decoder?.destroy();
     if (this.ownsDevice) this.gpu.destroy();
   }
 }

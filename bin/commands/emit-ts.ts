@@ -1,14 +1,38 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { emitModelModule } from "../../bindings/emit-ts.ts";
+import { emitModelModule, type GenerationPlans, type PlansAt } from "../../bindings/emit-ts.ts";
+import { CONTEXT_DIM } from "../../compiler/decoding.ts";
+import type { CompiledModel } from "../../compiler/elaborate.ts";
+import { type GenerationModels, generationModels } from "../../compiler/generation-models.ts";
 import { withTapOutputs } from "../../compiler/tap-outputs.ts";
 import { UserError } from "../../grammar/diagnostics.ts";
 import { writeSafetensors } from "../../io/safetensors.ts";
-import { buildPlan, WEBGPU_DEFAULT_TARGET } from "../../lowering/plan.ts";
+import { buildPlan, type PlanTarget, WEBGPU_DEFAULT_TARGET, type WeightStorage } from "../../lowering/plan.ts";
 import { checkSizes } from "../../compiler/size-limits.ts";
 import { loadAllParams } from "../../runtime/interp-backend.ts";
 import { loadTrainedWeights } from "../../train/checkpoint.ts";
 import { type DimOptions, loadModel, resolveDims } from "./load.ts";
+
+/** Whether the model generates text: int tokens [B, T] in, logits [B, S, vocab] out. */
+const decodes = (m: CompiledModel) => {
+  const tokens = m.inputs.find((i) => i.name === "tokens");
+  return tokens?.dtype === "i32" && tokens.shape.length === 2 && m.outputs[0]?.node.shape.length === 3;
+};
+
+/** A prefill of the forward's whole window (prompts right-padded to it) and a decode step, batch 1. */
+function generationPlans(g: GenerationModels, dims: Readonly<Record<string, number>>, target: PlanTarget, weights: WeightStorage): GenerationPlans {
+  const T = dims[g.seqDim];
+  const at = { [g.batchDim]: 1, [g.seqDim]: T, [CONTEXT_DIM]: T };
+  const prefix = g.prefixLength(at);
+  const context = T + prefix;
+  return {
+    prefill: buildPlan(g.prefill, { ...at, [CONTEXT_DIM]: context }, target, undefined, { weights }),
+    decode: buildPlan(g.decode, { [g.batchDim]: 1, [CONTEXT_DIM]: context }, target, undefined, { weights }),
+    prefillState: g.prefill.state,
+    decodeState: g.decode.state,
+    prefix,
+  };
+}
 
 export interface EmitTsOptions {
   readonly model?: string;
@@ -34,15 +58,20 @@ export async function emitTs(file: string, o: EmitTsOptions): Promise<void> {
   const { model, taps } = o.taps.length ? withTapOutputs(base, o.taps) : { model: base, taps: [] };
   const dims = resolveDims(model, o.dims);
   checkSizes(model, dims, { device: WEBGPU_DEFAULT_TARGET });
-  const f32 = buildPlan(model, dims, WEBGPU_DEFAULT_TARGET);
-  const f16 = buildPlan(model, dims, { ...WEBGPU_DEFAULT_TARGET, shaderF16: true }, undefined, { weights: "f16" });
+  const plansAt = (weights: WeightStorage): PlansAt => {
+    const target = { ...WEBGPU_DEFAULT_TARGET, shaderF16: weights === "f16" };
+    return { forward: buildPlan(model, dims, target, undefined, { weights }), generation: generation && generationPlans(generation, dims, target, weights) };
+  };
+  const generation = decodes(base) ? generationModels(base.program, base.name) : undefined;
+  const [f32, f16] = [plansAt("f32"), plansAt("f16")];
   mkdirSync(o.out, { recursive: true });
   const moduleFile = join(o.out, `${model.name}.ts`);
   writeFileSync(moduleFile, emitModelModule({ model, plans: { f32, f16 }, taps, command: o.command }));
+  const f32Plan = f32.forward;
 
   const params = await loadAllParams(model, 0);
   if (o.checkpoint) for (const [k, v] of await loadTrainedWeights(o.checkpoint, model)) params.set(k, v);
-  const used = new Set(f32.params.map((p) => p.part?.of ?? p.name));
+  const used = new Set([f32.forward, f32.generation?.prefill, f32.generation?.decode].flatMap((p) => p?.params ?? []).map((p) => p.part?.of ?? p.name));
   const weightsFile = join(o.out, `${model.name}.weights.safetensors`);
   await writeSafetensors(
     weightsFile,
@@ -51,6 +80,6 @@ export async function emitTs(file: string, o: EmitTsOptions): Promise<void> {
   );
   const at = (p: string) => relative(process.cwd(), p) || p;
   process.stdout.write(
-    `wrote ${at(moduleFile)} (${f32.kernels.length} kernels; f16 plan: ${f16.kernels.length}) and ${at(weightsFile)} (${used.size} parameters${o.checkpoint ? `, trained ones from ${o.checkpoint}` : ", untrained: pass --checkpoint for a trained stage's"})\n`,
+    `wrote ${at(moduleFile)} (${f32Plan.kernels.length} kernels${f32.generation ? `, generation ${f32.generation.prefill.kernels.length} + ${f32.generation.decode.kernels.length}` : ""}; f16 plans too) and ${at(weightsFile)} (${used.size} parameters${o.checkpoint ? `, trained ones from ${o.checkpoint}` : ", untrained: pass --checkpoint for a trained stage's"})\n`,
   );
 }
