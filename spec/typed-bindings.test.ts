@@ -25,6 +25,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, runInterp } from "../runtime/interp-backend.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import { ModelInputError } from "../runtime/loaded-model.ts";
+import { loadTokenizer } from "../data/tokenizers/load.ts";
 import { rng } from "../util/rng.ts";
 import { useGpu } from "./gpu-check.ts";
 
@@ -256,4 +257,36 @@ test("a weights file without a tensor the plan reads is refused by name", async 
     mod.TinyVQA.load(gpu, readFileSync(file)),
     (e: Error) => e instanceof ModelInputError && /has no tensor `language\.embed`/.test(e.message),
   );
+});
+
+test("a real pretrained model as a module: stories260K's generate() prints llama2.c's own greedy text", async (t) => {
+  if (!fixture.device(t)) return;
+  const stories = "../shared/fixtures/stories260K";
+  const dir = join(DIR, "stories");
+  mkdirSync(dir, { recursive: true });
+  const dehvf = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "bin/dehvf.ts", ...args], { encoding: "utf8" });
+  const imported = dehvf(["import", join(stories, "stories260K.bin"), "--tokenizer", join(stories, "tok512.bin"), "-o", join(dir, "s.dehvf")]);
+  assert.equal(imported.status, 0, imported.stderr);
+  // BOS and 200 new tokens: a window of 201
+  const compiled = dehvf(["compile", join(dir, "s.dehvf"), "--emit", "ts", "-o", dir, "--seq", "201"]);
+  assert.equal(compiled.status, 0, compiled.stderr);
+  const gen = (await import(pathToFileURL(resolve(dir, "Stories260K.ts")).href)) as {
+    Stories260K: {
+      open(
+        p: Platform,
+        w: string,
+      ): Promise<{ weights: string; generate(p: number[], i: object, o: { maxTokens: number }): Promise<number[]>; destroy(): void }>;
+    };
+  };
+  const m = await gen.Stories260K.open(nodePlatform, join(dir, "Stories260K.weights.safetensors"));
+  try {
+    const ids = await m.generate([1], {}, { maxTokens: 200 });
+    const tok = await loadTokenizer(resolve(stories, "tok512.bin"));
+    const text = tok.streamDecoder({ after: [1] });
+    const out = ids.map((id) => text.push(id)).join("") + text.flush();
+    t.diagnostic(`${m.weights} weights, ${ids.length} tokens`);
+    assert.equal(`${out}\n`, readFileSync(join(stories, "expected-greedy-200.txt"), "utf8") + "\n");
+  } finally {
+    m.destroy();
+  }
 });
