@@ -25,6 +25,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { initAllParams, runInterp } from "../runtime/interp-backend.ts";
 import { roundedToHalf } from "../runtime/half.ts";
 import { ModelInputError } from "../runtime/loaded-model.ts";
+import { emitTs } from "../bin/commands/emit-ts.ts";
 import { loadTokenizer } from "../data/tokenizers/load.ts";
 import { rng } from "../util/rng.ts";
 import { useGpu } from "./gpu-check.ts";
@@ -290,3 +291,31 @@ test("a real pretrained model as a module: stories260K's generate() prints llama
     m.destroy();
   }
 });
+
+for (const name of ["TinyVQAMemVP", "TinyVQAConcat"])
+  test(`${name} as a module: generate() matches the interpreter's decoder (${name === "TinyVQAConcat" ? "64 visual tokens before the text" : "one ViT layer in every FFN"})`, async (t) => {
+    const gpu = fixture.device(t);
+    if (!gpu) return;
+    const dir = join(DIR, name);
+    await emitTs(MODEL_FILE, { model: name, out: dir, taps: [], dims: { batch: 1, seq: 16 }, command: "test" });
+    const gen = (await import(pathToFileURL(resolve(dir, `${name}.ts`)).href)) as Record<
+      string,
+      { load(g: Gpu, w: Uint8Array, o: { f16: boolean }): Promise<{ generate(p: number[], i: object, o: object): Promise<number[]>; destroy(): void }> }
+    >;
+    const bytes = readFileSync(join(dir, `${name}.weights.safetensors`));
+    const m = await gen[name].load(gpu, bytes, { f16: false });
+    try {
+      const image = inputs().image;
+      const prompt = [1, 20, 33, 47, 51, 60, 12];
+      const ours = await m.generate(prompt, { image }, { maxTokens: 5, bos: 1 });
+      const weights = new Map([...decodeSafetensors(bytes)].map(([n, w]) => [n, { shape: w.shape, data: Float64Array.from(w.data) }]));
+      const models = generationModels(loadProgram(MODEL_FILE), name);
+      const decoder = new InterpDecoder(models, weights, { batch: 1, context: 64 + 16 });
+      const reference: number[] = [];
+      for await (const id of generate(decoder, prompt, { maxTokens: 5 }, new Map([["image", tensor([1, 1, 56, 56], Array.from(image))]]))) reference.push(id);
+      t.diagnostic(`generated ${ours.join(" ")}; interpreter ${reference.join(" ")}`);
+      assert.deepEqual(ours, reference);
+    } finally {
+      m.destroy();
+    }
+  });
