@@ -120,35 +120,23 @@ function planner(rand: () => number): (type: QuestionType) => Plan {
   const [brightDeck, largeDeck] = [deck(rand, [true, false]), deck(rand, [true, false])];
   const [brightQuads, sizeQuads] = [deck(rand, [0, 1, 2, 3]), deck(rand, [0, 1, 2, 3])];
   const looksWith = (q: number, look: Partial<Look>): Quad<Look> => [0, 1, 2, 3].map((k) => ({ ...randomLook(rand), ...(k === q ? look : {}) })) as Quad<Look>;
+  // a low-level question about the item in quadrant q: its look `key` is `on` (words: [on, off])
+  const lookQuestion = (type: QuestionType, q: number, key: "bright" | "large", on: boolean, [yes, no]: [string, string]): Plan => ({
+    type,
+    quadrant: q,
+    question: `Is the item in the ${QUADRANTS[q]} ${yes} or ${no}?`,
+    classes: randomClasses(rand),
+    looks: looksWith(q, { [key]: on }),
+    correct: on ? yes : no,
+    distractors: [on ? no : yes],
+  });
 
   return (type) => {
     switch (type) {
-      case "brightness": {
-        const q = brightQuads();
-        const bright = brightDeck();
-        return {
-          type,
-          quadrant: q,
-          question: `Is the item in the ${QUADRANTS[q]} bright or dim?`,
-          classes: randomClasses(rand),
-          looks: looksWith(q, { bright }),
-          correct: bright ? "bright" : "dim",
-          distractors: [bright ? "dim" : "bright"],
-        };
-      }
-      case "size": {
-        const q = sizeQuads();
-        const large = largeDeck();
-        return {
-          type,
-          quadrant: q,
-          question: `Is the item in the ${QUADRANTS[q]} large or small?`,
-          classes: randomClasses(rand),
-          looks: looksWith(q, { large }),
-          correct: large ? "large" : "small",
-          distractors: [large ? "small" : "large"],
-        };
-      }
+      case "brightness":
+        return lookQuestion("brightness", brightQuads(), "bright", brightDeck(), ["bright", "dim"]);
+      case "size":
+        return lookQuestion("size", sizeQuads(), "large", largeDeck(), ["large", "small"]);
       case "presence": {
         const g = groupDeck();
         const yes = yesDeck();

@@ -1,7 +1,7 @@
 /**
  * The device as the runtime core sees it: a GPUDevice with what its adapter offers. Built
  * from any GPUAdapter, Dawn's in Node (runtime/device.ts) or `navigator.gpu`'s in a browser
- * (runtime/browser-gpu.ts); nothing here imports a platform module.
+ * (runtime/platform.ts); nothing here imports a platform module.
  */
 
 export interface DeviceInfo {

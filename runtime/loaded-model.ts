@@ -4,7 +4,7 @@ import { numel, type Tensor } from "../compiler/tensor.ts";
 import { createExecutor, type PlanExecutor } from "./executor.ts";
 import { type Gpu, gpuFromDevice } from "./gpu.ts";
 import { type DecodePlans, type GreedyOptions, PlannedDecoder } from "./planned-decoder.ts";
-import type { Platform } from "./platform.ts";
+import { fetchBytes, type Platform } from "./platform.ts";
 
 /**
  * A compiled model with its weights on a device, as a generated module (`dehvf compile
@@ -44,9 +44,11 @@ export class ModelInputError extends Error {
 async function weightBytes(source: WeightsSource): Promise<Uint8Array> {
   if (source instanceof Uint8Array) return source;
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
-  const response = await fetch(source);
-  if (!response.ok) throw new ModelInputError(`weights: ${String(source)} answered ${response.status} ${response.statusText}`);
-  return new Uint8Array(await response.arrayBuffer());
+  try {
+    return await fetchBytes(source);
+  } catch (e) {
+    throw new ModelInputError(`weights: ${(e as Error).message}`);
+  }
 }
 
 export class LoadedModel {

@@ -19,9 +19,12 @@ export const browserPlatform: Platform = {
     if (!adapter) throw new Error("no WebGPU adapter in this browser (Chromium on a CPU needs --enable-unsafe-webgpu)");
     return openGpu(adapter);
   },
-  async bytes(where) {
-    const response = await fetch(where);
-    if (!response.ok) throw new Error(`${String(where)} answered ${response.status} ${response.statusText}`);
-    return new Uint8Array(await response.arrayBuffer());
-  },
+  bytes: fetchBytes,
 };
+
+/** The body of `url`, or an error naming it and the status it answered. */
+export async function fetchBytes(url: string | URL): Promise<Uint8Array> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${String(url)} answered ${response.status} ${response.statusText}`);
+  return new Uint8Array(await response.arrayBuffer());
+}

@@ -10,7 +10,7 @@ import { buildDefaultData } from "../data/build.ts";
 import { DataError } from "../data/data-error.ts";
 import { FILES, loadDataset } from "../data/loader.ts";
 import { promptParts } from "../data/scienceqa.ts";
-import { hfTokenizer } from "../data/tokenizers/hf.ts";
+import { hfTokenizer, specialAddedTokens } from "../data/tokenizers/hf.ts";
 import { loadTokenizer } from "../data/tokenizers/load.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { fcRuns } from "./fc-runs.ts";
@@ -119,15 +119,7 @@ describe("other tokenizer.json models", () => {
   const bytePieces = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
   const sentencePiece = {
     version: "1.0",
-    added_tokens: ["<unk>", "<s>", "</s>"].map((content, id) => ({
-      id,
-      content,
-      special: true,
-      normalized: false,
-      lstrip: false,
-      rstrip: false,
-      single_word: false,
-    })),
+    added_tokens: specialAddedTokens(["<unk>", "<s>", "</s>"]),
     normalizer: {
       type: "Sequence",
       normalizers: [
@@ -185,15 +177,7 @@ describe("other tokenizer.json models", () => {
     const bert = hfTokenizer(
       {
         version: "1.0",
-        added_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map((content, id) => ({
-          id,
-          content,
-          special: true,
-          normalized: false,
-          lstrip: false,
-          rstrip: false,
-          single_word: false,
-        })),
+        added_tokens: specialAddedTokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]"]),
         normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
         pre_tokenizer: { type: "BertPreTokenizer" },
         post_processor: { type: "BertProcessing", sep: ["[SEP]", 3], cls: ["[CLS]", 2] },

@@ -13,6 +13,10 @@ export interface AddedTokenJson {
   special?: boolean;
 }
 
+/** `contents` as tokenizer.json's added special tokens, ids 0, 1, … in order. */
+export const specialAddedTokens = (contents: readonly string[]): AddedTokenJson[] =>
+  contents.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+
 /** tokenizer.json (Hugging Face `tokenizers`): the parts read here; the library reads the rest. */
 export interface TokenizerJson {
   added_tokens: AddedTokenJson[];

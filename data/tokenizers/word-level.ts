@@ -1,5 +1,5 @@
 import { Tokenizer as HfLibrary } from "@huggingface/tokenizers";
-import type { TokenizerConfig, TokenizerJson } from "./hf.ts";
+import { specialAddedTokens, type TokenizerConfig, type TokenizerJson } from "./hf.ts";
 
 /** Our vocabulary's first four ids. */
 export const PAD = 0;
@@ -33,7 +33,7 @@ function wordLevelFiles(words: readonly string[]): TokenizerFiles {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: specialAddedTokens(SPECIAL_TOKENS),
     normalizer: null,
     // Whitespace first, so the pattern's Isolated split leaves no whitespace pieces behind.
     pre_tokenizer: {
