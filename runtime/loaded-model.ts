@@ -81,6 +81,11 @@ export class LoadedModel {
       if (params.has(name)) continue;
       const t = tensors.get(name);
       if (!t) throw new ModelInputError(`${file} has no tensor \`${name}\`, which ${plan.model} reads`);
+      // a block of rows of a larger weight (PlanTensor.part) knows only its rows
+      const fits = p.part ? t.shape.slice(1).join() === p.shape.slice(1).join() && t.shape[0] >= p.part.end : t.shape.join() === p.shape.join();
+      if (!fits) throw new ModelInputError(`${file}: \`${name}\` has shape [${t.shape.join(", ")}], ${plan.model} expects [${p.shape.join(", ")}]`);
+      const bad = t.data.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new ModelInputError(`${file}: \`${name}\` holds ${t.data[bad]} at element ${bad}`);
       params.set(name, { shape: t.shape, data: Float64Array.from(t.data) });
     }
     // generation owns the weights; the forward borrows those it reads the same way

@@ -249,7 +249,7 @@ test("open() takes the device and the weights file from a platform (Node: Dawn a
   }
 });
 
-test("a weights file without a tensor the plan reads is refused by name", async (t) => {
+test("a weights file without a tensor the plan reads, with a wrong shape or a non-finite value is refused by name", async (t) => {
   const gpu = fixture.device(t);
   if (!gpu) return;
   const file = join(DIR, "partial.safetensors");
@@ -257,6 +257,23 @@ test("a weights file without a tensor the plan reads is refused by name", async 
   await assert.rejects(
     mod.TinyVQA.load(gpu, readFileSync(file)),
     (e: Error) => e instanceof ModelInputError && /has no tensor `language\.embed`/.test(e.message),
+  );
+  // the trained weights with one tensor changed
+  const good = [...params].map(([n, w]) => [n, { shape: w.shape, data: Float32Array.from(w.data) }] as const);
+  const changed = async (name: string, to: { shape: readonly number[]; data: Float32Array }) => {
+    const f = join(DIR, "changed.safetensors");
+    await writeSafetensors(f, new Map(good.map(([n, w]) => [n, n === name ? to : w])));
+    return mod.TinyVQA.load(gpu, readFileSync(f));
+  };
+  await assert.rejects(
+    changed("language.embed", { shape: [64, 256], data: new Float32Array(64 * 256) }),
+    (e: Error) => e instanceof ModelInputError && /`language\.embed` has shape \[64, 256\], TinyVQA expects \[128, 128\]/.test(e.message),
+  );
+  const nan = Float32Array.from(params.get("dehvf.proj.fc1.w")!.data);
+  nan[5] = Number.NaN;
+  await assert.rejects(
+    changed("dehvf.proj.fc1.w", { shape: [64, 64], data: nan }),
+    (e: Error) => e instanceof ModelInputError && /`dehvf\.proj\.fc1\.w` holds NaN at element 5/.test(e.message),
   );
 });
 
@@ -319,3 +336,16 @@ for (const name of ["TinyVQAMemVP", "TinyVQAConcat"])
       m.destroy();
     }
   });
+
+test("--emit ts refuses what it cannot do, exit 1 with why", () => {
+  for (const [args, why] of [
+    [["--emit", "ts"], /--emit ts writes files: pass -o DIR/],
+    [["--emit", "ts", "-o", join(DIR, "x"), "--train"], /--emit ts emits the forward: leave out --train/],
+    [["--emit", "ts", "-o", join(DIR, "x"), "--tap", "dehvf.nope"], /has no tap `dehvf\.nope`/],
+    [["-o", join(DIR, "x")], /-o, --tap and --checkpoint go with --emit ts/],
+  ] as const) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "bin/dehvf.ts", "compile", MODEL_FILE, ...args], { encoding: "utf8" });
+    assert.equal(r.status, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+  }
+});

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
+import { UserFacingError } from "../util/user-facing-error.ts";
 
 /**
  * Headless Chromium driven over the DevTools protocol through `--remote-debugging-pipe`
@@ -59,7 +60,7 @@ export class Chromium {
   }
 
   static launch(path = chromiumPath()): Chromium {
-    if (!path) throw new Error("chromium is not installed (npm run setup installs Debian's)");
+    if (!path) throw new UserFacingError("chromium is not installed (npm run setup installs Debian's)");
     const profile = mkdtempSync(join(tmpdir(), "dehvf-chromium-"));
     const proc = spawn(
       path,
