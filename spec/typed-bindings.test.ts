@@ -29,6 +29,7 @@ import { emitTs } from "../bin/commands/emit-ts.ts";
 import { loadTokenizer } from "../data/tokenizers/load.ts";
 import { rng } from "../util/rng.ts";
 import { useGpu } from "./gpu-check.ts";
+import { STORIES260K } from "./shared-fixtures.ts";
 
 const MODEL_FILE = "models/tiny-vqa.dehvf";
 // inside the package, so the module's `dehvf/runtime` import resolves to this checkout
@@ -279,7 +280,7 @@ test("a weights file without a tensor the plan reads, with a wrong shape or a no
 
 test("a real pretrained model as a module: stories260K's generate() prints llama2.c's own greedy text", async (t) => {
   if (!fixture.device(t)) return;
-  const stories = "../shared/fixtures/stories260K";
+  const stories = STORIES260K;
   const dir = join(DIR, "stories");
   mkdirSync(dir, { recursive: true });
   const dehvf = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "bin/dehvf.ts", ...args], { encoding: "utf8" });

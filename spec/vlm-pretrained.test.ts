@@ -29,8 +29,9 @@ import { identityChanges, stageIdentity } from "../train/identity.ts";
 import { trainStages } from "../train/stages.ts";
 import { groundedExamples } from "../data/examples.ts";
 import { useGpu } from "./gpu-check.ts";
+import { STORIES260K } from "./shared-fixtures.ts";
 
-const STORIES = resolve("../shared/fixtures/stories260K");
+const STORIES = STORIES260K;
 const CLIP_MEAN = [0.4815, 0.4578, 0.4082];
 const CLIP_STD = [0.2686, 0.2613, 0.2758];
 
