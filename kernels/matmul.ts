@@ -47,6 +47,8 @@
  * compile ~7× slower).
  */
 
+import { loopEnd, type LoopTarget } from "./loop-end.ts";
+
 export interface MatmulOperand {
   readonly offset: number;
   readonly batchStrides: readonly number[];
@@ -68,7 +70,7 @@ export interface MatmulSpec {
   readonly b: MatmulOperand;
 }
 
-export interface KernelTarget {
+export interface KernelTarget extends LoopTarget {
   readonly isFallback: boolean;
   /** 0 without subgroups; otherwise the adapter's minimum subgroup size */
   readonly subgroupSize: number;
@@ -514,7 +516,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   const bVal = (uu: number, c: number): string =>
     bVec ? `mm_bt${uu}_${c >> 2}.${"xyzw"[c & 3]}` : bK4 ? `mm_bq${uu >> 2}_${c}.${"xyzw"[uu & 3]}` : `mm_bv${uu}_${c}`;
   const i2 = ind + "  ";
-  L.push(`${ind}for (var mm_k = 0u; mm_k < ${u(Kp)}; mm_k += ${u(KU)}) {`);
+  L.push(`${ind}for (var mm_k = 0u; mm_k < ${loopEnd(Kp, t, "C")}; mm_k += ${u(KU)}) {`);
   for (let p = 0; p < P; p++) L.push(`${i2}let mm_av${p} = ${aLoad(p)};`);
   for (let uu = 0; uu < KU; uu++) {
     const kk = uu === 0 ? "mm_k" : `mm_k + ${u(uu)}`;
@@ -550,7 +552,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
     L.push(`${ind}var mm_out: array<vec4<f32>, ${TM * G}>;`);
     for (let r = 0; r < TM; r++)
       for (let q = 0; q < G; q++) L.push(`${ind}mm_out[${r * G + q}] = vec4<f32>(${[0, 1, 2, 3].map((x) => `mm_acc${r}_${4 * q + x}`).join(", ")});`);
-    L.push(`${ind}for (var mm_e = 0u; mm_e < ${u(TM * G)}; mm_e++) {`);
+    L.push(`${ind}for (var mm_e = 0u; mm_e < ${loopEnd(TM * G, t, "C")}; mm_e++) {`);
     L.push(`${ind}  let i = mm_row0 + mm_e / ${u(G)};`);
     L.push(`${ind}  let j = mm_col0 + (mm_e % ${u(G)}) * ${u(S * 4)};`);
     L.push(`${ind}  if (i < ${u(M)} && j < ${u(N)}) { C[(b * ${u(M * N)} + i * ${u(N)} + j) / 4u] = ${epi}4(mm_out[mm_e], b, i, j); }`);
@@ -558,7 +560,7 @@ function subgroupMatmul(s: MatmulSpec, t: KernelTarget, texture: boolean, o: Mat
   } else {
     L.push(`${ind}var mm_out: array<f32, ${TM * TN}>;`);
     for (let r = 0; r < TM; r++) for (let c = 0; c < TN; c++) L.push(`${ind}mm_out[${r * TN + c}] = mm_acc${r}_${c};`);
-    L.push(`${ind}for (var mm_e = 0u; mm_e < ${u(TM * TN)}; mm_e++) {`);
+    L.push(`${ind}for (var mm_e = 0u; mm_e < ${loopEnd(TM * TN, t, "C")}; mm_e++) {`);
     L.push(`${ind}  let i = mm_row0 + mm_e / ${u(TN)};`);
     L.push(`${ind}  let mm_c = mm_e % ${u(TN)};`);
     L.push(`${ind}  let j = mm_col0 + ${V === 1 ? `mm_c * ${u(S)}` : `(mm_c / ${u(V)}) * ${u(S * V)} + mm_c % ${u(V)}`};`);
@@ -765,7 +767,7 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
   L.push(`${ind}let mm_row0 = mm_tm * ${u(BM)};`);
   L.push(`${ind}let mm_col0 = mm_tn * ${u(BN)};`);
   for (let r = 0; r < rm; r++) for (let c4 = 0; c4 < rn / 4; c4++) L.push(`${ind}var mm_acc${r}_${c4} = vec4<f32>(0.0);`);
-  L.push(`${ind}for (var mm_k0 = 0u; mm_k0 < ${u(K)}; mm_k0 += ${u(bk)}) {`);
+  L.push(`${ind}for (var mm_k0 = 0u; mm_k0 < ${loopEnd(K, t, "C")}; mm_k0 += ${u(bk)}) {`);
   /** distribute `slots` vec4 slots over the NT threads; body(e) emits one slot */
   const slots = (n: number, body: () => void): void => {
     for (let p = 0; p < Math.ceil(n / NT); p++) {
@@ -804,7 +806,7 @@ function tiledMatmul(s: MatmulSpec, t: KernelTarget, c: TiledConfig, epi: string
     L.push(`${j2}mm_Bs[mm_e] = select(vec4<f32>(0.0), mm_v, mm_k < ${u(K)});`);
   });
   L.push(`${i2}workgroupBarrier();`);
-  L.push(`${i2}for (var mm_kq = 0u; mm_kq < ${u(KQ)}; mm_kq++) {`);
+  L.push(`${i2}for (var mm_kq = 0u; mm_kq < ${loopEnd(KQ, t, "C")}; mm_kq++) {`);
   const i3 = i2 + "  ";
   for (let r = 0; r < rm; r++) L.push(`${i3}let mm_a${r} = mm_As[(mm_lid.y + ${u(r * ty)}) * ${u(KQ)} + mm_kq];`);
   for (let q = 0; q < 4; q++) {
@@ -861,7 +863,7 @@ ${batchBases(s, "b", "  ")}
   let mm_ap = mm_aBase + i * ${u(s.a.rowStride)};
   let mm_bp = mm_bBase + j * ${u(s.b.colStride)};
   var mm_acc = 0.0;
-  for (var k = 0u; k < ${u(K)}; k++) {
+  for (var k = 0u; k < ${loopEnd(K, t, "C")}; k++) {
     mm_acc = fma(${widened(s.a, `A[mm_ap + k * ${u(s.a.colStride)}]`, false)}, ${widened(s.b, `B[mm_bp + k * ${u(s.b.rowStride)}]`, false)}, mm_acc);
   }
   C[mm_lin] = ${epi}(mm_acc, b, i, j);

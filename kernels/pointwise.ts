@@ -1,6 +1,7 @@
 import type { Node } from "../compiler/ir.ts";
 import { numel } from "../compiler/tensor.ts";
 import type { IxLike } from "./index-expr.ts";
+import { loopEnd, type LoopTarget } from "./loop-end.ts";
 import { f32Literal, Renderer, type RenderContext, resolveScalarLoads, tryVector, WGSL_HELPERS, wgslType } from "./render.ts";
 
 /** A generated compute shader plus how to launch it. */
@@ -65,7 +66,7 @@ export function extraOutputDecls(also: readonly Node[], first: number): string[]
 }
 
 /** What launch shapes depend on. */
-export interface LaunchTarget {
+export interface LaunchTarget extends LoopTarget {
   readonly maxWorkgroupsPerDim: number;
   /** a CPU adapter (lavapipe): workgroups are expensive, see `launch` */
   readonly isFallback: boolean;
@@ -79,6 +80,8 @@ export interface Launch {
   /** items per invocation, WORKGROUP apart */
   readonly items: number;
   readonly workgroups: readonly [number, number, number];
+  /** the item loop stays rolled (see loopEnd) */
+  readonly rolledLoops?: boolean;
 }
 
 const MAX_ITEMS = 16;
@@ -98,7 +101,7 @@ export function launch(total: number, t: LaunchTarget, cost = 1): Launch {
   let items = 1;
   while (t.isFallback && items * 2 <= MAX_ITEMS && items * 2 * WORKGROUP * cost <= GROUP_WORK && Math.ceil(total / (items * 2 * WORKGROUP)) >= MIN_GROUPS)
     items *= 2;
-  return { total, items, workgroups: grid(Math.ceil(total / (WORKGROUP * items)), t.maxWorkgroupsPerDim) };
+  return { total, items, workgroups: grid(Math.ceil(total / (WORKGROUP * items)), t.maxWorkgroupsPerDim), ...(t.rolledLoops ? { rolledLoops: true } : {}) };
 }
 
 /** The entry point: `body` computes item `lin` (< total), for each of the invocation's items. */
@@ -116,7 +119,7 @@ ${body}
   // item, so the first one past the end ends the invocation.
   return `${head}
   let lin0 = ${group} * ${WORKGROUP * l.items}u + lid;
-  for (var item = 0u; item < ${l.items}u; item++) {
+  for (var item = 0u; item < ${loopEnd(l.items, l, "out0")}; item++) {
     let lin = lin0 + item * ${WORKGROUP}u;
     if (lin >= ${l.total}u) { return; }
 ${body.replace(/^(?=.)/gm, "  ")}
@@ -249,7 +252,7 @@ export function reduceKernel(k: KernelBody): GeneratedKernel & { variant: string
       const term = ctx.vector ? inner.splat(v, type) : v;
       return {
         inner,
-        text: `  for (var r = ${lo}u; r < ${hi}u; r++) {
+        text: `  for (var r = ${lo}u; r < ${loopEnd(hi, k.target, "out0")}; r++) {
 ${inner.lines.join("\n")}
     acc = ${isMax ? `max(acc, ${term})` : `acc + ${term}`};
   }`,

@@ -1,6 +1,7 @@
 import type { Node } from "../compiler/ir.ts";
 import type { RowKernel } from "../compiler/schedule.ts";
 import { numel } from "../compiler/tensor.ts";
+import { loopEnd, type LoopTarget } from "./loop-end.ts";
 import { type KernelTarget, subgroupsUsable } from "./matmul.ts";
 import { type GeneratedKernel, grid, helpersText, kernelBuffers, kernelMain, launch, vectorDecls } from "./pointwise.ts";
 import { f32Literal, Renderer, resolveScalarLoads, tryVector, wgslType } from "./render.ts";
@@ -67,7 +68,9 @@ export function rowKernel(
     const l = launch(rows, target, (k.row.reductions.length + 1) * n);
     // along the innermost axis in steps of 4: vec4 loads (see RenderContext.vector)
     const v =
-      target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0 ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half)) : undefined;
+      target.vec4 !== false && axis === shape.length - 1 && n % 4 === 0
+        ? tryVector(() => rowBody(k, shapes, dims, strategy, width, true, half, target))
+        : undefined;
     if (v) {
       const { decls, vec4 } = vectorDecls(k.output, k.inputs, v.renderers, undefined, undefined, half);
       return {
@@ -76,7 +79,7 @@ export function rowKernel(
         variant: "row-thread vec4",
       };
     }
-    const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false, half);
+    const { body, renderers } = rowBody(k, shapes, dims, strategy, width, false, half, target);
     return {
       wgsl: `${kernelBuffers(k.output, k.inputs, undefined, undefined, half).decls}\n${helpersText(...renderers)}\n${kernelMain(l, body)}\n`,
       workgroups: l.workgroups,
@@ -84,7 +87,7 @@ export function rowKernel(
     };
   }
   const { decls } = kernelBuffers(k.output, k.inputs, undefined, undefined, half);
-  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false, half);
+  const { body, renderers, types } = rowBody(k, shapes, dims, strategy, width, false, half, target);
   const helpers = helpersText(...renderers);
   const workgroups = grid(rows, target.maxWorkgroupsPerDim);
   const lane = strategy === "subgroup" ? "@builtin(subgroup_invocation_id) lane: u32" : "@builtin(local_invocation_index) lane: u32";
@@ -117,6 +120,7 @@ function rowBody(
   width: number,
   vector: boolean,
   half: ReadonlySet<Node>,
+  t: LoopTarget,
 ): { body: string; renderers: Renderer[]; types: Set<string> } {
   const shape = shapes.get(k.output)!;
   const axis = k.row.axis;
@@ -133,11 +137,12 @@ function rowBody(
   const outAt = vector ? `(${Renderer.linear(at, shape)}) / 4u` : Renderer.linear(at, shape);
   const given = new Map<Node, string>();
   const renderers: Renderer[] = [];
+  const end = loopEnd(n, t, "out0");
   const loop = vector
-    ? `for (var vj = 0u; vj < ${n}u; vj += 4u)`
+    ? `for (var vj = 0u; vj < ${end}; vj += 4u)`
     : strategy === "thread"
-      ? `for (var j = 0u; j < ${n}u; j++)`
-      : `for (var j = lane; j < ${n}u; j += ${width}u)`;
+      ? `for (var j = 0u; j < ${end}; j++)`
+      : `for (var j = lane; j < ${end}; j += ${width}u)`;
   const ctx = { shapes, bufferVar, dims, ...(vector ? { vector: j } : {}), ...(half.size ? { half } : {}) };
   const types = new Set<string>();
   const rescaled = rescaledSummand(k.output, reductions, axis, shapes);

@@ -1,3 +1,4 @@
+import { rolledLoopsFor } from "../kernels/loop-end.ts";
 import type { KernelTarget } from "../kernels/matmul.ts";
 import type { Gpu } from "./device.ts";
 
@@ -13,5 +14,6 @@ export function targetFromGpu(gpu: Gpu): KernelTarget {
     maxInvocations: L.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
     maxTextureDimension2D: dl.maxTextureDimension2D ?? 8192,
+    rolledLoops: rolledLoopsFor(gpu.info.isFallback, L.maxStorageBufferBindingSize),
   };
 }

@@ -57,10 +57,11 @@ export function planTarget(gpu: Gpu): PlanTarget {
     maxStorageBuffers: gpu.info.limits.maxStorageBuffersPerShaderStage,
     shaderF16: gpu.hasF16,
     fuseChains: process.env.DEHVF_FUSE_CHAINS ? process.env.DEHVF_FUSE_CHAINS === "1" : !gpu.info.isFallback,
-    // switches for comparisons: DEHVF_IN_PLACE=0, DEHVF_TEXTURE_B=0, DEHVF_VEC4=0 (the compiler reads no environment)
+    // switches for comparisons: DEHVF_IN_PLACE=0, DEHVF_TEXTURE_B=0, DEHVF_VEC4=0, DEHVF_ROLLED_LOOPS=0 (the compiler reads no environment)
     inPlace: process.env.DEHVF_IN_PLACE !== "0",
     textureB: process.env.DEHVF_TEXTURE_B !== "0",
     vec4: process.env.DEHVF_VEC4 !== "0",
+    ...(process.env.DEHVF_ROLLED_LOOPS === "0" ? { rolledLoops: false } : {}),
     ...(rowStrategy ? { rowStrategy } : {}),
   };
 }

@@ -544,10 +544,56 @@ describe("several items per invocation (CPU adapters' launch shape)", () => {
       const plan = await check(t, c, outs, { target: { ...target, ...cpu, maxWorkgroupsPerDim }, tol: accTol(1031) });
       if (plan)
         assert.ok(
-          plan.kernels.some((k) => /item < \d+u/.test(k.wgsl)),
+          plan.kernels.some((k) => /item < \(?\d+u/.test(k.wgsl)),
           "no kernel took the several-items path",
         );
     });
+});
+
+describe("rolled loops (CPU adapters' compile time, kernels/loop-end.ts)", () => {
+  test("kernels with their loops rolled and unrolled give bit-identical results: items, reductions over concat parts, norms, softmax, matmuls", async (t) => {
+    const g = device(t);
+    if (!g) return;
+    const c = new Case(71);
+    const { t: o } = c;
+    const x = c.in("x", [4, 33, 64], "f32", uniform(-4, 4));
+    const y = c.in("y", [4, 33, 64]);
+    const w = c.w("w", [64, 48]);
+    const bias = c.w("bias", [48]);
+    const gamma = c.w("gamma", [64]);
+    const xc = o.sub(x, o.mean(x, -1, true));
+    const ln = o.mul(o.mul(xc, o.unary("recip", o.unary("sqrt", o.add(o.mean(o.mul(xc, xc), -1, true), c.c(1e-5))))), gamma);
+    const outs = [
+      o.add(o.mul(x, y), c.c(1)),
+      o.sum(o.concat([x, y], 1), 1),
+      o.max(x, 0),
+      ln,
+      o.softmax(y, -1),
+      o.add(o.matmul(ln, w), bias),
+      o.matmul(o.permute(y, [0, 2, 1]), x),
+    ];
+    const model = c.model("rolled", outs);
+    const roots = model.outputs.map((r) => ({ name: r.name, node: r.node }));
+    const want = interpret(outs, { dims: {}, inputs: c.values, params: c.params });
+    const results: Float64Array[][] = [];
+    for (const rolledLoops of [true, false]) {
+      const plan = buildPlan(model, {}, { ...target, isFallback: true, rolledLoops }, roots);
+      assert.equal(
+        plan.kernels.some((k) => k.wgsl.includes("arrayLength")),
+        rolledLoops,
+      );
+      const ex = await PlanExecutor.create(g, plan);
+      try {
+        ex.writeParams(c.params);
+        const got = await ex.run(c.values);
+        got.forEach((r, i) => compare(r, want[i], accTol(66), `rolled ${rolledLoops} out${i}`, plan));
+        results.push(got.map((r) => Float64Array.from(r.data)));
+      } finally {
+        ex.destroy();
+      }
+    }
+    results[0].forEach((r, i) => assert.deepEqual(r, results[1][i], `out${i}: rolled and unrolled differ`));
+  });
 });
 
 describe("matmul", () => {
