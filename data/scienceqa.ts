@@ -71,7 +71,7 @@ const ALL_CLASSES = Array.from({ length: 10 }, (_, c) => c);
 const classesIn = (g: Group) => ALL_CLASSES.filter((c) => CLASS_GROUP[c] === g);
 const classesOutside = (g: Group) => ALL_CLASSES.filter((c) => CLASS_GROUP[c] !== g);
 
-const PRESENCE_QUESTION: Record<Group, string> = {
+export const PRESENCE_QUESTION: Record<Group, string> = {
   top: "Is there a top in the picture?",
   trousers: "Are there trousers in the picture?",
   dress: "Is there a dress in the picture?",
@@ -79,7 +79,7 @@ const PRESENCE_QUESTION: Record<Group, string> = {
   bag: "Is there a bag in the picture?",
 };
 
-const COUNT_QUESTION: Record<Group, string> = {
+export const COUNT_QUESTION: Record<Group, string> = {
   top: "How many tops are in the picture?",
   trousers: "How many pairs of trousers are in the picture?",
   dress: "How many dresses are in the picture?",

@@ -14,7 +14,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { type CompileHook, createExecutor, type PlanExecutor } from "../runtime/executor.ts";
 import { uploadParams } from "../runtime/param-upload.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
-import { labelledImages } from "../data/examples.ts";
+import { answerFromItems } from "../data/answer-from-items.ts";
 import { captionMetrics, multipleChoiceAccuracy, type MultipleChoiceAccuracy } from "./metrics.ts";
 
 /**
@@ -77,24 +77,34 @@ export function* batches(n: number, B: number): Generator<{ idx: number[]; real:
 }
 
 /** Per-quadrant classification accuracy of a [B, 4, 10] classifier. */
-export async function evalClassifier(p: Predictor, split: LoadedSplit, limit = Infinity, tally?: Tally): Promise<{ accuracy: number; items: number }> {
-  const items = labelledImages(split).slice(0, limit);
-  if (tally) tally.total += items.length;
+export async function evalClassifier(
+  p: Predictor,
+  split: LoadedSplit,
+  limit = Infinity,
+  tally?: Tally,
+): Promise<{ accuracy: number; items: number; answersFromItems: MultipleChoiceAccuracy }> {
+  const rows = split.vqa.filter((e) => e.classes).slice(0, limit);
+  if (tally) tally.total += rows.length;
   if (!split.imageShape) throw new Error(`the ${split.split} split was loaded without images`);
   const B = p.dims.B;
   let correct = 0;
-  for (const { idx, real } of batches(items.length, B)) {
-    const image = new Float32Array(B * items[0].image.length);
-    idx.forEach((i, b) => image.set(items[i].image, b * items[0].image.length));
+  const answered: { category: string; correct: boolean }[] = [];
+  for (const { idx, real } of batches(rows.length, B)) {
+    const image = new Float32Array(B * rows[0].image.length);
+    idx.forEach((i, b) => image.set(rows[i].image, b * rows[0].image.length));
     const out = await p.forward(new Map([["image", tensor([B, ...split.imageShape], image)]]));
-    for (let b = 0; b < real; b++)
-      for (let q = 0; q < 4; q++) {
-        const row = out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10);
-        if (row.indexOf(Math.max(...row)) === items[idx[b]].classes[q]) correct++;
-      }
+    for (let b = 0; b < real; b++) {
+      const { classes, problem } = rows[idx[b]];
+      const scores = [0, 1, 2, 3].map((q) => out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10));
+      scores.forEach((row, q) => {
+        if (row.indexOf(Math.max(...row)) === classes![q]) correct++;
+      });
+      const answer = answerFromItems(problem, scores);
+      if (answer !== undefined) answered.push({ category: problem.category, correct: answer === problem.choices[problem.answer] });
+    }
     if (tally) tally.done += real;
   }
-  return { accuracy: correct / (items.length * 4), items: items.length };
+  return { accuracy: correct / (rows.length * 4), items: rows.length, answersFromItems: multipleChoiceAccuracy(answered) };
 }
 
 /**

@@ -79,7 +79,15 @@ export class EvalModel {
     if (!held) throw new Error(`the dataset has no ${split} split loaded`);
     if (this.predictor) {
       const r = await evalClassifier(this.predictor, held, sizes.problems, tally);
-      return { split, item_accuracy: r.accuracy, items: r.items * 4, chance: 1 / CLASS_NAMES.length };
+      const fromItems = Object.fromEntries(Object.entries(r.answersFromItems.perCategory).map(([k, c]) => [k, c.accuracy]));
+      // the questions answered from the predicted classes: how far this ViT's reading of the items carries a fusion
+      return {
+        split,
+        item_accuracy: r.accuracy,
+        items: r.items * 4,
+        chance: 1 / CLASS_NAMES.length,
+        ...(Object.keys(fromItems).length ? { answers_from_items: fromItems } : {}),
+      };
     }
     if (!this.decoder) return { split };
     const described = this.task === "text";
@@ -132,7 +140,11 @@ const fmt = (x: number, d = 4) => (Number.isFinite(x) ? x.toFixed(d) : String(x)
 
 export function describeEval(e: Record<string, unknown>): string {
   const pct = (x: unknown) => `${(100 * (x as number)).toFixed(1)}%`;
-  if ("item_accuracy" in e) return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})`;
+  if ("item_accuracy" in e) {
+    const read = Object.entries((e.answers_from_items ?? {}) as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`);
+    const fromItems = read.length ? `; questions answered from the predicted items: ${read.join(", ")}` : "";
+    return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})${fromItems}`;
+  }
   if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
   const given = e.given ? ` given ${e.given}` : "";
   const per = Object.entries(e.per_type as Record<string, number>)

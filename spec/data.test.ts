@@ -22,7 +22,8 @@ import { CLASS_GROUP, loadFashionMnist, parseIdx, type FashionMnist } from "../d
 import { FILES, loadDataset, readIndex, type LoadedDataset } from "../data/loader.ts";
 import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
 import { promptFormat } from "../data/prompts.ts";
-import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problems } from "../data/scienceqa.ts";
+import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problems, type QuestionType } from "../data/scienceqa.ts";
+import { answerFromItems } from "../data/answer-from-items.ts";
 import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
@@ -265,6 +266,46 @@ describe("ScienceQA-shaped problems", () => {
         assert.equal(answer, p.category === "count" ? String(n) : n > 0 ? "yes" : "no", `${pid}: ${p.question}`);
       }
     }
+  });
+
+  test("answers from item scores: each semantic question answered as the scores' classes say; none for looks or unknown questions", () => {
+    const problems = Object.values(readJson<Problems>(dir, FILES.problems));
+    const fine = ["t-shirt", "trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+    const groupWord = { top: /\btops?\b/, trousers: /trousers/, dress: /dress/, footwear: /footwear|shoes/, bag: /\bbags?\b/ } as const;
+    const argmax = (xs: readonly number[]) => xs.indexOf(Math.max(...xs));
+    // distinct scores, so the best class is unique
+    const scoresArb = fc.array(fc.uniqueArray(fc.integer({ min: -1000, max: 1000 }), { minLength: 10, maxLength: 10 }), { minLength: 4, maxLength: 4 });
+    fc.assert(
+      fc.property(fc.constantFrom(...problems), scoresArb, (p, scores) => {
+        const got = answerFromItems(p, scores);
+        const quad = ["top-left", "top-right", "bottom-left", "bottom-right"].findIndex((q) => p.question.includes(`the ${q}?`));
+        const groups = scores.map((s) => CLASS_GROUP[argmax(s)]);
+        const asked = (Object.keys(groupWord) as (keyof typeof groupWord)[]).find((g) => groupWord[g].test(p.question))!;
+        const n = groups.filter((g) => g === asked).length;
+        const offered = p.choices.map((c) => fine.indexOf(c));
+        const expected = {
+          presence: () => (n > 0 ? "yes" : "no"),
+          count: () => String(n),
+          "position-coarse": () => groups[quad],
+          "position-fine": () => fine[offered[argmax(offered.map((c) => scores[quad][c]))]],
+          brightness: () => undefined,
+          size: () => undefined,
+        }[p.category as QuestionType]();
+        assert.equal(got, expected, `${p.question} ${p.choices.join("/")}`);
+      }),
+      fcRuns(300),
+    );
+    // the true classes ranked first answer every semantic question right
+    const grids = readJson<Record<string, Composite>>(dir, FILES.grids);
+    for (const [pid, p] of Object.entries(readJson<Problems>(dir, FILES.problems))) {
+      const oneHot = grids[pid].classes.map((c) => fine.map((_, k) => (k === c ? 1 : 0)));
+      const got = answerFromItems(p, oneHot);
+      if (p.skill === "low-level") assert.equal(got, undefined);
+      else assert.equal(got, p.choices[p.answer], `${pid}: ${p.question}`);
+    }
+    const oneHot = [0, 1, 2, 3].map(() => fine.map((_, k) => (k === 0 ? 1 : 0)));
+    assert.equal(answerFromItems({ question: "Is there a cat in the picture?", category: "presence", choices: ["yes", "no"] }, oneHot), undefined);
+    assert.equal(answerFromItems({ question: "What is in the middle?", category: "position-fine", choices: ["coat", "shirt"] }, oneHot), undefined);
   });
 
   test("confusable classes are offered together in fine position questions", () => {

@@ -294,6 +294,11 @@ describe("dehvf train / eval", () => {
     const ev = JSON.parse(readFileSync(join(dir, "eval.json"), "utf8"));
     assert.equal(ev.trainable, 5024);
     assert.ok(ev.per_type && "position-fine" in ev.per_type && Number.isFinite(ev.cider_d));
+    // the ViT's stage also answers the semantic questions from its own item predictions
+    const vit = JSON.parse(readFileSync(join(work, "full", "pretrain_vision", "eval.json"), "utf8"));
+    assert.deepEqual(Object.keys(vit.answers_from_items).sort(), ["count", "position-coarse", "position-fine", "presence"]);
+    for (const v of Object.values(vit.answers_from_items)) assert.ok((v as number) >= 0 && (v as number) <= 1);
+    assert.match(r.out, /item accuracy [\d.]+% \(chance 10\.0%\); questions answered from the predicted items: count [\d.]+%, position-coarse/);
 
     // a second run reuses every finished stage
     const again = train("full");
