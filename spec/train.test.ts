@@ -166,6 +166,28 @@ describe("train sections", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   };
+  test("a model's last section is its own: a later section may go on from an earlier one of the same model", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dehvf-stages-"));
+    try {
+      writeFileSync(
+        join(dir, "m.dehvf"),
+        `import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 16, d: 8, layers: 1, heads: 1, ffn: 8)\n  forward(tokens: [B, T] int) -> [B, T, 16] = language(tokens)\n}\n` +
+          `train first { model = M\n  task = "text" }\ntrain longer { model = M\n  task = "text"\n  backbones = [first] }\ntrain tune { task = "text"\n  backbones = [longer] }\n`,
+      );
+      const stages = trainStages(loadProgram(join(dir, "m.dehvf")));
+      assert.deepEqual(
+        stagesFor(stages, "M").map((s) => s.name),
+        ["first", "longer"],
+      );
+      assert.deepEqual(
+        stagesFor(stages, "Other").map((s) => s.name),
+        ["first", "longer", "tune"],
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("bad sections are located errors", () => {
     bad(`train a { task = "text"\n  stepz = 3 }`, /unknown key `stepz`/);
     bad(`train a { model = Nope\n  task = "text" }`, /no model named `Nope`/);

@@ -164,7 +164,8 @@ export function trainStages(program: Program): StageConfig[] {
 
 /** The stages a run of `model` goes through: its backbones' stages first (recursively), then its own. */
 export function stagesFor(all: readonly StageConfig[], model: string): StageConfig[] {
-  const own = all.find((s) => s.model === model) ?? all.find((s) => s.model === undefined);
+  // the last section that names the model: a later one may go on from an earlier (`backbones`)
+  const own = [...all].reverse().find((s) => s.model === model) ?? all.find((s) => s.model === undefined);
   if (!own)
     throw new DehvfError([
       {
