@@ -159,6 +159,24 @@ export interface VqaReport {
   readonly chance: number;
   readonly captions: { bleu4: number; ciderD: number; images: number };
   readonly samples: readonly { question: string; generated: string; answer: string }[];
+  /**
+   * Where answers start with the problem's solution (formats "-EA", "-EC"): per question type,
+   * how often the generated solution is the reference's, and the accuracy among those. It
+   * splits the errors between the solution (for the fusions: reading the picture) and the
+   * answer drawn from it (the LM).
+   */
+  readonly solutions?: { readonly right: MultipleChoiceAccuracy; readonly accuracyWhenRight: MultipleChoiceAccuracy };
+}
+
+/** Whether `generated` starts with the reference answer's text up to the end of its solution; undefined where the answer holds no solution. */
+export function solutionRight(tok: Tokenizer, format: PromptFormat, p: Problem, generated: string): boolean | undefined {
+  // both sides through the tokenizer, so spacing and case are compared as the model writes them
+  const text = (t: string) => tok.decode(tok.encode(t));
+  const reference = format.answer(p, p.answer);
+  const at = p.solution ? reference.indexOf(p.solution) : -1;
+  if (at < 0) return undefined;
+  const upToSolution = text(reference.slice(0, at + p.solution.length));
+  return text(generated).startsWith(upToSolution);
 }
 
 /**
@@ -221,6 +239,14 @@ export async function evalVqa(
   const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: opts.described ? undefined : split.imageShape };
   const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
+  const solved = probs.map((e, i) => solutionRight(tok, format, e.problem, tok.decode(answers[i])));
+  const withSolution = items.filter((_, i) => solved[i] !== undefined);
+  const solutions = withSolution.length
+    ? {
+        right: multipleChoiceAccuracy(items.flatMap((it, i) => (solved[i] === undefined ? [] : [{ category: it.category, correct: solved[i]! }]))),
+        accuracyWhenRight: multipleChoiceAccuracy(items.filter((_, i) => solved[i])),
+      }
+    : undefined;
   const chance = probs.reduce((a, e) => a + 1 / e.problem.choices.length, 0) / Math.max(1, probs.length);
 
   const capRows = caps.map((c) => ({ prompt: encodeText(tok, captionParts(c.captions[0])).prompt, image: c.image }));
@@ -230,5 +256,11 @@ export async function evalVqa(
   const samples = probs
     .slice(0, 3)
     .map((e, i) => ({ question: format.parts(e.problem).prompt, generated: tok.decode(answers[i]), answer: format.parts(e.problem).answer }));
-  return { mc: multipleChoiceAccuracy(items), chance, captions: { bleu4: m.bleu4, ciderD: m.ciderD, images: caps.length }, samples };
+  return {
+    mc: multipleChoiceAccuracy(items),
+    chance,
+    captions: { bleu4: m.bleu4, ciderD: m.ciderD, images: caps.length },
+    samples,
+    ...(solutions && { solutions }),
+  };
 }

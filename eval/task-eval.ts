@@ -13,6 +13,7 @@ import type { CompileHook } from "../runtime/executor.ts";
 import type { Task } from "../data/examples.ts";
 import { groundedExamples, seqLength, trainingTexts } from "../data/examples.ts";
 import { evalClassifier, evalVqa, Predictor, type Tally } from "./evaluate.ts";
+import type { MultipleChoiceAccuracy } from "./metrics.ts";
 
 /** Rows per evaluation run. */
 export const EVAL_BATCH = 64;
@@ -100,7 +101,9 @@ export class EvalModel {
       format: data.format,
       described,
     });
-    const perType = Object.fromEntries(Object.entries(r.mc.perCategory).map(([k, c]) => [k, c.accuracy]));
+    const byType = (a: MultipleChoiceAccuracy) => Object.fromEntries(Object.entries(a.perCategory).map(([k, c]) => [k, c.accuracy]));
+    const perType = byType(r.mc);
+    const solutions = r.solutions && { solution_right: byType(r.solutions.right), accuracy_when_solution_right: byType(r.solutions.accuracyWhenRight) };
     const captions = described ? {} : { bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images };
     return {
       split,
@@ -109,6 +112,7 @@ export class EvalModel {
       questions: r.mc.overall.total,
       chance: r.chance,
       per_type: perType,
+      ...solutions,
       ...captions,
       samples: r.samples,
     };
@@ -153,4 +157,14 @@ export function describeEval(e: Record<string, unknown>): string {
   // the quick periodic evaluations decode no captions: say nothing rather than NaN
   const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
   return `${e.split} accuracy${given} ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
+}
+
+/** The solution line of a final report (answers that start with the solution), or undefined. */
+export function describeSolutions(e: Record<string, unknown>): string | undefined {
+  if (!e.solution_right) return undefined;
+  const per = (x: unknown) =>
+    Object.entries(x as Record<string, number>)
+      .map(([k, v]) => `${k} ${Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "-"}`)
+      .join(", ");
+  return `solution as the reference's: ${per(e.solution_right)}; accuracy where it is: ${per(e.accuracy_when_solution_right)}`;
 }

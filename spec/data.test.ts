@@ -24,6 +24,7 @@ import { PIXEL_MEAN, PIXEL_STD } from "../data/preprocess.ts";
 import { promptFormat } from "../data/prompts.ts";
 import { promptParts, QUESTION_TYPES, type PidSplits, type Problem, type Problems, type QuestionType } from "../data/scienceqa.ts";
 import { answerFromItems } from "../data/answer-from-items.ts";
+import { solutionRight } from "../eval/evaluate.ts";
 import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
@@ -306,6 +307,26 @@ describe("ScienceQA-shaped problems", () => {
     const oneHot = [0, 1, 2, 3].map(() => fine.map((_, k) => (k === 0 ? 1 : 0)));
     assert.equal(answerFromItems({ question: "Is there a cat in the picture?", category: "presence", choices: ["yes", "no"] }, oneHot), undefined);
     assert.equal(answerFromItems({ question: "What is in the middle?", category: "position-fine", choices: ["coat", "shirt"] }, oneHot), undefined);
+  });
+
+  test("a generated answer's solution is the reference's only when every word of it is", () => {
+    const ec = promptFormat("QCM-EC");
+    const problems = Object.values(readJson<Problems>(dir, FILES.problems)).slice(0, 60);
+    for (const p of problems) {
+      const reference = ec.answer(p, p.answer);
+      assert.equal(solutionRight(tok, ec, p, reference), true, reference);
+      // the right solution and a wrong option: the solution is still right
+      const other = (p.answer + 1) % p.choices.length;
+      assert.equal(solutionRight(tok, ec, p, ec.answer(p, other)), true);
+      // one word of the solution changed: wrong, whatever follows
+      const words = p.solution.split(" ");
+      const k = words.length - 1;
+      const changed = [...words.slice(0, k), words[k] === "bag." ? "top." : "bag."].join(" ");
+      assert.equal(solutionRight(tok, ec, p, reference.replace(p.solution, changed)), false, changed);
+      assert.equal(solutionRight(tok, ec, p, ""), false);
+      // no solution in the answer: nothing to say
+      assert.equal(solutionRight(tok, promptFormat("QCM-C"), p, `The answer is ${p.choices[p.answer]}.`), undefined);
+    }
   });
 
   test("confusable classes are offered together in fine position questions", () => {

@@ -6,7 +6,7 @@ import { type CompiledModel, elaborate } from "../compiler/elaborate.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { buildTrainGraph, DEFAULT_OPTIMIZER, trainState, usesDropout } from "../compiler/train-graph.ts";
 import type { LoadedDataset } from "../data/loader.ts";
-import { describeEval, EVAL_BATCH, EvalModel, evaluationSize } from "../eval/task-eval.ts";
+import { describeEval, describeSolutions, EVAL_BATCH, EvalModel, evaluationSize } from "../eval/task-eval.ts";
 import { UserError } from "../grammar/diagnostics.ts";
 import type { Program } from "../grammar/modules.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
@@ -385,6 +385,8 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   killPoint(cfg.name, "final-written");
   await publishResult(dir);
   ctx.say(`${label}: ${describeEval(result)}${msPerStep ? `; ${msPerStep.toFixed(0)} ms/step` : ""}`);
+  const solutions = describeSolutions(result);
+  if (solutions) ctx.say(`${label}: ${solutions}`);
   return { dir, reused: false, identity: s.identity, key: s.key, weights, eval: result, msPerStep };
 }
 

@@ -4,7 +4,7 @@ import { checkSizes } from "../../compiler/size-limits.ts";
 import { hostLimits } from "../../runtime/host-limits.ts";
 import { checkWeightStorage, deviceLimits } from "../../runtime/webgpu-backend.ts";
 import { Dataset } from "../../train/data.ts";
-import { describeEval, EvalModel } from "../../eval/task-eval.ts";
+import { describeEval, describeSolutions, EvalModel } from "../../eval/task-eval.ts";
 import { seqLength, groundedExamples } from "../../data/examples.ts";
 import { nonNegativeInt, positiveInt, WEIGHTS_HELP, weightsOption } from "./load.ts";
 import type { WeightStorage } from "../../lowering/plan.ts";
@@ -52,6 +52,8 @@ export function registerEval(program: Command): void {
         const t0 = performance.now();
         const r = await ev.evaluateSaying(say, data, opts.split, { problems: opts.problems, captions: opts.captions });
         say(describeEval(r));
+        const solutions = describeSolutions(r);
+        if (solutions) say(solutions);
         for (const s of (r.samples ?? []) as { question: string; generated: string; answer: string }[])
           say(`  ${s.question} → ${s.generated} (truth: ${s.answer})`);
         say(`evaluated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
