@@ -240,8 +240,7 @@ export async function evalVqa(
   const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
   const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
   const solved = probs.map((e, i) => solutionRight(tok, format, e.problem, tok.decode(answers[i])));
-  const withSolution = items.filter((_, i) => solved[i] !== undefined);
-  const solutions = withSolution.length
+  const solutions = solved.some((x) => x !== undefined)
     ? {
         right: multipleChoiceAccuracy(items.flatMap((it, i) => (solved[i] === undefined ? [] : [{ category: it.category, correct: solved[i]! }]))),
         accuracyWhenRight: multipleChoiceAccuracy(items.filter((_, i) => solved[i])),

@@ -15,6 +15,9 @@ import { groundedExamples, seqLength, trainingTexts } from "../data/examples.ts"
 import { evalClassifier, evalVqa, Predictor, type Tally } from "./evaluate.ts";
 import type { MultipleChoiceAccuracy } from "./metrics.ts";
 
+/** Accuracy per question type, as the reports write it. */
+const byType = (a: MultipleChoiceAccuracy) => Object.fromEntries(Object.entries(a.perCategory).map(([k, c]) => [k, c.accuracy]));
+
 /** Rows per evaluation run. */
 export const EVAL_BATCH = 64;
 
@@ -80,7 +83,7 @@ export class EvalModel {
     if (!held) throw new Error(`the dataset has no ${split} split loaded`);
     if (this.predictor) {
       const r = await evalClassifier(this.predictor, held, sizes.problems, tally);
-      const fromItems = Object.fromEntries(Object.entries(r.answersFromItems.perCategory).map(([k, c]) => [k, c.accuracy]));
+      const fromItems = byType(r.answersFromItems);
       // the questions answered from the predicted classes: how far this ViT's reading of the items carries a fusion
       return {
         split,
@@ -101,7 +104,6 @@ export class EvalModel {
       format: data.format,
       described,
     });
-    const byType = (a: MultipleChoiceAccuracy) => Object.fromEntries(Object.entries(a.perCategory).map(([k, c]) => [k, c.accuracy]));
     const perType = byType(r.mc);
     const solutions = r.solutions && { solution_right: byType(r.solutions.right), accuracy_when_solution_right: byType(r.solutions.accuracyWhenRight) };
     const captions = described ? {} : { bleu4: r.captions.bleu4, cider_d: r.captions.ciderD, caption_images: r.captions.images };
