@@ -13,22 +13,22 @@ const askedQuadrant = (question: string): number => QUADRANTS.findIndex((q) => q
  * Undefined for questions it cannot read off item classes (brightness, size) or does not
  * know (any other dataset's).
  */
-export function answerFromItems(p: Pick<Problem, "question" | "category" | "choices">, scores: readonly (ArrayLike<number> | undefined)[]): string | undefined {
-  const best = (q: number, among: readonly number[]) => among.reduce((a, c) => (scores[q]![c] > scores[q]![a] ? c : a), among[0]);
+export function answerFromItems(p: Pick<Problem, "question" | "category" | "choices">, scores: readonly ArrayLike<number>[]): string | undefined {
+  const best = (q: number, among: readonly number[]) => among.reduce((a, c) => (scores[q][c] > scores[q][a] ? c : a), among[0]);
   const allClasses = CLASS_NOUNS.map((_, c) => c);
   const group = (q: number) => CLASS_GROUP[best(q, allClasses)];
   switch (p.category) {
     case "presence":
     case "count": {
       const g = askedGroup(p.category === "presence" ? PRESENCE_QUESTION : COUNT_QUESTION, p.question);
-      if (g === undefined || scores.length !== 4) return undefined;
+      if (g === undefined) return undefined;
       const n = [0, 1, 2, 3].filter((q) => group(q) === g).length;
       return p.category === "presence" ? (n > 0 ? "yes" : "no") : String(n);
     }
     case "position-coarse":
     case "position-fine": {
       const q = askedQuadrant(p.question);
-      if (q < 0 || !scores[q]) return undefined;
+      if (q < 0) return undefined;
       if (p.category === "position-coarse") return group(q);
       const offered = p.choices.map((c) => CLASS_NOUNS.indexOf(c as (typeof CLASS_NOUNS)[number]));
       return offered.includes(-1) ? undefined : CLASS_NOUNS[best(q, offered)];

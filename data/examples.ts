@@ -3,16 +3,16 @@ import { captionParts, describePositions } from "./captions.ts";
 import type { Quad } from "./composites.ts";
 import type { LoadedSplit } from "./loader.ts";
 import type { PromptFormat } from "./prompts.ts";
-import type { QuestionType } from "./scienceqa.ts";
+import type { Problem, QuestionType } from "./scienceqa.ts";
 import type { Tokenizer } from "./tokenizers/tokenizer.ts";
 
 /** What a stage trains on (a train section's `task`): quadrant labels, text, or image-grounded text. */
 export const TASKS = ["classify", "text", "vqa"] as const;
 export type Task = (typeof TASKS)[number];
 
-/** Fashion-MNIST composites labelled per quadrant: the ViT pre-training examples. */
-export function labelledImages(split: LoadedSplit): LabelledImage[] {
-  return split.vqa.filter((e) => e.classes).map((e) => ({ image: e.image, classes: e.classes! }));
+/** Fashion-MNIST composites labelled per quadrant: the ViT pre-training examples (with the question asked of each, for its evaluation). */
+export function labelledImages(split: LoadedSplit): (LabelledImage & { readonly problem: Problem })[] {
+  return split.vqa.filter((e) => e.classes).map((e) => ({ image: e.image, classes: e.classes!, problem: e.problem }));
 }
 
 /**

@@ -15,6 +15,7 @@ import { type CompileHook, createExecutor, type PlanExecutor } from "../runtime/
 import { uploadParams } from "../runtime/param-upload.ts";
 import { planTarget } from "../runtime/webgpu-backend.ts";
 import { answerFromItems } from "../data/answer-from-items.ts";
+import { labelledImages } from "../data/examples.ts";
 import { captionMetrics, multipleChoiceAccuracy, type MultipleChoiceAccuracy } from "./metrics.ts";
 
 /**
@@ -83,7 +84,7 @@ export async function evalClassifier(
   limit = Infinity,
   tally?: Tally,
 ): Promise<{ accuracy: number; items: number; answersFromItems: MultipleChoiceAccuracy }> {
-  const rows = split.vqa.filter((e) => e.classes).slice(0, limit);
+  const rows = labelledImages(split).slice(0, limit);
   if (tally) tally.total += rows.length;
   if (!split.imageShape) throw new Error(`the ${split.split} split was loaded without images`);
   const B = p.dims.B;
@@ -97,7 +98,7 @@ export async function evalClassifier(
       const { classes, problem } = rows[idx[b]];
       const scores = [0, 1, 2, 3].map((q) => out.data.subarray((b * 4 + q) * 10, (b * 4 + q + 1) * 10));
       scores.forEach((row, q) => {
-        if (row.indexOf(Math.max(...row)) === classes![q]) correct++;
+        if (row.indexOf(Math.max(...row)) === classes[q]) correct++;
       });
       const answer = answerFromItems(problem, scores);
       if (answer !== undefined) answered.push({ category: problem.category, correct: answer === problem.choices[problem.answer] });
@@ -238,8 +239,9 @@ export async function evalVqa(
   );
   const common = { tally: opts.tally, takesPromptMask: opts.takesPromptMask, imageShape: opts.described ? undefined : split.imageShape };
   const answers = await greedyAnswers(decoder, tok, rows, { ...decoding, ...common });
-  const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, tok.decode(answers[i])) === e.problem.answer }));
-  const solved = probs.map((e, i) => solutionRight(tok, format, e.problem, tok.decode(answers[i])));
+  const decoded = answers.map((a) => tok.decode(a));
+  const items = probs.map((e, i) => ({ category: e.problem.category, correct: format.choiceOf(e.problem, decoded[i]) === e.problem.answer }));
+  const solved = probs.map((e, i) => solutionRight(tok, format, e.problem, decoded[i]));
   const solutions = solved.some((x) => x !== undefined)
     ? {
         right: multipleChoiceAccuracy(items.flatMap((it, i) => (solved[i] === undefined ? [] : [{ category: it.category, correct: solved[i]! }]))),
@@ -254,7 +256,7 @@ export async function evalVqa(
   const m = caps.length ? captionMetrics(corpus) : { bleu4: NaN, ciderD: NaN };
   const samples = probs
     .slice(0, 3)
-    .map((e, i) => ({ question: format.parts(e.problem).prompt, generated: tok.decode(answers[i]), answer: format.parts(e.problem).answer }));
+    .map((e, i) => ({ question: format.parts(e.problem).prompt, generated: decoded[i], answer: format.parts(e.problem).answer }));
   return {
     mc: multipleChoiceAccuracy(items),
     chance,

@@ -143,19 +143,22 @@ export function evaluationSize(task: Task, sizes: EvalSizes): string {
 }
 
 const fmt = (x: number, d = 4) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
+// a type with nothing to measure (no right solution) is null in eval.json
+const pct = (x: unknown) => (Number.isFinite(x) ? `${(100 * (x as number)).toFixed(1)}%` : "-");
+/** `presence 92.2%, count 84.4%`: a per-type record of eval.json */
+const perTypeText = (x: unknown) =>
+  Object.entries(x as Record<string, number>)
+    .map(([k, v]) => `${k} ${pct(v)}`)
+    .join(", ");
 
 export function describeEval(e: Record<string, unknown>): string {
-  const pct = (x: unknown) => `${(100 * (x as number)).toFixed(1)}%`;
   if ("item_accuracy" in e) {
-    const read = Object.entries((e.answers_from_items ?? {}) as Record<string, number>).map(([k, v]) => `${k} ${pct(v)}`);
-    const fromItems = read.length ? `; questions answered from the predicted items: ${read.join(", ")}` : "";
+    const fromItems = e.answers_from_items ? `; questions answered from the predicted items: ${perTypeText(e.answers_from_items)}` : "";
     return `${e.split} item accuracy ${pct(e.item_accuracy)} (chance ${pct(e.chance)})${fromItems}`;
   }
   if (!("accuracy" in e)) return `${e.split}: no held-out metric for this task`;
   const given = e.given ? ` given ${e.given}` : "";
-  const per = Object.entries(e.per_type as Record<string, number>)
-    .map(([k, v]) => `${k} ${pct(v)}`)
-    .join(", ");
+  const per = perTypeText(e.per_type);
   // the quick periodic evaluations decode no captions: say nothing rather than NaN
   const captions = e.caption_images ? `; captions BLEU-4 ${fmt(e.bleu4 as number, 3)} CIDEr-D ${fmt(e.cider_d as number, 3)}` : "";
   return `${e.split} accuracy${given} ${pct(e.accuracy)} of ${e.questions} (chance ${pct(e.chance)}; ${per})${captions}`;
@@ -164,9 +167,5 @@ export function describeEval(e: Record<string, unknown>): string {
 /** The solution line of a final report (answers that start with the solution), or undefined. */
 export function describeSolutions(e: Record<string, unknown>): string | undefined {
   if (!e.solution_right) return undefined;
-  const per = (x: unknown) =>
-    Object.entries(x as Record<string, number>)
-      .map(([k, v]) => `${k} ${Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "-"}`)
-      .join(", ");
-  return `solution as the reference's: ${per(e.solution_right)}; accuracy where it is: ${per(e.accuracy_when_solution_right)}`;
+  return `solution as the reference's: ${perTypeText(e.solution_right)}; accuracy where it is: ${perTypeText(e.accuracy_when_solution_right)}`;
 }
