@@ -21,10 +21,11 @@ export function labelledImages(split: LoadedSplit): (LabelledImage & { readonly 
  * right option to its letter; fine-tuning then has the image stand in for the words),
  * and one caption per caption image (rotating phrasings), so questions are the bulk.
  */
-export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
-  const withContext = split.vqa.map((e) =>
-    encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)),
-  );
+export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): Categorised<EncodedText>[] {
+  const withContext = split.vqa.map((e) => ({
+    ...encodeText(tok, format.parts(e.classes ? { ...e.problem, hint: describePositions(e.classes as Quad<number>, e.looks) } : e.problem)),
+    category: e.problem.category as QuestionType,
+  }));
   return [...withContext, ...split.captions.map((c, i) => encodeText(tok, captionParts(c.captions[i % c.captions.length])))];
 }
 
@@ -37,15 +38,27 @@ export function trainingTexts(tok: Tokenizer, split: LoadedSplit, format: Prompt
  * The tokens are those of the fine-tuning text, only the loss moves; none when the format's
  * answer gives no solution.
  */
-export function solutionGivenTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): EncodedText[] {
+export function solutionGivenTexts(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): Categorised<EncodedText>[] {
   return split.vqa.flatMap((e) => {
     const parts = format.parts(e.problem);
     const solution = e.problem.solution.trim();
     if (!solution || !parts.answer.startsWith(solution)) return [];
     const { prompt, answer } = encodeText(tok, parts);
     const k = solutionTokens(tok, answer, solution);
-    return [{ prompt: [...prompt, ...answer.slice(0, k)], answer: answer.slice(k) }];
+    return [{ prompt: [...prompt, ...answer.slice(0, k)], answer: answer.slice(k), category: e.problem.category as QuestionType }];
   });
+}
+
+/** A training text or example with its question type, when it is a question. */
+export type Categorised<T> = T & { readonly category?: QuestionType };
+
+/**
+ * Each text of a question type listed in `times` that many times in all (a train section's
+ * `oversample`), the rest once, in their order: a type the LM learns slowly (counting)
+ * gets more of the steps without dropping any other text.
+ */
+export function oversampled<T>(texts: readonly Categorised<T>[], times: Readonly<Partial<Record<QuestionType, number>>>): Categorised<T>[] {
+  return texts.flatMap((t) => Array<Categorised<T>>((t.category && times[t.category]) || 1).fill(t));
 }
 
 /** How many of `answer`'s leading tokens spell `solution` (the most whose text stays within it). */
@@ -60,7 +73,7 @@ function solutionTokens(tok: Tokenizer, answer: readonly number[], solution: str
  * Image-grounded examples for fine-tuning: every VQA problem plus one of each caption
  * image's captions (they rotate over images), so questions stay the bulk of the mix.
  */
-export function groundedExamples(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): (EncodedExample & { category?: QuestionType })[] {
+export function groundedExamples(tok: Tokenizer, split: LoadedSplit, format: PromptFormat): Categorised<EncodedExample>[] {
   return [
     ...split.vqa.map((e) => ({ ...encodeText(tok, format.parts(e.problem)), image: e.image, category: e.problem.category as QuestionType })),
     ...split.captions.map((c, i) => ({ ...encodeText(tok, captionParts(c.captions[i % c.captions.length])), image: c.image })),

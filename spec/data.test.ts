@@ -28,7 +28,8 @@ import { solutionRight } from "../eval/evaluate.ts";
 import type { TokenizerConfig, TokenizerJson } from "../data/tokenizers/hf.ts";
 import type { Tokenizer } from "../data/tokenizers/tokenizer.ts";
 import { BOS, buildWordLevel, EOS, MAX_VOCAB, PAD, UNK } from "../data/tokenizers/word-level.ts";
-import { solutionGivenTexts } from "../data/examples.ts";
+import { oversampled, solutionGivenTexts, trainingTexts } from "../data/examples.ts";
+import { taskData } from "../train/tasks.ts";
 import { fcRuns } from "./fc-runs.ts";
 
 const SMALL = { seed: 7, train: 200, val: 50, test: 50 } as const;
@@ -616,6 +617,32 @@ describe("the language model's loss", () => {
     });
     // a format without a solution adds nothing
     assert.equal(solutionGivenTexts(tok, ds.splits.train!, promptFormat("QCM-A")).length, 0);
+  });
+
+  test('`oversample = ["count" * k, …]`: each text of a listed type k times in the mix, every other text once, none dropped', () => {
+    const tok = ds.tokenizer!;
+    const format = promptFormat("QCM-EC");
+    const texts = [...trainingTexts(tok, ds.splits.train!, format), ...solutionGivenTexts(tok, ds.splits.train!, format)];
+    const captions = texts.filter((t) => t.category === undefined).length;
+    assert.ok(captions > 0, "captions carry no question type");
+    fc.assert(
+      fc.property(fc.dictionary(fc.constantFrom(...QUESTION_TYPES), fc.integer({ min: 1, max: 5 })), (times) => {
+        const mix = oversampled(texts, times);
+        const seen = new Map<object, number>();
+        for (const t of mix) seen.set(t, (seen.get(t) ?? 0) + 1);
+        assert.equal(seen.size, texts.length);
+        for (const t of texts) assert.equal(seen.get(t), (t.category && times[t.category]) || 1);
+      }),
+      fcRuns(20),
+    );
+    // the stage's batches draw from that mix
+    const given = { loss: "answer" as const, solutionGiven: true };
+    const withFormat = { ...ds, format };
+    const plain = taskData("text", withFormat, 4, 0, given).examples;
+    const counts = texts.filter((t) => t.category === "count").length;
+    assert.ok(counts > 0);
+    assert.equal(plain, texts.length);
+    assert.equal(taskData("text", withFormat, 4, 0, { ...given, oversample: { count: 3 } }).examples, plain + 2 * counts);
   });
 
   test('`loss = "answer"` trains a text stage on each row\'s answer only, rows weighted equally', () => {

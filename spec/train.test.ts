@@ -151,41 +151,42 @@ describe("train sections", () => {
     assert.equal(stages.find((s) => s.name === "pretrain_vision")!.task, "classify");
   });
 
-  const bad = (body: string, re: RegExp) => {
+  /** The train sections of a one-model file (model M, a tiny LM) with `body` as its sections. */
+  const sectionsOf = (body: string) => {
     const dir = mkdtempSync(join(tmpdir(), "dehvf-stages-"));
     try {
       writeFileSync(
         join(dir, "m.dehvf"),
         `import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 16, d: 8, layers: 1, heads: 1, ffn: 8)\n  forward(tokens: [B, T] int) -> [B, T, 16] = language(tokens)\n}\n${body}\n`,
       );
-      assert.throws(
-        () => trainStages(loadProgram(join(dir, "m.dehvf"))),
-        (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
-      );
+      return trainStages(loadProgram(join(dir, "m.dehvf")));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   };
+  const bad = (body: string, re: RegExp) =>
+    assert.throws(
+      () => sectionsOf(body),
+      (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
+    );
   test("a model's last section is its own: a later section may go on from an earlier one of the same model", () => {
-    const dir = mkdtempSync(join(tmpdir(), "dehvf-stages-"));
-    try {
-      writeFileSync(
-        join(dir, "m.dehvf"),
-        `import "std/llama.dehvf"\nmodel M {\n  language = Llama(vocab: 16, d: 8, layers: 1, heads: 1, ffn: 8)\n  forward(tokens: [B, T] int) -> [B, T, 16] = language(tokens)\n}\n` +
-          `train first { model = M\n  task = "text" }\ntrain longer { model = M\n  task = "text"\n  backbones = [first] }\ntrain tune { task = "text"\n  backbones = [longer] }\n`,
-      );
-      const stages = trainStages(loadProgram(join(dir, "m.dehvf")));
-      assert.deepEqual(
-        stagesFor(stages, "M").map((s) => s.name),
-        ["first", "longer"],
-      );
-      assert.deepEqual(
-        stagesFor(stages, "Other").map((s) => s.name),
-        ["first", "longer", "tune"],
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const stages = sectionsOf(
+      `train first { model = M\n  task = "text" }\ntrain longer { model = M\n  task = "text"\n  backbones = [first] }\ntrain tune { task = "text"\n  backbones = [longer] }`,
+    );
+    assert.deepEqual(
+      stagesFor(stages, "M").map((s) => s.name),
+      ["first", "longer"],
+    );
+    assert.deepEqual(
+      stagesFor(stages, "Other").map((s) => s.name),
+      ["first", "longer", "tune"],
+    );
+  });
+
+  test("`oversample`: how often each listed question type's texts appear, by type name", () => {
+    const [s] = sectionsOf(`train a { model = M\n  task = "text"\n  oversample = ["count" * 4, "position-fine" * 2] }`);
+    assert.deepEqual(s.oversample, { count: 4, "position-fine": 2 });
+    assert.equal(sectionsOf(`train a { model = M\n  task = "text" }`)[0].oversample, undefined, "none unless set: older stages keep their identity");
   });
 
   test("bad sections are located errors", () => {
@@ -198,6 +199,12 @@ describe("train sections", () => {
     bad(`train a { task = "text"\n  recompute = "yes" }`, /`recompute` is true or false/);
     bad(`train a { task = "text"\n  solution_given = 1 }`, /`solution_given` is true or false/);
     bad(`train a { task = "vqa"\n  solution_given = true }`, /`solution_given` applies to the "text" task/);
+    bad(`train a { task = "vqa"\n  oversample = ["count" * 2] }`, /`oversample` applies to the "text" task/);
+    bad(`train a { task = "text"\n  oversample = "count" }`, /`oversample` is a list of question types/);
+    bad(`train a { task = "text"\n  oversample = ["count" + 2] }`, /`oversample` is a list of question types/);
+    bad(`train a { task = "text"\n  oversample = ["counts" * 2] }`, /unknown question type "counts" in `oversample`/);
+    bad(`train a { task = "text"\n  oversample = ["count" * 0] }`, /`oversample` must be at least 1, got 0/);
+    bad(`train a { task = "text"\n  oversample = ["count" * 2, "count" * 3] }`, /"count" is listed twice/);
   });
 });
 

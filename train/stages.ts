@@ -4,6 +4,7 @@ import { DehvfError, type Diagnostic, didYouMean } from "../grammar/diagnostics.
 import type { Program } from "../grammar/modules.ts";
 import { TASKS, type Task } from "../data/examples.ts";
 import { promptProblem } from "../data/prompts.ts";
+import { QUESTION_TYPES, type QuestionType } from "../data/scienceqa.ts";
 
 /** One `train NAME { ... }` section, checked: what to train, on which data, how long. */
 export interface StageConfig {
@@ -31,6 +32,8 @@ export interface StageConfig {
   readonly loss?: "all" | "answer";
   /** task "text": also each question without its context, its solution given, the loss on the answer after it (train/tasks.ts solutionGivenTexts) */
   readonly solutionGiven?: boolean;
+  /** task "text": how many times each listed question type's texts appear in the training mix (`oversample = ["count" * 4]`); the others once */
+  readonly oversample?: Readonly<Partial<Record<QuestionType, number>>>;
   /** recompute each repeated block in the backward instead of keeping its activations (compiler/recompute.ts) */
   readonly recompute?: boolean;
   /** how frozen weights are stored on the device while training and evaluating (lowering/plan.ts); undefined: f32 */
@@ -56,6 +59,7 @@ const KEYS = [
   "answer",
   "loss",
   "solution_given",
+  "oversample",
   "recompute",
   "weights",
 ] as const;
@@ -77,6 +81,23 @@ function name(e: A.Expr, key: string): string {
   if (e.kind === "name") return e.name;
   if (e.kind === "string") return e.value;
   return fail(`\`${key}\` must be a name`, e.span);
+}
+
+/** `oversample = ["count" * 4, …]`: each question type at most once, each times a whole number ≥ 1. */
+function oversampling(e: A.Expr): Partial<Record<QuestionType, number>> {
+  const usage = `\`oversample\` is a list of question types, each times how often its texts appear, e.g. ["count" * 4]`;
+  if (e.kind !== "list" || e.items.length === 0) fail(usage, e.span);
+  const out: Partial<Record<QuestionType, number>> = {};
+  for (const item of e.items) {
+    if (item.kind !== "binary" || item.op !== "*") fail(usage, item.span);
+    const type = item.left.kind === "string" || item.left.kind === "name" ? (item.left.kind === "string" ? item.left.value : item.left.name) : undefined;
+    if (type === undefined) fail(usage, item.left.span);
+    if (!(QUESTION_TYPES as readonly string[]).includes(type))
+      fail(`unknown question type "${type}" in \`oversample\``, item.left.span, didYouMean(type, QUESTION_TYPES) ?? `types: ${QUESTION_TYPES.join(", ")}`);
+    if (type in out) fail(`"${type}" is listed twice in \`oversample\``, item.left.span);
+    out[type as QuestionType] = number(item.right, "oversample", { int: true, min: 1 });
+  }
+  return out;
 }
 
 /** The train sections of the entry file, in order, with every key checked against the program. */
@@ -126,6 +147,9 @@ export function trainStages(program: Program): StageConfig[] {
     if (givenExpr && givenExpr.kind !== "bool") fail("`solution_given` is true or false", givenExpr.span);
     if (givenExpr && task !== "text") fail(`\`solution_given\` applies to the "text" task`, givenExpr.span);
     const given = givenExpr?.kind === "bool" && givenExpr.value;
+    const oversampleExpr = seen.get("oversample");
+    if (oversampleExpr && task !== "text") fail(`\`oversample\` applies to the "text" task`, oversampleExpr.span);
+    const oversample = oversampleExpr && oversampling(oversampleExpr);
     const recomputeExpr = seen.get("recompute");
     if (recomputeExpr && recomputeExpr.kind !== "bool") fail("`recompute` is true or false", recomputeExpr.span);
     const recompute = recomputeExpr?.kind === "bool" && recomputeExpr.value;
@@ -152,6 +176,7 @@ export function trainStages(program: Program): StageConfig[] {
       ...(answer !== undefined && { answer }),
       ...(loss !== undefined && { loss: loss as "all" | "answer" }),
       ...(given && { solutionGiven: true }),
+      ...(oversample && { oversample }),
       ...(recompute && { recompute: true }),
       ...(weights !== undefined && { weights: weights as WeightStorage }),
       span: sec.span,

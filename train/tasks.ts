@@ -1,6 +1,7 @@
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { epochShuffler, lmBatch, textBatch, vitBatch } from "../data/batches.ts";
-import { groundedExamples, labelledImages, seqLength, solutionGivenTexts, type Task, trainingTexts } from "../data/examples.ts";
+import { groundedExamples, labelledImages, oversampled, seqLength, solutionGivenTexts, type Task, trainingTexts } from "../data/examples.ts";
+import type { StageConfig } from "./stages.ts";
 import type { LoadedDataset } from "../data/loader.ts";
 
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
@@ -39,7 +40,14 @@ function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32A
 }
 
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
-export function taskData(task: Task, data: LoadedDataset, batch: number, seed: number, loss: "all" | "answer" = "all", solutionGiven = false): TaskData {
+export function taskData(
+  task: Task,
+  data: LoadedDataset,
+  batch: number,
+  seed: number,
+  text: Pick<StageConfig, "loss" | "solutionGiven" | "oversample"> = {},
+): TaskData {
+  const { loss = "all", solutionGiven = false, oversample = {} } = text;
   const tok = data.tokenizer!;
   const train = data.splits.train!;
   // [B, C, H, W] as the stage's model takes it; no image when it takes none (loaded without)
@@ -62,7 +70,7 @@ export function taskData(task: Task, data: LoadedDataset, batch: number, seed: n
     };
   }
   if (task === "text") {
-    const texts = [...trainingTexts(tok, train, data.format), ...(solutionGiven ? solutionGivenTexts(tok, train, data.format) : [])];
+    const texts = oversampled([...trainingTexts(tok, train, data.format), ...(solutionGiven ? solutionGivenTexts(tok, train, data.format) : [])], oversample);
     const T = seqLength(texts);
     const sh = epochShuffler(texts.length, batch, seed);
     return {
