@@ -90,7 +90,7 @@ function oversampling(e: A.Expr): Partial<Record<QuestionType, number>> {
   const out: Partial<Record<QuestionType, number>> = {};
   for (const item of e.items) {
     if (item.kind !== "binary" || item.op !== "*") fail(usage, item.span);
-    const type = item.left.kind === "string" || item.left.kind === "name" ? (item.left.kind === "string" ? item.left.value : item.left.name) : undefined;
+    const type = item.left.kind === "string" ? item.left.value : item.left.kind === "name" ? item.left.name : undefined;
     if (type === undefined) fail(usage, item.left.span);
     if (!(QUESTION_TYPES as readonly string[]).includes(type))
       fail(`unknown question type "${type}" in \`oversample\``, item.left.span, didYouMean(type, QUESTION_TYPES) ?? `types: ${QUESTION_TYPES.join(", ")}`);
