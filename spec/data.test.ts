@@ -636,13 +636,13 @@ describe("the language model's loss", () => {
       fcRuns(20),
     );
     // the stage's batches draw from that mix
-    const given = { loss: "answer" as const, solutionGiven: true };
+    const given = { task: "text" as const, batch: 4, seed: 0, loss: "answer" as const, solutionGiven: true };
     const withFormat = { ...ds, format };
-    const plain = taskData("text", withFormat, 4, 0, given).examples;
+    const plain = taskData(withFormat, given).examples;
     const counts = texts.filter((t) => t.category === "count").length;
     assert.ok(counts > 0);
     assert.equal(plain, texts.length);
-    assert.equal(taskData("text", withFormat, 4, 0, { ...given, oversample: { count: 3 } }).examples, plain + 2 * counts);
+    assert.equal(taskData(withFormat, { ...given, oversample: { count: 3 } }).examples, plain + 2 * counts);
   });
 
   test('`loss = "answer"` trains a text stage on each row\'s answer only, rows weighted equally', () => {

@@ -270,7 +270,7 @@ async function train(s: Stage, backbones: readonly StageResult[]): Promise<Stage
   const { ctx, cfg, model, trainModel, dir, label } = s;
   const work = workDir(dir);
   // refuse what cannot work before anything is allocated, compiled or written
-  const task = taskData(cfg.task, ctx.data, cfg.batch, cfg.seed, cfg);
+  const task = taskData(ctx.data, cfg);
   checkTaskFits(model, cfg, ctx.data, task);
   const evalDims = { ...task.dims, B: EVAL_BATCH };
   const device = deviceLimits(ctx.gpu);

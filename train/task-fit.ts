@@ -6,7 +6,7 @@ import { CLASS_NAMES } from "../data/fashion-mnist.ts";
 import type { LoadedDataset } from "../data/loader.ts";
 import { DehvfError, type Diagnostic } from "../grammar/diagnostics.ts";
 import type { StageConfig } from "./stages.ts";
-import { type TaskData, taskData } from "./tasks.ts";
+import { type TaskData, type TaskSettings, taskData } from "./tasks.ts";
 
 /** The inputs compiler/train-graph.ts adds to a model for its training step: a model input of the same name would clash. */
 const STEP_INPUTS = ["targets", "loss_mask", "lr", "adam_bc1", "adam_bc2"];
@@ -49,9 +49,9 @@ function logitsMismatch(model: CompiledModel, out: Node, logits: readonly number
  */
 export function checkTaskFits(
   model: CompiledModel,
-  stage: Pick<StageConfig, "name" | "task" | "span" | "batch" | "seed">,
+  stage: Pick<StageConfig, "name" | "span"> & TaskSettings,
   data: LoadedDataset,
-  task: TaskData = taskData(stage.task, data, stage.batch, stage.seed),
+  task: TaskData = taskData(data, stage),
 ): void {
   const problems: string[] = [];
   const at = `train section \`${stage.name}\` (task "${stage.task}")`;

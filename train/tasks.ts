@@ -1,8 +1,8 @@
 import { type Tensor, tensor } from "../compiler/tensor.ts";
 import { epochShuffler, lmBatch, textBatch, vitBatch } from "../data/batches.ts";
-import { groundedExamples, labelledImages, oversampled, seqLength, solutionGivenTexts, type Task, trainingTexts } from "../data/examples.ts";
-import type { StageConfig } from "./stages.ts";
+import { groundedExamples, labelledImages, oversampled, seqLength, solutionGivenTexts, trainingTexts } from "../data/examples.ts";
 import type { LoadedDataset } from "../data/loader.ts";
+import type { StageConfig } from "./stages.ts";
 
 /** A batch as the plan's named inputs (extra names are ignored by models that lack them). */
 export type Feed = Map<string, Tensor>;
@@ -39,15 +39,12 @@ function textFeed(b: { B: number; T: number; tokens: Int32Array; targets: Int32A
   ]);
 }
 
+/** What of a train section decides its batches. */
+export type TaskSettings = Pick<StageConfig, "task" | "batch" | "seed" | "loss" | "solutionGiven" | "oversample">;
+
 /** Training batches of a task, by global step (a pure function of seed and step, so resume sees the same data). */
-export function taskData(
-  task: Task,
-  data: LoadedDataset,
-  batch: number,
-  seed: number,
-  text: Pick<StageConfig, "loss" | "solutionGiven" | "oversample"> = {},
-): TaskData {
-  const { loss = "all", solutionGiven = false, oversample = {} } = text;
+export function taskData(data: LoadedDataset, stage: TaskSettings): TaskData {
+  const { task, batch, seed, loss = "all", solutionGiven = false, oversample = {} } = stage;
   const tok = data.tokenizer!;
   const train = data.splits.train!;
   // [B, C, H, W] as the stage's model takes it; no image when it takes none (loaded without)
