@@ -167,7 +167,7 @@ describe("train sections", () => {
   const bad = (body: string, re: RegExp) =>
     assert.throws(
       () => sectionsOf(body),
-      (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined,
+      (e: unknown) => e instanceof DehvfError && re.test(e.message) && e.diagnostics[0].span !== undefined && /m\.dehvf:\d+:\d+/.test(e.render()),
     );
   test("a model's last section is its own: a later section may go on from an earlier one of the same model", () => {
     const stages = sectionsOf(

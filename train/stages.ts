@@ -102,6 +102,16 @@ function oversampling(e: A.Expr): Partial<Record<QuestionType, number>> {
 
 /** The train sections of the entry file, in order, with every key checked against the program. */
 export function trainStages(program: Program): StageConfig[] {
+  try {
+    return checkedSections(program);
+  } catch (e) {
+    // so the error shows file:line:col and the line, as the parser's and linker's do
+    if (e instanceof DehvfError) e.withSources(program.sources);
+    throw e;
+  }
+}
+
+function checkedSections(program: Program): StageConfig[] {
   const sections = program.entry.train;
   const names = sections.map((s) => s.name?.name ?? "train");
   const stages: StageConfig[] = [];
